@@ -1,0 +1,188 @@
+"""MBConv search spaces (MCUNet / OFA style): a compact genome resolved into an `Arch`.
+
+A space is a stem conv, one fixed MBConv1 block, elastic stages (depth per stage, kernel and expand per
+block slot), optional fixed tail blocks, and an optional 1x1 head conv. Width multiplier and resolution are
+fixed per space instance (`with_width_resolution` gives the neighbouring space); TinyNAS stage 1 picks them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tinyflow.arch.genome import Arch, Block, make_divisible
+
+
+class ArchOutsideSpaceError(ValueError):
+    """An arch genome asks for a choice the space does not offer."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One elastic stage: base output width (before the width multiplier), stride of its first block."""
+
+    width: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class MBConvSpace:
+    """An elastic MBConv space. Stage widths are the base widths, scaled by `width_mult`.
+
+    Defaults follow the ProxylessNAS/OFA MobileNetV2-based space that MCUNet searches: stem 32, an MBConv1
+    block of 16, elastic stages of widths 24, 40, 80, 96, 192 (strides 2, 2, 2, 1, 2), then a fixed block of
+    320 channels. Kernel {3,5,7}, expand {3,4,6}, depth {2,3,4}.
+    """
+
+    width_mult: float = 1.0
+    resolution: int = 224
+    in_channels: int = 3
+    num_classes: int = 1000
+    stem_channels: int = 32
+    first_block_channels: int = 16
+    stages: tuple[StageSpec, ...] = (
+        StageSpec(24, 2),
+        StageSpec(40, 2),
+        StageSpec(80, 2),
+        StageSpec(96, 1),
+        StageSpec(192, 2),
+    )
+    tail_channels: tuple[int, ...] = (320,)
+    tail_kernel: int = 3
+    tail_expand: int = 6
+    head_channels: int = 1280  # 0: no head conv; scaled by max(1, width_mult) as torchvision does
+    kernel_choices: tuple[int, ...] = (3, 5, 7)
+    expand_choices: tuple[int, ...] = (3, 4, 6)
+    depth_choices: tuple[int, ...] = (2, 3, 4)
+    name: str = "mcunet"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "stages",
+            tuple(s if isinstance(s, StageSpec) else StageSpec(**dict(s)) for s in self.stages),
+        )
+        for attr in ("tail_channels", "kernel_choices", "expand_choices", "depth_choices"):
+            object.__setattr__(self, attr, tuple(sorted(getattr(self, attr))) if attr != "tail_channels" else tuple(getattr(self, attr)))
+
+    # ---- geometry -------------------------------------------------------------------------------------
+    @property
+    def max_depth(self) -> int:
+        return max(self.depth_choices)
+
+    @property
+    def n_slots(self) -> int:
+        """Block slots that carry a kernel and an expand choice (stages x max depth)."""
+        return len(self.stages) * self.max_depth
+
+    def channels(self, base: int) -> int:
+        return make_divisible(base * self.width_mult)
+
+    def with_width_resolution(self, width_mult: float, resolution: int) -> MBConvSpace:
+        return replace(self, width_mult=float(width_mult), resolution=int(resolution))
+
+    # ---- genome <-> arch --------------------------------------------------------------------------------
+    def check(self, depths: Sequence[int], kernels: Sequence[int], expands: Sequence[int]) -> None:
+        """Raise `ArchOutsideSpaceError` naming the first choice the space does not offer."""
+        if len(depths) != len(self.stages):
+            raise ArchOutsideSpaceError(f"depths has {len(depths)} entries; the space has {len(self.stages)} stages")
+        for name, values, allowed in (
+            ("kernels", kernels, self.kernel_choices),
+            ("expands", expands, self.expand_choices),
+        ):
+            if len(values) != self.n_slots:
+                raise ArchOutsideSpaceError(f"{name} has {len(values)} entries; the space has {self.n_slots} slots")
+            for i, v in enumerate(values):
+                if v not in allowed:
+                    raise ArchOutsideSpaceError(f"{name}[{i}] = {v} is not one of {list(allowed)}")
+        for i, d in enumerate(depths):
+            if d not in self.depth_choices:
+                raise ArchOutsideSpaceError(f"depths[{i}] = {d} is not one of {list(self.depth_choices)}")
+
+    def build(self, depths: Sequence[int], kernels: Sequence[int], expands: Sequence[int]) -> Arch:
+        """Resolve a genome (depth per stage; kernel and expand per slot) into an `Arch`."""
+        depths, kernels, expands = list(depths), list(kernels), list(expands)
+        self.check(depths, kernels, expands)
+        stem = self.channels(self.stem_channels)
+        blocks: list[Block] = []
+        first = self.channels(self.first_block_channels)
+        blocks.append(Block(stem, first, 3, 1, 1, stage=0))
+        prev = first
+        for s, (stage, depth) in enumerate(zip(self.stages, depths, strict=True)):
+            out = self.channels(stage.width)
+            for j in range(depth):
+                slot = s * self.max_depth + j
+                blocks.append(
+                    Block(prev, out, kernels[slot], expands[slot], stage.stride if j == 0 else 1, stage=s + 1)
+                )
+                prev = out
+        for t, width in enumerate(self.tail_channels):
+            out = self.channels(width)
+            blocks.append(Block(prev, out, self.tail_kernel, self.tail_expand, 1, stage=len(self.stages) + 1 + t))
+            prev = out
+        head = make_divisible(self.head_channels * max(1.0, self.width_mult)) if self.head_channels else 0
+        genome = {
+            "width_mult": self.width_mult,
+            "resolution": self.resolution,
+            "depths": depths,
+            "kernels": kernels,
+            "expands": expands,
+        }
+        return Arch(
+            resolution=self.resolution,
+            blocks=tuple(blocks),
+            stem_channels=stem,
+            head_channels=head,
+            in_channels=self.in_channels,
+            num_classes=self.num_classes,
+            name=self.name,
+            genome=genome,
+        )
+
+    def from_genome(self, genome: dict[str, Any]) -> Arch:
+        """Build from a genome dict; its width/resolution (if present) must match or re-target the space."""
+        space = self
+        if "width_mult" in genome or "resolution" in genome:
+            space = self.with_width_resolution(
+                genome.get("width_mult", self.width_mult), genome.get("resolution", self.resolution)
+            )
+        return space.build(genome["depths"], genome["kernels"], genome["expands"])
+
+    # ---- sampling ------------------------------------------------------------------------------------
+    def sample_genome(self, rng: random.Random) -> dict[str, list[int]]:
+        return {
+            "depths": [rng.choice(self.depth_choices) for _ in self.stages],
+            "kernels": [rng.choice(self.kernel_choices) for _ in range(self.n_slots)],
+            "expands": [rng.choice(self.expand_choices) for _ in range(self.n_slots)],
+        }
+
+    def sample(self, rng: random.Random) -> Arch:
+        g = self.sample_genome(rng)
+        return self.build(g["depths"], g["kernels"], g["expands"])
+
+    def max_arch(self) -> Arch:
+        n = self.n_slots
+        return self.build([self.max_depth] * len(self.stages), [max(self.kernel_choices)] * n, [max(self.expand_choices)] * n)
+
+    def min_arch(self) -> Arch:
+        n = self.n_slots
+        return self.build(
+            [min(self.depth_choices)] * len(self.stages), [min(self.kernel_choices)] * n, [min(self.expand_choices)] * n
+        )
+
+    def encode(self, arch: Arch) -> list[float]:
+        """One-hot encoding of the genome (OFA's predictor input): per slot kernel and expand, zero for an
+        inactive slot; per stage depth."""
+        g = arch.genome
+        vec: list[float] = []
+        for s, d in enumerate(g["depths"]):
+            vec += [1.0 if d == c else 0.0 for c in self.depth_choices]
+            for j in range(self.max_depth):
+                slot = s * self.max_depth + j
+                active = j < d
+                vec += [1.0 if active and g["kernels"][slot] == c else 0.0 for c in self.kernel_choices]
+                vec += [1.0 if active and g["expands"][slot] == c else 0.0 for c in self.expand_choices]
+        return vec

@@ -1,0 +1,1 @@
+"""PyTorch modules built from `tinyflow.arch` genomes. Importing this package imports torch."""

@@ -1,0 +1,71 @@
+"""The static PyTorch network of an `Arch` (what is fine-tuned, exported and deployed)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tinyflow.arch.genome import Arch, Block
+
+
+class ConvBNAct(nn.Sequential):
+    """conv (same padding k//2, no bias) -> BatchNorm -> ReLU6 (or no activation)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True):
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        if act:
+            layers.append(nn.ReLU6(inplace=False))
+        super().__init__(*layers)
+
+    @property
+    def conv(self) -> nn.Conv2d:
+        return self[0]
+
+    @property
+    def bn(self) -> nn.BatchNorm2d:
+        return self[1]
+
+
+class MBConv(nn.Module):
+    """Inverted residual block: [expand 1x1] -> depthwise kxk -> project 1x1 (linear) [+ input]."""
+
+    def __init__(self, block: Block):
+        super().__init__()
+        self.spec = block
+        hidden = block.hidden
+        self.expand = ConvBNAct(block.in_channels, hidden, 1) if block.expand != 1 else None
+        self.depthwise = ConvBNAct(hidden, hidden, block.kernel, block.stride, groups=hidden)
+        self.project = ConvBNAct(hidden, block.out_channels, 1, act=False)
+        self.residual = block.residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand(x) if self.expand is not None else x
+        y = self.project(self.depthwise(y))
+        return x + y if self.residual else y
+
+
+class StaticNet(nn.Module):
+    """stem -> MBConv blocks -> [head 1x1] -> global average pool -> dropout -> linear classifier."""
+
+    def __init__(self, arch: Arch, dropout: float = 0.0):
+        super().__init__()
+        self.arch = arch
+        self.stem = ConvBNAct(arch.in_channels, arch.stem_channels, arch.stem_kernel, arch.stem_stride)
+        self.blocks = nn.ModuleList(MBConv(b) for b in arch.blocks)
+        self.head = ConvBNAct(arch.blocks[-1].out_channels, arch.head_channels, 1) if arch.head_channels else None
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(arch.last_channels, arch.num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x) if self.head is not None else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        return self.classifier(self.dropout(x))
