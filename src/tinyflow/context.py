@@ -1,0 +1,66 @@
+"""The typed run context passed from stage to stage and saved after each one (so a run can resume)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+CONTEXT_FILE = "context.json"
+
+
+@dataclass
+class RunContext:
+    """What the stages have produced so far. Paths are absolute; figures say their units in their names."""
+
+    output_dir: str
+    completed: list[str] = field(default_factory=list)
+    # space: chosen width multiplier and resolution, with the per-cell statistics behind the choice
+    width_mult: float | None = None
+    resolution: int | None = None
+    space_stats: dict[str, Any] = field(default_factory=dict)
+    # train: the supernet checkpoint
+    supernet_checkpoint: str | None = None
+    # search: the best arch (Arch.to_dict()) and the scheduler options searched with it
+    arch: dict[str, Any] | None = None
+    schedule_options: dict[str, Any] = field(default_factory=dict)
+    # finetune / quantize / deploy
+    model_checkpoint: str | None = None
+    onnx_path: str | None = None
+    onnx_int8_path: str | None = None
+    plan: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, directory: str | os.PathLike[str] | None = None) -> Path:
+        """Write `context.json` atomically (temp file, then rename)."""
+        target = Path(directory or self.output_dir) / CONTEXT_FILE
+        atomic_write_text(target, json.dumps(asdict(self), indent=2, sort_keys=True, default=str))
+        return target
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> RunContext:
+        path = Path(directory) / CONTEXT_FILE
+        data = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write text so that readers see either the old file or the whole new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
