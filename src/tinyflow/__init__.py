@@ -1,0 +1,24 @@
+"""tinyflow: find, train, schedule and deploy neural networks that fit a microcontroller."""
+
+from pathlib import Path
+
+from tinyflow.config_schema import register_schemas
+
+__version__ = "0.1.0"
+
+#: the repository's top-level `conf/` directory (tinyflow is installed editable from its checkout)
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+#: where runs, multiruns and the MLflow store go by default
+OUTPUTS_DIR = Path(__file__).resolve().parents[2] / "outputs"
+
+register_schemas()
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("tf_outputs"):
+        OmegaConf.register_new_resolver("tf_outputs", lambda: OUTPUTS_DIR.as_posix())
+
+
+_register_resolvers()

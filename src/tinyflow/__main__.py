@@ -1,0 +1,22 @@
+"""`python -m tinyflow`: the pipeline as a Hydra app (config in the repository's `conf/`)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+import tinyflow
+from tinyflow.app import clean_errors
+
+
+@hydra.main(version_base="1.3", config_path=str(tinyflow.CONF_DIR), config_name="config")
+@clean_errors
+def main(cfg: DictConfig) -> dict:
+    from tinyflow.pipeline import run_pipeline
+
+    ctx = run_pipeline(cfg)
+    return {"status": "FINISHED", "output_dir": ctx.output_dir, "metrics": ctx.metrics}
+
+
+if __name__ == "__main__":
+    main()

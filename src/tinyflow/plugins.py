@@ -1,0 +1,82 @@
+"""Build plugins from their config group option and check them against their Protocol."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from tinyflow.config_schema import validate_device
+from tinyflow.contracts import PROTOCOLS, Device, MemoryConfig, iter_protocol_members
+from tinyflow.errors import ConfigError
+
+_MEMORY_RULES = ("liveness", "layer_local")
+
+
+def _choice(cfg: DictConfig, group: str) -> str:
+    """The option chosen for `group` (from Hydra's runtime choices when available)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(HydraConfig.get().runtime.choices.get(group, "?"))
+    except ValueError:  # not inside a Hydra app
+        node = cfg.get(group)
+        return str(node.get("name", "?")) if isinstance(node, DictConfig) else "?"
+
+
+def check_protocol(obj: Any, group: str, option: str = "?") -> Any:
+    """Raise ConfigError naming the group and option if `obj` lacks a member of the group's Protocol."""
+    proto = PROTOCOLS[group]
+    missing = [m for m in iter_protocol_members(proto) if not hasattr(obj, m)]
+    if missing:
+        raise ConfigError(
+            f"{group}={option}: {type(obj).__module__}.{type(obj).__qualname__} is not a {proto.__name__} plugin; "
+            f"it lacks {', '.join(missing)}. Point `_target_` in conf/{group}/{option}.yaml at a class that "
+            f"implements tinyflow.contracts.{proto.__name__}."
+        )
+    return obj
+
+
+def build_plugin(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
+    """Instantiate the plugin chosen for `group` (its node has `_target_`) and check its Protocol."""
+    option = _choice(cfg, group)
+    node = cfg.get(group)
+    if node is None or "_target_" not in node:
+        raise ConfigError(
+            f"{group}: no plugin is configured (the `{group}` node has no `_target_`). Choose one with "
+            f"`{group}=<option>` from conf/{group}/."
+        )
+    try:
+        obj = instantiate(node, **kwargs, _convert_="partial")
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"{group}={option}: could not build the plugin: {cause}") from None
+    return check_protocol(obj, group, option)
+
+
+def build_device(cfg: DictConfig) -> Device:
+    """The validated `Device` of the composed config."""
+    validate_device(cfg.device)
+    d = OmegaConf.to_container(cfg.device, resolve=True, structured_config_mode=_enum_as_name())
+    fields = inspect.signature(Device).parameters
+    return Device(**{k: (v.name if hasattr(v, "name") and not isinstance(v, str) else v) for k, v in d.items() if k in fields})
+
+
+def build_memory(cfg: DictConfig) -> MemoryConfig:
+    """The `MemoryConfig` from `cfg.memory` (DESIGN §3 conventions), validated."""
+    node = cfg.get("memory") or {}
+    mem = MemoryConfig(**OmegaConf.to_container(node, resolve=True)) if node else MemoryConfig()
+    if mem.rule not in _MEMORY_RULES:
+        raise ConfigError(f"memory.rule = {mem.rule!r} is unknown; use one of {', '.join(_MEMORY_RULES)}.")
+    if mem.dtype_bytes not in (1, 2, 4):
+        raise ConfigError(f"memory.dtype_bytes = {mem.dtype_bytes} must be 1 (int8), 2 or 4 (float32).")
+    return mem
+
+
+def _enum_as_name() -> Any:
+    from omegaconf import SCMode
+
+    return SCMode.DICT
