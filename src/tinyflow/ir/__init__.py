@@ -1,0 +1,14 @@
+"""Network IR: a DAG of ops with NCHW shapes, built from an arch genome or imported from ONNX (no torch)."""
+
+from tinyflow.ir.from_arch import from_arch
+from tinyflow.ir.graph import Graph, Node
+from tinyflow.ir.ops import OP_KINDS, IRError, OpKind, get_op, register_op
+
+__all__ = ["OP_KINDS", "Graph", "IRError", "Node", "OpKind", "from_arch", "from_onnx", "get_op", "register_op"]
+
+
+def from_onnx(path, **kwargs):
+    """Import an ONNX file (see `tinyflow.ir.onnx_import.from_onnx`)."""
+    from tinyflow.ir.onnx_import import from_onnx as _from_onnx
+
+    return _from_onnx(path, **kwargs)

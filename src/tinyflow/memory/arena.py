@@ -1,0 +1,147 @@
+"""Arena placement: an offset for every buffer so that buffers alive at the same step never overlap.
+
+A buffer is (name, size bytes, first step, last step), both steps inclusive. Two algorithms:
+- `first_fit_decreasing` (baseline): largest buffer first, each at the lowest offset free over its lifetime.
+- `greedy_by_breadth`: visit steps from the busiest (largest total live size) down, placing that step's
+  unplaced buffers largest first into the tightest free gap (best fit) — the strategy TF Lite's
+  memory planner names "greedy by breadth".
+`check_no_overlap` verifies a placed plan tensor by tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from tinyflow.errors import ConfigError, TinyflowError
+from tinyflow.memory.plan import TensorAlloc
+
+BufferSpec = tuple[str, int, int, int]  # name, size, first, last
+
+
+class PlanError(TinyflowError):
+    """A plan is inconsistent (two live tensors overlap in the arena, or a tensor has no offset)."""
+
+
+def _free_gaps(busy: list[tuple[int, int]]) -> Iterable[tuple[int, int]]:
+    """Gaps (start, end) between sorted busy intervals; the last gap is open-ended (end = -1)."""
+    cursor = 0
+    for lo, hi in sorted(busy):
+        if lo > cursor:
+            yield cursor, lo
+        cursor = max(cursor, hi)
+    yield cursor, -1
+
+
+def _busy(placed: list[tuple[int, int, int, int]], first: int, last: int) -> list[tuple[int, int]]:
+    return [(off, off + size) for off, size, f, la in placed if f <= last and first <= la]
+
+
+def first_fit_decreasing(buffers: Sequence[BufferSpec]) -> dict[str, int]:
+    offsets: dict[str, int] = {}
+    placed: list[tuple[int, int, int, int]] = []
+    for name, size, first, last in sorted(buffers, key=lambda b: (-b[1], b[2], b[0])):
+        if size <= 0:
+            offsets[name] = 0
+            continue
+        for lo, hi in _free_gaps(_busy(placed, first, last)):
+            if hi < 0 or hi - lo >= size:
+                offsets[name] = lo
+                break
+        placed.append((offsets[name], size, first, last))
+    return offsets
+
+
+def greedy_by_breadth(buffers: Sequence[BufferSpec]) -> dict[str, int]:
+    if not buffers:
+        return {}
+    n_steps = max(b[3] for b in buffers) + 1
+    breadth = [0] * n_steps
+    live_at: list[list[BufferSpec]] = [[] for _ in range(n_steps)]
+    for b in buffers:
+        for i in range(b[2], b[3] + 1):
+            breadth[i] += b[1]
+            live_at[i].append(b)
+    offsets: dict[str, int] = {}
+    placed: list[tuple[int, int, int, int]] = []
+    for step in sorted(range(n_steps), key=lambda i: (-breadth[i], i)):
+        for name, size, first, last in sorted(live_at[step], key=lambda b: (-b[1], b[2], b[0])):
+            if name in offsets:
+                continue
+            if size <= 0:
+                offsets[name] = 0
+                continue
+            best: tuple[int, int] | None = None  # (gap size, offset)
+            end = 0
+            for lo, hi in _free_gaps(_busy(placed, first, last)):
+                if hi < 0:
+                    end = lo
+                elif hi - lo >= size and (best is None or hi - lo < best[0]):
+                    best = (hi - lo, lo)
+            offsets[name] = best[1] if best is not None else end
+            placed.append((offsets[name], size, first, last))
+    return offsets
+
+
+ALGORITHMS: dict[str, Callable[[Sequence[BufferSpec]], dict[str, int]]] = {
+    "first_fit_decreasing": first_fit_decreasing,
+    "greedy_by_breadth": greedy_by_breadth,
+}
+
+
+def place(buffers: Sequence[BufferSpec], algorithm: str = "first_fit_decreasing") -> dict[str, int]:
+    """Offsets for `buffers` by the named algorithm (`memory.arena_algorithm`)."""
+    try:
+        fn = ALGORITHMS[algorithm]
+    except KeyError:
+        raise ConfigError(f"memory.arena_algorithm: '{algorithm}' is not one of {sorted(ALGORITHMS)}") from None
+    return fn(buffers)
+
+
+def arena_size(buffers: Sequence[BufferSpec], offsets: dict[str, int]) -> int:
+    return max((offsets[name] + size for name, size, _, _ in buffers), default=0)
+
+
+def assign_offsets(tensors: Sequence[TensorAlloc], offsets: dict[str, int]) -> None:
+    """Give every tensor the offset of its buffer."""
+    for t in tensors:
+        t.offset = offsets[t.buffer]
+
+
+def _aliases(a: TensorAlloc, b: TensorAlloc, index: dict[str, TensorAlloc]) -> str | None:
+    """How `b` reuses `a`'s storage ('view' / 'inplace'), following alias_of links back from b; else None."""
+    kind: str | None = None
+    cur = b
+    seen = 0
+    while cur.alias_of is not None and seen < len(index):
+        kind = "view" if (cur.alias_kind == "view" and kind in (None, "view")) else "inplace"
+        if cur.alias_of == a.name:
+            return kind
+        cur = index[cur.alias_of]
+        seen += 1
+    return None
+
+
+def check_no_overlap(tensors: Sequence[TensorAlloc]) -> None:
+    """Raise `PlanError` if two tensors alive at the same step share arena bytes (aliases excepted:
+    a view may share its source's bytes while both live; an in-place output only at the step that consumes
+    its input)."""
+    index = {t.name: t for t in tensors}
+    for t in tensors:
+        if t.size > 0 and t.offset < 0:
+            raise PlanError(f"plan: tensor '{t.name}' ({t.size} B) has no arena offset")
+    live = sorted((t for t in tensors if t.size > 0), key=lambda t: (t.first_step, t.name))
+    active: list[TensorAlloc] = []
+    for t in live:
+        active = [a for a in active if a.last_step >= t.first_step]
+        for a in active:
+            if a.offset < t.end and t.offset < a.end:
+                kind = _aliases(a, t, index) or _aliases(t, a, index)
+                if kind == "view":
+                    continue
+                if kind == "inplace" and min(a.last_step, t.last_step) == max(a.first_step, t.first_step):
+                    continue
+                raise PlanError(
+                    f"plan: tensors '{a.name}' [{a.offset}, {a.end}) steps {a.first_step}-{a.last_step} and "
+                    f"'{t.name}' [{t.offset}, {t.end}) steps {t.first_step}-{t.last_step} overlap while both live"
+                )
+        active.append(t)
