@@ -67,6 +67,11 @@ def validate_device(device: DictConfig | dict[str, Any]) -> None:
     name = d.get("name", "?")
     for key in _POSITIVE:
         value = d.get(key)
+        if value == "???" or value is None:
+            raise ConfigError(
+                f"device.{key} is not set for device '{name}'. Give it on the command line, "
+                f"e.g. `device=custom device.sram_kb=256 device.flash_kb=1024`."
+            )
         if not isinstance(value, int | float) or value <= 0:
             raise ConfigError(
                 f"device.{key} = {value!r} is invalid for device '{name}': it must be a positive number "

@@ -1,0 +1,44 @@
+"""Shared fixtures: a real MLflow sqlite store in a temp dir, and a runner for the `python -m tinyflow` CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO = TESTS_DIR.parent
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path) -> str:
+    """A fresh sqlite MLflow store."""
+    return f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("HYDRA_FULL_ERROR", None)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path, store_uri: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run a tinyflow Hydra app in a subprocess with its outputs and MLflow store in tmp_path."""
+
+    def run(
+        *args: str, module: str = "tinyflow", multirun: bool = False, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        dirs = [f"hydra.sweep.dir={tmp_path / 'multirun'}"] if multirun else [f"hydra.run.dir={tmp_path / 'run'}"]
+        cmd = [sys.executable, "-m", module, *args, f"tracking.uri={store_uri}", *dirs]
+        if multirun:
+            cmd.insert(3, "-m")
+        return subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+
+    return run
