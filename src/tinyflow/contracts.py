@@ -8,7 +8,7 @@ named in `PROTOCOLS`.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -17,6 +17,7 @@ from tinyflow.arch.genome import Arch
 
 if TYPE_CHECKING:  # keep core importable without torch
     from tinyflow.ir.graph import Graph
+    from tinyflow.search.problem import SearchProblem
 
 
 # ---------------------------------------------------------------- dataclasses passed between plugins
@@ -150,17 +151,16 @@ class Trainer(Protocol):
 
 @runtime_checkable
 class Strategy(Protocol):
-    """Searches the space for the best arch under constraints."""
+    """Searches for the best arch under constraints.
+
+    `problem` (tinyflow.search.problem.SearchProblem) carries the space, the genome operators (sample, mutate,
+    crossover; with `joint` also the patch scheduler's options), the costs and budgets, and the cached accuracy
+    that counts evaluations.
+    """
 
     name: str
 
-    def search(
-        self,
-        space: SearchSpace,
-        objective: Callable[[Arch], float],
-        feasible: Callable[[Arch], bool],
-        rng: random.Random,
-    ) -> SearchResult: ...
+    def search(self, problem: SearchProblem, rng: random.Random) -> SearchResult: ...
 
 
 @runtime_checkable

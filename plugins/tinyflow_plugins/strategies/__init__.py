@@ -1,0 +1,1 @@
+"""Search strategy plugins: `evolution` (MCUNet/OFA), `random` (the baseline), `optuna` (NSGA-II)."""

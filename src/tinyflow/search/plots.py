@@ -1,0 +1,122 @@
+"""Figures of the search: MACs CDF per (w, r) cell, Pareto front, best-so-far history, sweep heatmaps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from tinyflow.search.space_opt import SpaceResult
+
+
+def space_cdf_figure(result: SpaceResult, top: int = 8) -> Any:
+    """MCUNet's figure: the CDF of MACs among the fitting subnets of each cell; the chosen cell in bold."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cells = [c for c in result.cells if c.n_fit]
+    ranked = sorted(cells, key=lambda c: c.mean_macs, reverse=True)
+    labelled = {id(c) for c in ranked[:top]}
+    cmap = plt.get_cmap("viridis")
+    hi = max((c.mean_macs for c in cells), default=1.0) or 1.0
+    for c in sorted(cells, key=lambda c: c.mean_macs):
+        x = c.macs_fit / 1e6
+        y = np.arange(1, len(x) + 1) / len(x)
+        best = c is result.best
+        ax.step(
+            x,
+            y,
+            where="post",
+            color="crimson" if best else cmap(c.mean_macs / hi),
+            lw=2.5 if best else 1.0,
+            alpha=1.0 if best or id(c) in labelled else 0.35,
+            label=f"w{c.width_mult:g}-r{c.resolution} ({c.fit_share:.0%} fit)" if id(c) in labelled else None,
+        )
+    ax.set_xlabel("MACs of fitting subnets (M)")
+    ax.set_ylabel("cumulative probability")
+    ax.set_title(
+        f"Search-space CDF (SRAM {result.sram_budget / 1024:.0f} KiB, flash {result.flash_budget / 1024:.0f} KiB): "
+        f"chosen w{result.best.width_mult:g}-r{result.best.resolution}",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3)
+    if labelled:
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def pareto_figure(
+    rows: Sequence[dict[str, Any]],
+    front: Sequence[dict[str, Any]],
+    sram_budget: int | None,
+    best: dict[str, Any] | None = None,
+) -> Any:
+    """Accuracy against peak SRAM of every evaluated candidate, the Pareto front, the device's SRAM."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    if rows:
+        ax.scatter(
+            [r["peak_sram"] / 1024 for r in rows],
+            [r["accuracy"] for r in rows],
+            s=6,
+            alpha=0.3,
+            color="grey",
+            label="evaluated",
+        )
+    if front:
+        f = sorted(front, key=lambda r: r["peak_sram"])
+        ax.plot(
+            [r["peak_sram"] / 1024 for r in f],
+            [r["accuracy"] for r in f],
+            "o-",
+            color="tab:blue",
+            ms=4,
+            label="Pareto front",
+        )
+    if best is not None:
+        ax.scatter(
+            [best["peak_sram"] / 1024], [best["accuracy"]], marker="*", s=160, color="crimson", zorder=5, label="chosen"
+        )
+    if sram_budget is not None:
+        ax.axvline(sram_budget / 1024, color="crimson", ls="--", label="device SRAM budget")
+    ax.set_xlabel("peak SRAM (KiB)")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def history_figure(histories: dict[str, Sequence[dict[str, Any]]]) -> Any:
+    """Best accuracy so far against accuracy evaluations spent, one line per strategy/run."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, hist in histories.items():
+        ax.plot([h["n_evaluations"] for h in hist], [h["best_so_far"] for h in hist], label=name)
+    ax.set_xlabel("accuracy evaluations")
+    ax.set_ylabel("best accuracy so far")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_figure(srams: Sequence[float], flashes: Sequence[float], grids: dict[str, np.ndarray]) -> Any:
+    """One heatmap per named grid (rows: flash, columns: SRAM), each cell annotated with its value."""
+    fig, axes = plt.subplots(1, len(grids), figsize=(4.8 * len(grids), 4), squeeze=False)
+    for ax, (title, grid) in zip(axes[0], grids.items()):
+        im = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(srams)), [f"{s:g}" for s in srams])
+        ax.set_yticks(range(len(flashes)), [f"{f:g}" for f in flashes])
+        ax.set_xlabel("SRAM (kB)")
+        ax.set_ylabel("flash (kB)")
+        ax.set_title(title)
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                v = grid[i, j]
+                ax.text(j, i, "—" if np.isnan(v) else f"{v:g}", ha="center", va="center", color="white", fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig

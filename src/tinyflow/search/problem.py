@@ -1,0 +1,244 @@
+"""The search problem every strategy works on: genome operators, costs, constraints, cached accuracy.
+
+A candidate is an MBConv genome (depth per stage, kernel and expand per slot) and, for joint search
+(MCUNetV2), the patch scheduler's `n_patches` and `patch_blocks`. Costs come from a callable supplied by the
+caller (the memory engine's plan of the chosen scheduler); accuracy from another (the supernet or a predictor).
+Accuracy is cached per arch, so the number of accuracy evaluations a strategy spends is the number of distinct
+archs it asked about; this is the budget strategies are compared at.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tinyflow.arch.genome import Arch
+from tinyflow.arch.space import MBConvSpace
+from tinyflow.errors import BudgetError, ConfigError
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search: the arch and the scheduler options searched with it ({} unless joint)."""
+
+    arch: Arch
+    schedule: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def genome(self) -> dict[str, Any]:
+        return self.arch.genome
+
+    @property
+    def schedule_options(self) -> dict[str, int]:
+        return dict(self.schedule)
+
+    def key(self) -> tuple[str, tuple[tuple[str, int], ...]]:
+        return (self.arch.key(), self.schedule)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What the memory engine / cost model says of a candidate. Bytes for memory, MACs as multiply-adds."""
+
+    peak_sram: int
+    flash: int
+    macs: int
+    latency_ms: float | None = None
+    energy_mj: float | None = None
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Hard constraints; None means unconstrained."""
+
+    sram_bytes: int | None = None
+    flash_bytes: int | None = None
+    latency_ms: float | None = None
+    energy_mj: float | None = None
+
+    def violations(self, c: Costs) -> list[str]:
+        """Human-readable list of broken constraints (empty: the candidate fits)."""
+        out = []
+        if self.sram_bytes is not None and c.peak_sram > self.sram_bytes:
+            out.append(f"peak SRAM {c.peak_sram} B > {self.sram_bytes} B")
+        if self.flash_bytes is not None and c.flash > self.flash_bytes:
+            out.append(f"flash {c.flash} B > {self.flash_bytes} B")
+        if self.latency_ms is not None:
+            if c.latency_ms is None:
+                raise ConfigError(
+                    "strategy.latency_budget_ms is set but the cost model gives no latency; "
+                    "choose cost_model=micronets or drop the latency budget."
+                )
+            if c.latency_ms > self.latency_ms:
+                out.append(f"latency {c.latency_ms:.2f} ms > {self.latency_ms} ms")
+        if self.energy_mj is not None:
+            if c.energy_mj is None:
+                raise ConfigError(
+                    "strategy.energy_budget_mj is set but the cost model gives no energy; "
+                    "choose cost_model=micronets or drop the energy budget."
+                )
+            if c.energy_mj > self.energy_mj:
+                out.append(f"energy {c.energy_mj:.3f} mJ > {self.energy_mj} mJ")
+        return out
+
+    def slack(self, c: Costs) -> dict[str, float]:
+        """Per set constraint, cost / budget − 1: ≤ 0 means satisfied (Optuna's constraint convention)."""
+        pairs = {
+            "sram": (c.peak_sram, self.sram_bytes),
+            "flash": (c.flash, self.flash_bytes),
+            "latency": (c.latency_ms, self.latency_ms),
+            "energy": (c.energy_mj, self.energy_mj),
+        }
+        return {k: float(v) / float(b) - 1.0 for k, (v, b) in pairs.items() if b is not None and v is not None}
+
+
+CostFn = Callable[[Arch, dict[str, int]], Costs]
+AccuracyFn = Callable[[Arch], float]
+
+
+@dataclass
+class SearchProblem:
+    """Genome operators + feasibility + cached evaluation, shared by every strategy.
+
+    `joint=True` adds `n_patches` and `patch_blocks` genes, drawn from `n_patches_choices` and
+    `patch_blocks_choices`; the cost function then receives them as the scheduler options.
+    """
+
+    space: MBConvSpace
+    accuracy_fn: AccuracyFn
+    cost_fn: CostFn
+    budgets: Budgets = field(default_factory=Budgets)
+    joint: bool = False
+    n_patches_choices: tuple[int, ...] = (1, 2, 3, 4)
+    patch_blocks_choices: tuple[int, ...] = (2, 3, 4, 5)
+    max_redraws: int = 2000
+    n_evaluations: int = 0
+    _acc_cache: dict[str, float] = field(default_factory=dict, repr=False)
+    _cost_cache: dict[Any, Costs] = field(default_factory=dict, repr=False)
+    evaluated: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.joint and (not self.n_patches_choices or not self.patch_blocks_choices):
+            raise ConfigError(
+                "strategy.joint=true needs non-empty strategy.n_patches_choices and strategy.patch_blocks_choices."
+            )
+
+    # ---- genome operators ------------------------------------------------------------------------------
+    def _make(self, genome: dict[str, list[int]], schedule: dict[str, int]) -> Candidate:
+        arch = self.space.build(genome["depths"], genome["kernels"], genome["expands"])
+        return Candidate(arch, tuple(sorted(schedule.items())))
+
+    def _sample_schedule(self, rng: random.Random) -> dict[str, int]:
+        if not self.joint:
+            return {}
+        return {"n_patches": rng.choice(self.n_patches_choices), "patch_blocks": rng.choice(self.patch_blocks_choices)}
+
+    def sample(self, rng: random.Random) -> Candidate:
+        """A uniformly random candidate (feasible or not)."""
+        return self._make(self.space.sample_genome(rng), self._sample_schedule(rng))
+
+    def mutate(self, cand: Candidate, rng: random.Random, prob: float) -> Candidate:
+        """Resample each gene independently with probability `prob` (OFA / MCUNet mutation)."""
+        g = cand.genome
+        sp = self.space
+        depths = [rng.choice(sp.depth_choices) if rng.random() < prob else d for d in g["depths"]]
+        kernels = [rng.choice(sp.kernel_choices) if rng.random() < prob else k for k in g["kernels"]]
+        expands = [rng.choice(sp.expand_choices) if rng.random() < prob else e for e in g["expands"]]
+        sched = cand.schedule_options
+        if self.joint:
+            if rng.random() < prob:
+                sched["n_patches"] = rng.choice(self.n_patches_choices)
+            if rng.random() < prob:
+                sched["patch_blocks"] = rng.choice(self.patch_blocks_choices)
+        return self._make({"depths": depths, "kernels": kernels, "expands": expands}, sched)
+
+    def crossover(self, a: Candidate, b: Candidate, rng: random.Random) -> Candidate:
+        """Each gene from either parent with equal probability (uniform crossover)."""
+        ga, gb = a.genome, b.genome
+        genome = {
+            k: [x if rng.random() < 0.5 else y for x, y in zip(ga[k], gb[k])] for k in ("depths", "kernels", "expands")
+        }
+        sa, sb = a.schedule_options, b.schedule_options
+        sched = {k: sa[k] if rng.random() < 0.5 else sb[k] for k in sa}
+        return self._make(genome, sched)
+
+    # ---- costs and constraints -------------------------------------------------------------------------
+    def costs(self, cand: Candidate) -> Costs:
+        key = cand.key()
+        if key not in self._cost_cache:
+            self._cost_cache[key] = self.cost_fn(cand.arch, cand.schedule_options)
+        return self._cost_cache[key]
+
+    def violations(self, cand: Candidate) -> list[str]:
+        return self.budgets.violations(self.costs(cand))
+
+    def feasible(self, cand: Candidate) -> bool:
+        return not self.violations(cand)
+
+    def draw(self, make: Callable[[], Candidate]) -> Candidate:
+        """Call `make` until it returns a feasible candidate (a broken constraint is rejected and redrawn)."""
+        last: list[str] = []
+        for _ in range(self.max_redraws):
+            cand = make()
+            last = self.violations(cand)
+            if not last:
+                return cand
+        raise BudgetError(
+            f"search: no candidate satisfying the constraints in {self.max_redraws} draws "
+            f"(last one broke: {'; '.join(last)}). Loosen the device budgets or choose a smaller width/resolution "
+            "(run the `space` stage first, or lower search_space.width_mult / resolution)."
+        )
+
+    # ---- accuracy --------------------------------------------------------------------------------------
+    def accuracy(self, cand: Candidate) -> float:
+        """Accuracy of the candidate's arch, cached: only a new arch counts as an evaluation."""
+        key = cand.arch.key()
+        if key not in self._acc_cache:
+            self._acc_cache[key] = float(self.accuracy_fn(cand.arch))
+            self.n_evaluations += 1
+        acc = self._acc_cache[key]
+        self.evaluated.append(self.record(cand, acc))
+        return acc
+
+    def record(self, cand: Candidate, accuracy: float) -> dict[str, Any]:
+        c = self.costs(cand)
+        return {
+            "arch": cand.arch,
+            "schedule": cand.schedule_options,
+            "accuracy": accuracy,
+            "peak_sram": c.peak_sram,
+            "flash": c.flash,
+            "macs": c.macs,
+            "latency_ms": c.latency_ms,
+            "energy_mj": c.energy_mj,
+            "feasible": not self.budgets.violations(c),
+        }
+
+
+def pareto_front(
+    rows: list[dict[str, Any]], keys: tuple[tuple[str, int], ...] = (("accuracy", 1), ("peak_sram", -1), ("macs", -1))
+) -> list[dict[str, Any]]:
+    """Non-dominated rows; `keys` gives (field, +1 to maximise / −1 to minimise). Duplicates kept once."""
+    unique: dict[Any, dict[str, Any]] = {}
+    for r in rows:
+        unique[(r["arch"].key(), tuple(sorted(r.get("schedule", {}).items())))] = r
+    pts = list(unique.values())
+    if not pts:
+        return []
+    vals = np.array([[sign * float(r[k]) for k, sign in keys] for r in pts])
+    front = []
+    for i, vi in enumerate(vals):
+        dominated = np.any(np.all(vals >= vi, axis=1) & np.any(vals > vi, axis=1))
+        if not dominated:
+            front.append(pts[i])
+    front.sort(key=lambda r: (r[keys[1][0]] if len(keys) > 1 else 0, -r[keys[0][0]]))
+    return front
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Highest accuracy; ties broken by lower peak SRAM, then fewer MACs."""
+    return max(rows, key=lambda r: (r["accuracy"], -r["peak_sram"], -r["macs"]))
