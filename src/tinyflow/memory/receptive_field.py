@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tinyflow.errors import ConfigError
+from tinyflow.ir.graph import Graph, Node
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,11 @@ def _scaled_macs(op: SpatialOp, area: int) -> int:
     return (op.macs * area) // full if full else 0
 
 
+def op_macs(op: SpatialOp, region: Region) -> int:
+    """MACs of computing `region` of `op`'s output."""
+    return _scaled_macs(op, region.area)
+
+
 def chain(
     layers: Iterable[tuple[int, int, int]],
     resolution: int | tuple[int, int],
@@ -249,3 +255,88 @@ def chain(
         ops.append(SpatialOp(f"conv{i}", (prev,), f"t{i}", hw, out, (k, k), (s, s), (p, p), macs=macs))
         prev, hw = f"t{i}", out
     return ops
+
+
+# ---------------------------------------------------------------- from the network IR
+_ELEMENTWISE = frozenset({"act", "batchnorm", "add", "mul", "concat"})
+_WINDOWED = frozenset({"conv2d", "maxpool", "avgpool"})
+
+
+def _patchable(graph: Graph, node: Node) -> bool:
+    """Whether `node`'s output pixels depend only on a local window of same-layout NCHW inputs."""
+    if node.op in _WINDOWED:
+        return True
+    if node.op in _ELEMENTWISE:
+        ins = [graph[i].shape for i in node.inputs]
+        return len(node.shape) == 4 and all(len(s) == 4 and s[2:] == node.shape[2:] for s in ins)
+    return False
+
+
+def max_patch_blocks(graph: Graph) -> int:
+    """The largest `patch_blocks` whose blocks (stem = block 0) hold only ops that can run patch by patch."""
+    limit = graph.n_blocks + 1
+    for node in graph:
+        if node.op != "input" and not _patchable(graph, node):
+            limit = min(limit, node.block)
+    return limit
+
+
+def spatial_op(graph: Graph, node: Node) -> SpatialOp:
+    """The walk's view of one IR node."""
+    a = node.attrs
+    in_hw = tuple(graph[node.inputs[0]].shape[2:4])
+    out_hw = tuple(node.shape[2:4])
+    if node.op in _WINDOWED:
+        kernel = tuple(a["kernel"])
+        stride = tuple(a.get("stride", kernel if node.op != "conv2d" else (1, 1)))
+        pt, pl, _, _ = a.get("padding", (0, 0, 0, 0))
+        dilation = tuple(a.get("dilation", (1, 1)))
+        return SpatialOp(
+            node.name, node.inputs, node.name, in_hw, out_hw, kernel, stride, (pt, pl), dilation, graph.node_macs(node)
+        )
+    return SpatialOp(node.name, node.inputs, node.name, in_hw, out_hw, macs=graph.node_macs(node))
+
+
+def patch_stage(graph: Graph, patch_blocks: int) -> tuple[list[SpatialOp], str]:
+    """The ops of the first `patch_blocks` blocks (stem = block 0) as SpatialOps, and the stage's input name.
+
+    Raises ConfigError naming `scheduler.patch_blocks` and its valid range when the stage runs past what can be
+    patched, or does not end in a single tensor that the rest of the network reads.
+    """
+    top = max_patch_blocks(graph)
+    if not isinstance(patch_blocks, int) or isinstance(patch_blocks, bool) or not 1 <= patch_blocks <= top:
+        raise ConfigError(
+            f"scheduler.patch_blocks = {patch_blocks!r} is outside the network '{graph.name}': it has blocks "
+            f"0..{graph.n_blocks} (the stem is block 0), and only the first {top} can run patch by patch "
+            "(a global pool, flatten or linear cannot); choose patch_blocks between 1 and {top}, or 'auto'"
+        )
+    nodes = [n for n in graph.topological_order() if n.op != "input" and n.block < patch_blocks]
+    inside = {n.name for n in nodes}
+    outside_inputs = {i for n in nodes for i in n.inputs if i not in inside}
+    if len(outside_inputs) != 1 or graph[next(iter(outside_inputs))].op != "input":
+        raise ConfigError(
+            f"scheduler.patch_blocks = {patch_blocks}: the patch stage must read only the network input, but it reads "
+            f"{sorted(outside_inputs)}; choose a different patch_blocks"
+        )
+    read_later = {i for n in graph if n.name not in inside for i in n.inputs if i in inside}
+    read_later |= {o for o in graph.outputs if o in inside}
+    if len(read_later) != 1:
+        raise ConfigError(
+            f"scheduler.patch_blocks = {patch_blocks}: the patch stage must end in one tensor that the rest of the "
+            f"network reads, but {sorted(read_later)} leave it; choose a patch_blocks at a block boundary"
+        )
+    (out_name,) = read_later
+    ops = [spatial_op(graph, n) for n in nodes]
+    # the stage output must be the last op: drop nothing, but reorder is not needed in topological order
+    if ops[-1].output != out_name:
+        raise ConfigError(
+            f"scheduler.patch_blocks = {patch_blocks}: the stage's output '{out_name}' is not its last op; "
+            "choose a patch_blocks at a block boundary"
+        )
+    return ops, next(iter(outside_inputs))
+
+
+def graph_patch_geometry(graph: Graph, patch_blocks: int, n_patches: int) -> PatchGeometry:
+    """Patch geometry of a network IR: `n_patches × n_patches` over the output of its first `patch_blocks`."""
+    ops, stage_input = patch_stage(graph, patch_blocks)
+    return patch_geometry(ops, n_patches, stage_input)

@@ -1,0 +1,110 @@
+"""Bind float32 weights to an IR's nodes: from a `StaticNet`'s state_dict, or from an ONNX file's initializers.
+
+Both use the names the IR keeps in `node.weights` (arch graphs: StaticNet state_dict keys, with `bn` a module
+prefix; imported graphs: ONNX initializer names). BatchNorm is folded into the conv's weight and bias in float64
+and stored as float32, so layer and patch execution run the same folded weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tinyflow.errors import ConfigError
+from tinyflow.execute.kernels import ConvParams
+from tinyflow.execute.runner import Executor
+from tinyflow.ir.graph import Graph, Node
+
+_BN_EPS = 1e-5
+
+
+def _fold(w: np.ndarray, b: np.ndarray | None, gamma, beta, mean, var, eps: float) -> ConvParams:
+    scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
+    shape = (-1,) + (1,) * (w.ndim - 1)
+    w2 = np.asarray(w, np.float64) * scale.reshape(shape)
+    b0 = np.zeros_like(scale) if b is None else np.asarray(b, np.float64)
+    b2 = (b0 - np.asarray(mean, np.float64)) * scale + np.asarray(beta, np.float64)
+    return ConvParams(torch.from_numpy(w2.astype(np.float32)), torch.from_numpy(b2.astype(np.float32)))
+
+
+def _plain(w: np.ndarray, b: np.ndarray | None) -> ConvParams:
+    t = torch.from_numpy(np.asarray(w, np.float32).copy())
+    return ConvParams(t, None if b is None else torch.from_numpy(np.asarray(b, np.float32).copy()))
+
+
+def bind(graph: Graph, tensors: Mapping[str, Any], eps_of: Mapping[str, float] | None = None) -> Executor:
+    """An Executor for `graph` whose weights come from `tensors` (name -> array), as named by `node.weights`."""
+    eps_of = eps_of or {}
+    params: dict[str, ConvParams] = {}
+
+    def get(node: Node, name: str) -> np.ndarray:
+        if name not in tensors:
+            raise ConfigError(f"executor: node '{node.name}' needs weight '{name}', which the model does not have")
+        v = tensors[name]
+        return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+
+    for node in graph:
+        roles = node.weights
+        if not roles:
+            continue
+        if node.op in ("conv2d", "linear"):
+            w = get(node, roles["weight"])
+            b = get(node, roles["bias"]) if roles.get("bias") else None
+            if "bn" in roles:  # a module prefix (arch graphs)
+                p = roles["bn"]
+                eps = eps_of.get(p, node.attrs.get("eps", _BN_EPS))
+                bn = [get(node, f"{p}.{k}") for k in ("weight", "bias", "running_mean", "running_var")]
+                params[node.name] = _fold(w, b, *bn, eps)
+            elif "bn_scale" in roles:  # separate initializers (imported graphs)
+                bn = [get(node, roles[k]) for k in ("bn_scale", "bn_bias", "bn_mean", "bn_var")]
+                params[node.name] = _fold(w, b, *bn, node.attrs.get("bn_eps", _BN_EPS))
+            else:
+                params[node.name] = _plain(w, b)
+        elif node.op == "batchnorm":
+            if "bn" in roles:
+                p = roles["bn"]
+                bn = [get(node, f"{p}.{k}") for k in ("weight", "bias", "running_mean", "running_var")]
+                eps = eps_of.get(p, node.attrs.get("eps", _BN_EPS))
+            else:
+                bn = [get(node, roles[k]) for k in ("scale", "bias", "mean", "var")]
+                eps = node.attrs.get("eps", _BN_EPS)
+            ones = np.ones_like(np.asarray(bn[0], np.float64))
+            params[node.name] = _fold(ones, None, *bn, eps)
+    return Executor(graph, params)
+
+
+def from_static(net: torch.nn.Module, graph: Graph | None = None) -> Executor:
+    """An Executor running `net`'s weights (a `StaticNet`, BatchNorm statistics as in eval mode)."""
+    from tinyflow.ir import from_arch
+
+    graph = graph if graph is not None else from_arch(net.arch)
+    eps_of = {name: float(m.eps) for name, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    return bind(graph, net.state_dict(), eps_of)
+
+
+def onnx_initializers(path: str | Path) -> dict[str, np.ndarray]:
+    """name -> array of every initializer (and Constant node tensor) of an ONNX file."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    out = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    out[node.output[0]] = numpy_helper.to_array(attr.t)
+    return out
+
+
+def from_onnx(path: str | Path, graph: Graph | None = None) -> Executor:
+    """An Executor running the float weights stored in an ONNX file, on the graph tinyflow imports from it."""
+    if graph is None:
+        from tinyflow.ir import from_onnx as import_onnx
+
+        graph = import_onnx(path)
+    return bind(graph, onnx_initializers(path))

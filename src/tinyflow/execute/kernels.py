@@ -1,0 +1,129 @@
+"""PyTorch kernels for IR nodes, each written as a *valid* op on an already padded input.
+
+Layer execution pads a tensor by the node's own padding, then runs the kernel; patch execution pads a patch
+only where it touches the feature map's border (see `tinyflow.memory.receptive_field`), then runs the same
+kernel — so both modes run identical arithmetic on identical values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tinyflow.errors import ConfigError
+from tinyflow.ir.graph import Node
+
+# ops whose output pixel depends only on a local window of its inputs: they can run patch by patch
+SPATIAL_OPS = frozenset({"conv2d", "maxpool", "avgpool", "act", "batchnorm", "add", "mul", "concat"})
+
+
+def activation(x: torch.Tensor, fn: str | None, attrs: dict[str, Any] | None = None) -> torch.Tensor:
+    """Apply a (fused or stand-alone) activation by name."""
+    if fn is None or fn == "identity":
+        return x
+    if fn == "relu":
+        return F.relu(x)
+    if fn == "relu6":
+        return F.hardtanh(x, 0.0, 6.0)
+    if fn == "clip":
+        attrs = attrs or {}
+        lo = attrs.get("min", attrs.get("act_min"))
+        hi = attrs.get("max", attrs.get("act_max"))
+        return torch.clamp(x, min=lo, max=hi)
+    if fn == "hardswish":
+        return F.hardswish(x)
+    if fn == "sigmoid":
+        return torch.sigmoid(x)
+    raise ConfigError(f"executor: activation '{fn}' is not supported; supported: relu, relu6, clip, hardswish, sigmoid")
+
+
+@dataclass
+class ConvParams:
+    """A conv's weights with BatchNorm already folded in."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+
+def pad_value(node: Node) -> float:
+    """The value a padded border holds for this op (zero, or -inf for max pooling)."""
+    return float("-inf") if node.op == "maxpool" else 0.0
+
+
+def node_padding(node: Node) -> tuple[int, int, int, int]:
+    """The node's own padding as (top, bottom, left, right)."""
+    pt, pl, pb, pr = node.attrs.get("padding", (0, 0, 0, 0))
+    return (pt, pb, pl, pr)
+
+
+def pad(x: torch.Tensor, pads: tuple[int, int, int, int], value: float = 0.0) -> torch.Tensor:
+    """Pad (top, bottom, left, right) of an NCHW tensor."""
+    top, bottom, left, right = pads
+    if not (top or bottom or left or right):
+        return x
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+def run_valid(
+    node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+) -> torch.Tensor:
+    """Run `node` on inputs `xs`, the first padded by `pads` (top, bottom, left, right) and no more."""
+    a = node.attrs
+    op = node.op
+    if op == "conv2d":
+        assert conv is not None
+        x = pad(xs[0], pads)
+        y = F.conv2d(
+            x,
+            conv.weight,
+            conv.bias,
+            tuple(a.get("stride", (1, 1))),
+            0,
+            tuple(a.get("dilation", (1, 1))),
+            a.get("groups", 1),
+        )
+        return activation(y, a.get("act"), a)
+    if op == "maxpool":
+        return F.max_pool2d(pad(xs[0], pads, float("-inf")), tuple(a["kernel"]), tuple(a.get("stride", a["kernel"])))
+    if op == "avgpool":
+        k, s = tuple(a["kernel"]), tuple(a.get("stride", a["kernel"]))
+        x = pad(xs[0], pads)
+        total = F.avg_pool2d(x, k, s, divisor_override=1)
+        if a.get("count_include_pad", False):
+            return total / (k[0] * k[1])
+        # border cells do not count: divide by the number of real cells under each window
+        ones = pad(torch.ones_like(xs[0][:1, :1]), pads)
+        return total / F.avg_pool2d(ones, k, s, divisor_override=1)
+    if op == "act":
+        return activation(xs[0], a.get("fn"), a)
+    if op == "batchnorm":
+        assert conv is not None  # folded into a per-channel scale (weight) and shift (bias)
+        shape = (1, -1) + (1,) * (xs[0].dim() - 2)
+        return xs[0] * conv.weight.view(shape) + conv.bias.view(shape)
+    if op == "add":
+        y = xs[0]
+        for other in xs[1:]:
+            y = y + other
+        return y
+    if op == "mul":
+        y = xs[0]
+        for other in xs[1:]:
+            y = y * other
+        return y
+    if op == "concat":
+        return torch.cat(xs, dim=a.get("axis", 1))
+    if op == "global_avgpool":
+        return xs[0].mean(dim=(2, 3), keepdim=True)
+    if op == "flatten":
+        return torch.flatten(xs[0], a.get("axis", 1))
+    if op == "reshape":
+        target = list(a["shape"])
+        target[0] = xs[0].shape[0]  # any batch size
+        return xs[0].reshape(target)
+    if op == "linear":
+        assert conv is not None
+        return activation(F.linear(xs[0], conv.weight, conv.bias), a.get("act"), a)
+    raise ConfigError(f"executor: node '{node.name}' has op kind '{op}', which the PyTorch executor cannot run")
