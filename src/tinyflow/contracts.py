@@ -165,11 +165,18 @@ class Strategy(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """Exports and checks a final model (ONNX + onnxruntime; later C code for Cortex-M)."""
+    """Checks, measures and logs the final model's exported files (ONNX + onnxruntime; later C code for Cortex-M).
+
+    `files` names what the `quantize` stage exported (`onnx`: float, `onnx_int8`: QDQ int8). Returns
+    `{"metrics": {name: float}, "checks": {name: value}, "files": {name: path}}`; raises a TinyflowError when a
+    check fails loudly (e.g. the float file does not compute what the PyTorch model computes).
+    """
 
     name: str
 
-    def deploy(self, model: Any, arch: Arch, data: DataModule, workdir: str, tracker: Tracker) -> dict[str, Any]: ...
+    def deploy(
+        self, model: Any, arch: Arch, data: DataModule, workdir: str, tracker: Tracker, files: dict[str, str]
+    ) -> dict[str, Any]: ...
 
 
 @runtime_checkable
