@@ -30,7 +30,8 @@ def _choice(cfg: DictConfig, group: str) -> str:
 def check_protocol(obj: Any, group: str, option: str = "?") -> Any:
     """Raise ConfigError naming the group and option if `obj` lacks a member of the group's Protocol."""
     proto = PROTOCOLS[group]
-    missing = [m for m in iter_protocol_members(proto) if not hasattr(obj, m)]
+    present = set(dir(obj))  # dir() does not evaluate properties (which may read data)
+    missing = [m for m in iter_protocol_members(proto) if m not in present]
     if missing:
         raise ConfigError(
             f"{group}={option}: {type(obj).__module__}.{type(obj).__qualname__} is not a {proto.__name__} plugin; "
