@@ -1,0 +1,1 @@
+"""Built-in schedulers (config group `scheduler`): layer, patch, rnnpool."""
