@@ -30,7 +30,11 @@ def git_commit() -> str:
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -58,7 +62,9 @@ def find_resume_dir(resume: Any, output_dir: str) -> Path | None:
         )
         runs = [p for p in runs if p.resolve() != Path(output_dir).resolve()]
         if not runs:
-            raise ConfigError("resume=last: no earlier run with a context.json under outputs/runs/. Run without resume.")
+            raise ConfigError(
+                "resume=last: no earlier run with a context.json under outputs/runs/. Run without resume."
+            )
         candidate = runs[-1]
     else:
         candidate = Path(str(resume)).expanduser()

@@ -63,7 +63,9 @@ def build_device(cfg: DictConfig) -> Device:
     validate_device(cfg.device)
     d = OmegaConf.to_container(cfg.device, resolve=True, structured_config_mode=_enum_as_name())
     fields = inspect.signature(Device).parameters
-    return Device(**{k: (v.name if hasattr(v, "name") and not isinstance(v, str) else v) for k, v in d.items() if k in fields})
+    return Device(
+        **{k: (v.name if hasattr(v, "name") and not isinstance(v, str) else v) for k, v in d.items() if k in fields}
+    )
 
 
 def build_memory(cfg: DictConfig) -> MemoryConfig:
