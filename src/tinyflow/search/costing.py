@@ -1,0 +1,86 @@
+"""Cost functions for search, built on the memory engine (never its own memory accounting).
+
+- `layer` scheduler: the engine's fast closed-form costing (`tinyflow.cost.arch_cost`), the same numbers as
+  the IR + layer plan, thousands of archs per second.
+- any other scheduler (e.g. `patch`, or joint search's per-candidate patch options): the IR and the
+  scheduler's own plan; MACs then include the plan's recomputation (patch overlap).
+Peak SRAM is the plan's `peak_live_bytes` under the run's memory conventions; the final choice is verified
+against the real arena layout by `verify_plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tinyflow.arch.genome import Arch
+from tinyflow.contracts import Device, MemoryConfig
+from tinyflow.cost import arch_cost, energy_mj, latency_ms, model_flash_bytes
+from tinyflow.search.problem import Costs
+
+
+def fast_layer_costs(memory: MemoryConfig) -> Callable[[Arch], Costs]:
+    """Costs of an arch run layer by layer, from the engine's fast path."""
+
+    def cost(arch: Arch) -> Costs:
+        c = arch_cost(arch, memory)
+        return Costs(peak_sram=c.peak_live_bytes, flash=c.flash_bytes, macs=c.macs)
+
+    return cost
+
+
+@dataclass
+class SchedulerCosts:
+    """Costs of (arch, scheduler options) from a scheduler's real plan.
+
+    `make_scheduler(options)` builds the scheduler plugin with those options (joint search) or ignores them.
+    With `fast_layer=True` and no options, the fast layer path is used instead of a plan.
+    `latency`/`energy`: add MicroNets latency and energy for `device` (needed only for those budgets).
+    """
+
+    memory: MemoryConfig
+    make_scheduler: Callable[[dict[str, int]], Any] | None = None
+    fast_layer: bool = False
+    device: Device | None = None
+    latency: bool = False
+
+    def __post_init__(self) -> None:
+        self._schedulers: dict[tuple[tuple[str, int], ...], Any] = {}
+        self._fast = fast_layer_costs(self.memory)
+
+    def scheduler(self, options: dict[str, int]) -> Any:
+        key = tuple(sorted(options.items()))
+        if key not in self._schedulers:
+            assert self.make_scheduler is not None
+            self._schedulers[key] = self.make_scheduler(dict(options))
+        return self._schedulers[key]
+
+    def plan(self, arch: Arch, options: dict[str, int]) -> Any:
+        from tinyflow.ir import from_arch
+
+        return self.scheduler(options).plan(from_arch(arch), self.memory)
+
+    def __call__(self, arch: Arch, options: dict[str, int] | None = None) -> Costs:
+        options = options or {}
+        if self.fast_layer and not options:
+            c = self._fast(arch)
+        else:
+            from tinyflow.ir import from_arch
+
+            graph = from_arch(arch)
+            plan = self.scheduler(options).plan(graph, self.memory)
+            c = Costs(peak_sram=int(plan.peak_live_bytes), flash=int(model_flash_bytes(graph)), macs=int(plan.macs))
+        if self.latency and self.device is not None:
+            c = Costs(c.peak_sram, c.flash, c.macs, latency_ms(c.macs, self.device), energy_mj(c.macs, self.device))
+        return c
+
+
+def verify_plan(plan: Any, device: Device) -> dict[str, Any]:
+    """What the engine's real plan says about fitting: arena and peak against the SRAM budget."""
+    return {
+        "plan_peak_live_bytes": int(plan.peak_live_bytes),
+        "plan_arena_bytes": int(plan.arena_bytes),
+        "sram_budget_bytes": device.sram_budget_bytes,
+        "arena_fits": int(plan.arena_bytes) <= device.sram_budget_bytes,
+    }

@@ -1,0 +1,133 @@
+"""Stage `space` (TinyNAS stage 1): choose the width multiplier and resolution whose fitting subnets have the
+most MACs on this device; see `tinyflow.search.space_opt`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from tinyflow.context import RunContext, atomic_write_text
+from tinyflow.errors import ConfigError
+from tinyflow.plugins import build_device, build_memory, build_plugin
+from tinyflow.search.costing import SchedulerCosts
+from tinyflow.search.space_opt import optimize_space
+from tinyflow.stages import stage
+from tinyflow.tracking import active_tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpaceSettings:
+    """The `space:` block of the config."""
+
+    widths: list[float]
+    resolutions: list[int]
+    samples_per_cell: int = 1000
+    seed: int = 0
+    min_fit_share: float = 0.0
+    progress: bool = True
+
+    @classmethod
+    def from_cfg(cls, node: Any) -> SpaceSettings:
+        if node is None:
+            raise ConfigError("space: the config has no `space:` block (widths, resolutions, samples_per_cell, seed).")
+        d = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"space: unknown key(s) {unknown}; known keys are {sorted(known)}.")
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ConfigError(f"space: {exc}. Give space.widths and space.resolutions as lists.") from None
+
+
+def scheduler_costs(cfg: DictConfig) -> SchedulerCosts:
+    """Costs under the configured scheduler and memory conventions (fast path for `layer`)."""
+    memory = build_memory(cfg)
+    scheduler = build_plugin(cfg, "scheduler")
+
+    def make(options: dict[str, int]) -> Any:
+        return build_plugin(cfg, "scheduler", **options) if options else scheduler
+
+    return SchedulerCosts(memory, make, fast_layer=getattr(scheduler, "name", "") == "layer")
+
+
+@stage("space")
+def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
+    settings = SpaceSettings.from_cfg(cfg.get("space"))
+    device = build_device(cfg)
+    space = build_plugin(cfg, "search_space")
+    costs = scheduler_costs(cfg)
+    tracker = active_tracker()
+    tracker.log_params(
+        {
+            "space.widths": settings.widths,
+            "space.resolutions": settings.resolutions,
+            "space.samples_per_cell": settings.samples_per_cell,
+            "space.seed": settings.seed,
+            "sram_budget_bytes": device.sram_budget_bytes,
+            "flash_budget_bytes": device.flash_budget_bytes,
+        }
+    )
+    result = optimize_space(
+        space,
+        settings.widths,
+        settings.resolutions,
+        lambda arch: costs(arch),
+        device.sram_budget_bytes,
+        device.flash_budget_bytes,
+        samples_per_cell=settings.samples_per_cell,
+        seed=settings.seed,
+        min_fit_share=settings.min_fit_share,
+        progress=settings.progress,
+    )
+    best = result.best
+    log.info(
+        "space: chose w=%g r=%d (mean MACs of fitting subnets %.2f M, %.0f%% fit) after %d evaluations in %.1f s",
+        best.width_mult,
+        best.resolution,
+        best.mean_macs / 1e6,
+        100 * best.fit_share,
+        result.n_evaluations,
+        result.seconds,
+    )
+    for i, c in enumerate(result.cells):
+        tracker.log_metrics({"cell_fit_share": c.fit_share, "cell_mean_macs": c.mean_macs}, step=i)
+    tracker.log_metrics(
+        {
+            "chosen_width_mult": best.width_mult,
+            "chosen_resolution": float(best.resolution),
+            "chosen_mean_macs": best.mean_macs,
+            "chosen_fit_share": best.fit_share,
+            "evaluations": float(result.n_evaluations),
+            "evaluations_per_s": result.n_evaluations / max(result.seconds, 1e-9),
+        }
+    )
+    stats = result.stats()
+    out = Path(ctx.output_dir) / "space"
+    full = {**stats, "macs_fit": {f"w{c.width_mult:g}_r{c.resolution}": c.macs_fit.tolist() for c in result.cells}}
+    atomic_write_text(out / "space_cells.json", json.dumps(full))
+    tracker.log_artifact(str(out / "space_cells.json"))
+
+    from tinyflow.search.plots import space_cdf_figure
+
+    fig = space_cdf_figure(result)
+    fig_path = out / "space_macs_cdf.png"
+    fig.savefig(fig_path, dpi=120)
+    tracker.log_figure(fig, "space_macs_cdf.png")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    ctx.width_mult = best.width_mult
+    ctx.resolution = best.resolution
+    ctx.space_stats = stats
+    ctx.artifacts["space_cdf"] = str(fig_path)
+    ctx.artifacts["space_cells"] = str(out / "space_cells.json")
+    return ctx
