@@ -308,7 +308,7 @@ def patch_stage(graph: Graph, patch_blocks: int) -> tuple[list[SpatialOp], str]:
         raise ConfigError(
             f"scheduler.patch_blocks = {patch_blocks!r} is outside the network '{graph.name}': it has blocks "
             f"0..{graph.n_blocks} (the stem is block 0), and only the first {top} can run patch by patch "
-            "(a global pool, flatten or linear cannot); choose patch_blocks between 1 and {top}, or 'auto'"
+            f"(a global pool, flatten or linear cannot); choose patch_blocks between 1 and {top}, or 'auto'"
         )
     nodes = [n for n in graph.topological_order() if n.op != "input" and n.block < patch_blocks]
     inside = {n.name for n in nodes}
