@@ -1,0 +1,162 @@
+"""Executors: layer and patch execution of the same weights agree (float32, max abs diff <= 1e-5)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tinyflow.arch import MBConvSpace, StageSpec, mobilenetv2
+from tinyflow.arch.zoo import mbv2_rd
+from tinyflow.contracts import MemoryConfig
+from tinyflow.errors import ConfigError
+from tinyflow.execute import from_static, max_abs_diff
+from tinyflow.ir import from_arch
+from tinyflow.memory.receptive_field import graph_patch_geometry, max_patch_blocks
+from tinyflow.nn.static import StaticNet
+from tinyflow_plugins.schedulers.patch import PatchScheduler
+
+TOL = 1e-5
+torch.set_num_threads(1)
+
+
+def _randomize(net: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics (so folding matters), eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+    return net.eval()
+
+
+def _net(arch, seed: int = 0) -> StaticNet:
+    torch.manual_seed(seed)
+    return _randomize(StaticNet(arch), seed)
+
+
+@pytest.fixture(scope="module")
+def mbv2_exec():
+    net = _net(mobilenetv2())
+    return net, from_static(net)
+
+
+def test_layer_execution_is_the_static_net(mbv2_exec):
+    net, ex = mbv2_exec
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, got = net(x), ex.run_layer(x)
+    assert ref.shape == got.shape == (2, 1000)
+    assert max_abs_diff(ref, got) < 1e-4 * max(1.0, float(ref.abs().max()))  # BN folded: rounding differs
+
+
+def test_mbv2_patch_equals_layer(mbv2_exec):
+    _, ex = mbv2_exec
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a = ex.run_layer(x)
+        b = ex.run_patch(x, patch_blocks=5, n_patches=4)
+    assert max_abs_diff(a, b) <= TOL
+
+
+def test_mbv2_rd_patch_equals_layer():
+    ex = from_static(_net(mbv2_rd(0.35, 97)))
+    x = torch.randn(1, 3, 97, 97, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert max_abs_diff(ex.run_layer(x), ex.run_patch(x, 5, 3)) <= TOL
+
+
+def test_run_plan_follows_the_scheduler(mbv2_exec):
+    _, ex = mbv2_exec
+    plan = PatchScheduler(4, 5).plan(ex.graph, MemoryConfig())
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert max_abs_diff(ex.run_plan(plan, x), ex.run_layer(x)) <= TOL
+    # the executor runs the same geometry the plan was costed with, step for step
+    geo = graph_patch_geometry(ex.graph, 5, 4)
+    patch_steps = [(s.patch, s.node, tuple(s.extra["region"])) for s in plan.steps if s.patch is not None]
+    expected = [
+        ((p.row, p.col), op.output, p.tensors[op.output].as_tuple())
+        for p in geo.patches
+        for op in geo.ops
+        if op.output in p.tensors
+    ]
+    assert patch_steps == expected
+
+
+def test_patch_stage_output_is_assembled_exactly(mbv2_exec):
+    """The assembled stage output equals the layer-wise tensor (not only the logits)."""
+    _, ex = mbv2_exec
+    geo = graph_patch_geometry(ex.graph, 5, 4)
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        stage = ex._run_patch_stage(x, geo)
+        t = {"input": x}
+        for node in ex.order:
+            t[node.name] = ex._run_node(node, [t[i] for i in node.inputs], _pads(node))
+            if node.name == geo.stage_output:
+                break
+    assert max_abs_diff(stage, t[geo.stage_output]) <= TOL
+
+
+def _pads(node):
+    from tinyflow.execute.kernels import node_padding
+
+    return node_padding(node) if node.op in ("conv2d", "maxpool", "avgpool") else (0, 0, 0, 0)
+
+
+@st.composite
+def small_cases(draw):
+    strides = [draw(st.sampled_from([1, 2])) for _ in range(3)]
+    space = MBConvSpace(
+        width_mult=draw(st.sampled_from([0.25, 0.35, 0.5])),
+        resolution=draw(st.integers(17, 61).filter(lambda r: r % 2 == 1)),
+        num_classes=10,
+        stages=tuple(StageSpec(w, s) for w, s in zip((24, 40, 80), strides)),
+        tail_channels=(),
+        head_channels=draw(st.sampled_from([0, 64])),
+        expand_choices=(1, 3, 6),
+        depth_choices=(1, 2),
+    )
+    rng_seed = draw(st.integers(0, 2**16))
+    import random
+
+    arch = space.sample(random.Random(rng_seed))
+    arch = dataclasses.replace(
+        arch, stem_stride=draw(st.sampled_from([1, 2])), stem_kernel=draw(st.sampled_from([3, 5]))
+    )
+    graph = from_arch(arch)
+    pb = draw(st.integers(1, max_patch_blocks(graph)))
+    out_hw = graph_patch_geometry(graph, pb, 1).ops[-1].out_hw
+    n = draw(st.integers(1, min(min(out_hw), 5)))
+    batch = draw(st.sampled_from([1, 2]))
+    return arch, graph, pb, n, batch, rng_seed
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_cases())
+def test_patch_equals_layer_on_random_archs(case):
+    arch, graph, pb, n, batch, seed = case
+    ex = from_static(_net(arch, seed), graph)
+    r = arch.resolution
+    x = torch.randn(batch, 3, r, r, generator=torch.Generator().manual_seed(seed)) * 2
+    with torch.no_grad():
+        a = ex.run_layer(x)
+        b = ex.run_patch(x, pb, n)
+    assert max_abs_diff(a, b) <= TOL, (arch, pb, n)
+
+
+def test_executor_errors(mbv2_exec):
+    _, ex = mbv2_exec
+    x = torch.zeros(1, 3, 224, 224)
+    with pytest.raises(ConfigError, match=r"scheduler\.n_patches = 29"):
+        ex.run_patch(x, 5, 29)
+    with pytest.raises(ConfigError, match=r"scheduler\.patch_blocks = 19"):
+        ex.run_patch(x, 19, 2)
