@@ -81,10 +81,14 @@ class ImageFolderData(InMemoryImageData):
 
     @property
     def num_classes(self) -> int:  # type: ignore[override]
-        return len(self.classes)
+        """Class sub-folders found; 0 while the folder is missing or invalid (`setup()` raises the DataError)."""
+        try:
+            return len(self.classes)
+        except DataError:
+            return 0
 
     def _load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        classes = self.classes
+        classes = self.classes  # raises the DataError that explains a missing / single-class folder
         out = {}
         for split, folder in self.split_dirs().items():
             out[split] = self._read_split(folder, classes)

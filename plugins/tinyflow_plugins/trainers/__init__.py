@@ -1,0 +1,1 @@
+"""Built-in trainer plugins: `standalone` (one fixed arch) and `ofa` (the once-for-all supernet)."""

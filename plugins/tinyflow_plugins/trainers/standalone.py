@@ -1,0 +1,142 @@
+"""Trainer plugin `standalone`: trains one fixed arch (`StaticNet`) from scratch or from given weights.
+
+For baselines (`trainer=standalone stages=[train]` trains the space's `arch`, default its largest member) and
+as the recipe of the `finetune` stage. `evaluate(arch, split)` scores the trained network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tinyflow.arch.genome import Arch
+from tinyflow.contracts import DataModule, SearchSpace
+from tinyflow.errors import CheckpointError, ConfigError, TinyflowError
+from tinyflow.nn.static import StaticNet
+from tinyflow.training.checkpoint import load_checkpoint, load_weights, save_static_model
+from tinyflow.training.classifier import Recipe, train_classifier
+from tinyflow.training.evaluation import evaluate_accuracy
+from tinyflow.training.lightning import seed_all
+
+MODEL_FILE = "model.pt"
+
+
+class StandaloneTrainer:
+    """Cross-entropy training of one static network with the shared recipe (`tinyflow.training.classifier`).
+
+    `arch`: `max` | `min` (of the space given to `fit`), a genome `{depths, kernels, expands}` of that space, or
+    a full `Arch` dict. `init_weights`: a `model.pt`, a Lightning `.ckpt` or a raw state_dict file to start from.
+    Every other option is a `Recipe` field (epochs, optimizer, lr, …).
+    """
+
+    name = "standalone"
+
+    def __init__(self, arch: Any = "max", init_weights: str | None = None, resume: bool = False, **recipe: Any) -> None:
+        self.recipe = Recipe.from_options(dict(recipe), where="trainer")
+        self.arch_spec = arch
+        self.init_weights = init_weights
+        self.resume = bool(resume)
+        self.model: StaticNet | None = None
+        self.arch: Arch | None = None
+        self.data: Any = None
+        self.result: dict[str, Any] = {}
+
+    # ---- Trainer contract ----------------------------------------------------------------------------
+    def fit(self, space: SearchSpace, data: DataModule, workdir: str, tracker: Any) -> dict[str, Any]:
+        return self.fit_arch(self.resolve_arch(space), data, workdir, tracker)
+
+    def evaluate(self, arch: Arch, split: str = "val") -> float:
+        """Accuracy in [0, 1] of the trained network on `split`; `arch` must be the one that was trained."""
+        if self.model is None or self.arch is None:
+            raise TinyflowError("trainer=standalone: evaluate() before fit(); train the arch first")
+        if arch.key() != self.arch.key():
+            raise ConfigError(
+                "trainer=standalone: evaluate() was given another arch than the one it trained; the standalone "
+                "trainer scores only its own network (use trainer=ofa to score any subnet of a supernet)"
+            )
+        self.data.set_resolution(arch.resolution)
+        return evaluate_accuracy(self.model, self.data.loader(split))
+
+    # ---- the work -----------------------------------------------------------------------------------------
+    def resolve_arch(self, space: SearchSpace) -> Arch:
+        spec = self.arch_spec
+        if isinstance(spec, Arch):
+            return spec
+        if spec in ("max", "min"):
+            return space.max_arch() if spec == "max" else space.min_arch()
+        if isinstance(spec, dict) or hasattr(spec, "keys"):
+            spec = dict(spec)
+            if "blocks" in spec:
+                return Arch.from_dict(spec)
+            if "depths" in spec and hasattr(space, "from_genome"):
+                return space.from_genome(spec)
+        raise ConfigError(
+            f"trainer.arch = {spec!r}: use 'max', 'min', a genome {{depths, kernels, expands}} or an Arch dict"
+        )
+
+    def fit_arch(
+        self,
+        arch: Arch,
+        data: DataModule,
+        workdir: str | Path,
+        tracker: Any,
+        init_state: dict[str, torch.Tensor] | None = None,
+        prefix: str = "",
+    ) -> dict[str, Any]:
+        """Train `arch` on `data` (at the arch's resolution) and write `workdir/model.pt` atomically."""
+        data.setup("fit")  # a missing / malformed dataset fails here with its own DataError
+        check_arch_fits_data(arch, data)
+        data.set_resolution(arch.resolution)
+        seed_all(self.recipe.seed)
+        model = StaticNet(arch, dropout=self.recipe.dropout)
+        source = "init_state"
+        if init_state is None and self.init_weights:
+            source = str(self.init_weights)
+            init_state = read_state_dict(self.init_weights)
+        if init_state is not None:
+            load_weights(model, init_state, source=source)
+        tracker.log_params(
+            {
+                "trainer": self.name,
+                "init": source if init_state is not None else "scratch",
+                "arch_resolution": arch.resolution,
+                "arch_blocks": len(arch.blocks),
+                "params": sum(p.numel() for p in model.parameters()),
+                **{f"recipe.{k}": v for k, v in vars(self.recipe).items()},
+            }
+        )
+        result = train_classifier(model, data, self.recipe, workdir, tracker, prefix=prefix, resume=self.resume)
+        path = save_static_model(Path(workdir) / MODEL_FILE, model, arch, {"val_accuracy": result["val_accuracy"]})
+        tracker.log_metrics(
+            {
+                f"{prefix}final_val_accuracy": result["val_accuracy"],
+                f"{prefix}train_wall_time_s": result["wall_time_s"],
+                f"{prefix}train_images_per_s": result["train_images_per_s"],
+            }
+        )
+        self.model, self.arch, self.data = model, arch, data
+        self.result = {**result, "checkpoint": str(path), "arch": arch.to_dict()}
+        return self.result
+
+
+def check_arch_fits_data(arch: Arch, data: DataModule) -> None:
+    """The arch's classifier and stem must match the data's classes and channels."""
+    if arch.num_classes != data.num_classes or arch.in_channels != data.in_channels:
+        raise ConfigError(
+            f"the arch has {arch.num_classes} classes and {arch.in_channels} input channels but data={data.name} "
+            f"has {data.num_classes} classes and {data.in_channels} channels. Set search_space.num_classes="
+            f"{data.num_classes} and search_space.in_channels={data.in_channels} (or data.channels)."
+        )
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights from a tinyflow `model.pt`, a Lightning `.ckpt` (prefix `model.`) or a raw state_dict file."""
+    payload = load_checkpoint(path)
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: holds no state_dict of tensors; give a model.pt, .ckpt or state_dict file")
+    if state and all(k.startswith("model.") for k in state):
+        state = {k.removeprefix("model."): v for k, v in state.items()}
+    return state

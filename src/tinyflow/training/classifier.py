@@ -1,0 +1,156 @@
+"""The standalone training recipe: one fixed network, cross-entropy, SGD/AdamW + cosine, Lightning-driven.
+
+Used by the `standalone` trainer (baselines) and the `finetune` stage (an extracted subnet, a few epochs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import nn
+
+from tinyflow.errors import ConfigError
+from tinyflow.training.callbacks import TrackerCallback
+from tinyflow.training.evaluation import evaluate_accuracy
+from tinyflow.training.lightning import make_trainer
+from tinyflow.training.optim import build_optimizer, cosine_schedule
+
+LAST_CKPT = "last.ckpt"
+
+
+@dataclass
+class Recipe:
+    """Options of the standalone recipe (`trainer.*` for `standalone`, `finetune.*` for the finetune stage)."""
+
+    epochs: int = 10
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.05
+    weight_decay: float = 4e-5
+    momentum: float = 0.9
+    nesterov: bool = True
+    label_smoothing: float = 0.1
+    grad_clip: float | None = 1.0  # max gradient norm; null = off
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0
+    dropout: float = 0.0
+    seed: int = 0
+    limit_train_batches: int | float | None = None  # Lightning's limits (tiny budgets for tests)
+    limit_val_batches: int | float | None = None
+    check_val_every_n_epoch: int = 1
+    deterministic: bool = True
+    save_checkpoints: bool = True  # Lightning `last.ckpt` every epoch (atomic), for resume
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], where: str = "trainer") -> Recipe:
+        """Build from a config mapping; unknown keys are a ConfigError naming them and the known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        recipe = cls(**options)
+        if recipe.epochs < 1:
+            raise ConfigError(f"{where}.epochs must be at least 1, got {recipe.epochs}")
+        if not 0 <= recipe.label_smoothing < 1:
+            raise ConfigError(f"{where}.label_smoothing must be in [0, 1), got {recipe.label_smoothing}")
+        return recipe
+
+
+class ClassifierModule(pl.LightningModule):
+    """Cross-entropy (with optional label smoothing) on a plain `nn.Module`; per-epoch train/val loss and accuracy."""
+
+    def __init__(self, model: nn.Module, recipe: Recipe):
+        super().__init__()
+        self.model = model
+        self.recipe = recipe
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.recipe.label_smoothing)
+        acc = (logits.detach().argmax(1) == y).float().mean()
+        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train_acc", acc, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        acc = (logits.argmax(1) == y).float().mean()
+        # epoch value = batch-size-weighted mean = the exact accuracy over the split
+        self.log("val_loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log("val_acc", acc, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        r = self.recipe
+        optimizer = build_optimizer(self.model, r.optimizer, r.lr, r.weight_decay, r.momentum, r.nesterov)
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        schedule = cosine_schedule(optimizer, total, round(r.warmup_epochs * per_epoch), r.min_lr_ratio)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def train_classifier(
+    model: nn.Module,
+    data: pl.LightningDataModule,
+    recipe: Recipe,
+    workdir: str | Path,
+    tracker: Any,
+    prefix: str = "",
+    resume: bool = False,
+    **trainer_overrides: Any,
+) -> dict[str, Any]:
+    """Train `model` in place on `data` with `recipe`; per-epoch metrics go to `tracker` (under `prefix`).
+
+    Checkpoints go to `workdir/checkpoints/last.ckpt` (atomic); `resume=True` continues from it when present.
+    Returns final val accuracy (full split), best per-epoch val accuracy, wall time, images/s and the history.
+    The caller seeds (`seed_all`) before building the model so that initial weights are reproducible.
+    """
+    workdir = Path(workdir)
+    ckpt_dir = workdir / "checkpoints"
+    tracking = TrackerCallback(tracker, prefix=prefix)
+    callbacks: list[pl.Callback] = [tracking]
+    if recipe.save_checkpoints:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1))
+    trainer = make_trainer(
+        recipe.epochs,
+        str(workdir),
+        callbacks,
+        gradient_clip_val=recipe.grad_clip or None,
+        limit_train_batches=recipe.limit_train_batches,
+        limit_val_batches=recipe.limit_val_batches,
+        check_val_every_n_epoch=recipe.check_val_every_n_epoch,
+        deterministic=recipe.deterministic,
+        enable_checkpointing=recipe.save_checkpoints,
+        **trainer_overrides,
+    )
+    module = ClassifierModule(model, recipe)
+    last = ckpt_dir / LAST_CKPT
+    ckpt_path = str(last) if resume and last.is_file() else None
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    wall = time.perf_counter() - start
+    history = tracking.history
+    images = trainer.num_training_batches * data.batch_size * len(history)  # drop_last: full batches only
+    val_acc = evaluate_accuracy(model, data.val_dataloader())
+    epoch_accs = [h[f"{prefix}val_acc"] for h in history if f"{prefix}val_acc" in h]
+    return {
+        "val_accuracy": val_acc,
+        "best_epoch_val_accuracy": max(epoch_accs, default=val_acc),
+        "epochs": trainer.current_epoch,
+        "wall_time_s": wall,
+        "train_images_per_s": images / wall if wall > 0 else 0.0,
+        "resumed_from": ckpt_path,
+        "history": history,
+    }

@@ -1,0 +1,40 @@
+"""A `pytorch_lightning.Trainer` with tinyflow's defaults, shared by every trainer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+
+from tinyflow.training.checkpoint import AtomicCheckpointIO
+
+
+def make_trainer(
+    max_epochs: int,
+    default_root_dir: str,
+    callbacks: list[pl.Callback] | None = None,
+    **overrides: Any,
+) -> pl.Trainer:
+    """CPU, progress bar on, no Lightning logger (metrics go to the tracker through `TrackerCallback`), atomic
+    checkpoint writes, no sanity validation. `overrides` win (e.g. `strategy="ddp", devices=2`)."""
+    kwargs: dict[str, Any] = {
+        "max_epochs": max_epochs,
+        "default_root_dir": default_root_dir,
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_progress_bar": True,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+        "num_sanity_val_steps": 0,
+        "deterministic": True,
+        "plugins": [AtomicCheckpointIO()],
+        "callbacks": list(callbacks or []),
+    }
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    return pl.Trainer(**kwargs)
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python, NumPy and torch (and dataloader workers) the Lightning way, quietly."""
+    pl.seed_everything(int(seed), workers=True, verbose=False)
