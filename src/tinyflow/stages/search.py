@@ -1,0 +1,271 @@
+"""Stage `search` (TinyNAS stage 2, MCUNetV2 joint search): the most accurate subnet (and schedule) that fits.
+
+The trained supernet (from `ctx.supernet_checkpoint`, loaded through the trainer plugin) gives BN-recalibrated
+accuracy per arch, or trains the accuracy predictor that stands in for it. Costs come from the memory engine
+under the configured scheduler; with `strategy.joint=true` the patch scheduler's `n_patches` / `patch_blocks`
+are searched with the arch. The chosen candidate is re-checked on the engine's full plan (arena layout).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from tinyflow.arch.genome import Arch
+from tinyflow.context import RunContext, atomic_write_text
+from tinyflow.errors import BudgetError, ConfigError, TinyflowError
+from tinyflow.plugins import build_device, build_memory, build_plugin
+from tinyflow.search.costing import SchedulerCosts, verify_plan
+from tinyflow.search.problem import Budgets, SearchProblem
+from tinyflow.search.strategy import SearchSettings
+from tinyflow.stages import stage
+from tinyflow.tracking import active_tracker
+
+log = logging.getLogger(__name__)
+
+
+def load_evaluator(cfg: DictConfig, ctx: RunContext) -> tuple[Any, Any, Any]:
+    """(trainer with the supernet loaded, its space, the data module) from the train stage's checkpoint."""
+    if not ctx.supernet_checkpoint:
+        raise TinyflowError(
+            "search: no trained supernet in this run (ctx.supernet_checkpoint is empty). Run the `train` stage "
+            "before `search` (stages=[space,train,search,...]) or resume a run that trained one."
+        )
+    from tinyflow.nn.elastic import space_from_dict
+    from tinyflow.nn.supernet_checkpoint import CKPT_KEY, read_checkpoint
+
+    trainer = build_plugin(cfg, "trainer")
+    if not hasattr(trainer, "load"):
+        raise ConfigError(
+            f"search: trainer '{getattr(trainer, 'name', '?')}' cannot load a supernet to evaluate subnets; "
+            "use trainer=ofa for the train and search stages."
+        )
+    # the space the supernet was trained on is recorded in its checkpoint: search exactly that space
+    space = space_from_dict(read_checkpoint(ctx.supernet_checkpoint)[CKPT_KEY]["space"])
+    data = build_plugin(cfg, "data")
+    trainer.load(space, data, ctx.supernet_checkpoint)
+    return trainer, space, data
+
+
+def make_costs(cfg: DictConfig, settings: SearchSettings, device: Any) -> tuple[SchedulerCosts, str]:
+    memory = build_memory(cfg)
+    scheduler = build_plugin(cfg, "scheduler")
+    name = getattr(scheduler, "name", "?")
+    if settings.joint and name != "patch":
+        raise ConfigError(
+            f"strategy.joint=true searches the patch scheduler's n_patches and patch_blocks, but scheduler={name}; "
+            "add scheduler=patch (or set strategy.joint=false)."
+        )
+
+    def make(options: dict[str, int]) -> Any:
+        return build_plugin(cfg, "scheduler", **options) if options else scheduler
+
+    timed = settings.latency_budget_ms is not None or settings.energy_budget_mj is not None
+    return SchedulerCosts(memory, make, fast_layer=name == "layer", device=device, latency=timed), name
+
+
+class _EvalProgress:
+    """Counts accuracy evaluations on a rich bar (total = the strategy's planned budget when known)."""
+
+    def __init__(self, fn: Any, total: int | None, label: str, enabled: bool):
+        self.fn, self.total, self.label, self.enabled = fn, total, label, enabled
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> _EvalProgress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self.bar.start()
+            self.task = self.bar.add_task("", total=self.total)
+        return self
+
+    def __call__(self, arch: Arch) -> float:
+        v = self.fn(arch)
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1)
+        return v
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def planned_evaluations(strategy: Any) -> int | None:
+    for attr in ("max_evaluations", "n_evaluations"):
+        v = getattr(strategy, attr, None)
+        if v:
+            return int(v)
+    if hasattr(strategy, "iterations"):
+        return strategy.population + strategy.iterations * (strategy.mutation_children + strategy.crossover_children)
+    return None
+
+
+def train_predictor(settings: SearchSettings, problem: SearchProblem, supernet_acc: Any, seed: int, tracker: Any):
+    """Measure `n_samples` feasible archs on the supernet and fit the MLP predictor on them."""
+    from tinyflow.search.predictor import AccuracyPredictor, PredictorConfig, sample_pairs
+
+    pc = PredictorConfig(**{"seed": seed, **settings.predictor})
+    with _EvalProgress(supernet_acc, pc.n_samples, "search: predictor pairs", settings.progress) as acc:
+        archs, accs = sample_pairs(lambda r: problem.draw(lambda: problem.sample(r)).arch, acc, pc.n_samples, seed)
+    predictor = AccuracyPredictor(problem.space.encode, pc)
+    metrics = predictor.fit(archs, accs)
+    tracker.log_metrics(metrics)
+    log.info(
+        "search: predictor held-out Spearman %.3f, Kendall %.3f on %d pairs",
+        metrics["predictor_spearman"],
+        metrics["predictor_kendall"],
+        int(metrics["predictor_test_pairs"]),
+    )
+    return predictor, metrics
+
+
+def choose_verified(result: Any, costs: SchedulerCosts, device: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The most accurate evaluated candidate whose full plan (real arena layout) fits the SRAM budget."""
+    rows = sorted(result.extra["evaluated"], key=lambda r: (-r["accuracy"], r["peak_sram"], r["macs"]))
+    seen = set()
+    for row in rows:
+        key = (row["arch"].key(), tuple(sorted(row["schedule"].items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        check = verify_plan(costs.plan(row["arch"], row["schedule"]), device)
+        if check["arena_fits"]:
+            return row, check
+        log.info(
+            "search: candidate at %.4f has arena %d B > budget %d B; trying the next",
+            row["accuracy"],
+            check["plan_arena_bytes"],
+            check["sram_budget_bytes"],
+        )
+    raise BudgetError(
+        f"search: none of the {len(seen)} evaluated candidates has an arena layout within the SRAM budget "
+        f"{device.sram_budget_bytes} B (their peak live bytes fit, the placed arenas do not). Lower the width / "
+        "resolution or use scheduler=patch."
+    )
+
+
+@stage("search")
+def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
+    tracker = active_tracker()
+    strategy = build_plugin(cfg, "strategy")
+    settings: SearchSettings = getattr(strategy, "settings", None) or SearchSettings()
+    device = build_device(cfg)
+    costs, sched_name = make_costs(cfg, settings, device)
+    trainer, space, _data = load_evaluator(cfg, ctx)
+    seed = int(cfg.get("seed", 0))
+    budgets = Budgets(
+        sram_bytes=device.sram_budget_bytes,
+        flash_bytes=device.flash_budget_bytes,
+        latency_ms=settings.latency_budget_ms,
+        energy_mj=settings.energy_budget_mj,
+    )
+
+    def supernet_acc(arch: Arch) -> float:
+        return trainer.evaluate(arch, "val")
+
+    problem = SearchProblem(
+        space,
+        supernet_acc,
+        costs,
+        budgets,
+        joint=settings.joint,
+        n_patches_choices=tuple(settings.n_patches_choices),
+        patch_blocks_choices=tuple(settings.patch_blocks_choices),
+    )
+    tracker.log_params(
+        {
+            "strategy": strategy.name,
+            "objective": settings.objective,
+            "joint": settings.joint,
+            "scheduler": sched_name,
+            "sram_budget_bytes": budgets.sram_bytes,
+            "flash_budget_bytes": budgets.flash_bytes,
+        }
+    )
+    predictor_metrics: dict[str, float] = {}
+    if settings.objective == "predictor":
+        predictor, predictor_metrics = train_predictor(settings, problem, supernet_acc, seed, tracker)
+        problem.accuracy_fn = predictor.predict
+    label = f"search: {strategy.name} ({settings.objective})"
+    with _EvalProgress(problem.accuracy_fn, planned_evaluations(strategy), label, settings.progress) as counted:
+        problem.accuracy_fn = counted
+        result = strategy.search(problem, random.Random(seed))
+
+    best, check = choose_verified(result, costs, device)
+    best_arch: Arch = best["arch"]
+    supernet_best = supernet_acc(best_arch)
+    summary = {
+        "strategy": strategy.name,
+        "objective": settings.objective,
+        "joint": settings.joint,
+        "scheduler": sched_name,
+        "n_evaluations": result.extra["n_evaluations"],
+        "search_score": best["accuracy"],
+        "supernet_val_accuracy": supernet_best,
+        "peak_sram": best["peak_sram"],
+        "flash": best["flash"],
+        "macs": best["macs"],
+        "schedule": best["schedule"],
+        **check,
+        **predictor_metrics,
+    }
+    _log_search(tracker, result, best, summary, device, Path(ctx.output_dir) / "search")
+    log.info(
+        "search: %s chose an arch with val accuracy %.4f, peak SRAM %d B (arena %d B), %.2f M MACs, schedule %s",
+        strategy.name,
+        supernet_best,
+        best["peak_sram"],
+        check["plan_arena_bytes"],
+        best["macs"] / 1e6,
+        best["schedule"] or sched_name,
+    )
+    ctx.arch = best_arch.to_dict()
+    ctx.schedule_options = dict(best["schedule"])
+    ctx.metrics["search_val_accuracy"] = supernet_best
+    ctx.metrics["search_peak_sram_bytes"] = float(best["peak_sram"])
+    ctx.metrics["search_arena_bytes"] = float(check["plan_arena_bytes"])
+    ctx.extra["search"] = {k: v for k, v in summary.items() if not isinstance(v, Arch)}
+    ctx.artifacts["search_dir"] = str(Path(ctx.output_dir) / "search")
+    return ctx
+
+
+def _row_json(r: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in r.items() if k != "arch"}, "genome": r["arch"].genome}
+
+
+def _log_search(
+    tracker: Any, result: Any, best: dict[str, Any], summary: dict[str, Any], device: Any, out: Path
+) -> None:
+    import matplotlib.pyplot as plt
+
+    from tinyflow.search.plots import history_figure, pareto_figure
+
+    for h in result.history:
+        tracker.log_metrics(
+            {k: float(h[k]) for k in ("best_so_far", "best_in_step", "mean_in_step", "n_evaluations")},
+            step=int(h["step"]),
+        )
+    tracker.log_metrics(
+        {k: float(v) for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    )
+    atomic_write_text(out / "best_arch.json", best["arch"].to_json())
+    atomic_write_text(out / "search_summary.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out / "pareto.json", json.dumps([_row_json(r) for r in result.pareto], default=str))
+    atomic_write_text(out / "history.json", json.dumps(result.history))
+    for name in ("best_arch.json", "search_summary.json", "pareto.json", "history.json"):
+        tracker.log_artifact(str(out / name))
+    figs = {
+        "search_pareto.png": pareto_figure(result.extra["evaluated"], result.pareto, device.sram_budget_bytes, best),
+        "search_history.png": history_figure({summary["strategy"]: result.history}),
+    }
+    for name, fig in figs.items():
+        fig.savefig(out / name, dpi=120)
+        tracker.log_figure(fig, name)
+        plt.close(fig)
