@@ -29,14 +29,14 @@ def _problem(budget: int, joint: bool = False) -> SearchProblem:
 
 
 def small_evolution(**kw):
-    return EvolutionStrategy(population=20, parents=5, mutation_children=10, crossover_children=10, iterations=6, **kw)
+    return EvolutionStrategy(population=20, parent_ratio=0.25, iterations=6, **kw)
 
 
 @pytest.mark.parametrize(
     "strategy",
     [
         small_evolution(),
-        RandomStrategy(n_evaluations=140, report_every=20),
+        RandomStrategy(n_evaluations=140, population=20),
         OptunaStrategy(n_evaluations=80, population=20),
     ],
     ids=["evolution", "random", "optuna"],
@@ -63,7 +63,7 @@ def test_evolution_evaluation_budget_counts_distinct_archs():
     assert res.extra["n_evaluations"] == problem.n_evaluations == len(problem._acc_cache)
     assert problem.n_evaluations <= 20 + 6 * 20
     capped = _problem(_median_peak())
-    small_evolution(max_evaluations=50).search(capped, random.Random(1))
+    small_evolution(n_evaluations=50).search(capped, random.Random(1))
     assert capped.n_evaluations == 50
 
 
@@ -74,7 +74,7 @@ def test_evolution_beats_random_at_same_budget():
         p = _problem(budget)
         e = small_evolution().search(p, random.Random(seed))
         q = _problem(budget)
-        r = RandomStrategy(n_evaluations=p.n_evaluations, report_every=20).search(q, random.Random(seed))
+        r = RandomStrategy(n_evaluations=p.n_evaluations, population=20).search(q, random.Random(seed))
         assert q.n_evaluations == p.n_evaluations
         evo.append(e.best_score)
         rnd.append(r.best_score)

@@ -15,9 +15,11 @@ from tinyflow.search.strategy import SearchSettings, check_positive, finish, his
 
 
 class EvolutionStrategy:
-    """MCUNet's defaults: population 100, 20 parents, 50 mutation + 50 crossover children, p = 0.1, 30 iterations.
+    """MCUNet's defaults: population 100, top 20 kept as parents, 50 mutation + 50 crossover children per
+    iteration (ratios of the population), mutation probability 0.1, 30 iterations.
 
-    `max_evaluations` (optional) stops the search once that many distinct archs have been evaluated.
+    `n_evaluations` (optional) stops the search once that many distinct archs have been evaluated; null means
+    the nominal budget, population + iterations × children.
     """
 
     name = "evolution"
@@ -25,26 +27,37 @@ class EvolutionStrategy:
     def __init__(
         self,
         population: int = 100,
-        parents: int = 20,
-        mutation_children: int = 50,
-        crossover_children: int = 50,
+        parent_ratio: float = 0.2,
+        mutation_ratio: float = 0.5,
+        crossover_ratio: float = 0.5,
         mutation_prob: float = 0.1,
         iterations: int = 30,
-        max_evaluations: int | None = None,
+        n_evaluations: int | None = None,
         **settings: Any,
     ):
         check_positive(
-            self.name, population=population, parents=parents, iterations=iterations, mutation_prob=mutation_prob
+            self.name,
+            population=population,
+            parent_ratio=parent_ratio,
+            iterations=iterations,
+            mutation_prob=mutation_prob,
         )
-        check_positive(self.name, children=mutation_children + crossover_children)
-        self.population, self.parents = int(population), int(parents)
-        self.mutation_children, self.crossover_children = int(mutation_children), int(crossover_children)
+        check_positive(self.name, children=mutation_ratio + crossover_ratio)
+        self.population = int(population)
+        self.parents = max(1, round(parent_ratio * self.population))
+        self.mutation_children = round(mutation_ratio * self.population)
+        self.crossover_children = round(crossover_ratio * self.population)
         self.mutation_prob, self.iterations = float(mutation_prob), int(iterations)
-        self.max_evaluations = None if max_evaluations is None else int(max_evaluations)
+        self.n_evaluations = None if n_evaluations is None else int(n_evaluations)
         self.settings = SearchSettings(**settings)
 
+    @property
+    def planned_evaluations(self) -> int:
+        nominal = self.population + self.iterations * (self.mutation_children + self.crossover_children)
+        return min(nominal, self.n_evaluations) if self.n_evaluations else nominal
+
     def _budget_left(self, problem: SearchProblem) -> bool:
-        return self.max_evaluations is None or problem.n_evaluations < self.max_evaluations
+        return self.n_evaluations is None or problem.n_evaluations < self.n_evaluations
 
     def _rank(self, problem: SearchProblem, pop: list[Candidate]) -> list[tuple[float, Candidate]]:
         scored = []

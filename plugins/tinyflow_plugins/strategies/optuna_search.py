@@ -38,6 +38,10 @@ class OptunaStrategy:
         self.max_trials = int(max_trials_factor) * self.n_evaluations
         self.settings = SearchSettings(**settings)
 
+    @property
+    def planned_evaluations(self) -> int:
+        return self.n_evaluations
+
     def search(self, problem: SearchProblem, rng: random.Random) -> SearchResult:
         import optuna
 

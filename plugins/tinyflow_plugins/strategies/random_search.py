@@ -13,19 +13,21 @@ from tinyflow.search.strategy import SearchSettings, check_positive, finish, his
 class RandomStrategy:
     """Draw feasible candidates uniformly until `n_evaluations` distinct archs have been evaluated.
 
-    The default budget equals evolution's default (100 + 30 × 100). History rows every `report_every`
+    The default budget equals evolution's default (100 + 30 × 100). A history row every `population`
     evaluations, so its curve lines up with evolution's generations.
     """
 
     name = "random"
 
-    def __init__(self, n_evaluations: int = 3100, report_every: int = 100, max_draws_factor: int = 50, **settings: Any):
-        check_positive(
-            self.name, n_evaluations=n_evaluations, report_every=report_every, max_draws_factor=max_draws_factor
-        )
-        self.n_evaluations, self.report_every = int(n_evaluations), int(report_every)
+    def __init__(self, n_evaluations: int = 3100, population: int = 100, max_draws_factor: int = 50, **settings: Any):
+        check_positive(self.name, n_evaluations=n_evaluations, population=population, max_draws_factor=max_draws_factor)
+        self.n_evaluations, self.population = int(n_evaluations), int(population)
         self.max_draws = int(max_draws_factor) * self.n_evaluations
         self.settings = SearchSettings(**settings)
+
+    @property
+    def planned_evaluations(self) -> int:
+        return self.n_evaluations
 
     def search(self, problem: SearchProblem, rng: random.Random) -> SearchResult:
         history: list[dict[str, Any]] = []
@@ -36,7 +38,7 @@ class RandomStrategy:
             draws += 1
             before = problem.n_evaluations
             scores.append(problem.accuracy(problem.draw(lambda: problem.sample(rng))))
-            if problem.n_evaluations != before and problem.n_evaluations % self.report_every == 0:
+            if problem.n_evaluations != before and problem.n_evaluations % self.population == 0:
                 history.append(history_row(len(history), problem, scores))
                 scores = []
         if scores or not history:

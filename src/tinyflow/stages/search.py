@@ -97,16 +97,6 @@ class _EvalProgress:
             self.bar.stop()
 
 
-def planned_evaluations(strategy: Any) -> int | None:
-    for attr in ("max_evaluations", "n_evaluations"):
-        v = getattr(strategy, attr, None)
-        if v:
-            return int(v)
-    if hasattr(strategy, "iterations"):
-        return strategy.population + strategy.iterations * (strategy.mutation_children + strategy.crossover_children)
-    return None
-
-
 def train_predictor(settings: SearchSettings, problem: SearchProblem, supernet_acc: Any, seed: int, tracker: Any):
     """Measure `n_samples` feasible archs on the supernet and fit the MLP predictor on them."""
     from tinyflow.search.predictor import AccuracyPredictor, PredictorConfig, sample_pairs
@@ -194,7 +184,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
         predictor, predictor_metrics = train_predictor(settings, problem, supernet_acc, seed, tracker)
         problem.accuracy_fn = predictor.predict
     label = f"search: {strategy.name} ({settings.objective})"
-    with _EvalProgress(problem.accuracy_fn, planned_evaluations(strategy), label, settings.progress) as counted:
+    with _EvalProgress(
+        problem.accuracy_fn, getattr(strategy, "planned_evaluations", None), label, settings.progress
+    ) as counted:
         problem.accuracy_fn = counted
         result = strategy.search(problem, random.Random(seed))
 
