@@ -1,0 +1,526 @@
+"""Import an ONNX file (opset >= 13) into the network IR, using ONNX shape inference as a cross-check.
+
+Supported: Conv, Gemm, MatMul (constant right operand), Add, Mul, Concat, Relu, Clip, HardSwish, HardSigmoid,
+Sigmoid, MaxPool, AveragePool, GlobalAveragePool, ReduceMean over H and W, Flatten, Reshape (constant shape),
+BatchNormalization, QuantizeLinear / DequantizeLinear, Identity, Dropout, Constant.
+
+Folding, as an int8 runtime executes the model:
+- BatchNormalization after a conv folds into it; an activation after a conv / linear is fused into it (when the
+  conv's output has no other reader); a constant Add after a MatMul becomes its bias.
+- QDQ models: a Q/DQ pair on an activation is no tensor of its own (the producer's tensor, stored as int8: its
+  node gets `elem_bytes` = 1, 2 for int16); a DequantizeLinear of a constant is that constant (the weight keeps
+  the name of the quantized initializer). So an int8 QDQ model costs as int8 whatever `memory.dtype_bytes` says.
+
+Blocks: a node name containing `blocks.<i>` (as `torch.onnx.export(StaticNet)` writes, e.g.
+`/blocks.3/expand/expand.0/Conv`) puts the node in block i+1; unnamed nodes before the first block are the stem
+(block 0), those after the last block the tail (N+1). Fallback when no name carries a block index (an MBConv-like
+network from another exporter): the first conv and what precedes it are block 0; a new block starts after each
+linear 1x1 conv (a projection, no activation) unless a residual add follows it at once, and after each add;
+the global pool, flatten and classifier (and a conv just before the pool) are the tail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyflow.errors import TinyflowError
+from tinyflow.ir.graph import Graph, Node
+from tinyflow.ir.ops import IRError
+
+MIN_OPSET = 13
+SUPPORTED = [
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Mul",
+    "Concat",
+    "Relu",
+    "Clip",
+    "HardSwish",
+    "HardSigmoid",
+    "Sigmoid",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "ReduceMean",
+    "Flatten",
+    "Reshape",
+    "BatchNormalization",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Identity",
+    "Dropout",
+    "Constant",
+]
+_PASS = {"Identity", "Dropout", "QuantizeLinear", "DequantizeLinear"}
+_BLOCK_RE = re.compile(r"(?:^|[/._])blocks[./_](\d+)(?:[/._]|$)")
+
+
+class OnnxImportError(TinyflowError):
+    """An ONNX file cannot be imported (not ONNX, too old an opset, an unsupported op or shape)."""
+
+
+def _load(path: str | Path) -> Any:
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise OnnxImportError(f"network.path: '{p}' does not exist or is not a file; give the path of a .onnx model")
+    try:
+        model = onnx.load(str(p))
+    except Exception as exc:  # protobuf raises several types for garbage input
+        raise OnnxImportError(
+            f"network.path: '{p}' is not an ONNX model ({type(exc).__name__}: {str(exc)[:120]}). "
+            "Export one with torch.onnx.export or the pipeline's deploy stage."
+        ) from None
+    if not model.graph.node:
+        raise OnnxImportError(f"network.path: '{p}' holds no ONNX graph (no nodes); is it really an ONNX model?")
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_OPSET:
+        raise OnnxImportError(
+            f"network.path: '{p}' uses ONNX opset {opset}; tinyflow imports opset >= {MIN_OPSET}. Convert it with "
+            f"onnx.version_converter.convert_version(model, {MIN_OPSET}) or re-export with a newer opset."
+        )
+    return model
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _dims(value_info: Any) -> list[int | str]:
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return []
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+
+
+class _Importer:
+    def __init__(self, model: Any, path: str, input_shape: tuple[int, ...] | None):
+        import onnx
+        from onnx import numpy_helper
+
+        self.path = path
+        # inference is a cross-check only: our own op kinds infer every shape
+        with contextlib.suppress(Exception):
+            model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        self.model = model
+        g = model.graph
+        self.consts: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        self.const_name: dict[str, str] = {n: n for n in self.consts}  # tensor -> initializer it came from
+        self.onnx_shapes: dict[str, list] = {vi.name: _dims(vi) for vi in [*g.value_info, *g.output, *g.input]}
+        self.consumers: dict[str, list[Any]] = defaultdict(list)
+        for n in g.node:
+            for i in n.input:
+                if i:
+                    self.consumers[i].append(n)
+        self.graph_outputs = {o.name for o in g.output}
+        self.tensor_node: dict[str, str] = {}  # onnx tensor -> IR node producing it
+        self.ir = Graph(Path(path).stem)
+        self.ir.meta["onnx_path"] = str(path)
+        self.input_shape = input_shape
+
+    # ---- helpers ------------------------------------------------------------------------------------
+    def fail(self, node: Any, msg: str) -> OnnxImportError:
+        return OnnxImportError(f"{self.path}: node '{node.name or node.output[0]}' ({node.op_type}): {msg}")
+
+    def readers(self, tensor: str) -> list[Any]:
+        """ONNX nodes reading `tensor`, looking through Identity / Dropout / Q / DQ."""
+        out = []
+        for c in self.consumers.get(tensor, []):
+            out.extend(self.readers(c.output[0]) if c.op_type in _PASS else [c])
+        if tensor in self.graph_outputs:
+            out.append(None)
+        return out
+
+    def src(self, node: Any, tensor: str) -> Node:
+        try:
+            return self.ir.nodes[self.tensor_node[tensor]]
+        except KeyError:
+            raise self.fail(node, f"input '{tensor}' is neither produced by a supported op nor a graph input") from None
+
+    def const(self, node: Any, tensor: str, what: str) -> np.ndarray:
+        if tensor not in self.consts:
+            raise self.fail(node, f"{what} '{tensor}' must be a constant (an initializer or Constant node)")
+        return self.consts[tensor]
+
+    def name_of(self, node: Any) -> str:
+        base = node.name or f"{node.op_type}_{node.output[0]}"
+        name, k = base, 1
+        while name in self.ir.nodes:
+            k += 1
+            name = f"{base}_{k}"
+        return name
+
+    def add(self, node: Any, op: str, inputs: list[str], attrs: dict, weights: dict | None = None) -> Node:
+        try:
+            ir_node = self.ir.add(self.name_of(node), op, inputs, attrs, block=0, weights=weights)
+        except IRError as exc:
+            raise OnnxImportError(f"{self.path}: {exc}") from None
+        self.bind(node.output[0], ir_node)
+        return ir_node
+
+    def bind(self, tensor: str, ir_node: Node) -> None:
+        self.tensor_node[tensor] = ir_node.name
+        onnx_shape = self.onnx_shapes.get(tensor)
+        known = bool(onnx_shape) and all(isinstance(d, int) and d > 0 for d in onnx_shape)
+        if known and list(onnx_shape) != list(ir_node.shape):
+            raise OnnxImportError(
+                f"{self.path}: node '{ir_node.name}' ({ir_node.op}): tinyflow infers output shape "
+                f"{list(ir_node.shape)} but ONNX shape inference gives {onnx_shape} for '{tensor}'"
+            )
+
+    def fusable(self, producer: Node, tensor: str) -> bool:
+        """An activation / BN on `tensor` can fold into `producer` (a conv or linear read by nothing else)."""
+        return producer.op in ("conv2d", "linear") and len(self.readers(tensor)) == 1
+
+    # ---- ops ---------------------------------------------------------------------------------------
+    def run(self) -> Graph:
+        g = self.model.graph
+        init = set(self.consts)
+        for vi in g.input:
+            if vi.name in init:
+                continue
+            dims = _dims(vi)
+            if self.input_shape is not None:
+                dims = list(self.input_shape)
+            dims = [1 if (i == 0 and not isinstance(d, int)) or (i == 0 and d == 0) else d for i, d in enumerate(dims)]
+            if not dims or any(not isinstance(d, int) or d <= 0 for d in dims):
+                raise OnnxImportError(
+                    f"{self.path}: graph input '{vi.name}' has shape {dims}; give a static shape with "
+                    "network.input_shape=[1,C,H,W]"
+                )
+            node = self.ir.add(vi.name, "input", (), {"shape": tuple(dims)}, block=0)
+            self.tensor_node[vi.name] = node.name
+        if not self.ir.inputs:
+            raise OnnxImportError(f"{self.path}: the graph has no (non-initializer) input")
+        for node in g.node:
+            handler = getattr(self, f"op_{node.op_type}", None)
+            if handler is None or node.domain not in ("", "ai.onnx"):
+                raise self.fail(
+                    node,
+                    f"op type '{node.op_type}'{' (domain ' + node.domain + ')' if node.domain else ''} is not "
+                    f"supported by tinyflow's ONNX importer; supported: {', '.join(SUPPORTED)}",
+                )
+            handler(node)
+        outs = []
+        for o in g.output:
+            if o.name not in self.tensor_node:
+                raise OnnxImportError(f"{self.path}: graph output '{o.name}' is not computed from the input")
+            outs.append(self.tensor_node[o.name])
+        self.ir.set_outputs(list(dict.fromkeys(outs)))
+        assign_blocks(self.ir)
+        return self.ir
+
+    def op_Constant(self, node: Any) -> None:
+        from onnx import numpy_helper
+
+        a = {x.name: x for x in node.attribute}
+        if "value" not in a:
+            raise self.fail(node, "only Constant with a tensor `value` is supported")
+        self.consts[node.output[0]] = numpy_helper.to_array(a["value"].t)
+        self.const_name[node.output[0]] = node.output[0]
+
+    def _passthrough(self, node: Any) -> None:
+        x = node.input[0]
+        if x in self.consts:
+            self.consts[node.output[0]] = self.consts[x]
+            self.const_name[node.output[0]] = self.const_name[x]
+        else:
+            self.tensor_node[node.output[0]] = self.src(node, x).name
+
+    op_Identity = _passthrough
+    op_Dropout = _passthrough
+
+    def op_QuantizeLinear(self, node: Any) -> None:
+        x = node.input[0]
+        if x in self.consts:
+            self.consts[node.output[0]] = self.consts[x]
+            self.const_name[node.output[0]] = self.const_name[x]
+            return
+        producer = self.src(node, x)
+        zp_bytes = 1
+        if len(node.input) > 2 and node.input[2] in self.consts:
+            zp_bytes = self.consts[node.input[2]].dtype.itemsize
+        producer.elem_bytes = zp_bytes  # the tensor is stored quantized
+        self.tensor_node[node.output[0]] = producer.name
+
+    def op_DequantizeLinear(self, node: Any) -> None:
+        x = node.input[0]
+        if x in self.consts:  # a quantized weight: keep its name, dequantize the value
+            q = self.consts[x].astype(np.float64)
+            scale = self.consts.get(node.input[1], np.array(1.0))
+            zp = self.consts.get(node.input[2], np.array(0)) if len(node.input) > 2 and node.input[2] else 0
+            axis = _attrs(node).get("axis", 1)
+            if np.ndim(scale) == 1 and q.ndim > 1:
+                shape = [1] * q.ndim
+                shape[axis] = -1
+                scale = np.reshape(scale, shape)
+                zp = np.reshape(zp, shape) if np.ndim(zp) == 1 else zp
+            self.consts[node.output[0]] = ((q - zp) * scale).astype(np.float32)
+            self.const_name[node.output[0]] = self.const_name[x]
+            return
+        self.tensor_node[node.output[0]] = self.src(node, x).name
+
+    def op_Conv(self, node: Any) -> None:
+        a = _attrs(node)
+        x = self.src(node, node.input[0])
+        w = self.const(node, node.input[1], "weight")
+        if w.ndim != 4:
+            raise self.fail(node, f"only 2-D convolutions are supported (weight shape {list(w.shape)})")
+        kh, kw = int(w.shape[2]), int(w.shape[3])
+        strides = tuple(a.get("strides", (1, 1)))
+        dil = tuple(a.get("dilations", (1, 1)))
+        pads = tuple(a.get("pads", (0, 0, 0, 0)))
+        auto = a.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            pads = self._same_pads(x.shape[2:], (kh, kw), strides, dil, upper=auto == "SAME_UPPER")
+        elif auto == "VALID":
+            pads = (0, 0, 0, 0)
+        weights = {"weight": self.const_name[node.input[1]]}
+        if len(node.input) > 2 and node.input[2]:
+            self.const(node, node.input[2], "bias")
+            weights["bias"] = self.const_name[node.input[2]]
+        attrs = {
+            "out_channels": int(w.shape[0]),
+            "in_channels": int(w.shape[1]) * int(a.get("group", 1)),
+            "kernel": (kh, kw),
+            "stride": (int(strides[0]), int(strides[1])),
+            "padding": (int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])),
+            "groups": int(a.get("group", 1)),
+            "dilation": (int(dil[0]), int(dil[1])),
+            "act": None,
+        }
+        self.add(node, "conv2d", [x.name], attrs, weights)
+
+    @staticmethod
+    def _same_pads(hw: tuple, k: tuple, s: tuple, d: tuple, upper: bool) -> tuple[int, int, int, int]:
+        begin, end = [], []
+        for size, kk, ss, dd in zip(hw, k, s, d):
+            out = math.ceil(size / ss)
+            total = max(0, (out - 1) * ss + (kk - 1) * dd + 1 - size)
+            small, big = total // 2, total - total // 2
+            begin.append(small if upper else big)
+            end.append(big if upper else small)
+        return begin[0], begin[1], end[0], end[1]
+
+    def _linear(self, node: Any, x: Node, w: np.ndarray, w_name: str, transposed: bool, bias: str | None) -> None:
+        if len(x.shape) != 2:
+            raise self.fail(node, f"a linear layer needs a flat (N, F) input, got shape {list(x.shape)}")
+        if w.ndim != 2:
+            raise self.fail(node, f"weight '{w_name}' must be 2-D, got shape {list(w.shape)}")
+        out_f, in_f = (w.shape[0], w.shape[1]) if transposed else (w.shape[1], w.shape[0])
+        weights = {"weight": w_name}
+        if bias:
+            weights["bias"] = bias
+        attrs = {"out_features": int(out_f), "in_features": int(in_f), "act": None, "weight_transposed": transposed}
+        self.add(node, "linear", [x.name], attrs, weights)
+
+    def op_Gemm(self, node: Any) -> None:
+        a = _attrs(node)
+        if a.get("transA", 0):
+            raise self.fail(node, "Gemm with transA=1 is not supported")
+        x = self.src(node, node.input[0])
+        w = self.const(node, node.input[1], "weight")
+        bias = None
+        if len(node.input) > 2 and node.input[2]:
+            self.const(node, node.input[2], "bias")
+            bias = self.const_name[node.input[2]]
+        self._linear(node, x, w, self.const_name[node.input[1]], bool(a.get("transB", 0)), bias)
+
+    def op_MatMul(self, node: Any) -> None:
+        x = self.src(node, node.input[0])
+        w = self.const(node, node.input[1], "right operand")
+        self._linear(node, x, w, self.const_name[node.input[1]], False, None)
+
+    def _binary(self, node: Any, op: str) -> None:
+        a, b = node.input[0], node.input[1]
+        ca, cb = a in self.consts, b in self.consts
+        if ca and cb:
+            self.consts[node.output[0]] = (
+                np.add(self.consts[a], self.consts[b]) if op == "add" else np.multiply(self.consts[a], self.consts[b])
+            )
+            self.const_name[node.output[0]] = node.output[0]
+            return
+        if ca or cb:
+            x_name, c_name = (b, a) if ca else (a, b)
+            x = self.src(node, x_name)
+            if op == "add" and x.op == "linear" and "bias" not in x.weights and self.fusable(x, x_name):
+                x.weights["bias"] = self.const_name[c_name]  # MatMul + Add = Gemm
+                self.tensor_node[node.output[0]] = x.name
+                return
+            fn = "add_const" if op == "add" else "mul_const"
+            self.add(node, "act", [x.name], {"fn": fn}, {"constant": self.const_name[c_name]})
+            return
+        self.add(node, op, [self.src(node, a).name, self.src(node, b).name], {})
+
+    def op_Add(self, node: Any) -> None:
+        self._binary(node, "add")
+
+    def op_Mul(self, node: Any) -> None:
+        self._binary(node, "mul")
+
+    def op_Concat(self, node: Any) -> None:
+        ins = [self.src(node, i).name for i in node.input]
+        self.add(node, "concat", ins, {"axis": int(_attrs(node).get("axis", 1))})
+
+    def _act(self, node: Any, fn: str, extra: dict | None = None) -> None:
+        x_name = node.input[0]
+        x = self.src(node, x_name)
+        if x.attrs.get("act") is None and self.fusable(x, x_name):
+            x.attrs["act"] = fn
+            if extra:
+                x.attrs["act_params"] = extra
+            self.tensor_node[node.output[0]] = x.name
+            return
+        self.add(node, "act", [x.name], {"fn": fn, **({"act_params": extra} if extra else {})})
+
+    def op_Relu(self, node: Any) -> None:
+        self._act(node, "relu")
+
+    def op_HardSwish(self, node: Any) -> None:
+        self._act(node, "hardswish")
+
+    def op_Sigmoid(self, node: Any) -> None:
+        self._act(node, "sigmoid")
+
+    def op_HardSigmoid(self, node: Any) -> None:
+        a = _attrs(node)
+        self._act(node, "hardsigmoid", {"alpha": float(a.get("alpha", 0.2)), "beta": float(a.get("beta", 0.5))})
+
+    def op_Clip(self, node: Any) -> None:
+        lo = float(self.const(node, node.input[1], "min")) if len(node.input) > 1 and node.input[1] else None
+        hi = float(self.const(node, node.input[2], "max")) if len(node.input) > 2 and node.input[2] else None
+        if lo == 0.0 and hi == 6.0:
+            self._act(node, "relu6")
+        elif lo == 0.0 and hi is None:
+            self._act(node, "relu")
+        else:
+            self._act(node, "clip", {"min": lo, "max": hi})
+
+    def op_BatchNormalization(self, node: Any) -> None:
+        x_name = node.input[0]
+        x = self.src(node, x_name)
+        for t in node.input[1:5]:
+            self.const(node, t, "batch-norm parameter")
+        roles = dict(zip(("bn_scale", "bn_bias", "bn_mean", "bn_var"), (self.const_name[t] for t in node.input[1:5])))
+        eps = float(_attrs(node).get("epsilon", 1e-5))
+        if x.op == "conv2d" and x.attrs.get("act") is None and "bn_scale" not in x.weights and self.fusable(x, x_name):
+            x.weights.update(roles)
+            x.attrs["bn_eps"] = eps
+            self.tensor_node[node.output[0]] = x.name
+            return
+        self.add(node, "batchnorm", [x.name], {"eps": eps}, roles)
+
+    def _pool(self, node: Any, op: str) -> None:
+        a = _attrs(node)
+        if a.get("ceil_mode", 0):
+            raise self.fail(node, "ceil_mode=1 pooling is not supported")
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise self.fail(node, "auto_pad pooling is not supported; give explicit pads")
+        k = tuple(int(v) for v in a["kernel_shape"])
+        attrs = {
+            "kernel": k,
+            "stride": tuple(int(v) for v in a.get("strides", (1, 1))),
+            "padding": tuple(int(v) for v in a.get("pads", (0, 0, 0, 0))),
+        }
+        self.add(node, op, [self.src(node, node.input[0]).name], attrs)
+
+    def op_MaxPool(self, node: Any) -> None:
+        if len(node.output) > 1 and node.output[1]:
+            raise self.fail(node, "MaxPool with an Indices output is not supported")
+        self._pool(node, "maxpool")
+
+    def op_AveragePool(self, node: Any) -> None:
+        self._pool(node, "avgpool")
+
+    def op_GlobalAveragePool(self, node: Any) -> None:
+        self.add(node, "global_avgpool", [self.src(node, node.input[0]).name], {})
+
+    def op_ReduceMean(self, node: Any) -> None:
+        a = _attrs(node)
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.const(node, node.input[1], "axes").tolist()
+        x = self.src(node, node.input[0])
+        if sorted(int(v) % 4 for v in (axes or [])) != [2, 3] or len(x.shape) != 4:
+            raise self.fail(node, f"only ReduceMean over the spatial axes [2, 3] is supported (axes {axes})")
+        ir_node = self.add(node, "global_avgpool", [x.name], {})
+        if not a.get("keepdims", 1):
+            n, c = ir_node.shape[:2]
+            flat = self.ir.add(ir_node.name + ".squeeze", "reshape", [ir_node.name], {"shape": (n, c)})
+            self.bind(node.output[0], flat)
+
+    def op_Flatten(self, node: Any) -> None:
+        self.add(node, "flatten", [self.src(node, node.input[0]).name], {"axis": int(_attrs(node).get("axis", 1))})
+
+    def op_Reshape(self, node: Any) -> None:
+        x = self.src(node, node.input[0])
+        target = [int(v) for v in self.const(node, node.input[1], "shape").tolist()]
+        allowzero = _attrs(node).get("allowzero", 0)
+        target = [x.shape[i] if (d == 0 and not allowzero) else d for i, d in enumerate(target)]
+        if target.count(-1) > 1:
+            raise self.fail(node, f"reshape target {target} has more than one -1")
+        if -1 in target:
+            known = math.prod(d for d in target if d != -1)
+            target[target.index(-1)] = math.prod(x.shape) // max(known, 1)
+        self.add(node, "reshape", [x.name], {"shape": tuple(target)})
+
+
+def assign_blocks(graph: Graph) -> None:
+    """Give every node its `block` (see the module docstring): from `blocks.<i>` in names, else structurally."""
+    order = [n for n in graph.topological_order() if n.op != "input"]
+    named = {n.name: int(m.group(1)) + 1 for n in order if (m := _BLOCK_RE.search(n.name))}
+    if named:
+        last = max(named.values())
+        seen_block = False
+        for n in order:
+            if n.name in named:
+                n.block = named[n.name]
+                seen_block = True
+            else:
+                n.block = last + 1 if seen_block else 0
+        return
+    block, stem_done = 0, False
+    tail = {"global_avgpool", "flatten", "linear", "reshape"}
+    in_tail = False
+    for i, n in enumerate(order):
+        if n.op in tail or in_tail:
+            in_tail = True
+            n.block = block
+            continue
+        n.block = block
+        if n.op == "conv2d" and not stem_done:
+            stem_done = True
+            block = 1
+        elif n.op == "conv2d" and n.attrs.get("act") is None and n.attrs["kernel"] == (1, 1):
+            nxt = order[i + 1] if i + 1 < len(order) else None
+            if not (nxt is not None and nxt.op == "add" and n.name in nxt.inputs):  # else the add closes the block
+                block += 1
+        elif n.op == "add":
+            block += 1
+    # a conv right before the global pool is the head: it belongs to the tail
+    for n in order:
+        if n.op == "global_avgpool":
+            src = graph[n.inputs[0]]
+            if src.op == "conv2d" and src.attrs["kernel"] == (1, 1) and src.attrs.get("act") is not None:
+                src.block = n.block
+
+
+def from_onnx(path: str | Path, input_shape: tuple[int, ...] | list[int] | None = None) -> Graph:
+    """Import the ONNX model at `path` into the IR. `input_shape` overrides a symbolic input shape."""
+    model = _load(path)
+    graph = _Importer(model, str(path), tuple(input_shape) if input_shape else None).run()
+    graph.validate()
+    return graph
