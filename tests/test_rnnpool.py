@@ -12,6 +12,15 @@ from tinyflow.errors import ConfigError
 from tinyflow.nn.rnnpool import RNNPool
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: extra threads only fight over the shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------- slow, obviously-correct reference
 def _sig(v: float) -> float:
     return 1.0 / (1.0 + math.exp(-v))
@@ -148,3 +157,93 @@ def test_onnx_export_matches_pytorch(tmp_path, cell, dynamo):
     with torch.no_grad():
         y = op(x).numpy()
     np.testing.assert_allclose(y_ort, y, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- IR op, network, plan
+from tinyflow.arch import mobilenetv2  # noqa: E402
+from tinyflow.arch.rnnpool import rewrite  # noqa: E402
+from tinyflow.contracts import MemoryConfig  # noqa: E402
+from tinyflow.ir import from_arch  # noqa: E402
+from tinyflow.ir.rnnpool import rnnpool_graph  # noqa: E402
+from tinyflow.memory import check_no_overlap, layer_plan  # noqa: E402
+from tinyflow.memory.rnnpool_plan import rnnpool_plan  # noqa: E402
+from tinyflow.nn.rnnpool_net import RNNPoolNet  # noqa: E402
+
+VWW = {"stem_channels": 8, "hidden1": 8, "hidden2": 8, "patch": 6, "stride": 4}
+
+
+def test_ir_macs_and_params_match_pytorch():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for cell in ("fastgrnn", "gru"):
+        rarch = rewrite(mobilenetv2(0.35, 64, num_classes=10), {**VWW, "cell": cell})
+        g = rnnpool_graph(rarch)
+        node = g["rnnpool"]
+        net = RNNPoolNet(rarch)
+        assert sum(g.node_params(node)) == sum(p.numel() for p in net.rnnpool.parameters())
+        x = net.stem(torch.randn(1, 3, 64, 64))
+        with FlopCounterMode(display=False) as counter:
+            y = net.rnnpool(x)
+        assert tuple(y.shape) == node.shape
+        assert g.node_macs(node) * 2 == counter.get_total_flops()  # matmul FLOPs = 2 x MACs
+
+
+def test_rewrite_cuts_at_the_pooled_resolution():
+    rarch = rewrite(mobilenetv2(1.0, 224), VWW)
+    assert rarch.stem_hw == (112, 112) and rarch.pooled_hw == (28, 28)
+    assert rarch.cut == 6 and rarch.blocks[0].in_channels == 32  # resumes at the 64-channel stage
+    g = rnnpool_graph(rarch)
+    assert g["rnnpool"].shape == (1, 32, 28, 28) and g["stem"].shape == (1, 8, 112, 112)
+    with pytest.raises(ConfigError, match="cut"):
+        rewrite(mobilenetv2(1.0, 224), {"cut": 40})
+    with pytest.raises(ConfigError, match="smaller"):
+        rewrite(mobilenetv2(1.0, 16), {"patch": 12, "stride": 12})
+    with pytest.raises(ConfigError, match="unknown"):
+        rewrite(mobilenetv2(1.0, 224), {"hidden": 8})
+
+
+def test_patchwise_execution_equals_forward():
+    torch.manual_seed(0)
+    net = RNNPoolNet.from_arch(mobilenetv2(0.35, 40, num_classes=5), {**VWW, "patch": 5, "stride": 3})
+    _randomize(net.rnnpool, 3)
+    with torch.no_grad():  # non-trivial BN statistics so a wrong region or padding shows
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.5, 0.5)
+    net.eval()
+    x = torch.randn(2, 3, 40, 40)
+    assert torch.allclose(net.forward_patchwise(x), net(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("count_input", [True, False])
+def test_plan_runs_patch_by_patch_and_passes_the_overlap_checker(count_input):
+    memory = MemoryConfig(count_input=count_input)
+    rarch = rewrite(mobilenetv2(0.35, 224, num_classes=2), VWW)
+    g = rnnpool_graph(rarch)
+    plan = rnnpool_plan(g, memory)
+    check_no_overlap(plan.tensors)
+    n = rarch.n_patches
+    assert n == 28 * 28 and [s.patch for s in plan.steps[: 2 * n : 2]][-1] == (27, 27)
+    names = {t.name for t in plan.tensors}
+    assert "stem" not in names  # the full stem output never exists
+    in_bytes = 224 * 224 * 3 if count_input else 0
+    pooled, patch, scratch = 28 * 28 * 32, 6 * 6 * 8, (6 + 6) * 8 + 3 * 8
+    for step in (0, n, 2 * n - 1):  # during the patch loop only these are alive
+        live = {t.name: t.size for t in plan.tensors if t.first_step <= step <= t.last_step and t.size}
+        expect = {"stem.patch": patch}
+        if step > 0:
+            expect |= {"rnnpool.scratch": scratch, "rnnpool": pooled}
+        if step < 2 * n - 1:
+            expect |= {"input": in_bytes} if count_input else {"input.patch": 13 * 13 * 3}
+        assert live == expect, (step, live)
+    layer = layer_plan(g, memory)
+    assert plan.peak_live_bytes <= layer.peak_live_bytes
+    loop_peak = max(s.working_set_bytes for s in plan.steps[: 2 * n])
+    assert loop_peak == pooled + patch + scratch + (in_bytes if count_input else 13 * 13 * 3)
+    assert loop_peak < max(s.working_set_bytes for s in layer.steps[:2])  # layer holds the 112x112x8 stem output
+    assert plan.arena_bytes >= plan.peak_live_bytes
+    assert plan.extra["recompute_macs"] > 0 and plan.macs == layer.macs + plan.extra["recompute_macs"]
+    base = layer_plan(from_arch(mobilenetv2(0.35, 224, num_classes=2)), memory)
+    assert plan.peak_live_bytes < base.peak_live_bytes / 3

@@ -12,3 +12,6 @@ def from_onnx(path, **kwargs):
     from tinyflow.ir.onnx_import import from_onnx as _from_onnx
 
     return _from_onnx(path, **kwargs)
+
+
+from tinyflow.ir import rnnpool as _rnnpool  # noqa: E402, F401  (registers the `rnnpool` op kind)
