@@ -33,7 +33,15 @@ class StandaloneTrainer:
 
     name = "standalone"
 
-    def __init__(self, arch: Any = "max", init_weights: str | None = None, resume: bool = False, **recipe: Any) -> None:
+    def __init__(
+        self,
+        arch: Any = "max",
+        init_weights: str | None = None,
+        resume: bool = False,
+        model_builder: Any = None,  # builder(arch, dropout=) -> nn.Module; None = StaticNet (e.g. RNNPoolNet)
+        **recipe: Any,
+    ) -> None:
+        self.model_builder = model_builder or StaticNet
         self.recipe = Recipe.from_options(dict(recipe), where="trainer")
         self.arch_spec = arch
         self.init_weights = init_weights
@@ -90,7 +98,7 @@ class StandaloneTrainer:
         check_arch_fits_data(arch, data)
         data.set_resolution(arch.resolution)
         seed_all(self.recipe.seed)
-        model = StaticNet(arch, dropout=self.recipe.dropout)
+        model = self.model_builder(arch, dropout=self.recipe.dropout)
         source = "init_state"
         if init_state is None and self.init_weights:
             source = str(self.init_weights)
