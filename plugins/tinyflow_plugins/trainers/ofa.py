@@ -1,0 +1,521 @@
+"""`ofa` trainer: once-for-all supernet training with progressive shrinking, driven by Lightning.
+
+One Lightning fit runs every phase back to back (`full → kernel → depth → expand`); the phase follows from the
+epoch. Each step trains the largest subnet on the labels and the smallest plus N random subnets of the phase on
+the labels and the largest's soft targets (sandwich rule, in-place distillation), with one backward pass over
+the summed loss, gradient clipping and a per-phase cosine learning rate. Every epoch, rank 0 recalibrates
+BatchNorm and measures the val accuracy of the largest, the smallest and a fixed random subnet, logs it to the
+tracker, and a checkpoint is written atomically (`last.ckpt`) so `resume=true` continues at the next epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from tinyflow.arch.genome import Arch
+from tinyflow.arch.space import MBConvSpace
+from tinyflow.errors import CheckpointError, ConfigError
+from tinyflow.nn.calibration import recalibrate_bn
+from tinyflow.nn.elastic import ElasticSupernet, space_to_dict
+from tinyflow.nn.static import StaticNet
+from tinyflow.nn.supernet_checkpoint import CKPT_KEY, read_checkpoint, supernet_state
+from tinyflow.training.checkpoint import load_weights
+from tinyflow.training.evaluation import evaluate_accuracy
+from tinyflow.training.lightning import make_trainer, seed_all
+from tinyflow.training.optim import build_optimizer
+
+LAST_CKPT = "last.ckpt"
+FINAL_CKPT = "supernet.ckpt"
+
+
+@dataclass
+class Phase:
+    """One progressive-shrinking phase. A choice list of null means all of the space's choices."""
+
+    name: str
+    epochs: int
+    lr: float
+    random_subnets: int = 0  # subnets sampled per step besides the largest and the smallest
+    kernel: list[int] | None = None
+    depth: list[int] | None = None
+    expand: list[int] | None = None
+    sort_channels: bool = False  # re-sort hidden channels by importance when the phase starts (expand phase)
+
+    def subspace(self, space: MBConvSpace) -> MBConvSpace:
+        return replace(
+            space,
+            kernel_choices=tuple(self.kernel or space.kernel_choices),
+            depth_choices=tuple(self.depth or space.depth_choices),
+            expand_choices=tuple(self.expand or space.expand_choices),
+        )
+
+
+def parse_phases(phases: Any, space: MBConvSpace) -> list[Phase]:
+    """Phases from config, checked against the space; ConfigError naming the phase and field."""
+    out: list[Phase] = []
+    known = set(Phase.__dataclass_fields__)
+    for i, raw in enumerate(phases or []):
+        raw = dict(raw)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"trainer.phases[{i}]: unknown key(s) {unknown}; known: {sorted(known)}")
+        try:
+            phase = Phase(**raw)
+        except TypeError as exc:
+            raise ConfigError(f"trainer.phases[{i}]: {exc}") from None
+        if phase.epochs < 0 or phase.lr <= 0 or phase.random_subnets < 0:
+            raise ConfigError(
+                f"trainer.phases[{i}] ({phase.name}): epochs and random_subnets must be >= 0 and lr > 0, got "
+                f"epochs={phase.epochs}, lr={phase.lr}, random_subnets={phase.random_subnets}"
+            )
+        for fname, allowed in (
+            ("kernel", space.kernel_choices),
+            ("depth", space.depth_choices),
+            ("expand", space.expand_choices),
+        ):
+            bad = [v for v in (getattr(phase, fname) or []) if v not in allowed]
+            if bad:
+                raise ConfigError(
+                    f"trainer.phases[{i}].{fname} ({phase.name}) = {getattr(phase, fname)}: {bad} not in the "
+                    f"space's choices {list(allowed)}"
+                )
+        out.append(phase)
+    if not out or sum(p.epochs for p in out) == 0:
+        raise ConfigError("trainer.phases: give at least one phase with epochs > 0")
+    return out
+
+
+def cosine_lr(base: float, step: int, total: int, warmup: int = 0) -> float:
+    if step < warmup:
+        return base * (step + 1) / (warmup + 1)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def soft_cross_entropy(logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross entropy against the teacher's softened distribution (×T² keeps gradients comparable across T)."""
+    target = F.softmax(teacher / temperature, dim=1)
+    return -(target * F.log_softmax(logits / temperature, dim=1)).sum(1).mean() * temperature**2
+
+
+class SubnetEvaluator:
+    """Accuracy of a subnet of the supernet on a split, after BatchNorm recalibration on a few train batches."""
+
+    def __init__(self, supernet: ElasticSupernet, data: Any, recalib_batches: int, seed: int):
+        self.supernet = supernet
+        self.data = data
+        self.recalib_batches = max(1, int(recalib_batches))
+        self.seed = seed
+        self.base_resolution = supernet.space.resolution
+        self._calib: dict[int, list[torch.Tensor]] = {}
+
+    def calibration_batches(self, resolution: int) -> list[torch.Tensor]:
+        """The same shuffled train batches every time (seeded), cached per resolution."""
+        if resolution not in self._calib:
+            with torch.random.fork_rng(), _resolution(self.data, resolution, self.base_resolution):
+                torch.manual_seed(self.seed)
+                batches = []
+                for x, _ in self.data.train_dataloader():
+                    batches.append(x)
+                    if len(batches) >= self.recalib_batches:
+                        break
+            self._calib[resolution] = batches
+        return self._calib[resolution]
+
+    def loader(self, split: str) -> Any:
+        if split not in ("train", "val", "test"):
+            raise ConfigError(f"evaluate: split must be train, val or test, got {split!r}")
+        return getattr(self.data, f"{split}_dataloader")()
+
+    def accuracy(self, arch: Arch, split: str = "val") -> float:
+        net = self.supernet
+        was_training = net.training
+        try:
+            net.set_active(arch)
+            recalibrate_bn(net, self.calibration_batches(arch.resolution))
+            with _resolution(self.data, arch.resolution, self.base_resolution):
+                return evaluate_accuracy(net, self.loader(split))
+        finally:
+            net.train(was_training)
+
+
+class _resolution:
+    """Context: the data module serves `resolution` inside, `base` after."""
+
+    def __init__(self, data: Any, resolution: int, base: int):
+        self.data, self.resolution, self.base = data, resolution, base
+
+    def __enter__(self) -> None:
+        if self.resolution != self.base:
+            self.data.set_resolution(self.resolution)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.resolution != self.base:
+            self.data.set_resolution(self.base)
+
+
+@dataclass
+class OfaOptions:
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 3e-5
+    kd_ratio: float = 1.0
+    kd_temperature: float = 1.0
+    grad_clip: float | None = 5.0
+    warmup_epochs: float = 0.0
+    dropout: float = 0.0
+    recalib_batches: int = 4
+    seed: int = 0
+    resolutions: list[int] | None = None  # elastic resolution: random subnets draw one per step (null: fixed)
+    channels_last: bool = True  # NHWC: 2-3x faster depthwise convs (and their weight gradients) on CPU
+    limit_train_batches: int | float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class OfaModule(pl.LightningModule):
+    """The supernet under manual optimization: sandwich rule + in-place distillation, phases by epoch."""
+
+    def __init__(self, space: MBConvSpace, phases: list[Phase], options: OfaOptions, data: Any):
+        super().__init__()
+        self.automatic_optimization = False
+        self.space = space
+        self.phases = phases
+        self.options = options
+        self.supernet = ElasticSupernet(space, dropout=options.dropout)
+        self.evaluator = SubnetEvaluator(self.supernet, data, options.recalib_batches, options.seed)
+        self.eval_archs = {
+            "largest": space.max_arch(),
+            "smallest": space.min_arch(),
+            "random": space.sample(random.Random(options.seed + 7919)),
+        }
+        self.history: list[dict[str, Any]] = []
+        self.tracker: Any = None  # set in-process only (a spawned DDP worker replays history afterwards)
+        self._loss_sum = 0.0
+        self._loss_n = 0
+        self._t0 = 0.0
+
+    # ---- phases -------------------------------------------------------------------------------------------
+    def phase_at(self, epoch: int) -> tuple[int, Phase, int]:
+        """(phase index, phase, epoch within the phase) of a global epoch."""
+        start = 0
+        for i, phase in enumerate(self.phases):
+            if epoch < start + phase.epochs:
+                return i, phase, epoch - start
+            start += phase.epochs
+        return len(self.phases) - 1, self.phases[-1], self.phases[-1].epochs - 1
+
+    def step_archs(self, phase: Phase, step: int) -> list[Arch]:
+        """Largest, smallest of the phase, then random subnets — seeded by the global step, so every DDP rank
+        draws the same ones. Duplicates are dropped."""
+        sub = phase.subspace(self.space)
+        rng = random.Random(self.options.seed * 1_000_003 + step)
+        archs = [self.space.max_arch(), sub.min_arch()]
+        for _ in range(phase.random_subnets):
+            arch = sub.sample(rng)
+            if self.options.resolutions:
+                arch = replace(arch, resolution=int(rng.choice(self.options.resolutions)))
+            archs.append(arch)
+        unique: dict[str, Arch] = {}
+        for a in archs:
+            unique.setdefault(a.key(), a)
+        return list(unique.values())
+
+    # ---- Lightning hooks ------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        o = self.options
+        decay, no_decay = [], []
+        for name, p in self.supernet.named_parameters():
+            # kernel transforms are matrices but decaying them would pull them away from identity towards zero
+            (no_decay if p.ndim <= 1 or "transforms" in name else decay).append(p)
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return build_optimizer(groups, o.optimizer, self.phases[0].lr, o.weight_decay, o.momentum, o.nesterov)
+
+    def on_train_epoch_start(self) -> None:
+        _, phase, within = self.phase_at(self.current_epoch)
+        if within == 0:
+            if phase.sort_channels:
+                self.supernet.sort_channels()
+            # momentum buffers belong to the old phase (and to the old channel order after a sort)
+            self.optimizers().optimizer.state.clear()
+        self._loss_sum, self._loss_n, self._t0 = 0.0, 0, time.perf_counter()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.options.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        index, phase, within = self.phase_at(self.current_epoch)
+        nb = max(1, int(self.trainer.num_training_batches))
+        warmup = round(self.options.warmup_epochs * nb) if index == 0 else 0
+        lr = cosine_lr(phase.lr, within * nb + batch_idx, phase.epochs * nb, warmup)
+        opt = self.optimizers()
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad()
+        teacher: torch.Tensor | None = None
+        total = x.new_zeros(())
+        for arch in self.step_archs(phase, int(self.global_step)):
+            self.supernet.set_active(arch)
+            inp = x if x.shape[-1] == arch.resolution else _resize(x, arch.resolution)
+            logits = self.supernet(inp)
+            loss = F.cross_entropy(logits, y)
+            if teacher is None:
+                teacher = logits.detach()
+            elif self.options.kd_ratio > 0:
+                loss = loss + self.options.kd_ratio * soft_cross_entropy(logits, teacher, self.options.kd_temperature)
+            total = total + loss
+        self.manual_backward(total)
+        if self.options.grad_clip:
+            self.clip_gradients(opt, gradient_clip_val=self.options.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        self._loss_sum += float(total.detach())
+        self._loss_n += 1
+        self.log("loss", total.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
+        self.log("lr", lr, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
+        return total.detach()
+
+    def on_train_epoch_end(self) -> None:
+        epoch = int(self.current_epoch)
+        index, phase, _ = self.phase_at(epoch)
+        if self.trainer.is_global_zero:
+            record: dict[str, Any] = {"epoch": epoch, "phase": phase.name, "phase_index": index}
+            for label, arch in self.eval_archs.items():
+                record[f"val_acc_{label}"] = self.evaluator.accuracy(arch, "val")
+            record["train_loss"] = self._loss_sum / max(1, self._loss_n)
+            record["epoch_time_s"] = time.perf_counter() - self._t0
+            record["global_step"] = int(self.global_step)
+            self.history.append(record)
+            if self.tracker is not None:
+                log_record(self.tracker, record)
+            print(
+                f"[ofa] epoch {epoch} phase {phase.name}: val acc largest {record['val_acc_largest']:.4f} "
+                f"smallest {record['val_acc_smallest']:.4f} random {record['val_acc_random']:.4f} "
+                f"loss {record['train_loss']:.3f} ({record['epoch_time_s']:.1f}s)",
+                flush=True,
+            )
+        # every rank calls it (it synchronises); only rank 0 writes, through the atomic checkpoint IO
+        self.trainer.save_checkpoint(Path(self.trainer.default_root_dir) / LAST_CKPT, weights_only=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        epochs_total = sum(p.epochs for p in self.phases)
+        done = int(self.current_epoch) + 1
+        checkpoint[CKPT_KEY] = {
+            "format": 1,
+            "space": space_to_dict(self.space),
+            "dropout": float(self.options.dropout),
+            "phases": [asdict(p) for p in self.phases],
+            "epochs_done": done,
+            "phase": self.phase_at(done - 1)[1].name,
+            "complete": done >= epochs_total,
+            "history": list(self.history),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get(CKPT_KEY, {}).get("history", []))
+
+
+def log_record(tracker: Any, record: dict[str, Any]) -> None:
+    """One epoch's figures to the tracker, step = global epoch; also under the phase's name."""
+    step = int(record["epoch"])
+    values = {k: float(v) for k, v in record.items() if isinstance(v, int | float) and k != "epoch"}
+    phased = {f"{record['phase']}.{k}": v for k, v in values.items() if k.startswith("val_acc")}
+    tracker.log_metrics({**values, **phased}, step=step)
+
+
+def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+class OfaTrainer:
+    """The `ofa` trainer plugin (contracts.Trainer)."""
+
+    name = "ofa"
+
+    def __init__(
+        self,
+        phases: list[dict[str, Any]],
+        resume: bool = False,
+        accelerator: str = "cpu",
+        devices: int = 1,
+        strategy: str = "auto",
+        num_nodes: int = 1,
+        progress: bool = True,
+        callbacks: list[pl.Callback] | None = None,
+        **options: Any,
+    ):
+        known = set(OfaOptions.__dataclass_fields__) - {"extra"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"trainer (ofa): unknown option(s) {unknown}; known: {sorted(known)}")
+        self.options = OfaOptions(**options)
+        self.raw_phases = [dict(p) for p in phases]
+        self.resume = bool(resume)
+        self.accelerator, self.devices, self.strategy, self.num_nodes = accelerator, devices, strategy, num_nodes
+        self.progress = progress
+        self.callbacks = list(callbacks or [])
+        self.module: OfaModule | None = None
+        self.checkpoint: str | None = None
+        self._cache: dict[tuple[str, str], float] = {}
+
+    # ---- training -----------------------------------------------------------------------------------------
+    def fit(self, space: MBConvSpace, data: Any, workdir: str, tracker: Any) -> dict[str, Any]:
+        """Train the supernet of `space` on `data`; returns the checkpoint path and the final accuracies."""
+        if not isinstance(space, MBConvSpace):
+            raise ConfigError(
+                f"trainer=ofa needs an elastic MBConv space (search_space=mcunet); got {type(space).__name__}"
+            )
+        phases = parse_phases(self.raw_phases, space)
+        data.setup()
+        for attr in ("in_channels", "num_classes"):
+            if getattr(data, attr) != getattr(space, attr):
+                raise ConfigError(
+                    f"search_space.{attr} = {getattr(space, attr)} but data '{data.name}' has "
+                    f"{getattr(data, attr)}; bind the space to the data (space.bind(data))"
+                )
+        data.set_resolution(space.resolution)
+        workdir_p = Path(workdir)
+        workdir_p.mkdir(parents=True, exist_ok=True)
+        last = workdir_p / LAST_CKPT
+        ckpt_path = None
+        if self.resume and last.exists():
+            self._check_resumable(last, space)
+            ckpt_path = str(last)
+        seed_all(self.options.seed)
+        module = OfaModule(space, phases, self.options, data)
+        if self.options.channels_last:
+            module.supernet.to(memory_format=torch.channels_last)
+        spawn = self._spawns()
+        module.tracker = None if spawn else tracker
+        trainer = make_trainer(
+            sum(p.epochs for p in phases),
+            str(workdir_p),
+            list(self.callbacks),
+            accelerator=self.accelerator,
+            devices=self.devices,
+            num_nodes=self.num_nodes,
+            strategy=self._strategy(),
+            enable_progress_bar=self.progress,
+            limit_train_batches=self.options.limit_train_batches,
+            limit_val_batches=0,
+            deterministic=False,
+        )
+        tracker.log_params(
+            {
+                "trainer": {
+                    "name": self.name,
+                    "phases": [asdict(p) for p in phases],
+                    **{k: v for k, v in asdict(self.options).items() if k != "extra"},
+                }
+            }
+        )
+        start_epoch = _epochs_done(ckpt_path)
+        t0 = time.perf_counter()
+        trainer.fit(module, train_dataloaders=data.train_dataloader(), ckpt_path=ckpt_path, weights_only=False)
+        wall = time.perf_counter() - t0
+        # weights and history from disk: the same path whether training ran here or in spawned DDP workers
+        ckpt = read_checkpoint(last)
+        load_weights(module.supernet, supernet_state(ckpt), source=str(last))
+        history = ckpt[CKPT_KEY]["history"]
+        if spawn:
+            for record in history:
+                if record["epoch"] >= start_epoch:
+                    log_record(tracker, record)
+        final = workdir_p / FINAL_CKPT
+        _atomic_copy(last, final)
+        self.module, self.checkpoint, self._cache = module, str(final), {}
+        end = history[-1] if history else {}
+        result = {
+            "checkpoint": str(final),
+            "epochs": ckpt[CKPT_KEY]["epochs_done"],
+            "resumed_from_epoch": start_epoch if ckpt_path else None,
+            "wall_time_s": wall,
+            "history": history,
+            **{k: v for k, v in end.items() if k.startswith("val_acc")},
+        }
+        tracker.log_metrics({"wall_time_s_fit": wall}, step=result["epochs"])
+        return result
+
+    def _check_resumable(self, path: Path, space: MBConvSpace) -> None:
+        ckpt = read_checkpoint(path)
+        saved = ckpt[CKPT_KEY]["space"]
+        if saved != space_to_dict(space):
+            diff = sorted(k for k in saved if saved.get(k) != space_to_dict(space).get(k))
+            raise CheckpointError(
+                f"trainer.resume: {path} was trained for another search space (differs in {diff}). Resume with "
+                "the same search_space options, or turn trainer.resume off to train from scratch."
+            )
+
+    def _spawns(self) -> bool:
+        return (
+            isinstance(self._strategy(), pl.strategies.DDPStrategy)
+            and not _launched_externally()
+            and (self._strategy()._start_method in ("spawn", "fork", "forkserver"))
+        )
+
+    def _strategy(self) -> Any:
+        """`ddp` on CPU means: find unused parameters (each subnet uses part of the supernet), gloo, and — unless
+        torchrun already started the processes — spawn the workers from this process."""
+        name = self.strategy if isinstance(self.strategy, str) else None
+        if name is None or not name.startswith("ddp"):
+            return self.strategy
+        start = "popen" if _launched_externally() else ("fork" if name == "ddp_fork" else "spawn")
+        return pl.strategies.DDPStrategy(
+            find_unused_parameters=True,
+            process_group_backend="gloo" if self.accelerator == "cpu" else None,
+            start_method=start,
+        )
+
+    # ---- using the trained supernet ---------------------------------------------------------------------------
+    def load(self, space: MBConvSpace, data: Any, checkpoint: str) -> None:
+        """Load a trained supernet checkpoint so `evaluate` / `extract` work without training."""
+        ckpt = read_checkpoint(checkpoint)
+        self._check_resumable(Path(checkpoint), space)
+        phases = parse_phases(ckpt[CKPT_KEY]["phases"], space)
+        data.setup()
+        data.set_resolution(space.resolution)
+        module = OfaModule(space, phases, self.options, data)
+        load_weights(module.supernet, supernet_state(ckpt), source=str(checkpoint))
+        self.module, self.checkpoint, self._cache = module, str(checkpoint), {}
+
+    def evaluate(self, arch: Arch, split: str = "val") -> float:
+        """Accuracy of subnet `arch` on `split` after BatchNorm recalibration (cached per arch and split)."""
+        if self.module is None:
+            raise ConfigError("trainer (ofa): evaluate() before fit() or load(); train or load a supernet first")
+        key = (arch.key(), split)
+        if key not in self._cache:
+            self._cache[key] = self.module.evaluator.accuracy(arch, split)
+        return self._cache[key]
+
+    def extract(self, arch: Arch) -> StaticNet:
+        """The static network of `arch` with recalibrated BatchNorm statistics (eval mode)."""
+        if self.module is None:
+            raise ConfigError("trainer (ofa): extract() before fit() or load()")
+        ev = self.module.evaluator
+        net = self.module.supernet.extract(arch)
+        recalibrate_bn(net, ev.calibration_batches(arch.resolution))
+        return net.eval()
+
+
+def _launched_externally() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+def _epochs_done(ckpt_path: str | None) -> int:
+    return int(read_checkpoint(ckpt_path)[CKPT_KEY]["epochs_done"]) if ckpt_path else 0
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)

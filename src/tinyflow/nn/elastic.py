@@ -1,0 +1,372 @@
+"""The elastic MBConv supernet (Once-for-All) over an `MBConvSpace`.
+
+One set of weights holds every subnet of the space:
+
+- elastic kernel: each depthwise conv keeps the largest kernel's weights; a smaller kernel is the centre crop of
+  the next larger (transformed) kernel passed through a learned kernel-transformation matrix (identity at start);
+- elastic depth: a stage runs its first D blocks;
+- elastic expand: a block uses the first `in·e` hidden channels; `sort_channels()` re-sorts them by importance
+  so that slicing keeps the most important ones;
+- elastic BatchNorm: running statistics and affine parameters are sliced to the active channels;
+- the width multiplier is fixed per supernet; the resolution is free (the network is fully convolutional).
+
+`set_active(arch)` selects a subnet, `extract(arch)` copies it into a `StaticNet` whose outputs equal the active
+supernet's.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinyflow.arch.genome import Arch
+from tinyflow.arch.space import ArchOutsideSpaceError, MBConvSpace, StageSpec
+from tinyflow.errors import TinyflowError
+from tinyflow.nn.static import ConvBNAct, MBConv, StaticNet
+
+
+class ArchNotInSupernetError(TinyflowError, ArchOutsideSpaceError):
+    """An arch asks for a block, width or choice this supernet does not hold."""
+
+
+# ------------------------------------------------------------------------------------------------ layers
+class ElasticBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose parameters and running statistics are sliced to the input's channel count."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        factor = 0.0
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch_stats = self.training or self.running_mean is None
+        # prefix slices are views: batch_norm's in-place running-stat update lands in the full buffers
+        return F.batch_norm(
+            x,
+            self.running_mean[:c] if self.running_mean is not None else None,
+            self.running_var[:c] if self.running_var is not None else None,
+            self.weight[:c],
+            self.bias[:c],
+            use_batch_stats,
+            factor,
+            self.eps,
+        )
+
+
+class ElasticPointwise(nn.Conv2d):
+    """1x1 conv that uses the first `active_out` output channels and as many input channels as it is given."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(cin, cout, 1, bias=False)
+        self.active_out = cout
+
+    def active_weight(self, cin: int) -> torch.Tensor:
+        return self.weight[: self.active_out, :cin]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.active_weight(x.shape[1]))
+
+
+class ElasticDepthwise(nn.Module):
+    """Depthwise conv holding the largest kernel; smaller kernels via centre crop + transformation matrices."""
+
+    def __init__(self, channels: int, kernel_choices: Sequence[int], stride: int):
+        super().__init__()
+        self.kernels = sorted(set(kernel_choices), reverse=True)
+        self.max_kernel = self.kernels[0]
+        self.stride = stride
+        ref = nn.Conv2d(channels, channels, self.max_kernel, groups=channels, bias=False)  # default init
+        self.weight = nn.Parameter(ref.weight.detach().clone())
+        # one matrix per step down the chain (7→5, 5→3), acting on the flattened small kernel, shared by channels
+        self.transforms = nn.ParameterDict(
+            {
+                f"{big}to{small}": nn.Parameter(torch.eye(small * small))
+                for big, small in zip(self.kernels, self.kernels[1:])
+            }
+        )
+        self.active_kernel = self.max_kernel
+
+    def kernel_weight(self, kernel: int, channels: int) -> torch.Tensor:
+        """The `kernel`×`kernel` weights of the first `channels` channels."""
+        if kernel not in self.kernels:
+            raise ArchNotInSupernetError(f"kernel {kernel} is not one of {sorted(self.kernels)}")
+        w = self.weight[:channels]
+        for big, small in zip(self.kernels, self.kernels[1:]):
+            if big <= kernel:
+                break
+            start = (big - small) // 2
+            w = w[:, :, start : start + small, start : start + small].reshape(channels, small * small)
+            w = F.linear(w, self.transforms[f"{big}to{small}"]).reshape(channels, 1, small, small)
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, k = x.shape[1], self.active_kernel
+        return F.conv2d(x, self.kernel_weight(k, c), None, self.stride, k // 2, groups=c)
+
+
+class ElasticMBConv(nn.Module):
+    """One block slot of an elastic stage: elastic kernel and expand ratio, fixed in/out channels and stride."""
+
+    def __init__(self, cin: int, cout: int, stride: int, kernel_choices: Sequence[int], expand_choices: Sequence[int]):
+        super().__init__()
+        self.cin, self.cout, self.stride = cin, cout, stride
+        hidden = cin * max(expand_choices)
+        self.expand_conv = ElasticPointwise(cin, hidden)
+        self.expand_bn = ElasticBatchNorm2d(hidden)
+        self.dw = ElasticDepthwise(hidden, kernel_choices, stride)
+        self.dw_bn = ElasticBatchNorm2d(hidden)
+        self.project_conv = ElasticPointwise(hidden, cout)
+        self.project_bn = nn.BatchNorm2d(cout)
+        self.residual = stride == 1 and cin == cout
+        self.active_expand = max(expand_choices)
+
+    def set_active(self, kernel: int, expand: int) -> None:
+        self.dw.active_kernel = kernel
+        self.active_expand = expand
+        self.expand_conv.active_out = self.cin * expand
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.active_expand != 1:
+            y = F.relu6(self.expand_bn(self.expand_conv(x)))
+        y = F.relu6(self.dw_bn(self.dw(y)))
+        y = self.project_bn(self.project_conv(y))
+        return x + y if self.residual else y
+
+    @torch.no_grad()
+    def sort_channels(self) -> None:
+        """Re-sort hidden channels by importance, most important first (OFA: L1 norm of the projection weights
+        reading each hidden channel, i.e. how much the channel contributes to the block's output)."""
+        importance = self.project_conv.weight.abs().sum(dim=(0, 2, 3))
+        order = torch.argsort(importance, descending=True, stable=True)
+        self.project_conv.weight.copy_(self.project_conv.weight[:, order])
+        self.dw.weight.copy_(self.dw.weight[order])
+        self.expand_conv.weight.copy_(self.expand_conv.weight[order])
+        for bn in (self.expand_bn, self.dw_bn):
+            bn.weight.copy_(bn.weight[order])
+            bn.bias.copy_(bn.bias[order])
+            bn.running_mean.copy_(bn.running_mean[order])
+            bn.running_var.copy_(bn.running_var[order])
+
+
+# ------------------------------------------------------------------------------------------------ supernet
+class ElasticSupernet(nn.Module):
+    """stem → fixed MBConv1 block → elastic stages → fixed tail blocks → [head] → pool → classifier."""
+
+    def __init__(self, space: MBConvSpace, dropout: float = 0.0):
+        super().__init__()
+        self.space = space
+        top = space.max_arch()
+        self.max_depth = space.max_depth
+        self.stem = ConvBNAct(top.in_channels, top.stem_channels, top.stem_kernel, top.stem_stride)
+        self.first = MBConv(top.blocks[0])
+        stages: list[nn.ModuleList] = []
+        prev = top.blocks[0].out_channels
+        for spec in space.stages:
+            out = space.channels(spec.width)
+            slots = [
+                ElasticMBConv(
+                    prev if j == 0 else out,
+                    out,
+                    spec.stride if j == 0 else 1,
+                    space.kernel_choices,
+                    space.expand_choices,
+                )
+                for j in range(self.max_depth)
+            ]
+            stages.append(nn.ModuleList(slots))
+            prev = out
+        self.stages = nn.ModuleList(stages)
+        n_tail = len(space.tail_channels)
+        self.tail = nn.ModuleList(MBConv(b) for b in top.blocks[len(top.blocks) - n_tail :])
+        self.head = ConvBNAct(top.blocks[-1].out_channels, top.head_channels, 1) if top.head_channels else None
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(top.last_channels, top.num_classes)
+        self.active_depths = [self.max_depth] * len(space.stages)
+        self.active_arch = top
+
+    # ---- the space --------------------------------------------------------------------------------------
+    def sample(self, rng: random.Random) -> Arch:
+        return self.space.sample(rng)
+
+    def max_arch(self) -> Arch:
+        return self.space.max_arch()
+
+    def min_arch(self) -> Arch:
+        return self.space.min_arch()
+
+    def genome_of(self, arch: Arch) -> dict[str, list[int]]:
+        """Read (depths, kernels, expands) off an arch's blocks; raise `ArchNotInSupernetError` naming the first
+        block, width or choice this supernet does not hold."""
+        space = self.space
+        ref = space.max_arch()
+        fixed = (
+            ("in_channels", arch.in_channels, ref.in_channels),
+            ("num_classes", arch.num_classes, ref.num_classes),
+            ("stem_channels", arch.stem_channels, ref.stem_channels),
+            ("stem_kernel", arch.stem_kernel, ref.stem_kernel),
+            ("stem_stride", arch.stem_stride, ref.stem_stride),
+            ("head_channels", arch.head_channels, ref.head_channels),
+        )
+        for field, got, want in fixed:
+            if got != want:
+                raise ArchNotInSupernetError(
+                    f"arch '{arch.name}': {field} = {got}, but this supernet (space '{space.name}', width_mult "
+                    f"{space.width_mult}) has {want}. Use an arch sampled from the same space and width multiplier."
+                )
+        n_stages, n_tail = len(space.stages), len(space.tail_channels)
+        blocks = list(arch.blocks)
+        if not blocks or blocks[0] != ref.blocks[0]:
+            raise ArchNotInSupernetError(f"arch '{arch.name}': block 0 must be the space's fixed block {ref.blocks[0]}")
+        tail_ref = ref.blocks[len(ref.blocks) - n_tail :] if n_tail else ()
+        if n_tail and tuple(blocks[len(blocks) - n_tail :]) != tuple(tail_ref):
+            raise ArchNotInSupernetError(
+                f"arch '{arch.name}': its last {n_tail} block(s) must be the space's fixed tail {list(tail_ref)}"
+            )
+        middle = blocks[1 : len(blocks) - n_tail]
+        depths: list[int] = []
+        kernels = [max(space.kernel_choices)] * space.n_slots
+        expands = [max(space.expand_choices)] * space.n_slots
+        for s in range(n_stages):
+            in_stage = [b for b in middle if b.stage == s + 1]
+            depths.append(len(in_stage))
+            for j, b in enumerate(in_stage[: self.max_depth]):
+                kernels[s * self.max_depth + j] = b.kernel
+                expands[s * self.max_depth + j] = b.expand
+        stray = [i + 1 for i, b in enumerate(middle) if not 1 <= b.stage <= n_stages]
+        if stray:
+            raise ArchNotInSupernetError(
+                f"arch '{arch.name}': block {stray[0]} has stage {middle[stray[0] - 1].stage}; the elastic stages "
+                f"are 1..{n_stages}"
+            )
+        try:
+            rebuilt = space.build(depths, kernels, expands)
+        except ArchOutsideSpaceError as exc:
+            raise ArchNotInSupernetError(f"arch '{arch.name}' is outside space '{space.name}': {exc}") from None
+        for i, (got, want) in enumerate(zip(arch.blocks, rebuilt.blocks)):
+            if got != want:
+                raise ArchNotInSupernetError(
+                    f"arch '{arch.name}': block {i} is {got}, but the space at width_mult {space.width_mult} gives "
+                    f"{want} there"
+                )
+        return {"depths": depths, "kernels": kernels, "expands": expands}
+
+    # ---- activation -------------------------------------------------------------------------------------
+    def set_active(self, arch: Arch) -> None:
+        """Make `arch` the subnet that `forward` runs (the resolution is whatever the input has)."""
+        g = self.genome_of(arch)
+        self.active_depths = list(g["depths"])
+        for s, slots in enumerate(self.stages):
+            for j, block in enumerate(slots):
+                slot = s * self.max_depth + j
+                block.set_active(g["kernels"][slot], g["expands"][slot])
+        self.active_arch = arch
+
+    def active_blocks(self) -> Iterable[ElasticMBConv]:
+        for slots, depth in zip(self.stages, self.active_depths):
+            yield from list(slots)[:depth]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.first(self.stem(x))
+        for block in self.active_blocks():
+            x = block(x)
+        for block in self.tail:
+            x = block(x)
+        return self.head(x) if self.head is not None else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1)
+        return self.classifier(self.dropout(x))
+
+    def sort_channels(self) -> None:
+        """Re-sort every elastic block's hidden channels by importance (before the expand phase)."""
+        if 1 in self.space.expand_choices:  # expand 1 maps hidden channels straight to input channels
+            return
+        for slots in self.stages:
+            for block in slots:
+                block.sort_channels()
+
+    # ---- extraction -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def extract(self, arch: Arch) -> StaticNet:
+        """A `StaticNet(arch)` holding this supernet's weights for `arch` (kernel transforms applied, BatchNorm
+        statistics copied); in eval mode its outputs equal the supernet's with `arch` active."""
+        self.set_active(arch)
+        net = StaticNet(arch, dropout=self.dropout.p)
+        net.stem.load_state_dict(self.stem.state_dict())
+        net.blocks[0].load_state_dict(self.first.state_dict())
+        for static, block in zip(list(net.blocks)[1:], self.active_blocks()):
+            _copy_block(static, block)
+        n_tail = len(self.tail)
+        for static, block in zip(list(net.blocks)[len(net.blocks) - n_tail :], self.tail):
+            static.load_state_dict(block.state_dict())
+        if self.head is not None:
+            net.head.load_state_dict(self.head.state_dict())
+        net.classifier.load_state_dict(self.classifier.state_dict())
+        return net.train(self.training)
+
+
+def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, c: int) -> None:
+    dst.weight.copy_(src.weight[:c])
+    dst.bias.copy_(src.bias[:c])
+    dst.running_mean.copy_(src.running_mean[:c])
+    dst.running_var.copy_(src.running_var[:c])
+    dst.num_batches_tracked.copy_(src.num_batches_tracked)
+    dst.eps, dst.momentum = src.eps, src.momentum
+
+
+def _copy_block(static: MBConv, block: ElasticMBConv) -> None:
+    hidden = block.cin * block.active_expand
+    if static.expand is not None:
+        static.expand.conv.weight.copy_(block.expand_conv.weight[:hidden])
+        _copy_bn(static.expand.bn, block.expand_bn, hidden)
+    static.depthwise.conv.weight.copy_(block.dw.kernel_weight(block.dw.active_kernel, hidden))
+    _copy_bn(static.depthwise.bn, block.dw_bn, hidden)
+    static.project.conv.weight.copy_(block.project_conv.weight[:, :hidden])
+    _copy_bn(static.project.bn, block.project_bn, block.cout)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def space_to_dict(space: MBConvSpace) -> dict[str, Any]:
+    """The fields that define an `MBConvSpace` (plain JSON types), to store beside supernet weights."""
+    d = asdict(replace(space, extra={}))
+    d.pop("extra")
+    d["stages"] = [dict(s) for s in d["stages"]]
+    for k, v in d.items():
+        if isinstance(v, tuple):
+            d[k] = list(v)
+    return d
+
+
+def space_from_dict(d: dict[str, Any]) -> MBConvSpace:
+    d = dict(d)
+    d["stages"] = tuple(StageSpec(**s) for s in d["stages"])
+    for k in ("tail_channels", "kernel_choices", "expand_choices", "depth_choices"):
+        d[k] = tuple(d[k])
+    return MBConvSpace(**d)
+
+
+def genome_arch(space: MBConvSpace, genome: dict[str, Any]) -> Arch:
+    """An arch of `space` from a genome dict, with errors as `ArchNotInSupernetError`."""
+    try:
+        return space.from_genome(genome)
+    except (ArchOutsideSpaceError, KeyError) as exc:
+        raise ArchNotInSupernetError(f"genome {genome} is not in space '{space.name}': {exc}") from None
+
+
+__all__ = [
+    "ArchNotInSupernetError",
+    "ElasticBatchNorm2d",
+    "ElasticDepthwise",
+    "ElasticMBConv",
+    "ElasticSupernet",
+    "genome_arch",
+    "space_from_dict",
+    "space_to_dict",
+]
