@@ -19,6 +19,7 @@ from tinyflow.nn.static import StaticNet
 
 REPO = Path(__file__).resolve().parents[1]
 RESOLUTION = 16
+_TRAINED: dict[int, dict[str, torch.Tensor]] = {}
 
 
 def tiny_arch(seed: int = 0) -> Arch:
@@ -65,7 +66,11 @@ def finetuned_run(out: Path, *overrides: str, epochs: int = 4) -> tuple[DictConf
     data = build_plugin(cfg, "data")
     data.set_resolution(arch.resolution)
     data.setup("fit")
-    model = train_tiny(arch, data, epochs=epochs)
+    if epochs not in _TRAINED:  # one training per test session: every deployment test starts from the same net
+        _TRAINED[epochs] = train_tiny(arch, data, epochs=epochs).state_dict()
+    model = StaticNet(arch)
+    model.load_state_dict(_TRAINED[epochs])
+    model.eval()
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "model.pt"
     torch.save({"state_dict": model.state_dict(), "arch": arch.to_dict()}, ckpt)
@@ -77,3 +82,13 @@ def finetuned_run(out: Path, *overrides: str, epochs: int = 4) -> tuple[DictConf
 def logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return model(torch.from_numpy(x)).numpy()
+
+
+_STORE: list[str] = []
+
+
+def shared_store(tmp_path_factory: Any) -> str:
+    """One real MLflow sqlite store for all deployment tests (creating its schema takes several seconds)."""
+    if not _STORE:
+        _STORE.append(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
+    return _STORE[0]

@@ -237,7 +237,11 @@ class MlflowTracker:
 
         mlflow.set_tracking_uri(self.uri)
         with mlflow.start_run(run_id=self.run_id, nested=True):
-            mlflow.onnx.log_model(onnx.load(path), name=name)
+            # pinned requirements: MLflow's own inference re-imports the model in a subprocess (~5 s a model)
+            import onnxruntime
+
+            reqs = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"]
+            mlflow.onnx.log_model(onnx.load(path), name=name, pip_requirements=reqs)
 
 
 def active_tracker() -> Any:

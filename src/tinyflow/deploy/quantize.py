@@ -129,10 +129,10 @@ def quantize_int8(
     """Quantize the float ONNX at `float_path` into a QDQ int8 model at `int8_path` (written atomically)."""
     if calibrate_method not in CALIBRATION_METHODS:
         raise ConfigError(
-            f"backend.calibrate_method = {calibrate_method!r} is unknown; use one of {sorted(CALIBRATION_METHODS)}."
+            f"quantize.calibrate_method = {calibrate_method!r} is unknown; use one of {sorted(CALIBRATION_METHODS)}."
         )
     if activation_type not in ACTIVATION_TYPES:
-        raise ConfigError(f"backend.activation_type = {activation_type!r} is unknown; use one of int8, uint8.")
+        raise ConfigError(f"quantize.activation_type = {activation_type!r} is unknown; use one of int8, uint8.")
     int8_path = Path(int8_path)
     prepared = _atomic_target(int8_path)
     tmp = _atomic_target(int8_path)
@@ -236,6 +236,19 @@ class QuantizeSettings:
     per_channel: bool = True
     activation_type: str = "int8"
     opset: int = 17
+
+    def __post_init__(self) -> None:
+        if self.calibrate_method not in CALIBRATION_METHODS:
+            raise ConfigError(
+                f"quantize.calibrate_method = {self.calibrate_method!r} is unknown; use one of "
+                f"{', '.join(sorted(CALIBRATION_METHODS))}."
+            )
+        if self.activation_type not in ACTIVATION_TYPES:
+            raise ConfigError(f"quantize.activation_type = {self.activation_type!r} is unknown; use int8 or uint8.")
+        if int(self.calibration_images) < 1:
+            raise ConfigError(
+                f"quantize.calibration_images = {self.calibration_images}: it must be a positive number of images."
+            )
 
     @classmethod
     def from_cfg(cls, node: Any) -> QuantizeSettings:

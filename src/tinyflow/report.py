@@ -1,0 +1,307 @@
+"""The run report: what the user takes home — accuracy, memory against the device, cost, fits or not, files.
+
+`write_report(cfg, ctx)` runs after the last stage (whatever stages ran: a figure nobody produced shows as "—").
+It prints a rich table, writes `report.md` and `report.json` atomically in the job's output dir, and logs the
+figures as metrics and tags on the MLflow parent run.
+
+Where a figure comes from, first found wins:
+- memory and flash: the memory engine's plan of the exported int8 ONNX (stage `quantize`, "int8 ONNX"), else the
+  `schedule` stage's plan (`ctx.plan`), else the configured scheduler / cost model on the final arch ("arch");
+- accuracy: the float model and the int8 model on the test split (stage `quantize`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from rich.table import Table
+
+from tinyflow.context import RunContext, atomic_write_text
+from tinyflow.errors import TinyflowError
+
+log = logging.getLogger(__name__)
+
+DASH = "—"
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+
+# metric keys other stages may have used for the float accuracy (0..1), in order of preference
+_FLOAT_ACCURACY_KEYS = ("accuracy_float", "test_accuracy", "finetune_test_accuracy", "finetune/test_acc", "accuracy")
+
+
+@dataclass
+class Figures:
+    """The report's numbers; None where no stage produced it."""
+
+    device: str | None = None
+    sram_budget_bytes: int | None = None
+    flash_budget_bytes: int | None = None
+    arch: str | None = None
+    resolution: int | None = None
+    scheduler: str | None = None
+    accuracy_float: float | None = None
+    accuracy_int8: float | None = None
+    peak_sram_bytes: float | None = None
+    arena_bytes: float | None = None
+    flash_bytes: float | None = None
+    macs: float | None = None
+    params: float | None = None
+    latency_ms: float | None = None
+    energy_mj: float | None = None
+    host_latency_int8_ms: float | None = None
+    onnx_max_abs_diff: float | None = None
+    memory_source: str | None = None
+
+    @property
+    def sram_used(self) -> float | None:
+        """What the device must hold: the placed arena when known, else the liveness peak."""
+        return self.arena_bytes if self.arena_bytes is not None else self.peak_sram_bytes
+
+    @property
+    def fits_sram(self) -> bool | None:
+        if self.sram_used is None or self.sram_budget_bytes is None:
+            return None
+        return self.sram_used <= self.sram_budget_bytes
+
+    @property
+    def fits_flash(self) -> bool | None:
+        if self.flash_bytes is None or self.flash_budget_bytes is None:
+            return None
+        return self.flash_bytes <= self.flash_budget_bytes
+
+    @property
+    def fits(self) -> bool | None:
+        parts = (self.fits_sram, self.fits_flash)
+        if False in parts:
+            return False
+        return None if None in parts else True
+
+
+# ---------------------------------------------------------------------------------------------- gathering
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _accuracy(metrics: dict[str, float], keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        if metrics.get(key) is not None:
+            value = float(metrics[key])
+            return value / 100.0 if value > 1.0 else value
+    return None
+
+
+def _arch_figures(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+    """Plan and cost the final arch with the configured scheduler / cost model (when no stage did)."""
+    if not ctx.arch:
+        return {}
+    from tinyflow.arch.genome import Arch
+    from tinyflow.ir import from_arch
+    from tinyflow.plugins import build_device, build_memory, build_plugin
+
+    graph = from_arch(Arch.from_dict(ctx.arch))
+    out: dict[str, Any] = {}
+    if cfg.get("scheduler") is not None:
+        scheduler = build_plugin(cfg, "scheduler")
+        plan = scheduler.plan(graph, build_memory(cfg))
+        out.update(peak_sram_bytes=plan.peak_live_bytes, arena_bytes=plan.arena_bytes, macs=plan.macs)
+        out["scheduler"] = getattr(scheduler, "name", None)
+    if cfg.get("cost_model") is not None:
+        cost = build_plugin(cfg, "cost_model").estimate(graph, build_device(cfg))
+        out.update(
+            flash_bytes=cost.flash_bytes, params=cost.params, latency_ms=cost.latency_ms, energy_mj=cost.energy_mj
+        )
+        out.setdefault("macs", cost.macs)
+    return out
+
+
+def gather(cfg: DictConfig, ctx: RunContext) -> Figures:
+    """Collect the report's figures from the context (and the config's device / plugins)."""
+    m = ctx.metrics
+    f = Figures()
+    try:
+        from tinyflow.plugins import build_device
+
+        device = build_device(cfg)
+        f.device, f.sram_budget_bytes, f.flash_budget_bytes = (
+            device.name,
+            device.sram_budget_bytes,
+            device.flash_budget_bytes,
+        )
+    except (TinyflowError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("report: no device (%s)", exc)
+    if ctx.arch:
+        f.arch = str(ctx.arch.get("name", "arch"))
+        f.resolution = ctx.arch.get("resolution")
+    f.accuracy_float = _accuracy(m, _FLOAT_ACCURACY_KEYS)
+    f.accuracy_int8 = _accuracy(m, ("accuracy_int8",))
+    deployed = ctx.extra.get("deployed_plan") or {}
+    plan = ctx.plan or {}
+    if "deployed_peak_sram_bytes" in m or "deployed_flash_bytes" in m:
+        f.memory_source = "int8 ONNX"
+    elif plan:
+        f.memory_source = "schedule plan"
+    f.peak_sram_bytes = _first(m.get("peak_sram_bytes"), plan.get("peak_live_bytes"))
+    f.arena_bytes = _first(m.get("arena_bytes"), plan.get("arena_bytes"))
+    f.flash_bytes = _first(m.get("flash_bytes"), plan.get("flash_bytes"))
+    f.macs = _first(m.get("macs"), plan.get("macs"))
+    f.params = _first(m.get("params"), plan.get("params"))
+    f.latency_ms = m.get("latency_ms")
+    f.energy_mj = m.get("energy_mj")
+    f.scheduler = _first(deployed.get("scheduler"), plan.get("scheduler"))
+    f.host_latency_int8_ms = m.get("host_latency_int8_ms")
+    f.onnx_max_abs_diff = m.get("onnx_max_abs_diff")
+    missing = [k for k in ("peak_sram_bytes", "flash_bytes", "macs", "latency_ms") if getattr(f, k) is None]
+    if missing and ctx.arch:
+        try:
+            derived = _arch_figures(cfg, ctx)
+        except Exception as exc:  # the report must never sink a finished run
+            log.warning("report: could not cost the final arch (%s)", exc)
+            derived = {}
+        for key, value in derived.items():
+            if getattr(f, key) is None and value is not None:
+                setattr(f, key, value)
+        if derived and f.memory_source is None:
+            f.memory_source = "arch"
+    return f
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+def _kib(v: float | None) -> str:
+    return DASH if v is None else f"{v / 1024:,.1f} KiB"
+
+
+def _pct(v: float | None) -> str:
+    return DASH if v is None else f"{100 * v:.2f} %"
+
+
+def _num(v: float | None, fmt: str, unit: str = "") -> str:
+    return DASH if v is None else f"{v:{fmt}}{unit}"
+
+
+def _yes_no(v: bool | None) -> str:
+    return DASH if v is None else ("yes" if v else "NO")
+
+
+def _against(used: float | None, budget: int | None) -> str:
+    if used is None or budget is None:
+        return DASH
+    return f"{_kib(budget)} ({100 * used / budget:.0f} % used)"
+
+
+def rows(f: Figures, files: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(what, value, against / note) rows of the report."""
+    drop = None if f.accuracy_float is None or f.accuracy_int8 is None else f.accuracy_float - f.accuracy_int8
+    out = [
+        ("device", f.device or DASH, ""),
+        ("arch", DASH if f.arch is None else f"{f.arch} @ {f.resolution}²", ""),
+        ("scheduler", f.scheduler or DASH, f"memory from: {f.memory_source}" if f.memory_source else ""),
+        ("accuracy (float)", _pct(f.accuracy_float), "test split"),
+        ("accuracy (int8)", _pct(f.accuracy_int8), "" if drop is None else f"drop {100 * drop:+.2f} points"),
+        ("peak SRAM (live)", _kib(f.peak_sram_bytes), _against(f.peak_sram_bytes, f.sram_budget_bytes)),
+        ("arena", _kib(f.arena_bytes), _against(f.arena_bytes, f.sram_budget_bytes)),
+        ("flash", _kib(f.flash_bytes), _against(f.flash_bytes, f.flash_budget_bytes)),
+        ("MACs", _num(None if f.macs is None else f.macs / 1e6, ",.2f", " M"), ""),
+        ("est. latency", _num(f.latency_ms, ",.1f", " ms"), "cost model, on the device"),
+        ("est. energy", _num(f.energy_mj, ",.2f", " mJ"), "cost model, on the device"),
+        ("host latency (int8)", _num(f.host_latency_int8_ms, ".3f", " ms"), "onnxruntime, median"),
+        ("ONNX vs PyTorch", _num(f.onnx_max_abs_diff, ".2e"), "max abs diff of the logits"),
+        ("fits SRAM", _yes_no(f.fits_sram), ""),
+        ("fits flash", _yes_no(f.fits_flash), ""),
+        ("fits", _yes_no(f.fits), ""),
+    ]
+    out += [(f"file: {name}", path, "") for name, path in files.items()]
+    return out
+
+
+def _files(ctx: RunContext) -> dict[str, str]:
+    out = Path(ctx.output_dir)
+    files = {
+        "output dir": str(out),
+        "model": ctx.model_checkpoint,
+        "onnx (float)": ctx.onnx_path,
+        "onnx (int8)": ctx.onnx_int8_path,
+        "report": str(out / REPORT_MD),
+        "context": str(out / "context.json"),
+    }
+    return {k: v for k, v in files.items() if v}
+
+
+def to_markdown(table_rows: list[tuple[str, str, str]], title: str) -> str:
+    lines = [f"# {title}", "", "| | value | against / note |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in table_rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_rich(table_rows: list[tuple[str, str, str]], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_column("against / note")
+    for a, b, c in table_rows:
+        style = "bold green" if b == "yes" else "bold red" if b == "NO" else None
+        table.add_row(a, b, c, style=style if a.startswith("fits") else None)
+    return table
+
+
+def metrics_of(f: Figures) -> dict[str, float]:
+    """The report's numbers as MLflow metrics (only those that exist)."""
+    names = (
+        "accuracy_float",
+        "accuracy_int8",
+        "peak_sram_bytes",
+        "arena_bytes",
+        "flash_bytes",
+        "macs",
+        "params",
+        "latency_ms",
+        "energy_mj",
+        "host_latency_int8_ms",
+        "sram_budget_bytes",
+        "flash_budget_bytes",
+    )
+    out = {n: float(getattr(f, n)) for n in names if getattr(f, n) is not None}
+    if f.fits is not None:
+        out["fits"] = float(f.fits)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+def write_report(cfg: DictConfig, ctx: RunContext) -> str:
+    """Print, write (`report.md`, `report.json`) and log the run's summary; returns the markdown."""
+    from tinyflow.console import console
+    from tinyflow.tracking import active_tracker
+
+    figures = gather(cfg, ctx)
+    files = _files(ctx)
+    table_rows = rows(figures, files)
+    title = f"tinyflow report — {', '.join(ctx.completed) or 'no stages finished'}"
+    markdown = to_markdown(table_rows, title)
+    out = Path(ctx.output_dir)
+    atomic_write_text(out / REPORT_MD, markdown)
+    summary = {k: v for k, v in figures.__dict__.items()}
+    summary.update(fits=figures.fits, fits_sram=figures.fits_sram, fits_flash=figures.fits_flash)
+    summary.update(stages=list(ctx.completed), files=files)
+    atomic_write_text(out / REPORT_JSON, json.dumps(summary, indent=2, sort_keys=True, default=str))
+    console.print(to_rich(table_rows, title))
+
+    tracker = active_tracker()
+    try:
+        tracker.log_parent_metrics(metrics_of(figures))
+        tracker.set_tags(
+            {
+                "fits": {True: "yes", False: "no", None: "unknown"}[figures.fits],
+                "report": str(out / REPORT_MD),
+                **({"arch": figures.arch} if figures.arch else {}),
+                **({"memory_source": figures.memory_source} if figures.memory_source else {}),
+            }
+        )
+        tracker.log_artifact(str(out / REPORT_MD))
+        tracker.log_artifact(str(out / REPORT_JSON))
+    except Exception as exc:  # a tracking hiccup must not hide the report the user already has on disk
+        log.warning("report: could not log to the tracker (%s)", exc)
+    return markdown
