@@ -1,0 +1,1 @@
+"""Built-in cost models (config group `cost_model`): analytic, micronets."""

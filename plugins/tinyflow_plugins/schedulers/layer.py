@@ -1,0 +1,20 @@
+"""The `layer` scheduler: every op over its whole tensor, one after another (TF Lite Micro, TinyEngine)."""
+
+from __future__ import annotations
+
+from tinyflow.contracts import MemoryConfig
+from tinyflow.ir.graph import Graph
+from tinyflow.memory.layer_plan import layer_plan
+from tinyflow.memory.plan import ExecutionPlan
+
+
+class LayerScheduler:
+    """Plans a graph layer by layer: DESIGN §3 lifetimes, an arena placement, checked for overlaps."""
+
+    name = "layer"
+
+    def __init__(self, check: bool = True):
+        self.check = check
+
+    def plan(self, graph: Graph, memory: MemoryConfig) -> ExecutionPlan:
+        return layer_plan(graph, memory, check=self.check)
