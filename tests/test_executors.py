@@ -160,3 +160,65 @@ def test_executor_errors(mbv2_exec):
         ex.run_patch(x, 5, 29)
     with pytest.raises(ConfigError, match=r"scheduler\.patch_blocks = 19"):
         ex.run_patch(x, 19, 2)
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory):
+    from tinyflow.deploy.onnx_export import export_onnx
+
+    net = _net(mobilenetv2(0.35, 97), seed=7)
+    path = export_onnx(net, (1, 3, 97, 97), tmp_path_factory.mktemp("onnx") / "mbv2.onnx")
+    return net, path
+
+
+def test_onnx_weights_layer_and_patch(onnx_model):
+    """An executor on the ONNX file's own initializers: equals onnxruntime, and patch == layer."""
+    from tinyflow.deploy.onnx_export import run_onnx, session
+    from tinyflow.execute import from_onnx
+
+    _, path = onnx_model
+    ex = from_onnx(path)
+    assert ex.graph.meta["onnx_path"] == str(path)
+    x = torch.randn(2, 3, 97, 97, generator=torch.Generator().manual_seed(8))
+    ref = torch.from_numpy(run_onnx(session(path), x.numpy()))
+    with torch.no_grad():
+        a = ex.run_layer(x)
+        b = ex.run_patch(x, 5, 4)
+        c = ex.run_patch(x, 9, 3)
+    assert max_abs_diff(a, ref) < 1e-4 * max(1.0, float(ref.abs().max()))
+    assert max_abs_diff(a, b) <= TOL and max_abs_diff(a, c) <= TOL
+
+
+def test_onnx_and_arch_give_the_same_patch_plan(onnx_model):
+    from tinyflow.ir import from_onnx
+
+    net, path = onnx_model
+    a = PatchScheduler(4, 5).plan(from_arch(net.arch), MemoryConfig())
+    b = PatchScheduler(4, 5).plan(from_onnx(path), MemoryConfig())
+    keys = ("n_patches", "patch_blocks", "input_patch_hw", "patch_stage_macs", "patch_stage_macs_layerwise")
+    assert {k: a.extra[k] for k in keys} == {k: b.extra[k] for k in keys}
+    assert (a.peak_live_bytes, a.arena_bytes, a.macs) == (b.peak_live_bytes, b.arena_bytes, b.macs)
+
+
+@pytest.mark.slow
+def test_int8_qdq_onnx_patch_equals_layer(onnx_model, tmp_path):
+    """A QDQ int8 model: dequantized weights, activations clamped to their quantization ranges (the quantizer
+    drops the ReLU6s that the ranges imply); close to onnxruntime's int8 result, and patch == layer."""
+    import numpy as np
+
+    from tinyflow.deploy.onnx_export import run_onnx, session
+    from tinyflow.deploy.quantize import quantize_int8
+    from tinyflow.execute import from_onnx
+
+    _, path = onnx_model
+    calib = np.random.default_rng(0).standard_normal((4, 3, 97, 97)).astype(np.float32)
+    q = quantize_int8(path, tmp_path / "int8.onnx", calib)
+    ex = from_onnx(q)
+    assert ex.clamps  # the activation ranges were found
+    x = torch.randn(1, 3, 97, 97, generator=torch.Generator().manual_seed(9))
+    ref = torch.from_numpy(run_onnx(session(q), x.numpy()))
+    with torch.no_grad():
+        a, b = ex.run_layer(x), ex.run_patch(x, 5, 4)
+    assert max_abs_diff(a, b) <= TOL
+    # onnxruntime also rounds every activation to int8: close, not equal
+    assert max_abs_diff(a, ref) < 0.02 * float(ref.abs().max())

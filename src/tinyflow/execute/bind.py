@@ -64,13 +64,17 @@ def bind(graph: Graph, tensors: Mapping[str, Any], eps_of: Mapping[str, float] |
                 params[node.name] = _fold(w, b, *bn, node.attrs.get("bn_eps", _BN_EPS))
             else:
                 params[node.name] = _plain(w, b)
+            if node.op == "linear" and node.attrs.get("weight_transposed") is False:  # MatMul / Gemm transB=0
+                params[node.name].weight = params[node.name].weight.t().contiguous()
+        elif node.op == "act" and "constant" in roles:
+            params[node.name] = _plain(get(node, roles["constant"]), None)
         elif node.op == "batchnorm":
             if "bn" in roles:
                 p = roles["bn"]
                 bn = [get(node, f"{p}.{k}") for k in ("weight", "bias", "running_mean", "running_var")]
                 eps = eps_of.get(p, node.attrs.get("eps", _BN_EPS))
             else:
-                bn = [get(node, roles[k]) for k in ("scale", "bias", "mean", "var")]
+                bn = [get(node, roles[k]) for k in ("bn_scale", "bn_bias", "bn_mean", "bn_var")]
                 eps = node.attrs.get("eps", _BN_EPS)
             ones = np.ones_like(np.asarray(bn[0], np.float64))
             params[node.name] = _fold(ones, None, *bn, eps)
@@ -87,9 +91,13 @@ def from_static(net: torch.nn.Module, graph: Graph | None = None) -> Executor:
 
 
 def onnx_initializers(path: str | Path) -> dict[str, np.ndarray]:
-    """name -> array of every initializer (and Constant node tensor) of an ONNX file."""
+    """name -> float array of every initializer and Constant of an ONNX file.
+
+    A QDQ model's quantized weights are dequantized ((q - zero_point) · scale, per axis), keeping the quantized
+    initializer's name as tinyflow's importer does; activation Q/DQ pairs are not simulated (float execution).
+    """
     import onnx
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     model = onnx.load(str(path))
     out = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -98,13 +106,66 @@ def onnx_initializers(path: str | Path) -> dict[str, np.ndarray]:
             for attr in node.attribute:
                 if attr.name == "value":
                     out[node.output[0]] = numpy_helper.to_array(attr.t)
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in out:
+            continue
+        q = out[node.input[0]].astype(np.float64)
+        scale = np.asarray(out[node.input[1]], np.float64)
+        zp = np.asarray(out[node.input[2]], np.float64) if len(node.input) > 2 and node.input[2] else np.zeros(())
+        axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
+        if scale.ndim == 1 and q.ndim > 1:
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            scale = scale.reshape(shape)
+            zp = zp.reshape(shape) if zp.ndim == 1 else zp
+        out[node.input[0]] = ((q - zp) * scale).astype(np.float32)
     return out
 
 
+def onnx_activation_ranges(path: str | Path, graph: Graph) -> dict[str, tuple[float, float]]:
+    """IR node -> the float range its output's QuantizeLinear can represent, for a QDQ model.
+
+    The int8 quantizer drops a Relu / Clip whose effect the output's quantization range already has (the
+    QuantizeLinear saturates); running that model in float must keep the clamp. Rounding is not simulated: it
+    is elementwise noise that would make patch and layer execution differ wherever a value sits on a rounding
+    boundary.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer: dict[str, str] = {name: name for name in graph.inputs}  # onnx tensor -> IR node
+    ranges: dict[str, tuple[float, float]] = {}
+    for node in model.graph.node:
+        if not node.output:
+            continue
+        if node.name in graph.nodes:
+            producer[node.output[0]] = node.name
+        elif node.input and node.input[0] in producer:  # fused or pass-through: the same IR tensor
+            producer[node.output[0]] = producer[node.input[0]]
+        if node.op_type == "QuantizeLinear" and node.input[0] in producer and node.input[1] in consts:
+            scale = float(np.asarray(consts[node.input[1]]).reshape(-1)[0])
+            zp_arr = consts.get(node.input[2]) if len(node.input) > 2 else None
+            zp = float(np.asarray(zp_arr).reshape(-1)[0]) if zp_arr is not None else 0.0
+            info = np.iinfo(zp_arr.dtype) if zp_arr is not None else np.iinfo(np.uint8)
+            lo, hi = (info.min - zp) * scale, (info.max - zp) * scale
+            name = producer[node.input[0]]
+            old = ranges.get(name, (lo, hi))
+            ranges[name] = (max(lo, old[0]), min(hi, old[1]))
+    return ranges
+
+
 def from_onnx(path: str | Path, graph: Graph | None = None) -> Executor:
-    """An Executor running the float weights stored in an ONNX file, on the graph tinyflow imports from it."""
+    """An Executor running the weights stored in an ONNX file, on the graph tinyflow imports from it.
+
+    Float models run as stored. QDQ int8 models run their dequantized weights in float, with each activation
+    clamped to its quantization range (see `onnx_activation_ranges`).
+    """
     if graph is None:
         from tinyflow.ir import from_onnx as import_onnx
 
         graph = import_onnx(path)
-    return bind(graph, onnx_initializers(path))
+    ex = bind(graph, onnx_initializers(path))
+    ex.clamps = onnx_activation_ranges(path, graph)
+    return ex

@@ -20,8 +20,9 @@ from tinyflow.ir.graph import Node
 SPATIAL_OPS = frozenset({"conv2d", "maxpool", "avgpool", "act", "batchnorm", "add", "mul", "concat"})
 
 
-def activation(x: torch.Tensor, fn: str | None, attrs: dict[str, Any] | None = None) -> torch.Tensor:
-    """Apply a (fused or stand-alone) activation by name."""
+def activation(x: torch.Tensor, fn: str | None, params: dict[str, Any] | None = None) -> torch.Tensor:
+    """Apply a (fused or stand-alone) activation by name; `params` are the IR's `act_params`."""
+    params = params or {}
     if fn is None or fn == "identity":
         return x
     if fn == "relu":
@@ -29,20 +30,22 @@ def activation(x: torch.Tensor, fn: str | None, attrs: dict[str, Any] | None = N
     if fn == "relu6":
         return F.hardtanh(x, 0.0, 6.0)
     if fn == "clip":
-        attrs = attrs or {}
-        lo = attrs.get("min", attrs.get("act_min"))
-        hi = attrs.get("max", attrs.get("act_max"))
-        return torch.clamp(x, min=lo, max=hi)
+        return torch.clamp(x, min=params.get("min"), max=params.get("max"))
     if fn == "hardswish":
         return F.hardswish(x)
+    if fn == "hardsigmoid":
+        return torch.clamp(x * params.get("alpha", 0.2) + params.get("beta", 0.5), 0.0, 1.0)
     if fn == "sigmoid":
         return torch.sigmoid(x)
-    raise ConfigError(f"executor: activation '{fn}' is not supported; supported: relu, relu6, clip, hardswish, sigmoid")
+    raise ConfigError(
+        f"executor: activation '{fn}' is not supported; supported: relu, relu6, clip, hardswish, hardsigmoid, sigmoid"
+    )
 
 
 @dataclass
 class ConvParams:
-    """A conv's weights with BatchNorm already folded in."""
+    """A conv's / linear's weights with BatchNorm already folded in (linear: (out, in)); for a batchnorm node the
+    per-channel scale and shift; for an `add_const` / `mul_const` node the constant operand (`weight`)."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
@@ -85,7 +88,7 @@ def run_valid(
             tuple(a.get("dilation", (1, 1))),
             a.get("groups", 1),
         )
-        return activation(y, a.get("act"), a)
+        return activation(y, a.get("act"), a.get("act_params"))
     if op == "maxpool":
         return F.max_pool2d(pad(xs[0], pads, float("-inf")), tuple(a["kernel"]), tuple(a.get("stride", a["kernel"])))
     if op == "avgpool":
@@ -98,7 +101,10 @@ def run_valid(
         ones = pad(torch.ones_like(xs[0][:1, :1]), pads)
         return total / F.avg_pool2d(ones, k, s, divisor_override=1)
     if op == "act":
-        return activation(xs[0], a.get("fn"), a)
+        if a.get("fn") in ("add_const", "mul_const"):
+            assert conv is not None  # the constant operand, broadcast NumPy-style
+            return xs[0] + conv.weight if a["fn"] == "add_const" else xs[0] * conv.weight
+        return activation(xs[0], a.get("fn"), a.get("act_params"))
     if op == "batchnorm":
         assert conv is not None  # folded into a per-channel scale (weight) and shift (bias)
         shape = (1, -1) + (1,) * (xs[0].dim() - 2)
@@ -125,5 +131,5 @@ def run_valid(
         return xs[0].reshape(target)
     if op == "linear":
         assert conv is not None
-        return activation(F.linear(xs[0], conv.weight, conv.bias), a.get("act"), a)
+        return activation(F.linear(xs[0], conv.weight, conv.bias), a.get("act"), a.get("act_params"))
     raise ConfigError(f"executor: node '{node.name}' has op kind '{op}', which the PyTorch executor cannot run")

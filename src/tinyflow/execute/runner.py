@@ -22,9 +22,12 @@ class Executor:
     initializers). `params` maps a node name to its folded weights.
     """
 
-    def __init__(self, graph: Graph, params: Mapping[str, ConvParams]):
+    def __init__(
+        self, graph: Graph, params: Mapping[str, ConvParams], clamps: Mapping[str, tuple[float, float]] | None = None
+    ):
         self.graph = graph
         self.params = dict(params)
+        self.clamps = dict(clamps or {})  # node -> (lo, hi) applied to its output (a QDQ model's ranges)
         self.order = [n for n in graph.topological_order() if n.op != "input"]
         missing = [n.name for n in self.order if n.op in ("conv2d", "linear", "batchnorm") and n.name not in params]
         if missing:
@@ -34,7 +37,11 @@ class Executor:
     # ---------------------------------------------------------------- layer execution
     def run_layer(self, x: torch.Tensor) -> torch.Tensor:
         """Every op over its whole tensor, in topological order (TF Lite Micro / TinyEngine style)."""
-        return self._run_rest({self._input_name(): x}, skip=set())
+        return self._run_rest({self._input_name(): self._input(x)}, skip=set())
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        clamp = self.clamps.get(self._input_name())
+        return x if clamp is None else torch.clamp(x, clamp[0], clamp[1])
 
     # ---------------------------------------------------------------- patch execution
     def run_patch(self, x: torch.Tensor, patch_blocks: int, n_patches: int) -> torch.Tensor:
@@ -43,6 +50,7 @@ class Executor:
         return self.run_geometry(x, geo)
 
     def run_geometry(self, x: torch.Tensor, geo: PatchGeometry) -> torch.Tensor:
+        x = self._input(x)
         stage_out = self._run_patch_stage(x, geo)
         skip = {op.output for op in geo.ops}
         return self._run_rest({geo.stage_input: x, geo.stage_output: stage_out}, skip=skip)
@@ -62,7 +70,9 @@ class Executor:
         return names[0]
 
     def _run_node(self, node: Node, xs: list[torch.Tensor], pads: tuple[int, int, int, int]) -> torch.Tensor:
-        return run_valid(node, xs, self.params.get(node.name), pads)
+        y = run_valid(node, xs, self.params.get(node.name), pads)
+        clamp = self.clamps.get(node.name)
+        return y if clamp is None else torch.clamp(y, clamp[0], clamp[1])
 
     def _run_rest(self, tensors: dict[str, torch.Tensor], skip: set[str]) -> torch.Tensor:
         for i, node in enumerate(self.order):
@@ -77,6 +87,14 @@ class Executor:
         return outs[0] if len(outs) == 1 else tuple(outs)  # type: ignore[return-value]
 
     def _run_patch_stage(self, x: torch.Tensor, geo: PatchGeometry) -> torch.Tensor:
+        for op in geo.ops:
+            const = self.params.get(op.output)
+            spatial = const is not None and const.weight.dim() >= 2 and max(const.weight.shape[-2:]) > 1
+            if self.graph[op.output].op == "act" and spatial:
+                raise ConfigError(
+                    f"scheduler.patch_blocks: node '{op.output}' combines its input with a constant that varies "
+                    "over H and W, which cannot run patch by patch; choose a smaller patch_blocks"
+                )
         out_node = self.graph[geo.stage_output]
         full = x.new_zeros((x.shape[0], *out_node.shape[1:]))  # the assembled stage output, one full buffer
         for patch in geo.patches:
@@ -139,4 +157,4 @@ def _last_use(graph: Graph, order: list[Node]) -> dict[int, list[str]]:
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max())
+    return float((a.detach() - b.detach()).abs().max())
