@@ -18,7 +18,7 @@ import numpy as np
 
 from tinyflow.arch.genome import Arch
 from tinyflow.arch.space import MBConvSpace
-from tinyflow.errors import BudgetError, ConfigError
+from tinyflow.errors import BudgetError, ConfigError, TinyflowError
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Costs:
     macs: int
     latency_ms: float | None = None
     energy_mj: float | None = None
+    invalid: str = ""  # why the scheduler cannot run this candidate at all (joint search: e.g. a grid too fine)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Budgets:
 
     def violations(self, c: Costs) -> list[str]:
         """Human-readable list of broken constraints (empty: the candidate fits)."""
-        out = []
+        out = [c.invalid] if c.invalid else []
         if self.sram_bytes is not None and c.peak_sram > self.sram_bytes:
             out.append(f"peak SRAM {c.peak_sram} B > {self.sram_bytes} B")
         if self.flash_bytes is not None and c.flash > self.flash_bytes:
@@ -93,7 +94,10 @@ class Budgets:
             "latency": (c.latency_ms, self.latency_ms),
             "energy": (c.energy_mj, self.energy_mj),
         }
-        return {k: float(v) / float(b) - 1.0 for k, (v, b) in pairs.items() if b is not None and v is not None}
+        out = {k: float(v) / float(b) - 1.0 for k, (v, b) in pairs.items() if b is not None and v is not None}
+        if c.invalid:
+            out["invalid"] = 1.0
+        return out
 
 
 CostFn = Callable[[Arch, dict[str, int]], Costs]
@@ -168,9 +172,15 @@ class SearchProblem:
 
     # ---- costs and constraints -------------------------------------------------------------------------
     def costs(self, cand: Candidate) -> Costs:
+        """Cached costs; with `joint`, schedule options the scheduler rejects make an invalid (infeasible) candidate."""
         key = cand.key()
         if key not in self._cost_cache:
-            self._cost_cache[key] = self.cost_fn(cand.arch, cand.schedule_options)
+            try:
+                self._cost_cache[key] = self.cost_fn(cand.arch, cand.schedule_options)
+            except TinyflowError as exc:
+                if not self.joint:
+                    raise
+                self._cost_cache[key] = Costs(0, 0, 0, invalid=f"schedule {cand.schedule_options}: {exc}")
         return self._cost_cache[key]
 
     def violations(self, cand: Candidate) -> list[str]:
