@@ -96,6 +96,29 @@ def parse_phases(phases: Any, space: MBConvSpace) -> list[Phase]:
     return out
 
 
+def scale_epochs(phases: list[Phase], total: int | None) -> list[Phase]:
+    """Spread a total epoch budget (`trainer.epochs`, the same key as the standalone trainer's) over the phases in
+    proportion to their configured epochs, at least one each; null keeps the phases' own epochs."""
+    if total is None:
+        return phases
+    active = [p for p in phases if p.epochs > 0]
+    if total < len(active):
+        raise ConfigError(
+            f"trainer.epochs = {total} is fewer than the {len(active)} phases with epochs; give at least "
+            f"{len(active)}, or null to use each phase's own epochs"
+        )
+    configured = sum(p.epochs for p in active)
+    share = {id(p): p.epochs * total / configured for p in active}
+    alloc = {id(p): max(1, math.floor(share[id(p)])) for p in active}
+    while sum(alloc.values()) > total:
+        big = max((p for p in active if alloc[id(p)] > 1), key=lambda p: alloc[id(p)] - share[id(p)])
+        alloc[id(big)] -= 1
+    while sum(alloc.values()) < total:
+        short = max(active, key=lambda p: share[id(p)] - alloc[id(p)])
+        alloc[id(short)] += 1
+    return [replace(p, epochs=alloc.get(id(p), 0)) for p in phases]
+
+
 def cosine_lr(base: float, step: int, total: int, warmup: int = 0) -> float:
     if step < warmup:
         return base * (step + 1) / (warmup + 1)
@@ -178,6 +201,7 @@ class OfaOptions:
     dropout: float = 0.0
     recalib_batches: int = 4
     seed: int = 0
+    epochs: int | None = None  # total epoch budget spread over the phases (null: each phase's own epochs)
     resolutions: list[int] | None = None  # elastic resolution: random subnets draw one per step (null: fixed)
     channels_last: bool = True  # NHWC: 2-3x faster depthwise convs (and their weight gradients) on CPU
     limit_train_batches: int | float | None = None
@@ -375,7 +399,7 @@ class OfaTrainer:
             raise ConfigError(
                 f"trainer=ofa needs an elastic MBConv space (search_space=mcunet); got {type(space).__name__}"
             )
-        phases = parse_phases(self.raw_phases, space)
+        phases = scale_epochs(parse_phases(self.raw_phases, space), self.options.epochs)
         data.setup()
         for attr in ("in_channels", "num_classes"):
             if getattr(data, attr) != getattr(space, attr):

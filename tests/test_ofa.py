@@ -1,0 +1,225 @@
+"""The `ofa` trainer on tiny real budgets: Lightning fit over phases, resume after a kill with the MLflow history
+holding both parts, BN-recalibrated evaluation equal to the extracted static subnet, clear errors, DDP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from mlflow.tracking import MlflowClient
+
+from tinyflow.errors import CheckpointError, ConfigError
+from tinyflow.nn.supernet_checkpoint import CKPT_KEY, extract_subnet, load_supernet, read_checkpoint
+from tinyflow.tracking import MlflowTracker, NullTracker
+from tinyflow.training.evaluation import evaluate_accuracy
+from tinyflow_plugins.data import Mnist5kData
+from tinyflow_plugins.search_spaces import McunetSpace
+from tinyflow_plugins.trainers.ofa import OfaModule, OfaOptions, OfaTrainer, Phase, parse_phases, scale_epochs
+
+torch.set_num_threads(1)
+
+PHASES = [
+    {"name": "full", "epochs": 1, "lr": 0.05, "kernel": [5], "depth": [2], "expand": [3]},
+    {"name": "shrink", "epochs": 1, "lr": 0.02, "random_subnets": 1, "sort_channels": True},
+]
+
+
+def tiny_space(**kw) -> McunetSpace:
+    base = dict(
+        width_mult=0.25,
+        resolution=16,
+        in_channels=1,
+        num_classes=10,
+        stem_channels=16,
+        first_block_channels=16,
+        stages=[{"width": 16, "stride": 2}, {"width": 24, "stride": 2}],
+        tail_channels=[],
+        head_channels=0,
+        kernel_choices=[3, 5],
+        expand_choices=[2, 3],
+        depth_choices=[1, 2],
+    )
+    base.update(kw)
+    return McunetSpace(**base)
+
+
+@pytest.fixture(scope="module")
+def data() -> Mnist5kData:
+    d = Mnist5kData(batch_size=32, eval_batch_size=100, max_train_samples=160, max_eval_samples=100, seed=0)
+    d.setup()
+    return d
+
+
+def trainer(**kw) -> OfaTrainer:
+    opts = dict(phases=PHASES, progress=False, recalib_batches=2, seed=0, limit_train_batches=3)
+    opts.update(kw)
+    return OfaTrainer(**opts)
+
+
+class SimulatedKill(RuntimeError):
+    pass
+
+
+class KillAtEpoch(pl.Callback):
+    """Dies when an epoch starts, as a killed job would (after the previous epoch's checkpoint was written)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise SimulatedKill(f"killed at epoch {self.epoch}")
+
+
+def test_resume_after_first_phase_continues_and_mlflow_holds_both_parts(tmp_path, data):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    workdir = tmp_path / "train"
+    space = tiny_space()
+
+    first = MlflowTracker(uri=uri, experiment="ofa-resume")
+    with pytest.raises(SimulatedKill), first.job(None, {}), first.stage("train"):
+        trainer(callbacks=[KillAtEpoch(1)]).fit(space, data, str(workdir), first)
+    ckpt = read_checkpoint(workdir / "last.ckpt")[CKPT_KEY]
+    assert ckpt["epochs_done"] == 1 and ckpt["phase"] == "full" and not ckpt["complete"]
+    steps_phase1 = read_checkpoint(workdir / "last.ckpt")["global_step"]
+    assert steps_phase1 == 3
+
+    second = MlflowTracker(uri=uri, experiment="ofa-resume")
+    with second.job(None, {}), second.stage("train"):
+        result = trainer(resume=True).fit(space, data, str(workdir), second)
+    assert result["resumed_from_epoch"] == 1 and result["epochs"] == 2
+    assert [h["epoch"] for h in result["history"]] == [0, 1]  # epoch 0 restored from the checkpoint, not rerun
+    assert [h["phase"] for h in result["history"]] == ["full", "shrink"]
+    assert result["history"][1]["global_step"] == 2 * steps_phase1
+    assert read_checkpoint(result["checkpoint"])[CKPT_KEY]["complete"]
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("ofa-resume")
+    stage_runs = client.search_runs([exp.experiment_id], "tags.stage = 'train'", order_by=["attributes.start_time"])
+    assert [r.info.status for r in stage_runs] == ["FAILED", "FINISHED"]
+    steps = [[m.step for m in client.get_metric_history(r.info.run_id, "val_acc_largest")] for r in stage_runs]
+    assert steps == [[0], [1]]
+    assert client.get_metric_history(stage_runs[1].info.run_id, "shrink.val_acc_smallest")
+
+
+def test_evaluate_equals_extracted_static_subnet(tmp_path, data):
+    space = tiny_space()
+    t = trainer()
+    result = t.fit(space, data, str(tmp_path), NullTracker())
+    assert set(result) >= {"val_acc_largest", "val_acc_smallest", "val_acc_random", "checkpoint"}
+    rng = random.Random(1)
+    for arch in (space.max_arch(), space.min_arch(), space.sample(rng)):
+        acc = t.evaluate(arch)
+        assert t.evaluate(arch) == acc  # cached
+        static = t.extract(arch)
+        assert evaluate_accuracy(static, data.val_dataloader()) == pytest.approx(acc, abs=1e-9)
+    # the finetune path: from the checkpoint alone, recalibrated on the same batches
+    arch = space.min_arch()
+    calib = t.module.evaluator.calibration_batches(arch.resolution)
+    net = extract_subnet(result["checkpoint"], arch.to_dict(), calib)
+    assert evaluate_accuracy(net, data.val_dataloader()) == pytest.approx(t.evaluate(arch), abs=1e-9)
+    # a fresh trainer can load the checkpoint and score subnets (what the search stage does)
+    again = trainer()
+    again.load(space, data, result["checkpoint"])
+    assert again.evaluate(arch) == pytest.approx(t.evaluate(arch), abs=1e-9)
+
+
+def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path, data):
+    space = tiny_space()
+    t = trainer(phases=PHASES[:1])
+    good = Path(t.fit(space, data, str(tmp_path / "a"), NullTracker())["checkpoint"])
+
+    truncated = tmp_path / "b" / "last.ckpt"
+    truncated.parent.mkdir()
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        trainer(resume=True).fit(space, data, str(truncated.parent), NullTracker())
+    with pytest.raises(CheckpointError, match=str(truncated)):
+        load_supernet(truncated)
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError):
+        extract_subnet(garbage, space.max_arch())
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_supernet(tmp_path / "missing.ckpt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a tinyflow supernet checkpoint"):
+        load_supernet(foreign)
+    # resuming a run of another space
+    with pytest.raises(CheckpointError, match="another search space"):
+        trainer(resume=True).fit(tiny_space(width_mult=0.5), data, str(tmp_path / "a"), NullTracker())
+
+
+def test_phase_config_errors_name_the_field():
+    space = tiny_space()
+    with pytest.raises(ConfigError, match=r"phases\[0\]\.kernel"):
+        parse_phases([{"name": "full", "epochs": 1, "lr": 0.1, "kernel": [7]}], space)
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_phases([{"name": "full", "epochs": 1, "lr": 0.1, "kernels": [3]}], space)
+    with pytest.raises(ConfigError, match="lr"):
+        parse_phases([{"name": "full", "epochs": 1, "lr": 0.0}], space)
+    with pytest.raises(ConfigError, match="unknown option"):
+        OfaTrainer(phases=PHASES, learning_rate=0.1)
+
+
+def test_scale_epochs_spreads_a_total_budget():
+    phases = [Phase("a", 6, 0.1), Phase("b", 2, 0.1), Phase("c", 2, 0.1), Phase("d", 3, 0.1)]
+    assert [p.epochs for p in scale_epochs(phases, None)] == [6, 2, 2, 3]
+    assert [p.epochs for p in scale_epochs(phases, 4)] == [1, 1, 1, 1]
+    assert [p.epochs for p in scale_epochs(phases, 26)] == [12, 4, 4, 6]
+    assert sum(p.epochs for p in scale_epochs(phases, 7)) == 7
+    with pytest.raises(ConfigError, match="fewer than the 4 phases"):
+        scale_epochs(phases, 3)
+
+
+def test_sandwich_archs_depend_only_on_the_step(data):
+    space = tiny_space()
+    phases = parse_phases(PHASES, space)
+    a = OfaModule(space, phases, OfaOptions(seed=3), data)
+    b = OfaModule(space, phases, OfaOptions(seed=3), data)
+    for step in range(5):
+        archs = a.step_archs(phases[1], step)
+        assert [x.key() for x in archs] == [x.key() for x in b.step_archs(phases[1], step)]
+        assert archs[0] == space.max_arch() and archs[1] == space.min_arch()
+    assert len(a.step_archs(phases[0], 0)) == 1  # the full phase: largest == smallest
+
+
+class RecordSubnets(pl.Callback):
+    """Each rank writes the subnets it trained per step and a digest of its final weights."""
+
+    def __init__(self, out: str):
+        self.out = out
+        self.keys: list[str] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        phase = pl_module.phase_at(trainer.current_epoch)[1]
+        archs = pl_module.step_archs(phase, trainer.global_step)
+        self.keys.append(hashlib.sha1("|".join(a.key() for a in archs).encode()).hexdigest())
+
+    def on_train_end(self, trainer, pl_module):
+        digest = hashlib.sha1()
+        for p in pl_module.supernet.parameters():
+            digest.update(p.detach().contiguous().numpy().tobytes())
+        Path(self.out, f"rank{trainer.global_rank}.json").write_text(
+            json.dumps({"keys": self.keys, "weights": digest.hexdigest(), "world": trainer.world_size})
+        )
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_sample_the_same_subnets(tmp_path, data):
+    space = tiny_space()
+    t = trainer(strategy="ddp", devices=2, callbacks=[RecordSubnets(str(tmp_path))], limit_train_batches=2)
+    result = t.fit(space, data, str(tmp_path / "train"), NullTracker())
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world"] == 2
+    assert len(ranks[0]["keys"]) == 4 and ranks[0]["keys"] == ranks[1]["keys"]
+    assert len(set(ranks[0]["keys"][2:])) > 1  # random subnets differ between steps, not between ranks
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # gradients were all-reduced
+    assert [h["epoch"] for h in result["history"]] == [0, 1]
+    assert 0.0 <= t.evaluate(space.min_arch()) <= 1.0
