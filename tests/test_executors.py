@@ -222,3 +222,91 @@ def test_int8_qdq_onnx_patch_equals_layer(onnx_model, tmp_path):
     assert max_abs_diff(a, b) <= TOL
     # onnxruntime also rounds every activation to int8: close, not equal
     assert max_abs_diff(a, ref) < 0.02 * float(ref.abs().max())
+
+
+def _generic_graph(r: int, include_pad: bool):
+    """Pooling, concat, stand-alone BN, clip/hardswish, asymmetric padding and dilation: ONNX-style ops."""
+    from tinyflow.ir.graph import Graph
+
+    g = Graph("generic")
+    g.add("x", "input", (), {"shape": (1, 3, r, r)}, block=0)
+
+    def conv(name, src, cin, cout, k, s=1, pads=None, groups=1, act=None, dil=1, block=0, params=None):
+        p = k // 2 * dil
+        attrs = {
+            "out_channels": cout,
+            "kernel": (k, k),
+            "stride": (s, s),
+            "padding": pads or (p, p, p, p),
+            "groups": groups,
+            "dilation": (dil, dil),
+            "act": act,
+            "act_params": params,
+        }
+        g.add(name, "conv2d", (src,), attrs, block, {"weight": f"{name}.w", "bias": f"{name}.b"})
+
+    conv("c1", "x", 3, 8, 3, act="relu")
+    g.add("mp", "maxpool", ("c1",), {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1, 1, 1)}, block=1)
+    conv("c2", "mp", 8, 8, 3, groups=8, act="clip", params={"min": -1.0, "max": 1.0}, block=1)
+    pool = {"kernel": (3, 3), "stride": (1, 1), "padding": (1, 1, 1, 1), "count_include_pad": include_pad}
+    g.add("ap", "avgpool", ("mp",), pool, block=1)
+    g.add(
+        "bn",
+        "batchnorm",
+        ("ap",),
+        {"eps": 1e-3},
+        1,
+        {k: f"bn.{k}" for k in ("bn_scale", "bn_bias", "bn_mean", "bn_var")},
+    )
+    g.add("cat", "concat", ("c2", "bn"), {"axis": 1}, block=1)
+    conv("c3", "cat", 16, 8, 1, act="hardswish", block=1)
+    g.add("add", "add", ("c3", "c2"), {}, block=1)
+    g.add("act", "act", ("add",), {"fn": "sigmoid"}, block=1)
+    conv("c4", "act", 8, 4, 5, s=2, pads=(1, 2, 2, 1), block=2)
+    conv("c5", "c4", 4, 4, 3, dil=2, act="relu6", block=3)
+    g.add("gap", "global_avgpool", ("c5",), {}, block=4)
+    g.add("flat", "flatten", ("gap",), {"axis": 1}, block=4)
+    g.add("fc", "linear", ("flat",), {"out_features": 5, "act": None}, 4, {"weight": "fc.w", "bias": "fc.b"})
+    g.set_outputs(["fc"])
+    gen = torch.Generator().manual_seed(r)
+    tensors = {}
+    for n in g:
+        for role, name in n.weights.items():
+            if n.op == "conv2d":
+                a = n.attrs
+                shape = (a["out_channels"], g[n.inputs[0]].shape[1] // a["groups"], *a["kernel"])
+                tensors[name] = torch.randn(shape if role == "weight" else shape[:1], generator=gen) * 0.5
+            elif n.op == "linear":
+                tensors[name] = torch.randn((5, 4) if role == "weight" else (5,), generator=gen)
+            else:
+                tensors[name] = torch.rand(8, generator=gen) + (0.5 if role == "bn_var" else 0.0)
+    return g, tensors
+
+
+@settings(max_examples=12, deadline=None)
+@given(r=st.integers(13, 41), include_pad=st.booleans(), data=st.data())
+def test_generic_ops_patch_equals_layer(r, include_pad, data):
+    from tinyflow.execute import bind
+
+    g, tensors = _generic_graph(r, include_pad)
+    ex = bind(g, tensors)
+    pb = data.draw(st.integers(1, max_patch_blocks(g)), label="patch_blocks")
+    out_hw = graph_patch_geometry(g, pb, 1).ops[-1].out_hw
+    n = data.draw(st.integers(1, min(min(out_hw), 4)), label="n_patches")
+    x = torch.randn(2, 3, r, r, generator=torch.Generator().manual_seed(r)) * 3
+    with torch.no_grad():
+        assert max_abs_diff(ex.run_layer(x), ex.run_patch(x, pb, n)) <= TOL
+
+
+@pytest.mark.parametrize("include_pad", [False, True])
+def test_pooling_kernels_match_torch(include_pad):
+    import torch.nn.functional as F
+
+    from tinyflow.execute.kernels import node_padding, run_valid
+
+    g, _ = _generic_graph(15, include_pad)
+    x = torch.randn(1, 8, 15, 15, generator=torch.Generator().manual_seed(0))
+    ap = run_valid(g["ap"], [x], None, node_padding(g["ap"]))
+    mp = run_valid(g["mp"], [x], None, node_padding(g["mp"]))
+    assert max_abs_diff(ap, F.avg_pool2d(x, 3, 1, 1, count_include_pad=include_pad)) <= 1e-6
+    assert max_abs_diff(mp, F.max_pool2d(x, 3, 2, 1)) == 0.0
