@@ -147,7 +147,7 @@ def test_bad_option_values(option, value):
 
 def test_hydra_option_builds_a_scheduler(mbv2):
     with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["+scheduler=patch", "scheduler.n_patches=auto"])
+        cfg = compose(config_name="config", overrides=["scheduler=patch", "scheduler.n_patches=auto"])
     sched = build_plugin(cfg, "scheduler")
     assert isinstance(sched, Scheduler) and sched.name == "patch"
     assert sched.n_patches == "auto" and sched.patch_blocks == 5
