@@ -16,6 +16,7 @@ from tinyflow.arch.genome import Arch
 from tinyflow.arch.space import MBConvSpace
 from tinyflow.context import RunContext
 from tinyflow.nn.static import StaticNet
+from tinyflow.training.checkpoint import save_static_model
 
 REPO = Path(__file__).resolve().parents[1]
 RESOLUTION = 16
@@ -73,7 +74,7 @@ def finetuned_run(out: Path, *overrides: str, epochs: int = 4) -> tuple[DictConf
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "model.pt"
-    torch.save({"state_dict": model.state_dict(), "arch": arch.to_dict()}, ckpt)
+    save_static_model(ckpt, model, arch)
     ctx = RunContext(output_dir=str(out), arch=arch.to_dict(), model_checkpoint=str(ckpt))
     ctx.completed += ["space", "train", "search", "finetune"]
     return cfg, ctx, model

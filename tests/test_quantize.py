@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from deploy_helpers import finetuned_run
+from deploy_helpers import compose_cfg, finetuned_run
 from tinyflow.context import RunContext
 from tinyflow.deploy.model import MissingStageError
 from tinyflow.deploy.onnx_export import initializer_arrays
@@ -109,3 +109,36 @@ def test_unknown_quantize_setting_is_named(quantized, tmp_path: Path) -> None:
     other = RunContext(output_dir=str(tmp_path), arch=ctx.arch, model_checkpoint=ctx.model_checkpoint)
     with pytest.raises(ConfigError, match="calibrate_method"):
         get_stage("quantize")(cfg, other)
+
+
+def test_memory_engine_measures_the_deployed_int8_file(quantized) -> None:
+    """What is deployed is what is measured: the engine imports the int8 ONNX; its flash equals the count of the
+    stored tensors, and its layer plan equals the plan of the arch the file was exported from."""
+    cfg, ctx, _ = quantized
+    from tinyflow.arch.genome import Arch
+    from tinyflow.ir import from_arch
+    from tinyflow.plugins import build_memory, build_plugin
+
+    m = ctx.metrics
+    assert m["deployed_flash_bytes"] == m["onnx_flash_bytes"] == m["flash_bytes"]
+    arch_plan = build_plugin(cfg, "scheduler").plan(from_arch(Arch.from_dict(ctx.arch)), build_memory(cfg))
+    assert m["peak_sram_bytes"] == m["deployed_peak_sram_bytes"] == arch_plan.peak_live_bytes
+    assert m["arena_bytes"] == arch_plan.arena_bytes
+    assert m["macs"] == arch_plan.macs
+    assert ctx.extra["deployed_plan"]["graph"] == "model_int8"
+    assert (Path(ctx.output_dir) / "deployed_plan.json").exists()
+
+
+def test_deployed_plan_uses_the_searched_schedule(quantized, tmp_path: Path) -> None:
+    cfg, ctx, _ = quantized
+    cfg = compose_cfg("scheduler=patch")
+    other = RunContext(
+        output_dir=str(tmp_path),
+        arch=ctx.arch,
+        model_checkpoint=ctx.model_checkpoint,
+        schedule_options={"n_patches": 2, "patch_blocks": 2},
+    )
+    other = get_stage("quantize")(cfg, other)
+    plan = other.extra["deployed_plan"]
+    assert (plan["scheduler"], plan["n_patches"], plan["patch_blocks"]) == ("patch", 2, 2)
+    assert other.metrics["macs"] > ctx.metrics["macs"], "overlapping patches recompute"

@@ -106,7 +106,7 @@ def _arch_figures(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     graph = from_arch(Arch.from_dict(ctx.arch))
     out: dict[str, Any] = {}
     if cfg.get("scheduler") is not None:
-        scheduler = build_plugin(cfg, "scheduler")
+        scheduler = build_plugin(cfg, "scheduler", **(ctx.schedule_options or {}))
         plan = scheduler.plan(graph, build_memory(cfg))
         out.update(peak_sram_bytes=plan.peak_live_bytes, arena_bytes=plan.arena_bytes, macs=plan.macs)
         out["scheduler"] = getattr(scheduler, "name", None)

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
 
 from omegaconf import DictConfig
 
+from tinyflow.cost.flash import model_flash_bytes
+from tinyflow.cost.latency import energy_mj, latency_ms
+from tinyflow.errors import ConfigError
 from tinyflow.plugins import build_device, build_memory, build_plugin
 
 log = logging.getLogger(__name__)
 
 
-def analyse_onnx(cfg: DictConfig, path: str | os.PathLike[str]) -> tuple[dict[str, float], Any]:
-    """Import `path` with `tinyflow.ir.from_onnx`, plan it with the configured scheduler and cost it with the
-    configured cost model. Returns (figures, plan); figures are empty (and a warning logged) when the memory
-    engine's ONNX importer is not installed."""
+def analyse_onnx(
+    cfg: DictConfig, path: str | os.PathLike[str], schedule_options: dict[str, Any] | None = None
+) -> tuple[dict[str, float], Any]:
+    """Import `path` with `tinyflow.ir.from_onnx`, plan it with the configured scheduler (with the options the
+    search chose, e.g. the patch grid) and cost it with the configured cost model.
+
+    Returns (figures, plan); figures are empty (and a warning logged) when the memory engine's ONNX importer is
+    not installed."""
     try:
         from tinyflow.ir import from_onnx
 
@@ -27,18 +35,26 @@ def analyse_onnx(cfg: DictConfig, path: str | os.PathLike[str]) -> tuple[dict[st
     figures: dict[str, float] = {}
     plan = None
     if cfg.get("scheduler") is not None:
-        plan = build_plugin(cfg, "scheduler").plan(graph, build_memory(cfg))
+        plan = build_plugin(cfg, "scheduler", **(schedule_options or {})).plan(graph, build_memory(cfg))
         figures.update(
             peak_sram_bytes=float(plan.peak_live_bytes),
             arena_bytes=float(plan.arena_bytes),
             macs=float(plan.macs),
         )
+    # the model's own flash (the device's runtime reserve is already taken off its flash budget)
+    figures["flash_bytes"] = float(model_flash_bytes(graph))
+    figures["params"] = float(graph.params())
+    figures.setdefault("macs", float(graph.macs()))
     if cfg.get("cost_model") is not None:
         cost = build_plugin(cfg, "cost_model").estimate(graph, build_device(cfg))
-        figures["flash_bytes"] = float(cost.flash_bytes)
-        figures.setdefault("macs", float(cost.macs))
         if cost.latency_ms is not None:
             figures["latency_ms"] = float(cost.latency_ms)
         if cost.energy_mj is not None:
             figures["energy_mj"] = float(cost.energy_mj)
+    # a cost model without latency (analytic): MicroNets' linear model with the device's coefficients, if any
+    device = build_device(cfg)
+    for key, fn in (("latency_ms", latency_ms), ("energy_mj", energy_mj)):
+        if key not in figures:
+            with contextlib.suppress(ConfigError):
+                figures[key] = float(fn(int(figures["macs"]), device))
     return figures, plan

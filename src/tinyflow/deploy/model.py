@@ -31,8 +31,9 @@ def require(ctx: RunContext, field: str, producer: str, consumer: str) -> Any:
 
 
 def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """(state_dict, arch dict or None) from a `model.pt`: a plain state_dict, `{"state_dict", "arch"}` or a
-    Lightning checkpoint (keys under a common module prefix are matched later)."""
+    """(state_dict, arch dict or None) from a `model.pt` (`save_static_model`'s `{"state_dict", "arch_json"}`),
+    `{"state_dict", "arch"}`, a Lightning checkpoint (keys under a module prefix are matched later) or a plain
+    state_dict."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"model checkpoint {path} does not exist; re-run the 'finetune' stage to write it.")
@@ -41,7 +42,7 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     except Exception as exc:
         raise CheckpointError(f"model checkpoint {path} cannot be read ({exc}); re-run the 'finetune' stage.") from None
     if isinstance(obj, dict) and "state_dict" in obj:
-        arch = obj.get("arch")
+        arch = obj.get("arch", obj.get("arch_json"))  # tinyflow.training.checkpoint.save_static_model: arch_json
         if isinstance(arch, str):
             arch = Arch.from_json(arch).to_dict()
         return dict(obj["state_dict"]), arch

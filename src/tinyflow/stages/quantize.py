@@ -3,12 +3,14 @@ float and int8 accuracy on the test split, and let the memory engine analyse the
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
-from tinyflow.context import RunContext
+from tinyflow.context import RunContext, atomic_write_text
 from tinyflow.deploy.analysis import analyse_onnx
 from tinyflow.deploy.model import load_final_model
 from tinyflow.deploy.onnx_export import export_onnx
@@ -21,7 +23,7 @@ from tinyflow.deploy.quantize import (
     quantize_int8,
     torch_accuracy,
 )
-from tinyflow.plugins import build_plugin
+from tinyflow.plugins import build_device, build_plugin
 from tinyflow.stages import stage
 from tinyflow.tracking import active_tracker
 
@@ -66,20 +68,21 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     metrics["flash_bytes"] = float(counted["flash_bytes"])
 
     # what is deployed is what is measured: the engine's own plan of the int8 file
-    engine, plan = analyse_onnx(cfg, int8_path)
+    engine, plan = analyse_onnx(cfg, int8_path, ctx.schedule_options)
     metrics.update({f"deployed_{k}": v for k, v in engine.items()})
     if "flash_bytes" in engine:
         metrics["flash_bytes"] = engine["flash_bytes"]
     for key in ("peak_sram_bytes", "arena_bytes", "macs", "latency_ms", "energy_mj"):
         if key in engine:
             metrics[key] = engine[key]
+    tracker = active_tracker()
     if plan is not None:
         ctx.extra["deployed_plan"] = plan.summary()
+        _log_plan(tracker, plan, build_device(cfg).sram_budget_bytes, out)
 
     ctx.onnx_path, ctx.onnx_int8_path = str(float_path), str(int8_path)
     ctx.artifacts.update(onnx=str(float_path), onnx_int8=str(int8_path))
     ctx.metrics.update(metrics)
-    tracker = active_tracker()
     tracker.log_params({"quantize": settings.__dict__})
     tracker.log_metrics(metrics)
     log.info(
@@ -89,3 +92,19 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
         metrics["flash_bytes"],
     )
     return ctx
+
+
+def _log_plan(tracker: Any, plan: Any, sram_budget_bytes: int, out: Path) -> None:
+    """The engine's plan of the int8 file: JSON next to the model, and its memory profile figure."""
+    import matplotlib.pyplot as plt
+
+    from tinyflow.deploy.plots import memory_profile_figure
+
+    path = out / "deployed_plan.json"
+    atomic_write_text(path, json.dumps(plan.to_dict(), indent=1, default=str))
+    tracker.log_artifact(str(path))
+    peak, arena = plan.peak_live_bytes / 1024, plan.arena_bytes / 1024
+    title = f"int8 ONNX, {plan.scheduler}: peak {peak:.1f} KiB, arena {arena:.1f} KiB"
+    fig = memory_profile_figure(plan.per_layer, sram_budget_bytes, title)
+    tracker.log_figure(fig, "deployed_memory_profile.png")
+    plt.close(fig)
