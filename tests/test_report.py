@@ -1,0 +1,95 @@
+"""The run report: rich table + report.md/json in the output dir + metrics/tags on the MLflow parent run, for
+whatever stages ran."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from deploy_helpers import compose_cfg, finetuned_run, shared_store, tiny_arch
+from tinyflow.context import RunContext
+from tinyflow.report import DASH, REPORT_JSON, REPORT_MD, write_report
+from tinyflow.stages import get_stage
+from tinyflow.tracking import MlflowTracker
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory):
+    cfg, ctx, _ = finetuned_run(tmp_path_factory.mktemp("run"))
+    ctx = get_stage("quantize")(cfg, ctx)
+    ctx.completed.append("quantize")
+    return cfg, ctx
+
+
+def _row(markdown: str, label: str) -> list[str]:
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {label} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_report_with_no_stages_shows_dashes(tmp_path: Path) -> None:
+    md = write_report(compose_cfg(), RunContext(output_dir=str(tmp_path)))
+    assert (tmp_path / REPORT_MD).read_text() == md
+    for label in ("accuracy (float)", "accuracy (int8)", "peak SRAM (live)", "flash", "MACs", "fits"):
+        assert _row(md, label)[1] == DASH, label
+    assert _row(md, "device")[1] == "stm32f746"
+    assert json.loads((tmp_path / REPORT_JSON).read_text())["fits"] is None
+
+
+def test_report_after_quantize_has_the_deployed_figures(quantized) -> None:
+    cfg, ctx = quantized
+    md = write_report(cfg, ctx)
+    m = ctx.metrics
+    assert _row(md, "accuracy (float)")[1] == f"{100 * m['accuracy_float']:.2f} %"
+    assert _row(md, "accuracy (int8)")[1] == f"{100 * m['accuracy_int8']:.2f} %"
+    assert _row(md, "flash")[1] == f"{m['flash_bytes'] / 1024:,.1f} KiB"
+    assert _row(md, "peak SRAM (live)")[1] == f"{m['peak_sram_bytes'] / 1024:,.1f} KiB"
+    assert "int8 ONNX" in _row(md, "scheduler")[2]
+    assert _row(md, "fits")[1] == "yes"  # a few KiB on a 320 KB / 1 MB board
+    assert _row(md, "file: onnx (int8)")[1] == ctx.onnx_int8_path
+    summary = json.loads((Path(ctx.output_dir) / REPORT_JSON).read_text())
+    assert summary["flash_bytes"] == m["flash_bytes"] and summary["fits"] is True
+
+
+def test_report_says_no_when_the_device_is_too_small(quantized, tmp_path: Path) -> None:
+    _, ctx = quantized
+    # 2 kB SRAM, 16 kB flash: the tiny net's ~3.5 KiB arena and ~28 KiB of weights do not fit
+    cfg = compose_cfg("device=custom", "device.sram_kb=2", "device.flash_kb=16")
+    small = RunContext(**{**ctx.__dict__, "output_dir": str(tmp_path)})
+    md = write_report(cfg, small)
+    assert ctx.metrics["arena_bytes"] > 2 * 1024 and ctx.metrics["flash_bytes"] > 16 * 1024
+    assert _row(md, "fits SRAM")[1] == "NO" and _row(md, "fits flash")[1] == "NO" and _row(md, "fits")[1] == "NO"
+
+
+def test_report_costs_the_arch_when_only_search_ran(tmp_path: Path) -> None:
+    arch = tiny_arch()
+    ctx = RunContext(output_dir=str(tmp_path), arch=arch.to_dict(), completed=["space", "train", "search"])
+    md = write_report(compose_cfg(), ctx)
+    from tinyflow.cost import model_flash_bytes
+    from tinyflow.ir import from_arch
+
+    graph = from_arch(arch)
+    assert _row(md, "MACs")[1] == f"{graph.macs() / 1e6:,.2f} M"
+    assert "arch" in _row(md, "scheduler")[2]
+    assert _row(md, "accuracy (int8)")[1] == DASH
+    assert json.loads((tmp_path / REPORT_JSON).read_text())["macs"] == graph.macs()
+    assert model_flash_bytes(graph) > 0
+
+
+@pytest.mark.slow
+def test_report_goes_to_the_mlflow_parent_run(quantized, tmp_path_factory: pytest.TempPathFactory) -> None:
+    cfg, ctx = quantized
+    uri = shared_store(tmp_path_factory)
+    tracker = MlflowTracker(uri=uri, experiment="report-test", log_config=False)
+    with tracker.job(cfg, {"run_name": "report"}):
+        parent = tracker.parent_id
+        write_report(cfg, ctx)
+    run = MlflowClient(tracking_uri=uri).get_run(parent)
+    assert run.data.metrics["accuracy_int8"] == pytest.approx(ctx.metrics["accuracy_int8"])
+    assert run.data.metrics["flash_bytes"] == ctx.metrics["flash_bytes"]
+    assert run.data.metrics["fits"] == 1.0
+    assert run.data.tags["fits"] == "yes" and run.data.tags["memory_source"] == "int8 ONNX"
+    artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(parent)}
+    assert {REPORT_MD, REPORT_JSON} <= artifacts
