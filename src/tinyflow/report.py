@@ -209,7 +209,7 @@ def rows(f: Figures, files: dict[str, str]) -> list[tuple[str, str, str]]:
         ("est. latency", _num(f.latency_ms, ",.1f", " ms"), "cost model, on the device"),
         ("est. energy", _num(f.energy_mj, ",.2f", " mJ"), "cost model, on the device"),
         ("host latency (int8)", _num(f.host_latency_int8_ms, ".3f", " ms"), "onnxruntime, median"),
-        ("ONNX vs PyTorch", _num(f.onnx_max_abs_diff, ".2e"), "max abs diff of the logits"),
+        ("ONNX vs PyTorch", _num(f.onnx_max_abs_diff, ".2e"), "max abs diff, logits"),
         ("fits SRAM", _yes_no(f.fits_sram), ""),
         ("fits flash", _yes_no(f.fits_flash), ""),
         ("fits", _yes_no(f.fits), ""),
