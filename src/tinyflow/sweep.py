@@ -50,7 +50,11 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
         raise TinyflowError(f"sweep summary: {root} is not a directory; give a multirun output dir.")
     rows = []
     for job in _job_dirs(root):
-        row: dict[str, Any] = {"job": job.relative_to(root).as_posix() or ".", **_device_of(job)}
+        row: dict[str, Any] = {
+            "job": job.relative_to(root).as_posix() or ".",
+            **_device_of(job),
+            **dict.fromkeys(("width_mult", "resolution", "fit_share", "mean_macs_m", "completed")),
+        }
         ctx_path = job / CONTEXT_FILE
         if ctx_path.exists():
             ctx = RunContext.load(job)
