@@ -82,7 +82,10 @@ def _load(path: str | Path) -> Any:
             "Export one with torch.onnx.export or the pipeline's deploy stage."
         ) from None
     if not model.graph.node:
-        raise OnnxImportError(f"network.path: '{p}' holds no ONNX graph (no nodes); is it really an ONNX model?")
+        raise OnnxImportError(
+            f"network.path: '{p}' is not an ONNX model (it parses to no graph nodes). Give a .onnx file exported "
+            "with torch.onnx.export or the pipeline's deploy stage."
+        )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
         raise OnnxImportError(

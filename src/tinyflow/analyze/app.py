@@ -1,0 +1,86 @@
+"""The body of `python -m tinyflow.analyze`: build the network, plan, print, write analysis.json, track."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from tinyflow.analyze.core import analyze
+from tinyflow.analyze.networks import build_network
+from tinyflow.analyze.render import print_tables, profile_figure
+from tinyflow.context import atomic_write_text
+from tinyflow.errors import ConfigError
+from tinyflow.plugins import build_device, build_memory, build_plugin
+
+ANALYSIS_FILE = "analysis.json"
+
+
+def headline_metrics(analysis: dict[str, Any]) -> dict[str, float]:
+    keys = (
+        "peak_live_bytes",
+        "arena_bytes",
+        "flash_bytes",
+        "macs",
+        "params",
+        "latency_ms",
+        "energy_mj",
+        "layer_peak_live_bytes",
+        "peak_reduction",
+        "extra_macs_ratio",
+        "n_patches",
+        "patch_blocks",
+        "patch_stage_macs",
+        "patch_stage_macs_layerwise",
+    )
+    return {k: float(analysis[k]) for k in keys if isinstance(analysis.get(k), int | float)}
+
+
+def log_analysis(
+    tracker: Any, analysis: dict[str, Any], plan: Any, layer: Any, sram: int, fig_path: Path | None
+) -> None:
+    """Metrics, the JSON and the memory-profile plot into the current run."""
+    tracker.log_metrics(headline_metrics(analysis))
+    tracker.log_text(json.dumps(analysis, indent=2), ANALYSIS_FILE)
+    if fig_path is not None:
+        import matplotlib.pyplot as plt
+
+        fig = profile_figure(plan, layer, sram, f"{analysis['network']}: working set per layer")
+        tracker.log_figure(fig, "memory_profile.png")
+        fig.savefig(fig_path, dpi=110)
+        plt.close(fig)
+
+
+def run_analyze(cfg: DictConfig) -> dict[str, Any]:
+    output = str(cfg.get("output", "table"))
+    if output not in ("table", "json"):
+        raise ConfigError(f"output: '{output}' is not one of table, json")
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    choices = {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
+    graph = build_network(cfg.network)
+    scheduler = build_plugin(cfg, "scheduler")
+    memory = build_memory(cfg)
+    device = build_device(cfg)
+    tracker = build_plugin(cfg, "tracking")
+    tags = {
+        "run_name": f"analyze-{graph.name}-{getattr(scheduler, 'name', '?')}",
+        "app": "analyze",
+        "network": choices.get("network", "?"),
+        "scheduler": choices.get("scheduler", "?"),
+        "device": choices.get("device", "?"),
+        "output_dir": str(out_dir),
+    }
+    with tracker.job(cfg, tags), tracker.stage("analyze"):
+        analysis, plan, layer = analyze(graph, scheduler, memory, device, bool(cfg.get("compare_layer", True)))
+        atomic_write_text(out_dir / ANALYSIS_FILE, json.dumps(analysis, indent=2))
+        fig_path = out_dir / "memory_profile.png" if cfg.get("plot", True) else None
+        log_analysis(tracker, analysis, plan, layer, device.sram_budget_bytes, fig_path)
+        tracker.log_parent_metrics(headline_metrics(analysis))
+    if output == "json":
+        print(json.dumps(analysis))
+    else:
+        print_tables(analysis)
+    return {"status": "FINISHED", "output_dir": str(out_dir), "peak_live_bytes": analysis["peak_live_bytes"]}
