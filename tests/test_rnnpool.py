@@ -247,3 +247,62 @@ def test_plan_runs_patch_by_patch_and_passes_the_overlap_checker(count_input):
     assert plan.extra["recompute_macs"] > 0 and plan.macs == layer.macs + plan.extra["recompute_macs"]
     base = layer_plan(from_arch(mobilenetv2(0.35, 224, num_classes=2)), memory)
     assert plan.peak_live_bytes < base.peak_live_bytes / 3
+
+
+# ---------------------------------------------------------------- plugin, config, training
+def test_scheduler_plugin_from_hydra_config_rewrites_an_arch_graph():
+    import yaml
+    from hydra import compose, initialize_config_dir
+
+    import tinyflow
+    from tinyflow.plugins import build_plugin
+
+    defaults = yaml.safe_load((tinyflow.CONF_DIR / "config.yaml").read_text())["defaults"]
+    listed = any(isinstance(d, dict) and "scheduler" in d for d in defaults)
+    select = "scheduler=rnnpool" if listed else "+scheduler=rnnpool"
+    with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[select, "scheduler.stem_channels=8", "scheduler.hidden2=4"])
+    sched = build_plugin(cfg, "scheduler")
+    arch = mobilenetv2(0.35, 96, num_classes=10)
+    plan = sched.plan(from_arch(arch), MemoryConfig())
+    assert plan.scheduler == "rnnpool" and plan.extra["pooled_hw"] == [12, 12]
+    check_no_overlap(plan.tensors)
+    assert plan.to_dict()["steps"][0]["patch"] == [0, 0]
+    with pytest.raises(ConfigError, match=r"rnnpool\.cell"):
+        type(sched)(cell="lstm").plan(from_arch(arch), MemoryConfig())
+
+
+@pytest.mark.slow
+def test_trains_end_to_end_with_the_standalone_trainer(tmp_path):
+    from dataclasses import replace
+
+    from tinyflow.arch.zoo import MBV2_SETTINGS
+    from tinyflow.tracking import NullTracker
+    from tinyflow_plugins.data import DigitsData
+    from tinyflow_plugins.schedulers.rnnpool import RNNPoolScheduler
+    from tinyflow_plugins.trainers.standalone import StandaloneTrainer
+
+    arch = replace(mobilenetv2(0.35, 32, 10, 1, settings=MBV2_SETTINGS[:4]), head_channels=0)
+    builder = RNNPoolScheduler(stem_channels=8, hidden1=8, hidden2=4, patch=4, stride=2).model_builder
+    recipe = {"epochs": 2, "lr": 0.1, "warmup_epochs": 0, "label_smoothing": 0.0, "save_checkpoints": False}
+    trainer = StandaloneTrainer(arch=arch, model_builder=builder, seed=0, **recipe)
+    result = trainer.fit(None, DigitsData(seed=0, batch_size=64), str(tmp_path), NullTracker())
+    assert isinstance(trainer.model, RNNPoolNet)
+    assert result["val_accuracy"] > 0.4  # chance is 0.1
+    assert trainer.evaluate(arch, "test") > 0.4
+
+
+def test_init_from_static_copies_the_kept_part():
+    from tinyflow.nn.static import StaticNet
+
+    arch = mobilenetv2(0.35, 64, num_classes=10)
+    static = StaticNet(arch)
+    net = RNNPoolNet.from_arch(arch, {"hidden2": 4})  # 16 channels: the first kept block keeps its shapes
+    copied = net.init_from_static(static)
+    assert "stem.0.weight" in copied and "classifier.weight" in copied and "blocks.0.expand.0.weight" in copied
+    assert not any(k.startswith("rnnpool") for k in copied)
+    cut = net.rnnpool_arch.cut
+    torch.testing.assert_close(net.blocks[2].project[0].weight, static.blocks[cut + 2].project[0].weight)
+    vww = RNNPoolNet.from_arch(arch, VWW)  # stem of 8 and a 32-channel RNNPool: neither the stem nor block 0 fit
+    copied = vww.init_from_static(static)
+    assert "stem.0.weight" not in copied and "blocks.0.expand.0.weight" not in copied and "head.0.weight" in copied

@@ -9,6 +9,7 @@ already holds the rnnpool op (`tinyflow.ir.rnnpool.rnnpool_graph`: planned as it
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from functools import partial
 from typing import Any
 
@@ -66,7 +67,7 @@ class RNNPoolScheduler:
     @property
     def model_builder(self) -> Any:
         """`builder(arch, dropout=...) -> nn.Module`, for a trainer that takes a model builder."""
-        return partial(_build, options=self.options)
+        return partial(rnnpool_model, **asdict(self.options))
 
     def plan(self, graph: Graph, memory: MemoryConfig) -> ExecutionPlan:
         if not any(n.op == "rnnpool" for n in graph):
@@ -82,7 +83,12 @@ class RNNPoolScheduler:
         return rnnpool_plan(graph, memory)
 
 
-def _build(arch: Arch, options: RNNPoolOptions, dropout: float = 0.0) -> Any:
+def rnnpool_model(arch: Arch, dropout: float = 0.0, **options: Any) -> Any:
+    """`RNNPoolNet` of `arch` rewritten with `options` (RNNPoolOptions fields). A trainer's model builder:
+
+    trainer:
+      model_builder: {_target_: tinyflow_plugins.schedulers.rnnpool.rnnpool_model, _partial_: true, stem_channels: 8}
+    """
     from tinyflow.nn.rnnpool_net import RNNPoolNet
 
-    return RNNPoolNet(rewrite(arch, options), dropout=dropout)
+    return RNNPoolNet(rewrite(arch, RNNPoolOptions.from_config(options)), dropout=dropout)

@@ -159,7 +159,8 @@ def rnnpool_plan(graph: Graph, memory: MemoryConfig, check: bool = True) -> Exec
         per_layer=rows,
         arena_algorithm=memory.arena_algorithm,
         extra={
-            "n_patches": n_patches,
+            "rnnpool_patches": n_patches,  # not `n_patches`: that key is the patch scheduler's grid side
+            "cut": getattr(graph.meta.get("rnnpool_arch"), "cut", None),
             "pooled_hw": [ho, wo],
             "rnnpool_patch": [r, c],
             "rnnpool_stride": [sr, sc],

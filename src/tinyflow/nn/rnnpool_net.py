@@ -45,6 +45,29 @@ class RNNPoolNet(nn.Module):
     def from_arch(cls, arch: Arch, options: RNNPoolOptions | dict | None = None, dropout: float = 0.0) -> RNNPoolNet:
         return cls(rewrite(arch, options), dropout=dropout)
 
+    @torch.no_grad()
+    def init_from_static(self, net: nn.Module) -> list[str]:
+        """Copy the weights that carry over from the un-rewritten network (a `StaticNet` of `self.arch`, e.g. a
+        subnet extracted from the supernet): the stem when its width is kept, every kept block whose shapes
+        match, the head and the classifier. RNNPool (and a first block whose input width changed) stay as
+        initialised. Returns the names of the copied parameters and buffers."""
+        cut = self.rnnpool_arch.cut
+        pairs: list[tuple[nn.Module | None, nn.Module | None]] = [(self.stem, getattr(net, "stem", None))]
+        src_blocks = list(getattr(net, "blocks", []))
+        pairs += [(b, src_blocks[cut + i] if cut + i < len(src_blocks) else None) for i, b in enumerate(self.blocks)]
+        pairs += [(self.head, getattr(net, "head", None)), (self.classifier, getattr(net, "classifier", None))]
+        copied: list[str] = []
+        own = {id(m): n for n, m in self.named_modules()}
+        for dst, src in pairs:
+            if dst is None or src is None:
+                continue
+            sd, dd = src.state_dict(), dst.state_dict()
+            if sd.keys() != dd.keys() or any(sd[k].shape != dd[k].shape for k in dd):
+                continue
+            dst.load_state_dict(sd)
+            copied += [f"{own[id(dst)]}.{k}" for k in dd]
+        return copied
+
     def _tail(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)

@@ -1,0 +1,129 @@
+"""Benchmark: RNNPool on MobileNetV2 w0.35 — peak SRAM of the `rnnpool` plan against `layer` and `patch`, and
+mnist5k accuracy of the network with and without RNNPool at the same training budget (standalone trainer).
+
+Memory (int8, DESIGN §3 conventions, both `memory.count_input` settings) at the resolutions given; accuracy on
+mnist5k upscaled to `--acc-res` (1 channel, 10 classes), both networks trained with the same recipe, seed and
+number of epochs. RNNPool options: the paper's Visual Wake Words setting (stem 8 channels, hidden 8/8, 6×6
+patches, stride 4) and a width-matched variant (hidden2 4: 16 channels, what MobileNetV2 w0.35 has there).
+
+    .venv/bin/python benchmarks/bench_rnnpool.py [--mem-res 160 224] [--acc-res 64] [--epochs 3] [--skip-accuracy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from tinyflow.arch import mobilenetv2
+from tinyflow.contracts import MemoryConfig
+from tinyflow.ir import from_arch
+from tinyflow.memory import check_no_overlap, layer_plan
+from tinyflow_plugins.schedulers.patch import PatchScheduler
+from tinyflow_plugins.schedulers.rnnpool import RNNPoolScheduler
+
+VARIANTS = {
+    "rnnpool-vww": {"stem_channels": 8, "hidden1": 8, "hidden2": 8, "patch": 6, "stride": 4},
+    "rnnpool-w": {"stem_channels": 8, "hidden1": 8, "hidden2": 4, "patch": 6, "stride": 4},
+}
+
+
+def memory_rows(resolution: int, count_input: bool) -> list[dict]:
+    arch = mobilenetv2(0.35, resolution, num_classes=10)
+    graph = from_arch(arch)
+    memory = MemoryConfig(count_input=count_input)
+    plans = {
+        "layer": layer_plan(graph, memory),
+        "patch(auto)": PatchScheduler(n_patches="auto", patch_blocks="auto").plan(graph, memory),
+    }
+    for name, opts in VARIANTS.items():
+        plans[name] = RNNPoolScheduler(**opts).plan(graph, memory)
+    rows = []
+    for name, plan in plans.items():
+        check_no_overlap(plan.tensors)
+        note = plan.peak_layer
+        if "n_patches" in plan.extra and "patch_blocks" in plan.extra:
+            note += f"; {plan.extra['n_patches']}x{plan.extra['n_patches']} over {plan.extra['patch_blocks']} blocks"
+        if "pooled_hw" in plan.extra:
+            note += f"; cut at block {plan.extra['cut']}, {plan.extra['rnnpool_patches']} patches"
+        rows.append(
+            {
+                "res": resolution,
+                "count_input": count_input,
+                "scheduler": name,
+                "peak_kib": plan.peak_live_bytes / 1024,
+                "arena_kib": plan.arena_bytes / 1024,
+                "macs_m": plan.macs / 1e6,
+                "params_k": plan.params / 1e3,
+                "note": note,
+            }
+        )
+    return rows
+
+
+def train_accuracy(resolution: int, epochs: int, builder, seed: int) -> dict:
+    import torch
+
+    from tinyflow.tracking import NullTracker
+    from tinyflow_plugins.data import Mnist5kData
+    from tinyflow_plugins.trainers.standalone import StandaloneTrainer
+
+    torch.set_num_threads(2)
+    arch = mobilenetv2(0.35, resolution, num_classes=10, in_channels=1)
+    recipe = {"epochs": epochs, "lr": 0.1, "warmup_epochs": 0, "label_smoothing": 0.0, "save_checkpoints": False}
+    trainer = StandaloneTrainer(arch=arch, model_builder=builder, seed=seed, **recipe)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = trainer.fit(None, Mnist5kData(seed=seed, batch_size=128), tmp, NullTracker())
+    wall = time.perf_counter() - t0
+    test = trainer.evaluate(arch, "test")
+    params = sum(p.numel() for p in trainer.model.parameters())
+    return {"val_acc": result["val_accuracy"], "test_acc": test, "train_s": wall, "params": params}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mem-res", type=int, nargs="+", default=[160, 224])
+    ap.add_argument("--acc-res", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--json", type=Path, default=None, help="also write all rows here")
+    args = ap.parse_args()
+
+    rows = []
+    for res in sorted(set(args.mem_res) | {args.acc_res}):
+        for count_input in (True, False):
+            rows += memory_rows(res, count_input)
+    print("| res | count_input | scheduler | peak KiB | arena KiB | MACs M | params k | note |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['res']} | {r['count_input']} | {r['scheduler']} | {r['peak_kib']:.1f} | {r['arena_kib']:.1f} | "
+            f"{r['macs_m']:.2f} | {r['params_k']:.1f} | {r['note']} |"
+        )
+
+    acc = {}
+    if not args.skip_accuracy:
+        acc["baseline"] = train_accuracy(args.acc_res, args.epochs, None, args.seed)
+        acc["rnnpool-vww"] = train_accuracy(
+            args.acc_res, args.epochs, RNNPoolScheduler(**VARIANTS["rnnpool-vww"]).model_builder, args.seed
+        )
+        print(f"\nmnist5k at {args.acc_res}x{args.acc_res}, {args.epochs} epochs, same recipe and seed:")
+        print("| network | val acc | test acc | train s | params |")
+        print("|---|---|---|---|---|")
+        for name, a in acc.items():
+            print(f"| {name} | {a['val_acc']:.4f} | {a['test_acc']:.4f} | {a['train_s']:.0f} | {a['params']:,} |")
+    if args.json:
+        args.json.write_text(json.dumps({"memory": rows, "accuracy": acc}, indent=2))
+
+    top = max(args.mem_res)
+    by = {(r["res"], r["count_input"], r["scheduler"]): r for r in rows}
+    ratio = by[(top, True, "layer")]["peak_kib"] / by[(top, True, "rnnpool-vww")]["peak_kib"]
+    print(f"rnnpool_peak_reduction_vs_layer_r{top}: {ratio:.2f} x")
+
+
+if __name__ == "__main__":
+    main()
