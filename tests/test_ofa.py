@@ -223,3 +223,29 @@ def test_ddp_two_cpu_processes_sample_the_same_subnets(tmp_path, data):
     assert ranks[0]["weights"] == ranks[1]["weights"]  # gradients were all-reduced
     assert [h["epoch"] for h in result["history"]] == [0, 1]
     assert 0.0 <= t.evaluate(space.min_arch()) <= 1.0
+
+
+def compose_cfg(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    import tinyflow
+
+    with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=["tracking=none", *overrides])
+
+
+def test_search_space_plugins_from_config_bind_to_the_data(data):
+    from tinyflow.contracts import SearchSpace
+    from tinyflow.plugins import build_plugin
+
+    space = build_plugin(compose_cfg(), "search_space").bind(data)
+    assert isinstance(space, SearchSpace) and isinstance(space, McunetSpace)
+    assert (space.in_channels, space.num_classes, space.width_mult, space.resolution) == (1, 10, 0.5, 32)
+    assert space.max_arch().in_channels == 1 and space.with_width_resolution(0.35, 24).bind(data).resolution == 24
+    trainer = build_plugin(compose_cfg("debug=fast"), "trainer")
+    assert trainer.name == "ofa" and trainer.options.epochs == 4
+    fixed = build_plugin(compose_cfg("search_space=mobilenetv2"), "search_space").bind(data)
+    assert isinstance(fixed, SearchSpace) and fixed.sample(random.Random(0)) == fixed.max_arch()
+    assert fixed.max_arch().num_classes == 10 and fixed.max_arch().name == "mobilenetv2"
+    with pytest.raises(ConfigError, match=r"search_space\.kernel_choices"):
+        build_plugin(compose_cfg("search_space.kernel_choices=[2,3]"), "search_space")
