@@ -133,13 +133,16 @@ def test_grid_finer_than_the_feature_map(mbv2):
         PatchScheduler(n_patches=29, patch_blocks=5).plan(mbv2, MEM)
 
 
-@pytest.mark.parametrize("bad", [0, 19, 40])
+@pytest.mark.parametrize("bad", [19, 40])
 def test_patch_blocks_past_the_end(mbv2, bad):
     with pytest.raises(ConfigError, match=r"scheduler\.patch_blocks = \d+ .*between 1 and 18"):
         PatchScheduler(n_patches=2, patch_blocks=bad).plan(mbv2, MEM)
 
 
-@pytest.mark.parametrize(("option", "value"), [("n_patches", "four"), ("patch_blocks", True), ("patch_blocks", None)])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("n_patches", "four"), ("n_patches", 0), ("n_patches", 2.5), ("patch_blocks", True), ("patch_blocks", None)],
+)
 def test_bad_option_values(option, value):
     with pytest.raises(ConfigError, match=rf"scheduler\.{option}"):
         PatchScheduler(**{option: value})

@@ -267,9 +267,12 @@ def _parse(value: Any, option: str) -> int | str:
     if isinstance(value, bool):
         raise ConfigError(f"scheduler.{option} = {value!r}: give a positive integer or 'auto'")
     try:
-        return int(value)
+        n = int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"scheduler.{option} = {value!r}: give a positive integer or 'auto'") from None
+    if n < 1 or (isinstance(value, float) and n != value):
+        raise ConfigError(f"scheduler.{option} = {value!r}: give a positive integer or 'auto'")
+    return n
 
 
 class PatchScheduler:
