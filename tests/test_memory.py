@@ -206,3 +206,11 @@ def test_fast_cost_matches_the_graph_path() -> None:
             fast = arch_cost(arch, mem)
             assert (fast.macs, fast.params, fast.flash_bytes) == (g.macs(), g.params(), model_flash_bytes(g))
             assert (fast.peak_live_bytes, fast.peak_layer) == (lt.peak_live_bytes, lt.peak_layer), (arch, mem)
+
+
+def test_best_arena_is_the_smaller_of_the_two() -> None:
+    rng = random.Random(5)
+    for _ in range(10):
+        g = from_arch(MBConvSpace(width_mult=0.4, resolution=rng.choice([96, 144])).sample(rng))
+        sizes = {a: layer_plan(g, MemoryConfig(arena_algorithm=a)).arena_bytes for a in ALGORITHMS}
+        assert sizes["best"] == min(sizes["first_fit_decreasing"], sizes["greedy_by_breadth"])

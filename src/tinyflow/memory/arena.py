@@ -1,10 +1,12 @@
 """Arena placement: an offset for every buffer so that buffers alive at the same step never overlap.
 
-A buffer is (name, size bytes, first step, last step), both steps inclusive. Two algorithms:
+A buffer is (name, size bytes, first step, last step), both steps inclusive. Algorithms
+(`memory.arena_algorithm`):
 - `first_fit_decreasing` (baseline): largest buffer first, each at the lowest offset free over its lifetime.
 - `greedy_by_breadth`: visit steps from the busiest (largest total live size) down, placing that step's
   unplaced buffers largest first into the tightest free gap (best fit) — the strategy TF Lite's
   memory planner names "greedy by breadth".
+- `best`: both, the smaller arena wins.
 `check_no_overlap` verifies a placed plan tensor by tensor.
 """
 
@@ -82,10 +84,19 @@ def greedy_by_breadth(buffers: Sequence[BufferSpec]) -> dict[str, int]:
     return offsets
 
 
-ALGORITHMS: dict[str, Callable[[Sequence[BufferSpec]], dict[str, int]]] = {
+_BASE: dict[str, Callable[[Sequence[BufferSpec]], dict[str, int]]] = {
     "first_fit_decreasing": first_fit_decreasing,
     "greedy_by_breadth": greedy_by_breadth,
 }
+
+
+def best_of(buffers: Sequence[BufferSpec]) -> dict[str, int]:
+    """Run every algorithm above and keep the smallest arena (ties: the order above)."""
+    results = [fn(buffers) for fn in _BASE.values()]
+    return min(results, key=lambda offs: arena_size(buffers, offs))
+
+
+ALGORITHMS: dict[str, Callable[[Sequence[BufferSpec]], dict[str, int]]] = {**_BASE, "best": best_of}
 
 
 def place(buffers: Sequence[BufferSpec], algorithm: str = "first_fit_decreasing") -> dict[str, int]:
