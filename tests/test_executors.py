@@ -310,3 +310,15 @@ def test_pooling_kernels_match_torch(include_pad):
     mp = run_valid(g["mp"], [x], None, node_padding(g["mp"]))
     assert max_abs_diff(ap, F.avg_pool2d(x, 3, 1, 1, count_include_pad=include_pad)) <= 1e-6
     assert max_abs_diff(mp, F.max_pool2d(x, 3, 2, 1)) == 0.0
+
+
+def test_run_plan_of_a_fallback_plan_runs_layers():
+    from tinyflow.arch import Arch, Block
+
+    arch = Arch(16, (Block(8, 8, 3, 1, 1, 0), Block(8, 16, 3, 3, 1, 1)), stem_channels=8, head_channels=1280)
+    ex = from_static(_net(arch, 3))
+    plan = PatchScheduler("auto", "auto").plan(ex.graph, MemoryConfig())
+    assert "fallback" in plan.extra
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert max_abs_diff(ex.run_plan(plan, x), ex.run_layer(x)) == 0.0

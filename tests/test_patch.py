@@ -87,7 +87,9 @@ def test_plans_pass_the_overlap_checker(mbv2, memory, patch_blocks, n_patches):
     plan = _checked(patch_plan(mbv2, memory, patch_blocks, n_patches))
     # the assembled stage output is one full buffer, alive from the first patch write to its last reader
     out = plan.tensor(plan.extra["patch_stage_output"])
-    assert out.size == 32 * 28 * 28 * memory.dtype_bytes if patch_blocks == 5 else out.size > 0
+    assert out.size > 0
+    if patch_blocks == 5:
+        assert out.size == 32 * 28 * 28 * memory.dtype_bytes
     patch_steps = [s.index for s in plan.steps if s.patch is not None]
     assert out.first_step <= patch_steps[-1] < out.last_step
 
