@@ -299,10 +299,25 @@ def test_init_from_static_copies_the_kept_part():
     static = StaticNet(arch)
     net = RNNPoolNet.from_arch(arch, {"hidden2": 4})  # 16 channels: the first kept block keeps its shapes
     copied = net.init_from_static(static)
-    assert "stem.0.weight" in copied and "classifier.weight" in copied and "blocks.0.expand.0.weight" in copied
+    assert (
+        "stem.0.weight" in copied
+        and "classifier.weight" in copied
+        and f"blocks.{net.rnnpool_arch.cut}.expand.0.weight" in copied
+    )
     assert not any(k.startswith("rnnpool") for k in copied)
     cut = net.rnnpool_arch.cut
-    torch.testing.assert_close(net.blocks[2].project[0].weight, static.blocks[cut + 2].project[0].weight)
+    torch.testing.assert_close(net.blocks[str(cut + 2)].project[0].weight, static.blocks[cut + 2].project[0].weight)
+    static_keys = set(static.state_dict())
+    assert {k for k in net.state_dict() if not k.startswith("rnnpool.")} <= static_keys  # StaticNet's names
     vww = RNNPoolNet.from_arch(arch, VWW)  # stem of 8 and a 32-channel RNNPool: neither the stem nor block 0 fit
     copied = vww.init_from_static(static)
-    assert "stem.0.weight" not in copied and "blocks.0.expand.0.weight" not in copied and "head.0.weight" in copied
+    assert "stem.0.weight" not in copied and "blocks.6.expand.0.weight" not in copied and "head.0.weight" in copied
+
+
+def test_ir_names_bind_to_rnnpoolnet_weights():
+    rarch = rewrite(mobilenetv2(0.35, 64, num_classes=10), VWW)
+    keys = set(RNNPoolNet(rarch).state_dict())
+    g = rnnpool_graph(rarch)
+    refs = [name for node in g for name in node.weights.values()]
+    assert refs and all(r in keys or any(k.startswith(r + ".") for k in keys) for r in refs)
+    assert g["blocks.6.expand"].block == 7 and "blocks.0.expand" not in g.nodes

@@ -87,9 +87,11 @@ class RNNPoolOp(OpKind):
 
 
 def rnnpool_graph(rarch: RNNPoolArch, batch: int = 1) -> Graph:
-    """The IR of `RNNPoolNet(rarch)`: input, stem (block 0), rnnpool (block 0), blocks (1..N), head/pool/classifier.
+    """The IR of `RNNPoolNet(rarch)`: input, stem and rnnpool (block 0), the kept blocks under their original
+    names and block numbers (`blocks.{cut}` … , blocks cut+1 …), head/pool/classifier.
 
-    Node names follow RNNPoolNet's parameter names; BN is folded and ReLU6 fused as in `from_arch`.
+    Node names are RNNPoolNet's parameter names (which keep StaticNet's); BN folded and ReLU6 fused as in
+    `from_arch`.
     """
     base = rarch.base
     g = Graph(rarch.name)
@@ -122,7 +124,8 @@ def rnnpool_graph(rarch: RNNPoolArch, batch: int = 1) -> Graph:
     )
     x = "rnnpool"
     for i, b in enumerate(rarch.blocks):
-        blk, p, block_in = i + 1, f"blocks.{i}", x
+        idx = rarch.cut + i  # the block's index in the original arch (names, plots and weights line up with it)
+        blk, p, block_in = idx + 1, f"blocks.{idx}", x
         if b.expand != 1:
             g.add(f"{p}.expand", "conv2d", (x,), _conv(1, 1, b.hidden, 1, "relu6"), blk, _cbn(f"{p}.expand"))
             x = f"{p}.expand"
@@ -146,7 +149,7 @@ def rnnpool_graph(rarch: RNNPoolArch, batch: int = 1) -> Graph:
         if b.residual:
             g.add(f"{p}.add", "add", (block_in, x), {}, blk)
             x = f"{p}.add"
-    tail = len(rarch.blocks) + 1
+    tail = len(base.blocks) + 1
     if base.head_channels:
         g.add("head", "conv2d", (x,), _conv(1, 1, base.head_channels, 1, "relu6"), tail, _cbn("head"))
         x = "head"

@@ -1,7 +1,7 @@
 """`RNNPoolNet`: an MBConv network whose early high-resolution part is replaced by RNNPool.
 
 stem conv -> RNNPool -> MBConv blocks from `cut` on -> [head 1x1] -> global average pool -> classifier. Parameter
-names follow `StaticNet` (`stem`, `blocks.i` counted from the first kept block, `head`, `classifier`) plus
+names are `StaticNet`'s for the same arch (`stem`, `blocks.<original index>`, `head`, `classifier`) plus
 `rnnpool.rnn1` / `rnnpool.rnn2`, which is what the IR of `tinyflow.ir.rnnpool.rnnpool_graph` refers to.
 """
 
@@ -35,7 +35,8 @@ class RNNPoolNet(nn.Module):
             padding=rarch.padding,
             cell=rarch.cell,
         )
-        self.blocks = nn.ModuleList(MBConv(b) for b in rarch.blocks)
+        # keyed by the block's index in the original arch, so names match StaticNet(arch) and the IR
+        self.blocks = nn.ModuleDict({str(rarch.cut + i): MBConv(b) for i, b in enumerate(rarch.blocks)})
         last = rarch.blocks[-1].out_channels
         self.head = ConvBNAct(last, base.head_channels, 1) if base.head_channels else None
         self.dropout = nn.Dropout(dropout)
@@ -51,10 +52,9 @@ class RNNPoolNet(nn.Module):
         subnet extracted from the supernet): the stem when its width is kept, every kept block whose shapes
         match, the head and the classifier. RNNPool (and a first block whose input width changed) stay as
         initialised. Returns the names of the copied parameters and buffers."""
-        cut = self.rnnpool_arch.cut
+        src_blocks = getattr(net, "blocks", [])
         pairs: list[tuple[nn.Module | None, nn.Module | None]] = [(self.stem, getattr(net, "stem", None))]
-        src_blocks = list(getattr(net, "blocks", []))
-        pairs += [(b, src_blocks[cut + i] if cut + i < len(src_blocks) else None) for i, b in enumerate(self.blocks)]
+        pairs += [(b, src_blocks[int(k)] if int(k) < len(src_blocks) else None) for k, b in self.blocks.items()]
         pairs += [(self.head, getattr(net, "head", None)), (self.classifier, getattr(net, "classifier", None))]
         copied: list[str] = []
         own = {id(m): n for n, m in self.named_modules()}
@@ -69,7 +69,7 @@ class RNNPoolNet(nn.Module):
         return copied
 
     def _tail(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
+        for block in self.blocks.values():
             x = block(x)
         if self.head is not None:
             x = self.head(x)
