@@ -70,6 +70,11 @@ class RNNPoolScheduler:
         return partial(rnnpool_model, **asdict(self.options))
 
     def plan(self, graph: Graph, memory: MemoryConfig) -> ExecutionPlan:
+        return rnnpool_plan(self.network_graph(graph), memory)
+
+    def network_graph(self, graph: Graph) -> Graph:
+        """The IR of the network this scheduler runs: `graph` rewritten (or as it is when it holds rnnpool).
+        Callers that cost the network (flash, params) use this instead of the graph they passed in."""
         if not any(n.op == "rnnpool" for n in graph):
             arch = graph.meta.get("arch")
             if not isinstance(arch, Arch):
@@ -80,7 +85,7 @@ class RNNPoolScheduler:
                 )
             batch = graph[graph.inputs[0]].shape[0] if graph.inputs else 1
             graph = self.graph(arch, batch=batch)
-        return rnnpool_plan(graph, memory)
+        return graph
 
 
 def rnnpool_model(arch: Arch, dropout: float = 0.0, **options: Any) -> Any:

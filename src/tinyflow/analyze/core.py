@@ -37,7 +37,8 @@ def analyze(
     plan: ExecutionPlan = scheduler.plan(graph, memory)
     name = getattr(scheduler, "name", plan.scheduler)
     layer = layer_plan(graph, memory) if (compare_layer and name != "layer") else None
-    flash = model_flash_bytes(graph) + int(device.flash_reserve_kb * 1024)
+    rewrite = getattr(scheduler, "network_graph", None)  # a scheduler that changes the network (rnnpool)
+    flash = model_flash_bytes(rewrite(graph) if callable(rewrite) else graph) + int(device.flash_reserve_kb * 1024)
     out: dict[str, Any] = {
         "network": graph.name,
         "scheduler": name,

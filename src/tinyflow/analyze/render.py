@@ -95,7 +95,10 @@ def profile_figure(plan: ExecutionPlan, layer: ExecutionPlan | None, sram_bytes:
 
     # x positions by layer name, so the two plans' bars line up op by op
     names = [r["name"] for r in (layer.per_layer if layer is not None else plan.per_layer)]
-    names += [r["name"] for r in plan.per_layer if r["name"] not in set(names)]
+    for i, r in enumerate(plan.per_layer):  # an op only the plan has (e.g. rnnpool) goes after the op before it
+        if r["name"] not in names:
+            prev = plan.per_layer[i - 1]["name"] if i else None
+            names.insert(names.index(prev) + 1 if prev in names else len(names), r["name"])
     pos = {n: i for i, n in enumerate(names)}
     fig, ax = plt.subplots(figsize=(min(40, max(8, len(names) * 0.12)), 4.5))
     if layer is not None:
