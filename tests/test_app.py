@@ -126,3 +126,17 @@ def test_parallel_multirun_logs_into_one_store(run_cli, store_uri, tmp_path: Pat
     assert len(children) == 2
     for job in ("0", "1"):
         assert (tmp_path / "multirun" / job / "context.json").exists()
+
+
+@pytest.mark.slow
+def test_default_pipeline_runs_end_to_end(run_cli, store_uri, tmp_path: Path) -> None:
+    res = run_cli("device=stm32h7", "debug=fast")
+    assert res.returncode == 0, res.stderr[-3000:]
+    parents, children = _parents_and_children(store_uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    stages = ["space", "train", "search", "finetune", "quantize", "schedule", "deploy"]
+    assert sorted(c.data.tags["stage"] for c in children) == sorted(stages)
+    assert all(c.info.status == "FINISHED" for c in children)
+    ctx = json.loads((tmp_path / "run" / "context.json").read_text())
+    assert ctx["completed"] == stages
+    assert ctx["arch"] and ctx["onnx_int8_path"] and (tmp_path / "run" / "report.md").exists()
