@@ -156,3 +156,12 @@ def test_hydra_option_builds_a_scheduler(mbv2):
     sched = build_plugin(cfg, "scheduler")
     assert isinstance(sched, Scheduler) and sched.name == "patch"
     assert sched.n_patches == "auto" and sched.patch_blocks == 5
+
+
+def test_auto_respects_max_extra_macs():
+    g = from_arch(mobilenetv2(0.35, 96))
+    free = PatchScheduler(n_patches="auto", patch_blocks="auto").plan(g, MEM)
+    capped = _checked(PatchScheduler(n_patches="auto", patch_blocks="auto", max_extra_macs=0.05).plan(g, MEM))
+    assert free.extra["extra_macs_ratio"] > 0.05  # the cap binds here
+    assert capped.extra["extra_macs_ratio"] <= 0.05
+    assert free.peak_live_bytes <= capped.peak_live_bytes < layer_plan(g, MEM).peak_live_bytes
