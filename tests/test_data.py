@@ -16,6 +16,15 @@ from tinyflow_plugins.data import Cifar10Data, DigitsData, ImageFolderData, Mnis
 from tinyflow_plugins.data.base import random_shift, stratified_split
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Two shared cores: one intra-op thread avoids oversubscription (results do not depend on it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def mnist() -> Mnist5kData:
     data = Mnist5kData(seed=0)
@@ -183,12 +192,12 @@ def test_single_class_imagefolder_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_missing_imagefolder_root(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="data.root"):
+    with pytest.raises(DataError, match=r"data\.root"):
         ImageFolderData(root=str(tmp_path / "absent")).setup()
 
 
 def test_bad_options_are_config_errors() -> None:
-    with pytest.raises(ConfigError, match="data.batch_size"):
+    with pytest.raises(ConfigError, match=r"data\.batch_size"):
         Mnist5kData(batch_size=0)
-    with pytest.raises(ConfigError, match="data.channels"):
+    with pytest.raises(ConfigError, match=r"data\.channels"):
         Mnist5kData(channels=2)

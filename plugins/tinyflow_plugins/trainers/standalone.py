@@ -15,12 +15,9 @@ from tinyflow.arch.genome import Arch
 from tinyflow.contracts import DataModule, SearchSpace
 from tinyflow.errors import CheckpointError, ConfigError, TinyflowError
 from tinyflow.nn.static import StaticNet
-from tinyflow.training.checkpoint import load_checkpoint, load_weights, save_static_model
-from tinyflow.training.classifier import Recipe, train_classifier
+from tinyflow.training.checkpoint import load_checkpoint
+from tinyflow.training.classifier import Recipe, fit_static
 from tinyflow.training.evaluation import evaluate_accuracy
-from tinyflow.training.lightning import seed_all
-
-MODEL_FILE = "model.pt"
 
 
 class StandaloneTrainer:
@@ -94,49 +91,16 @@ class StandaloneTrainer:
         prefix: str = "",
     ) -> dict[str, Any]:
         """Train `arch` on `data` (at the arch's resolution) and write `workdir/model.pt` atomically."""
-        data.setup("fit")  # a missing / malformed dataset fails here with its own DataError
-        check_arch_fits_data(arch, data)
-        data.set_resolution(arch.resolution)
-        seed_all(self.recipe.seed)
-        model = self.model_builder(arch, dropout=self.recipe.dropout)
         source = "init_state"
         if init_state is None and self.init_weights:
             source = str(self.init_weights)
             init_state = read_state_dict(self.init_weights)
-        if init_state is not None:
-            load_weights(model, init_state, source=source)
-        tracker.log_params(
-            {
-                "trainer": self.name,
-                "init": source if init_state is not None else "scratch",
-                "arch_resolution": arch.resolution,
-                "arch_blocks": len(arch.blocks),
-                "params": sum(p.numel() for p in model.parameters()),
-                **{f"recipe.{k}": v for k, v in vars(self.recipe).items()},
-            }
+        tracker.log_params({"trainer": self.name})
+        model, result = fit_static(
+            arch, data, self.recipe, workdir, tracker, init_state, source, prefix=prefix, resume=self.resume
         )
-        result = train_classifier(model, data, self.recipe, workdir, tracker, prefix=prefix, resume=self.resume)
-        path = save_static_model(Path(workdir) / MODEL_FILE, model, arch, {"val_accuracy": result["val_accuracy"]})
-        tracker.log_metrics(
-            {
-                f"{prefix}final_val_accuracy": result["val_accuracy"],
-                f"{prefix}train_wall_time_s": result["wall_time_s"],
-                f"{prefix}train_images_per_s": result["train_images_per_s"],
-            }
-        )
-        self.model, self.arch, self.data = model, arch, data
-        self.result = {**result, "checkpoint": str(path), "arch": arch.to_dict()}
-        return self.result
-
-
-def check_arch_fits_data(arch: Arch, data: DataModule) -> None:
-    """The arch's classifier and stem must match the data's classes and channels."""
-    if arch.num_classes != data.num_classes or arch.in_channels != data.in_channels:
-        raise ConfigError(
-            f"the arch has {arch.num_classes} classes and {arch.in_channels} input channels but data={data.name} "
-            f"has {data.num_classes} classes and {data.in_channels} channels. Set search_space.num_classes="
-            f"{data.num_classes} and search_space.in_channels={data.in_channels} (or data.channels)."
-        )
+        self.model, self.arch, self.data, self.result = model, arch, data, result
+        return result
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

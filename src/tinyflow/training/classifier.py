@@ -154,3 +154,63 @@ def train_classifier(
         "resumed_from": ckpt_path,
         "history": history,
     }
+
+
+MODEL_FILE = "model.pt"
+
+
+def check_arch_fits_data(arch: Any, data: Any) -> None:
+    """The arch's classifier and stem must match the data's classes and channels."""
+    if arch.num_classes != data.num_classes or arch.in_channels != data.in_channels:
+        raise ConfigError(
+            f"the arch has {arch.num_classes} classes and {arch.in_channels} input channels but data={data.name} "
+            f"has {data.num_classes} classes and {data.in_channels} channels. Set search_space.num_classes="
+            f"{data.num_classes} and search_space.in_channels={data.in_channels} (or data.channels)."
+        )
+
+
+def fit_static(
+    arch: Any,
+    data: Any,
+    recipe: Recipe,
+    workdir: str | Path,
+    tracker: Any,
+    init_state: dict[str, torch.Tensor] | None = None,
+    init_source: str = "scratch",
+    model_path: str | Path | None = None,
+    prefix: str = "",
+    resume: bool = False,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build `StaticNet(arch)` (seeded), load `init_state` if given, train it on `data` at the arch's resolution,
+    and write `model.pt` (state_dict + arch JSON) atomically to `model_path` (default `workdir/model.pt`)."""
+    from tinyflow.nn.static import StaticNet
+    from tinyflow.training.checkpoint import load_weights, save_static_model
+    from tinyflow.training.lightning import seed_all
+
+    data.setup("fit")  # a missing / malformed dataset fails here with its own DataError
+    check_arch_fits_data(arch, data)
+    data.set_resolution(arch.resolution)
+    seed_all(recipe.seed)
+    model = StaticNet(arch, dropout=recipe.dropout)
+    if init_state is not None:
+        load_weights(model, init_state, source=init_source)
+    tracker.log_params(
+        {
+            f"{prefix}init": init_source if init_state is not None else "scratch",
+            f"{prefix}arch_resolution": arch.resolution,
+            f"{prefix}arch_blocks": len(arch.blocks),
+            f"{prefix}params": sum(p.numel() for p in model.parameters()),
+            **{f"{prefix}recipe.{k}": v for k, v in dataclasses.asdict(recipe).items()},
+        }
+    )
+    result = train_classifier(model, data, recipe, workdir, tracker, prefix=prefix, resume=resume)
+    path = Path(model_path) if model_path else Path(workdir) / MODEL_FILE
+    save_static_model(path, model, arch, {"val_accuracy": result["val_accuracy"]})
+    tracker.log_metrics(
+        {
+            f"{prefix}final_val_accuracy": result["val_accuracy"],
+            f"{prefix}train_wall_time_s": result["wall_time_s"],
+            f"{prefix}train_images_per_s": result["train_images_per_s"],
+        }
+    )
+    return model, {**result, "checkpoint": str(path), "arch": arch.to_dict()}
