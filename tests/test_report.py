@@ -4,11 +4,14 @@ whatever stages ran."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import REPO, cli_env
 from deploy_helpers import compose_cfg, finetuned_run, shared_store, tiny_arch
 from tinyflow.context import RunContext
 from tinyflow.report import DASH, REPORT_JSON, REPORT_MD, write_report
@@ -93,3 +96,38 @@ def test_report_goes_to_the_mlflow_parent_run(quantized, tmp_path_factory: pytes
     assert run.data.tags["fits"] == "yes" and run.data.tags["memory_source"] == "int8 ONNX"
     artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(parent)}
     assert {REPORT_MD, REPORT_JSON} <= artifacts
+
+
+# metrics that measure the host, not the model: they differ from run to run by nature
+_TIMING = ("wall_time", "per_s", "host_latency", "seconds")
+
+
+def _reproducible(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if not any(t in k for t in _TIMING)}
+
+
+@pytest.mark.slow
+def test_same_command_same_seed_same_arch_and_numbers(tmp_path: Path) -> None:
+    """The full pipeline on the debug=fast budget, twice with seed 0 (in parallel, separate MLflow stores): the same
+    arch and the same numbers."""
+    stages = "stages=[space,train,search,finetune,quantize,deploy]"
+    procs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        cmd = [sys.executable, "-m", "tinyflow", stages, "debug=fast", "seed=0", f"hydra.run.dir={out}"]
+        cmd.append(f"tracking.uri=sqlite:///{tmp_path / f'mlflow{i}.db'}")
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    contexts, reports = [], []
+    for i, proc in enumerate(procs):
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err.decode()[-4000:]
+        out = tmp_path / f"run{i}"
+        contexts.append(json.loads((out / "context.json").read_text()))
+        reports.append(json.loads((out / REPORT_JSON).read_text()))
+    first, second = contexts
+    assert first["completed"] == ["space", "train", "search", "finetune", "quantize", "deploy"]
+    assert first["arch"] == second["arch"]
+    assert first["schedule_options"] == second["schedule_options"]
+    assert _reproducible(first["metrics"]) == _reproducible(second["metrics"])
+    for key in ("accuracy_float", "accuracy_int8", "peak_sram_bytes", "arena_bytes", "flash_bytes", "macs"):
+        assert reports[0][key] is not None and reports[0][key] == reports[1][key], key

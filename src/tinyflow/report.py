@@ -135,7 +135,8 @@ def gather(cfg: DictConfig, ctx: RunContext) -> Figures:
     except (TinyflowError, KeyError, TypeError, AttributeError) as exc:
         log.warning("report: no device (%s)", exc)
     if ctx.arch:
-        f.arch = str(ctx.arch.get("name", "arch"))
+        width = (ctx.arch.get("genome") or {}).get("width_mult")
+        f.arch = str(ctx.arch.get("name", "arch")) + (f" w{width:g}" if isinstance(width, int | float) else "")
         f.resolution = ctx.arch.get("resolution")
     f.accuracy_float = _accuracy(m, _FLOAT_ACCURACY_KEYS)
     f.accuracy_int8 = _accuracy(m, ("accuracy_int8",))
