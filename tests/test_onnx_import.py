@@ -203,3 +203,18 @@ def test_old_opset_and_dynamic_shape(tmp_path: Path) -> None:
         from_onnx(dyn)
     g = from_onnx(dyn, input_shape=[1, 4, 8, 8])
     assert g["r"].shape == (1, 4, 8, 8)
+
+
+def test_patch_plan_same_from_onnx_and_arch(mbv2_onnx: Path) -> None:
+    from tinyflow_plugins.schedulers.patch import PatchScheduler
+
+    sched = PatchScheduler(n_patches=4, patch_blocks=5)
+    p_onnx = sched.plan(from_onnx(mbv2_onnx), MemoryConfig())
+    p_arch = sched.plan(from_arch(mobilenetv2(1.0, 224)), MemoryConfig())
+    assert (p_onnx.peak_live_bytes, p_onnx.macs, p_onnx.arena_bytes) == (
+        p_arch.peak_live_bytes,
+        p_arch.macs,
+        p_arch.arena_bytes,
+    )
+    assert list(p_onnx.extra["input_patch_hw"]) == [75, 75]
+    assert 4 * p_onnx.peak_live_bytes <= 1_404_928
