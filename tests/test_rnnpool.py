@@ -321,3 +321,24 @@ def test_ir_names_bind_to_rnnpoolnet_weights():
     refs = [name for node in g for name in node.weights.values()]
     assert refs and all(r in keys or any(k.startswith(r + ".") for k in keys) for r in refs)
     assert g["blocks.6.expand"].block == 7 and "blocks.0.expand" not in g.nodes
+
+
+@pytest.mark.slow
+def test_analyze_app_with_scheduler_rnnpool(run_cli, tmp_path, store_uri):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    args = ("network.width_mult=0.35", "network.resolution=224", "scheduler=rnnpool", "scheduler.stem_channels=8")
+    res = run_cli(*args, "output=json", module="tinyflow.analyze")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    # by hand: the 224x224x3 input, the 28x28x32 pooled output, one 6x6x8 stem patch, (6+6)*8 + 3*8 scratch
+    assert data["peak_live_bytes"] == 224 * 224 * 3 + 28 * 28 * 32 + 6 * 6 * 8 + 120
+    assert data["layer_peak_live_bytes"] == 112 * 112 * (8 + 48)  # MobileNetV2 w0.35: block 1's expand
+    assert data["scheduler"] == "rnnpool" and data["cut"] == 6 and data["rnnpool_patches"] == 784
+    assert data["per_layer"][1]["name"] == "rnnpool" and data["per_layer"][1]["per_patch"]
+    client = MlflowClient(tracking_uri=store_uri)
+    run = client.search_runs([client.get_experiment_by_name("tinyflow").experiment_id], "tags.stage = 'analyze'")[0]
+    assert run.data.metrics["peak_live_bytes"] == data["peak_live_bytes"]
+    assert {"memory_profile.png", "analysis.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
