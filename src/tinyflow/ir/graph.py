@@ -123,6 +123,13 @@ class Graph:
 
     def topological_order(self) -> list[Node]:
         """Nodes in a valid execution order (Kahn's algorithm, stable w.r.t. insertion order)."""
+        seen: set[str] = set()
+        for name, node in self.nodes.items():  # `add` keeps insertion order topological: check, don't sort
+            if not seen.issuperset(node.inputs):
+                break
+            seen.add(name)
+        else:
+            return list(self.nodes.values())
         indeg = {name: len(set(n.inputs)) for name, n in self.nodes.items()}
         cons = self.consumers()
         ready = [name for name, d in indeg.items() if d == 0]

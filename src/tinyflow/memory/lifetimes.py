@@ -113,16 +113,22 @@ def working_sets(steps: Sequence[Node], tensors: Sequence[TensorAlloc], rule: st
         by_buffer.setdefault(t.buffer, []).append(t)
     ws = [0] * n
     if rule == "liveness":
+        diff = [0] * (n + 1)  # single-tensor buffers: a difference array, summed once below
         for members in by_buffer.values():
             if len(members) == 1:
                 t = members[0]
-                for i in range(t.first_step, min(t.last_step, n - 1) + 1):
-                    ws[i] += t.size
+                if t.first_step < n:
+                    diff[t.first_step] += t.size
+                    diff[min(t.last_step, n - 1) + 1] -= t.size
                 continue
             lo = min(t.first_step for t in members)
             hi = min(max(t.last_step for t in members), n - 1)
             for i in range(lo, hi + 1):
                 ws[i] += max((t.size for t in members if t.first_step <= i <= t.last_step), default=0)
+        running = 0
+        for i in range(n):
+            running += diff[i]
+            ws[i] += running
         return ws
     # layer_local: the op's own inputs and output, storage shared by aliases counted once (largest member)
     index = {t.name: t for t in tensors}
