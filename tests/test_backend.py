@@ -3,6 +3,8 @@ host latency, and files/models logged to a real MLflow store."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from onnx import numpy_helper
 
+from conftest import REPO, cli_env
 from deploy_helpers import compose_cfg, finetuned_run, shared_store, tiny_arch
 from tinyflow.context import RunContext
 from tinyflow.deploy.latency import host_latency
@@ -123,3 +126,14 @@ def test_export_is_byte_for_byte_reproducible(quantized, tmp_path: Path) -> None
     _, ctx, model = quantized
     a = export_onnx(model, (1, 1, 16, 16), tmp_path / "a.onnx")
     assert a.read_bytes() == Path(ctx.onnx_path).read_bytes()
+
+
+@pytest.mark.slow
+def test_cli_deploy_first_is_one_clear_paragraph(tmp_path: Path) -> None:
+    """`python -m tinyflow stages=[deploy]`: no model yet → an error paragraph naming the missing stage."""
+    cmd = [sys.executable, "-m", "tinyflow", "stages=[deploy]", "tracking=none", f"hydra.run.dir={tmp_path}"]
+    res = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    text = " ".join(res.stderr.replace("│", " ").split())  # the panel wraps lines
+    assert "stage 'deploy' needs model_checkpoint from stage 'finetune'" in text
+    assert "Traceback" not in res.stderr
