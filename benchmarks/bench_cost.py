@@ -72,6 +72,10 @@ def main() -> None:
 
     subset = archs[: max(1, len(archs) // 10)]
     fast = rate(lambda a: arch_cost(a, memory), archs)
+    cpu0 = time.process_time()
+    for a in archs:
+        arch_cost(a, memory)
+    fast_cpu = len(archs) / (time.process_time() - cpu0)  # per CPU-second: robust to a shared machine
     ir = rate(ir_path, subset)
     full = rate(lambda a: layer_plan(from_arch(a), memory), subset, repeat=1)
 
@@ -86,7 +90,7 @@ def main() -> None:
 
     print(f"{len(archs)} random MCUNet-space archs over {len(WIDTHS)}x{len(RESOLUTIONS)} (w, r) cells; {where}")
     print(f"  sampling archs              {sample_rate:10,.0f} archs/s")
-    print(f"  fast path (arch_cost)       {fast:10,.0f} archs/s")
+    print(f"  fast path (arch_cost)       {fast:10,.0f} archs/s   ({fast_cpu:,.0f} per CPU-second)")
     print(f"  IR path (from_arch+MACs+peak){ir:9,.0f} archs/s   fast / IR = {fast / ir:.1f}x")
     print(f"  full layer plan (+arena)    {full:10,.0f} archs/s   fast / full = {fast / full:.1f}x")
     print(
