@@ -418,7 +418,7 @@ class OfaTrainer:
         seed_all(self.options.seed)
         module = OfaModule(space, phases, self.options, data)
         if self.options.channels_last:
-            module.supernet.to(memory_format=torch.channels_last)
+            _channels_last(module.supernet)
         spawn = self._spawns()
         module.tracker = None if spawn else tracker
         trainer = make_trainer(
@@ -529,6 +529,16 @@ class OfaTrainer:
         net = self.module.supernet.extract(arch)
         recalibrate_bn(net, ev.calibration_batches(arch.resolution))
         return net.eval()
+
+
+def _channels_last(net: torch.nn.Module) -> None:
+    """NHWC weights; weights with a size-1 channel dim (depthwise k×k, 1×1 convs) are the same bytes either way,
+    and keeping them contiguous keeps DDP's gradient buckets in the layout autograd produces."""
+    net.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.ndim == 4 and (p.shape[1] == 1 or p.shape[2:] == (1, 1)):
+                p.data = p.data.contiguous()
 
 
 def _launched_externally() -> bool:
