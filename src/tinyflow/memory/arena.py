@@ -1,6 +1,7 @@
 """Arena placement: an offset for every buffer so that buffers alive at the same step never overlap.
 
-A buffer is (name, size bytes, first step, last step), both steps inclusive. Algorithms
+A buffer is (name, size bytes, first step, last step[, pieces]), steps inclusive; pieces give its occupancy
+over time when that changes. Algorithms
 (`memory.arena_algorithm`):
 - `first_fit_decreasing` (baseline): largest buffer first, each at the lowest offset free over its lifetime.
 - `greedy_by_breadth`: visit steps from the busiest (largest total live size) down, placing that step's
@@ -12,44 +13,76 @@ A buffer is (name, size bytes, first step, last step), both steps inclusive. Alg
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from tinyflow.errors import ConfigError, TinyflowError
 from tinyflow.memory.plan import TensorAlloc
 
-BufferSpec = tuple[str, int, int, int]  # name, size, first, last
+# (name, size, first step, last step) or (name, size, first, last, segments): `segments` are (first, last, bytes)
+# pieces when the buffer's occupancy changes over its life (an in-place stride-2 depthwise output fills only the
+# front of its input's buffer); size = the largest piece
+BufferSpec = tuple
 
 
 class PlanError(TinyflowError):
     """A plan is inconsistent (two live tensors overlap in the arena, or a tensor has no offset)."""
 
 
-def _free_gaps(busy: list[tuple[int, int]]) -> Iterable[tuple[int, int]]:
-    """Gaps (start, end) between sorted busy intervals; the last gap is open-ended (end = -1)."""
-    cursor = 0
-    for lo, hi in sorted(busy):
-        if lo > cursor:
-            yield cursor, lo
-        cursor = max(cursor, hi)
-    yield cursor, -1
+Segments = tuple[tuple[int, int, int], ...]
 
 
-def _busy(placed: list[tuple[int, int, int, int]], first: int, last: int) -> list[tuple[int, int]]:
-    return [(off, off + size) for off, size, f, la in placed if f <= last and first <= la]
+def _segments(b: Sequence) -> Segments:  # type: ignore[type-arg]
+    return tuple(b[4]) if len(b) > 4 and b[4] else ((b[2], b[3], b[1]),)
+
+
+def _forbidden(placed: list[tuple[int, Segments]], segs: Segments) -> list[tuple[int, int]]:
+    """Open intervals (a, b) of offsets where a buffer with pieces `segs` would hit a placed one."""
+    out = []
+    for off, other in placed:
+        for f1, l1, s1 in segs:
+            if s1 <= 0:
+                continue
+            for f2, l2, s2 in other:
+                if s2 > 0 and f1 <= l2 and f2 <= l1:
+                    out.append((off - s1, off + s2))
+    out.sort()
+    return out
+
+
+def _lowest(forbidden: list[tuple[int, int]], start: int = 0) -> int:
+    o = start
+    for a, b in forbidden:  # sorted by a: one pass suffices
+        if a < o < b:
+            o = b
+    return o
+
+
+def _feasible(forbidden: list[tuple[int, int]], o: int) -> bool:
+    return not any(a < o < b for a, b in forbidden)
+
+
+def _best_fit(forbidden: list[tuple[int, int]]) -> int:
+    """The feasible offset (0 or just past an obstacle) with the least room before the next obstacle."""
+    best: tuple[int, int] | None = None  # (slack, offset)
+    for o in sorted({0, *(b for _, b in forbidden if b > 0)}):
+        if not _feasible(forbidden, o):
+            continue
+        ahead = [a - o for a, _ in forbidden if a >= o]
+        if ahead and (best is None or min(ahead) < best[0]):
+            best = (min(ahead), o)
+    return best[1] if best is not None else _lowest(forbidden)
 
 
 def first_fit_decreasing(buffers: Sequence[BufferSpec]) -> dict[str, int]:
     offsets: dict[str, int] = {}
-    placed: list[tuple[int, int, int, int]] = []
-    for name, size, first, last in sorted(buffers, key=lambda b: (-b[1], b[2], b[0])):
-        if size <= 0:
-            offsets[name] = 0
+    placed: list[tuple[int, Segments]] = []
+    for b in sorted(buffers, key=lambda b: (-b[1], b[2], b[0])):
+        if b[1] <= 0:
+            offsets[b[0]] = 0
             continue
-        for lo, hi in _free_gaps(_busy(placed, first, last)):
-            if hi < 0 or hi - lo >= size:
-                offsets[name] = lo
-                break
-        placed.append((offsets[name], size, first, last))
+        segs = _segments(b)
+        offsets[b[0]] = _lowest(_forbidden(placed, segs))
+        placed.append((offsets[b[0]], segs))
     return offsets
 
 
@@ -60,27 +93,23 @@ def greedy_by_breadth(buffers: Sequence[BufferSpec]) -> dict[str, int]:
     breadth = [0] * n_steps
     live_at: list[list[BufferSpec]] = [[] for _ in range(n_steps)]
     for b in buffers:
+        for f, la, size in _segments(b):
+            for i in range(f, la + 1):
+                breadth[i] += size
         for i in range(b[2], b[3] + 1):
-            breadth[i] += b[1]
             live_at[i].append(b)
     offsets: dict[str, int] = {}
-    placed: list[tuple[int, int, int, int]] = []
+    placed: list[tuple[int, Segments]] = []
     for step in sorted(range(n_steps), key=lambda i: (-breadth[i], i)):
-        for name, size, first, last in sorted(live_at[step], key=lambda b: (-b[1], b[2], b[0])):
-            if name in offsets:
+        for b in sorted(live_at[step], key=lambda b: (-b[1], b[2], b[0])):
+            if b[0] in offsets:
                 continue
-            if size <= 0:
-                offsets[name] = 0
+            if b[1] <= 0:
+                offsets[b[0]] = 0
                 continue
-            best: tuple[int, int] | None = None  # (gap size, offset)
-            end = 0
-            for lo, hi in _free_gaps(_busy(placed, first, last)):
-                if hi < 0:
-                    end = lo
-                elif hi - lo >= size and (best is None or hi - lo < best[0]):
-                    best = (hi - lo, lo)
-            offsets[name] = best[1] if best is not None else end
-            placed.append((offsets[name], size, first, last))
+            segs = _segments(b)
+            offsets[b[0]] = _best_fit(_forbidden(placed, segs))
+            placed.append((offsets[b[0]], segs))
     return offsets
 
 
@@ -109,7 +138,7 @@ def place(buffers: Sequence[BufferSpec], algorithm: str = "first_fit_decreasing"
 
 
 def arena_size(buffers: Sequence[BufferSpec], offsets: dict[str, int]) -> int:
-    return max((offsets[name] + size for name, size, _, _ in buffers), default=0)
+    return max((offsets[b[0]] + b[1] for b in buffers), default=0)
 
 
 def assign_offsets(tensors: Sequence[TensorAlloc], offsets: dict[str, int]) -> None:

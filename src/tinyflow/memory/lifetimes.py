@@ -45,18 +45,31 @@ class Lifetimes:
     def peak_layer(self) -> str:
         return self.steps[self.peak_step].name if self.steps else ""
 
-    def buffers(self) -> list[tuple[str, int, int, int]]:
-        """(buffer name, size = largest member, first step, last step) per buffer, for arena placement."""
-        agg: dict[str, list[int]] = {}
+    def buffers(self) -> list[tuple[str, int, int, int, tuple[tuple[int, int, int], ...]]]:
+        """(name, size = largest occupancy, first step, last step, pieces) per buffer, for arena placement.
+
+        Pieces are (first, last, bytes) runs of the buffer's occupancy: the largest live member at each step (an
+        in-place stride-2 depthwise output holds only the front of its input's buffer)."""
+        groups: dict[str, list[TensorAlloc]] = {}
         for t in self.tensors:
-            b = agg.get(t.buffer)
-            if b is None:
-                agg[t.buffer] = [t.size, t.first_step, t.last_step]
+            groups.setdefault(t.buffer, []).append(t)
+        out = []
+        for name, members in groups.items():
+            first = min(t.first_step for t in members)
+            last = max(t.last_step for t in members)
+            if len(members) == 1:
+                pieces: tuple[tuple[int, int, int], ...] = ((first, last, members[0].size),)
             else:
-                b[0] = max(b[0], t.size)
-                b[1] = min(b[1], t.first_step)
-                b[2] = max(b[2], t.last_step)
-        return [(name, s, f, la) for name, (s, f, la) in agg.items()]
+                runs: list[list[int]] = []
+                for i in range(first, last + 1):
+                    size = max((t.size for t in members if t.first_step <= i <= t.last_step), default=0)
+                    if runs and runs[-1][2] == size:
+                        runs[-1][1] = i
+                    else:
+                        runs.append([i, i, size])
+                pieces = tuple((a, b, c) for a, b, c in runs)
+            out.append((name, max(p[2] for p in pieces), first, last, pieces))
+        return out
 
 
 def tensor_bytes(node: Node, memory: MemoryConfig) -> int:
