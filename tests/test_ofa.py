@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,7 @@ def test_resume_after_first_phase_continues_and_mlflow_holds_both_parts(tmp_path
 
 def test_evaluate_equals_extracted_static_subnet(tmp_path, data):
     space = tiny_space()
-    t = trainer()
+    t = trainer(resolutions=[12, 16])  # elastic resolution: random subnets train at 12 or 16
     result = t.fit(space, data, str(tmp_path), NullTracker())
     assert set(result) >= {"val_acc_largest", "val_acc_smallest", "val_acc_random", "checkpoint"}
     rng = random.Random(1)
@@ -118,6 +119,12 @@ def test_evaluate_equals_extracted_static_subnet(tmp_path, data):
         assert t.evaluate(arch) == acc  # cached
         static = t.extract(arch)
         assert evaluate_accuracy(static, data.val_dataloader()) == pytest.approx(acc, abs=1e-9)
+    small = replace(space.sample(rng), resolution=12)
+    static = t.extract(small)
+    data.set_resolution(12)
+    assert evaluate_accuracy(static, data.val_dataloader()) == pytest.approx(t.evaluate(small), abs=1e-9)
+    data.set_resolution(16)
+    assert t.module.step_archs(t.module.phases[1], 0)[2].resolution in (12, 16)
     # the finetune path: from the checkpoint alone, recalibrated on the same batches
     arch = space.min_arch()
     calib = t.module.evaluator.calibration_batches(arch.resolution)
