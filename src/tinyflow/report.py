@@ -148,7 +148,7 @@ def gather(cfg: DictConfig, ctx: RunContext) -> Figures:
         f.memory_source = "schedule plan"
     f.peak_sram_bytes = _first(m.get("peak_sram_bytes"), plan.get("peak_live_bytes"))
     f.arena_bytes = _first(m.get("arena_bytes"), plan.get("arena_bytes"))
-    f.flash_bytes = _first(m.get("flash_bytes"), plan.get("flash_bytes"))
+    f.flash_bytes = _first(m.get("flash_bytes"), plan.get("model_flash_bytes"), plan.get("flash_bytes"))
     f.macs = _first(m.get("macs"), plan.get("macs"))
     f.params = _first(m.get("params"), plan.get("params"))
     f.latency_ms = m.get("latency_ms")
