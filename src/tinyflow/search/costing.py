@@ -4,8 +4,9 @@
   the IR + layer plan, thousands of archs per second.
 - any other scheduler (e.g. `patch`, or joint search's per-candidate patch options): the IR and the
   scheduler's own plan; MACs then include the plan's recomputation (patch overlap).
-Peak SRAM is the plan's `peak_live_bytes` under the run's memory conventions; the final choice is verified
-against the real arena layout by `verify_plan`.
+Peak SRAM is the plan's `peak_live_bytes` (the lower bound, `metric="peak_live"`: fast) or its placed
+`arena_bytes` (`metric="arena"`: every candidate planned, what the device must really hold). Either way the
+search stage verifies its final choice against the real arena layout (`verify_plan`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class SchedulerCosts:
     `make_scheduler(options)` builds the scheduler plugin with those options (joint search) or ignores them.
     With `fast_layer=True` and no options, the fast layer path is used instead of a plan.
     `latency`/`energy`: add MicroNets latency and energy for `device` (needed only for those budgets).
+    `metric`: `peak_live` or `arena` (see the module docstring).
     """
 
     memory: MemoryConfig
@@ -44,8 +46,13 @@ class SchedulerCosts:
     fast_layer: bool = False
     device: Device | None = None
     latency: bool = False
+    metric: str = "peak_live"
 
     def __post_init__(self) -> None:
+        if self.metric not in ("peak_live", "arena"):
+            from tinyflow.errors import ConfigError
+
+            raise ConfigError(f"strategy.memory_metric must be 'peak_live' or 'arena', got '{self.metric}'.")
         self._schedulers: dict[tuple[tuple[str, int], ...], Any] = {}
         self._fast = fast_layer_costs(self.memory)
 
@@ -63,14 +70,15 @@ class SchedulerCosts:
 
     def __call__(self, arch: Arch, options: dict[str, int] | None = None) -> Costs:
         options = options or {}
-        if self.fast_layer and not options:
+        if self.fast_layer and not options and self.metric == "peak_live":
             c = self._fast(arch)
         else:
             from tinyflow.ir import from_arch
 
             graph = from_arch(arch)
             plan = self.scheduler(options).plan(graph, self.memory)
-            c = Costs(peak_sram=int(plan.peak_live_bytes), flash=int(model_flash_bytes(graph)), macs=int(plan.macs))
+            peak = plan.arena_bytes if self.metric == "arena" else plan.peak_live_bytes
+            c = Costs(peak_sram=int(peak), flash=int(model_flash_bytes(graph)), macs=int(plan.macs))
         if self.latency and self.device is not None:
             c = Costs(c.peak_sram, c.flash, c.macs, latency_ms(c.macs, self.device), energy_mj(c.macs, self.device))
         return c

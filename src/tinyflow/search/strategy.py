@@ -26,11 +26,14 @@ class SearchSettings:
     latency_budget_ms: float | None = None
     energy_budget_mj: float | None = None
     predictor: dict[str, Any] = field(default_factory=dict)
+    memory_metric: str = "peak_live"  # or "arena": constrain the placed arena (every candidate planned; slower)
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.objective not in ("supernet", "predictor"):
             raise ConfigError(f"strategy.objective must be 'supernet' or 'predictor', got '{self.objective}'.")
+        if self.memory_metric not in ("peak_live", "arena"):
+            raise ConfigError(f"strategy.memory_metric must be 'peak_live' or 'arena', got '{self.memory_metric}'.")
         for name in ("n_patches_choices", "patch_blocks_choices"):
             values = list(getattr(self, name))
             if any(int(v) < 1 for v in values):

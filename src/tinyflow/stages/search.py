@@ -66,7 +66,10 @@ def make_costs(cfg: DictConfig, settings: SearchSettings, device: Any) -> tuple[
         return build_plugin(cfg, "scheduler", **options) if options else scheduler
 
     timed = settings.latency_budget_ms is not None or settings.energy_budget_mj is not None
-    return SchedulerCosts(memory, make, fast_layer=name == "layer", device=device, latency=timed), name
+    costs = SchedulerCosts(
+        memory, make, fast_layer=name == "layer", device=device, latency=timed, metric=settings.memory_metric
+    )
+    return costs, name
 
 
 class _EvalProgress:
