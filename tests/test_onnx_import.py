@@ -218,3 +218,17 @@ def test_patch_plan_same_from_onnx_and_arch(mbv2_onnx: Path) -> None:
     )
     assert list(p_onnx.extra["input_patch_hw"]) == [75, 75]
     assert 4 * p_onnx.peak_live_bytes <= 1_404_928
+
+
+@pytest.mark.slow
+def test_dynamo_export_imports_with_structural_blocks(tmp_path: Path) -> None:
+    """torch.export-based ONNX (opset 20, ReduceMean + Reshape, names without module paths)."""
+    from tinyflow.nn.static import StaticNet
+
+    arch = mobilenetv2(0.35, 32, num_classes=10)
+    path = tmp_path / "dyn.onnx"
+    torch.onnx.export(StaticNet(arch).eval(), (torch.randn(1, 3, 32, 32),), str(path), dynamo=True)
+    g, ga = from_onnx(path), from_arch(arch)
+    assert g.macs() == ga.macs() and g.params() == ga.params()
+    assert [n.block for n in g] == [n.block for n in ga]
+    assert layer_plan(g, MemoryConfig()).peak_live_bytes == layer_plan(ga, MemoryConfig()).peak_live_bytes
