@@ -77,7 +77,7 @@ def _median_layer_peak(space, n: int = 60) -> int:
 def test_search_stage_picks_a_fitting_arch(supernet, tmp_path):
     space, ckpt = supernet
     budget = _median_layer_peak(space)
-    cfg = compose_cfg(*_device_overrides(budget), "scheduler=layer")
+    cfg = compose_cfg(*_device_overrides(budget), "scheduler=layer", "strategy.objective=supernet")
     from tinyflow.stages.search import run
 
     ctx = RunContext(output_dir=str(tmp_path), supernet_checkpoint=ckpt)
@@ -89,6 +89,7 @@ def test_search_stage_picks_a_fitting_arch(supernet, tmp_path):
     assert plan.arena_bytes <= device.sram_budget_bytes
     summary = json.loads((tmp_path / "search" / "search_summary.json").read_text())
     assert summary["n_evaluations"] == 30  # debug=fast budget, distinct archs
+    assert summary["search_score"] == pytest.approx(summary["supernet_val_accuracy"])  # the supernet was the objective
     assert summary["plan_arena_bytes"] == plan.arena_bytes
     assert 0.0 <= ctx.metrics["search_val_accuracy"] <= 1.0
     hist = json.loads((tmp_path / "search" / "history.json").read_text())

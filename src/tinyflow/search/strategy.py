@@ -19,7 +19,7 @@ class SearchSettings:
     `predictor.n_samples` supernet-measured archs). joint: also search the patch scheduler's options (MCUNetV2).
     """
 
-    objective: str = "supernet"
+    objective: str = "predictor"
     joint: bool = False
     n_patches_choices: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     patch_blocks_choices: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
