@@ -133,3 +133,22 @@ def test_mcunet_network_from_arch_json(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"network.depths"):
         mcunet(depths=[9, 9, 9, 9, 9])
     assert mcunet().genome["kernels"] == [7] * 20  # no genome, no seed: the largest arch
+
+
+@pytest.mark.slow
+def test_schedule_stage_in_the_pipeline(run_cli, tmp_path: Path, store_uri: str) -> None:  # type: ignore[no-untyped-def]
+    """`python -m tinyflow stages=[schedule]` resuming a run whose context holds a searched arch."""
+    prev = tmp_path / "prev"
+    RunContext(output_dir=str(prev), arch=mobilenetv2(0.35, 96, num_classes=10).to_dict()).save()
+    res = run_cli("stages=[schedule]", f"resume={prev}", "scheduler=patch", "scheduler.n_patches=2")
+    assert res.returncode == 0, res.stderr
+    ctx = RunContext.load(tmp_path / "run")
+    assert ctx.plan["scheduler"] == "patch" and ctx.plan["n_patches"] == 2 and ctx.plan["source"] == "arch"
+    assert Path(ctx.artifacts["plan"]).is_file()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store_uri)
+    exp = client.get_experiment_by_name("tinyflow")
+    (run,) = client.search_runs([exp.experiment_id], filter_string="tags.stage = 'schedule'")
+    assert run.data.metrics["peak_live_bytes"] == ctx.plan["peak_live_bytes"]
+    assert "memory_profile.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
