@@ -232,3 +232,26 @@ def test_dynamo_export_imports_with_structural_blocks(tmp_path: Path) -> None:
     assert g.macs() == ga.macs() and g.params() == ga.params()
     assert [n.block for n in g] == [n.block for n in ga]
     assert layer_plan(g, MemoryConfig()).peak_live_bytes == layer_plan(ga, MemoryConfig()).peak_live_bytes
+
+
+def test_pad_folds_into_conv_and_softmax(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    inits = {"w": rng.standard_normal((4, 3, 3, 3)), "pads": np.array([0, 0, 1, 1, 0, 0, 2, 2])}
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["xp"], name="pad"),
+        helper.make_node("Conv", ["xp", "w"], ["c"], name="conv", strides=[2, 2]),
+        helper.make_node("LeakyRelu", ["c"], ["a"], name="lrelu", alpha=0.1),
+        helper.make_node("Softmax", ["a"], ["y"], name="softmax", axis=1),
+    ]
+    g = from_onnx(_save(tmp_path, nodes, inits, [1, 3, 9, 9], [1, 4, 5, 5]))
+    conv = g["conv"]
+    assert conv.attrs["padding"] == (1, 1, 2, 2) and conv.inputs == ("x",)
+    assert conv.attrs["act"] == "leakyrelu" and g["softmax"].op == "act"
+    assert g["softmax"].shape == (1, 4, 5, 5)  # (9 + 1 + 2 - 3) // 2 + 1
+    # a Pad read by something else than a conv is refused, naming the node
+    bad = [
+        helper.make_node("Pad", ["x", "pads"], ["xp"], name="pad2"),
+        helper.make_node("Relu", ["xp"], ["y"], name="r"),
+    ]
+    with pytest.raises(OnnxImportError, match=r"node 'pad2' \(Pad\)"):
+        from_onnx(_save(tmp_path, bad, inits, [1, 3, 9, 9], [1, 3, 12, 12], name="bad"))

@@ -59,6 +59,10 @@ SUPPORTED = [
     "Identity",
     "Dropout",
     "Constant",
+    "Pad",
+    "Softmax",
+    "LeakyRelu",
+    "Tanh",
 ]
 _PASS = {"Identity", "Dropout", "QuantizeLinear", "DequantizeLinear"}
 _BLOCK_RE = re.compile(r"(?:^|[/._])blocks[./_](\d+)(?:[/._]|$)")
@@ -129,6 +133,7 @@ class _Importer:
                     self.consumers[i].append(n)
         self.graph_outputs = {o.name for o in g.output}
         self.tensor_node: dict[str, str] = {}  # onnx tensor -> IR node producing it
+        self.pending_pad: dict[str, tuple[str, tuple[int, int, int, int]]] = {}  # Pad output -> (input, t/l/b/r)
         self.ir = Graph(Path(path).stem)
         self.ir.meta["onnx_path"] = str(path)
         self.input_shape = input_shape
@@ -275,9 +280,35 @@ class _Importer:
             return
         self.tensor_node[node.output[0]] = self.src(node, x).name
 
+    def op_Pad(self, node: Any) -> None:
+        """A zero Pad that only convolutions read folds into their padding (TF-converted models)."""
+        a = _attrs(node)
+        mode = a.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        pads = [int(v) for v in self.const(node, node.input[1], "pads").tolist()] if len(node.input) > 1 else []
+        value = 0.0
+        if len(node.input) > 2 and node.input[2]:
+            value = float(np.asarray(self.const(node, node.input[2], "constant_value")).reshape(-1)[0])
+        if len(node.input) > 3 and node.input[3]:
+            raise self.fail(node, "Pad with an `axes` input is not supported")
+        readers = self.readers(node.output[0])
+        if mode != "constant" or value != 0.0 or len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)):
+            raise self.fail(node, f"only a zero, spatial Pad is supported (mode {mode}, value {value}, pads {pads})")
+        if not readers or any(r is None or r.op_type != "Conv" for r in readers):
+            raise self.fail(node, "a Pad is supported only when convolutions alone read its output")
+        self.src(node, node.input[0])
+        self.pending_pad[node.output[0]] = (node.input[0], (pads[2], pads[3], pads[6], pads[7]))
+
     def op_Conv(self, node: Any) -> None:
         a = _attrs(node)
-        x = self.src(node, node.input[0])
+        pre_pad = (0, 0, 0, 0)
+        if node.input[0] in self.pending_pad:
+            src, pre_pad = self.pending_pad[node.input[0]]
+            if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+                raise self.fail(node, "a Pad before a Conv with auto_pad is not supported")
+            x = self.src(node, src)
+        else:
+            x = self.src(node, node.input[0])
         w = self.const(node, node.input[1], "weight")
         if w.ndim != 4:
             raise self.fail(node, f"only 2-D convolutions are supported (weight shape {list(w.shape)})")
@@ -300,7 +331,7 @@ class _Importer:
             "in_channels": int(w.shape[1]) * int(a.get("group", 1)),
             "kernel": (kh, kw),
             "stride": (int(strides[0]), int(strides[1])),
-            "padding": (int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])),
+            "padding": tuple(int(pads[i]) + pre_pad[i] for i in range(4)),
             "groups": int(a.get("group", 1)),
             "dilation": (int(dil[0]), int(dil[1])),
             "act": None,
@@ -397,6 +428,16 @@ class _Importer:
 
     def op_Sigmoid(self, node: Any) -> None:
         self._act(node, "sigmoid")
+
+    def op_Tanh(self, node: Any) -> None:
+        self._act(node, "tanh")
+
+    def op_LeakyRelu(self, node: Any) -> None:
+        self._act(node, "leakyrelu", {"alpha": float(_attrs(node).get("alpha", 0.01))})
+
+    def op_Softmax(self, node: Any) -> None:
+        x = self.src(node, node.input[0])
+        self.add(node, "act", [x.name], {"fn": "softmax", "axis": int(_attrs(node).get("axis", -1))})
 
     def op_HardSigmoid(self, node: Any) -> None:
         a = _attrs(node)

@@ -269,7 +269,19 @@ class GlobalAvgPool(OpKind):
         return (x[0], x[1], 1, 1)
 
 
-ACTIVATIONS = ("relu", "relu6", "hardswish", "sigmoid", "clip", "identity")
+ACTIVATIONS = (
+    "relu",
+    "relu6",
+    "hardswish",
+    "hardsigmoid",
+    "sigmoid",
+    "tanh",
+    "leakyrelu",
+    "clip",
+    "softmax",
+    "add_const",
+    "mul_const",
+)
 
 
 @register_op
