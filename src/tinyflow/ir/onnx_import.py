@@ -1,8 +1,9 @@
 """Import an ONNX file (opset >= 13) into the network IR, using ONNX shape inference as a cross-check.
 
 Supported: Conv, Gemm, MatMul (constant right operand), Add, Mul, Concat, Relu, Clip, HardSwish, HardSigmoid,
-Sigmoid, MaxPool, AveragePool, GlobalAveragePool, ReduceMean over H and W, Flatten, Reshape (constant shape),
-BatchNormalization, QuantizeLinear / DequantizeLinear, Identity, Dropout, Constant.
+Sigmoid, Tanh, LeakyRelu, Softmax, MaxPool, AveragePool, GlobalAveragePool, ReduceMean over H and W, Flatten,
+Reshape (constant shape), BatchNormalization, Pad (zero, read only by convs: folded into their padding),
+QuantizeLinear / DequantizeLinear, Identity, Dropout, Constant. Anything else is an error naming the op and node.
 
 Folding, as an int8 runtime executes the model:
 - BatchNormalization after a conv folds into it; an activation after a conv / linear is fused into it (when the
