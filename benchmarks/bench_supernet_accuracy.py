@@ -27,15 +27,12 @@ from tinyflow.stages.train import run as train_stage
 from tinyflow.training.evaluation import evaluate_accuracy
 
 
-def other_calibration(data, n_batches: int, seed: int) -> list[torch.Tensor]:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        out = []
-        for x, _ in data.train_dataloader():
-            out.append(x)
-            if len(out) >= n_batches:
-                break
-    return out
+def other_calibration(data, n_images: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    """Un-augmented train images other than the evaluator's (another seeded draw), in batches."""
+    ds = data.split("train")
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n_images]
+    x, _ = data.transform(train=False)(ds.__getitems__(idx.tolist()))
+    return list(x.split(batch_size))
 
 
 def main(overrides: list[str]) -> None:
@@ -60,7 +57,7 @@ def main(overrides: list[str]) -> None:
     for name, arch in archs.items():
         acc = trainer.evaluate(arch, "val")
         data.set_resolution(arch.resolution)
-        calib = other_calibration(data, trainer.options.recalib_batches, seed=999)
+        calib = other_calibration(data, trainer.options.recalib_batches * data.batch_size, data.batch_size, seed=999)
         static = extract_subnet(ctx.supernet_checkpoint, arch, calib)
         static_acc = evaluate_accuracy(static, data.val_dataloader())
         diff = 100 * abs(static_acc - acc)

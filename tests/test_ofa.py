@@ -18,7 +18,7 @@ from tinyflow.errors import CheckpointError, ConfigError
 from tinyflow.nn.supernet_checkpoint import CKPT_KEY, extract_subnet, load_supernet, read_checkpoint
 from tinyflow.tracking import MlflowTracker, NullTracker
 from tinyflow.training.evaluation import evaluate_accuracy
-from tinyflow_plugins.data import Mnist5kData
+from tinyflow_plugins.data import DigitsData
 from tinyflow_plugins.search_spaces import McunetSpace
 from tinyflow_plugins.trainers.ofa import OfaModule, OfaOptions, OfaTrainer, Phase, parse_phases, scale_epochs
 
@@ -50,8 +50,8 @@ def tiny_space(**kw) -> McunetSpace:
 
 
 @pytest.fixture(scope="module")
-def data() -> Mnist5kData:
-    d = Mnist5kData(batch_size=32, eval_batch_size=100, max_train_samples=160, max_eval_samples=100, seed=0)
+def data() -> DigitsData:
+    d = DigitsData(batch_size=32, eval_batch_size=100, max_train_samples=160, max_eval_samples=100, seed=0)
     d.setup()
     return d
 
