@@ -173,3 +173,30 @@ def test_space_stage_nothing_fits(tmp_path):
 
     with pytest.raises(BudgetError, match=r"Smallest peak SRAM seen: \d+ B .* closest cell: w=0.25, r=12"):
         run(cfg, RunContext(output_dir=str(tmp_path)))
+
+
+def test_latency_budget_through_the_cost_model_plugin():
+    import random
+
+    from search_toys import toy_accuracy
+    from tinyflow.search.problem import Budgets, SearchProblem
+    from tinyflow.search.strategy import SearchSettings
+    from tinyflow.stages.search import make_costs
+    from tinyflow_plugins.strategies.evolution import EvolutionStrategy
+
+    cfg = compose_cfg("cost_model=micronets", "device=stm32f746")
+    space = build_plugin(cfg, "search_space")
+    device = build_device(cfg)
+    settings = SearchSettings(latency_budget_ms=1.0)
+    costs, _ = make_costs(cfg, settings, device)
+    cost_model = build_plugin(cfg, "cost_model")
+    rng = random.Random(0)
+    lats = sorted(cost_model.estimate(from_arch(space.sample(rng)), device).latency_ms for _ in range(40))
+    budget = lats[len(lats) // 2]
+    problem = SearchProblem(space, toy_accuracy, costs, Budgets(latency_ms=budget))
+    res = EvolutionStrategy(population=10, iterations=3).search(problem, random.Random(1))
+    assert all(r["latency_ms"] <= budget for r in res.extra["evaluated"])
+    assert cost_model.estimate(from_arch(res.best), device).latency_ms <= budget
+    with pytest.raises(ConfigError, match="cost_model=micronets"):
+        p2 = SearchProblem(space, toy_accuracy, make_costs(compose_cfg(), settings, device)[0], Budgets(latency_ms=1.0))
+        p2.feasible(p2.sample(rng))

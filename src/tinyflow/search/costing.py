@@ -17,7 +17,7 @@ from typing import Any
 
 from tinyflow.arch.genome import Arch
 from tinyflow.contracts import Device, MemoryConfig
-from tinyflow.cost import arch_cost, energy_mj, latency_ms, model_flash_bytes
+from tinyflow.cost import arch_cost, model_flash_bytes
 from tinyflow.search.problem import Costs
 
 
@@ -37,7 +37,8 @@ class SchedulerCosts:
 
     `make_scheduler(options)` builds the scheduler plugin with those options (joint search) or ignores them.
     With `fast_layer=True` and no options, the fast layer path is used instead of a plan.
-    `latency`/`energy`: add MicroNets latency and energy for `device` (needed only for those budgets).
+    `cost_model` (a cost model plugin) adds latency and energy on `device` (needed only for those budgets); a
+    patch plan's recomputed MACs scale them (the cost models are linear in MACs, MicroNets).
     `metric`: `peak_live` or `arena` (see the module docstring).
     """
 
@@ -45,7 +46,7 @@ class SchedulerCosts:
     make_scheduler: Callable[[dict[str, int]], Any] | None = None
     fast_layer: bool = False
     device: Device | None = None
-    latency: bool = False
+    cost_model: Any = None
     metric: str = "peak_live"
 
     def __post_init__(self) -> None:
@@ -70,6 +71,7 @@ class SchedulerCosts:
 
     def __call__(self, arch: Arch, options: dict[str, int] | None = None) -> Costs:
         options = options or {}
+        graph = None
         if self.fast_layer and not options and self.metric == "peak_live":
             c = self._fast(arch)
         else:
@@ -79,8 +81,14 @@ class SchedulerCosts:
             plan = self.scheduler(options).plan(graph, self.memory)
             peak = plan.arena_bytes if self.metric == "arena" else plan.peak_live_bytes
             c = Costs(peak_sram=int(peak), flash=int(model_flash_bytes(graph)), macs=int(plan.macs))
-        if self.latency and self.device is not None:
-            c = Costs(c.peak_sram, c.flash, c.macs, latency_ms(c.macs, self.device), energy_mj(c.macs, self.device))
+        if self.cost_model is not None and self.device is not None:
+            from tinyflow.ir import from_arch
+
+            report = self.cost_model.estimate(graph if graph is not None else from_arch(arch), self.device)
+            scale = c.macs / report.macs if report.macs else 1.0
+            lat = None if report.latency_ms is None else report.latency_ms * scale
+            energy = None if report.energy_mj is None else report.energy_mj * scale
+            c = Costs(c.peak_sram, c.flash, c.macs, lat, energy)
         return c
 
 

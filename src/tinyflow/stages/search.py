@@ -67,7 +67,12 @@ def make_costs(cfg: DictConfig, settings: SearchSettings, device: Any) -> tuple[
 
     timed = settings.latency_budget_ms is not None or settings.energy_budget_mj is not None
     costs = SchedulerCosts(
-        memory, make, fast_layer=name == "layer", device=device, latency=timed, metric=settings.memory_metric
+        memory,
+        make,
+        fast_layer=name == "layer",
+        device=device,
+        cost_model=build_plugin(cfg, "cost_model") if timed else None,
+        metric=settings.memory_metric,
     )
     return costs, name
 
