@@ -175,6 +175,15 @@ def test_phase_config_errors_name_the_field():
         OfaTrainer(phases=PHASES, learning_rate=0.1)
 
 
+def test_fit_input_errors(tmp_path, data):
+    with pytest.raises(ConfigError, match="batch_size"):
+        trainer(batch_size=1).fit(tiny_space(), data, str(tmp_path), NullTracker())
+    with pytest.raises(ConfigError, match="num_classes"):
+        trainer().fit(tiny_space(num_classes=1000), data, str(tmp_path), NullTracker())
+    with pytest.raises(ConfigError, match="evaluate"):
+        trainer().evaluate(tiny_space().max_arch())
+
+
 def test_scale_epochs_spreads_a_total_budget():
     phases = [Phase("a", 6, 0.1), Phase("b", 2, 0.1), Phase("c", 2, 0.1), Phase("d", 3, 0.1)]
     assert [p.epochs for p in scale_epochs(phases, None)] == [6, 2, 2, 3]

@@ -207,6 +207,7 @@ class OfaOptions:
     dropout: float = 0.0
     recalib_batches: int = 4
     seed: int = 0
+    batch_size: int | None = None  # training batch size for the supernet (sets data.batch_size); null: the data's
     epochs: int | None = None  # total epoch budget spread over the phases (null: each phase's own epochs)
     resolutions: list[int] | None = None  # elastic resolution: random subnets draw one per step (null: fixed)
     channels_last: bool = True  # NHWC: 2-3x faster depthwise convs (and their weight gradients) on CPU
@@ -414,6 +415,10 @@ class OfaTrainer:
                     f"{getattr(data, attr)}; bind the space to the data (space.bind(data))"
                 )
         data.set_resolution(space.resolution)
+        if self.options.batch_size is not None:
+            if self.options.batch_size < 2:
+                raise ConfigError(f"trainer.batch_size must be at least 2 (BatchNorm), got {self.options.batch_size}")
+            data.batch_size = int(self.options.batch_size)
         workdir_p = Path(workdir)
         workdir_p.mkdir(parents=True, exist_ok=True)
         last = workdir_p / LAST_CKPT
