@@ -6,7 +6,7 @@ mnist5k upscaled to `--acc-res` (1 channel, 10 classes), both networks trained w
 number of epochs. RNNPool options: the paper's Visual Wake Words setting (stem 8 channels, hidden 8/8, 6×6
 patches, stride 4) and a width-matched variant (hidden2 4: 16 channels, what MobileNetV2 w0.35 has there).
 
-    .venv/bin/python benchmarks/bench_rnnpool.py [--mem-res 160 224] [--acc-res 64] [--epochs 3] [--skip-accuracy]
+    .venv/bin/python benchmarks/bench_rnnpool.py [--mem-res 160 224] [--acc-res 48] [--epochs 4] [--skip-accuracy]
 """
 
 from __future__ import annotations
@@ -63,16 +63,22 @@ def memory_rows(resolution: int, count_input: bool) -> list[dict]:
     return rows
 
 
-def train_accuracy(resolution: int, epochs: int, builder, seed: int) -> dict:
+def train_accuracy(resolution: int, epochs: int, variant: str | None, seed: int) -> dict:
+    """Train MobileNetV2 w0.35 (or its RNNPool rewrite `variant`) on mnist5k with conf/trainer/standalone.yaml's
+    recipe, `epochs` epochs; one thread (the two runs go side by side)."""
     import torch
+    import yaml
 
     from tinyflow.tracking import NullTracker
     from tinyflow_plugins.data import Mnist5kData
     from tinyflow_plugins.trainers.standalone import StandaloneTrainer
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     arch = mobilenetv2(0.35, resolution, num_classes=10, in_channels=1)
-    recipe = {"epochs": epochs, "lr": 0.1, "warmup_epochs": 0, "label_smoothing": 0.0, "save_checkpoints": False}
+    conf = Path(__file__).resolve().parents[1] / "conf" / "trainer" / "standalone.yaml"
+    recipe = {k: v for k, v in yaml.safe_load(conf.read_text()).items() if k not in ("_target_", "arch", "seed")}
+    recipe.update(epochs=epochs, save_checkpoints=False)
+    builder = RNNPoolScheduler(**VARIANTS[variant]).model_builder if variant else None
     trainer = StandaloneTrainer(arch=arch, model_builder=builder, seed=seed, **recipe)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,8 +92,8 @@ def train_accuracy(resolution: int, epochs: int, builder, seed: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mem-res", type=int, nargs="+", default=[160, 224])
-    ap.add_argument("--acc-res", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--acc-res", type=int, default=48)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--json", type=Path, default=None, help="also write all rows here")
@@ -107,10 +113,13 @@ def main() -> None:
 
     acc = {}
     if not args.skip_accuracy:
-        acc["baseline"] = train_accuracy(args.acc_res, args.epochs, None, args.seed)
-        acc["rnnpool-vww"] = train_accuracy(
-            args.acc_res, args.epochs, RNNPoolScheduler(**VARIANTS["rnnpool-vww"]).model_builder, args.seed
-        )
+        from concurrent.futures import ProcessPoolExecutor
+
+        names = {"baseline": None, "rnnpool-vww": "rnnpool-vww", "rnnpool-w": "rnnpool-w"}
+        with ProcessPoolExecutor(len(names)) as pool:
+            run = (args.acc_res, args.epochs)
+            futures = {n: pool.submit(train_accuracy, *run, v, args.seed) for n, v in names.items()}
+            acc = {n: f.result() for n, f in futures.items()}
         print(f"\nmnist5k at {args.acc_res}x{args.acc_res}, {args.epochs} epochs, same recipe and seed:")
         print("| network | val acc | test acc | train s | params |")
         print("|---|---|---|---|---|")

@@ -284,7 +284,7 @@ def test_trains_end_to_end_with_the_standalone_trainer(tmp_path):
 
     arch = replace(mobilenetv2(0.35, 32, 10, 1, settings=MBV2_SETTINGS[:4]), head_channels=0)
     builder = RNNPoolScheduler(stem_channels=8, hidden1=8, hidden2=4, patch=4, stride=2).model_builder
-    recipe = {"epochs": 2, "lr": 0.1, "warmup_epochs": 0, "label_smoothing": 0.0, "save_checkpoints": False}
+    recipe = {"epochs": 3, "lr": 0.1, "warmup_epochs": 0, "label_smoothing": 0.0, "save_checkpoints": False}
     trainer = StandaloneTrainer(arch=arch, model_builder=builder, seed=0, **recipe)
     result = trainer.fit(None, DigitsData(seed=0, batch_size=64), str(tmp_path), NullTracker())
     assert isinstance(trainer.model, RNNPoolNet)
