@@ -97,7 +97,16 @@ class StandaloneTrainer:
             init_state = read_state_dict(self.init_weights)
         tracker.log_params({"trainer": self.name})
         model, result = fit_static(
-            arch, data, self.recipe, workdir, tracker, init_state, source, prefix=prefix, resume=self.resume
+            arch,
+            data,
+            self.recipe,
+            workdir,
+            tracker,
+            init_state,
+            source,
+            prefix=prefix,
+            resume=self.resume,
+            model_builder=self.model_builder,
         )
         self.model, self.arch, self.data, self.result = model, arch, data, result
         return result

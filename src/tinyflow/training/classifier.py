@@ -180,9 +180,11 @@ def fit_static(
     model_path: str | Path | None = None,
     prefix: str = "",
     resume: bool = False,
+    model_builder: Any = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Build `StaticNet(arch)` (seeded), load `init_state` if given, train it on `data` at the arch's resolution,
-    and write `model.pt` (state_dict + arch JSON) atomically to `model_path` (default `workdir/model.pt`)."""
+    """Build `StaticNet(arch)` (seeded; or `model_builder(arch, dropout=)`, e.g. an RNNPoolNet), load `init_state`
+    if given, train it on `data` at the arch's resolution, and write `model.pt` (state_dict + arch JSON)
+    atomically to `model_path` (default `workdir/model.pt`)."""
     from tinyflow.nn.static import StaticNet
     from tinyflow.training.checkpoint import load_weights, save_static_model
     from tinyflow.training.lightning import seed_all
@@ -191,7 +193,7 @@ def fit_static(
     check_arch_fits_data(arch, data)
     data.set_resolution(arch.resolution)
     seed_all(recipe.seed)
-    model = StaticNet(arch, dropout=recipe.dropout)
+    model = (model_builder or StaticNet)(arch, dropout=recipe.dropout)
     if init_state is not None:
         load_weights(model, init_state, source=init_source)
     tracker.log_params(
