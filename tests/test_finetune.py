@@ -100,3 +100,22 @@ def test_finetune_needs_an_arch_and_a_valid_recipe(tmp_path: Path) -> None:
         finetune(
             _cfg("+finetune.learning_rate=0.1"), RunContext(output_dir=str(tmp_path), arch=SPACE.min_arch().to_dict())
         )
+
+
+@pytest.mark.slow
+def test_train_then_finetune_in_the_pipeline(run_cli, store_uri: str, tmp_path: Path) -> None:
+    """`python -m tinyflow`: standalone train -> finetune; finetune's child run holds per-epoch val_acc."""
+    from mlflow.tracking import MlflowClient
+
+    res = run_cli(
+        "experiment=baseline", "debug=fast", "stages=[train,finetune]", "finetune.epochs=2", "data.batch_size=64"
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    client = MlflowClient(tracking_uri=store_uri)
+    exp = client.get_experiment_by_name("tinyflow")
+    runs = client.search_runs([exp.experiment_id])
+    child = next(r for r in runs if r.data.tags.get("stage") == "finetune")
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")] == [0, 1]
+    assert 0.0 <= child.data.metrics["accuracy_float"] <= 1.0
+    context = (tmp_path / "run" / "context.json").read_text()
+    assert '"accuracy_float"' in context and str(tmp_path / "run" / "model.pt") in context
