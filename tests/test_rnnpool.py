@@ -342,3 +342,16 @@ def test_analyze_app_with_scheduler_rnnpool(run_cli, tmp_path, store_uri):
     run = client.search_runs([client.get_experiment_by_name("tinyflow").experiment_id], "tags.stage = 'analyze'")[0]
     assert run.data.metrics["peak_live_bytes"] == data["peak_live_bytes"]
     assert {"memory_profile.png", "analysis.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+@pytest.mark.slow
+def test_rnnpoolnet_exports_with_the_deploy_helper(tmp_path):
+    """The whole network through the backend's exporter (dynamic batch) and its onnxruntime check."""
+    from tinyflow.deploy.onnx_export import check_onnx_against_torch, export_onnx
+
+    torch.manual_seed(0)
+    net = RNNPoolNet.from_arch(mobilenetv2(0.35, 48, num_classes=10, in_channels=1), VWW).eval()
+    _randomize(net.rnnpool, 4)
+    path = export_onnx(net, (1, 1, 48, 48), tmp_path / "net.onnx")
+    check = check_onnx_against_torch(net, path, (1, 1, 48, 48), n_inputs=7, tolerance=1e-4)
+    assert check["onnx_max_abs_diff"] <= 1e-4
