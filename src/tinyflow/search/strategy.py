@@ -27,6 +27,7 @@ class SearchSettings:
     energy_budget_mj: float | None = None
     predictor: dict[str, Any] = field(default_factory=dict)
     memory_metric: str = "peak_live"  # or "arena": constrain the placed arena (every candidate planned; slower)
+    torch_threads: int | None = 1  # threads while subnets are evaluated; None = torch's default
     progress: bool = True
 
     def __post_init__(self) -> None:

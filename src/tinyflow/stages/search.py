@@ -8,9 +8,11 @@ are searched with the arch. The chosen candidate is re-checked on the engine's f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,11 +151,31 @@ def choose_verified(result: Any, costs: SchedulerCosts, device: Any) -> tuple[di
     )
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Small-batch evaluation of tiny CNNs runs faster on one thread, far faster on a busy machine (measured on
+    this project's 2-core host under load: 1.1–1.6 s per subnet on 1 thread against 6.6–25 s on 2)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @stage("search")
 def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
-    tracker = active_tracker()
     strategy = build_plugin(cfg, "strategy")
     settings: SearchSettings = getattr(strategy, "settings", None) or SearchSettings()
+    with torch_threads(settings.torch_threads):
+        return _run(cfg, ctx, strategy, settings)
+
+
+def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettings) -> RunContext:
+    tracker = active_tracker()
     device = build_device(cfg)
     costs, sched_name = make_costs(cfg, settings, device)
     trainer, space, _data = load_evaluator(cfg, ctx)
