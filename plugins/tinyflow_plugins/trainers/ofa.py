@@ -443,7 +443,7 @@ class OfaTrainer:
             enable_progress_bar=self.progress,
             limit_train_batches=self.options.limit_train_batches,
             limit_val_batches=0,
-            deterministic=False,
+            deterministic=True,
         )
         tracker.log_params(
             {
