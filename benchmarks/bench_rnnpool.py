@@ -6,13 +6,15 @@ mnist5k upscaled to `--acc-res` (1 channel, 10 classes), both networks trained w
 number of epochs. RNNPool options: the paper's Visual Wake Words setting (stem 8 channels, hidden 8/8, 6×6
 patches, stride 4) and a width-matched variant (hidden2 4: 16 channels, what MobileNetV2 w0.35 has there).
 
-    .venv/bin/python benchmarks/bench_rnnpool.py [--mem-res 160 224] [--acc-res 48] [--epochs 4] [--skip-accuracy]
+    .venv/bin/python benchmarks/bench_rnnpool.py [--mem-res 160 224] [--acc-res 64] [--epochs 4] [--seeds 0 1 2]
+        [--skip-accuracy]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -89,12 +91,16 @@ def train_accuracy(resolution: int, epochs: int, variant: str | None, seed: int)
     return {"val_acc": result["val_accuracy"], "test_acc": test, "train_s": wall, "params": params}
 
 
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mem-res", type=int, nargs="+", default=[160, 224])
-    ap.add_argument("--acc-res", type=int, default=48)
+    ap.add_argument("--acc-res", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--json", type=Path, default=None, help="also write all rows here")
     args = ap.parse_args()
@@ -111,20 +117,45 @@ def main() -> None:
             f"{r['macs_m']:.2f} | {r['params_k']:.1f} | {r['note']} |"
         )
 
-    acc = {}
+    acc: dict[str, list[dict]] = {}
     if not args.skip_accuracy:
         from concurrent.futures import ProcessPoolExecutor
 
         names = {"baseline": None, "rnnpool-vww": "rnnpool-vww", "rnnpool-w": "rnnpool-w"}
-        with ProcessPoolExecutor(len(names)) as pool:
-            run = (args.acc_res, args.epochs)
-            futures = {n: pool.submit(train_accuracy, *run, v, args.seed) for n, v in names.items()}
-            acc = {n: f.result() for n, f in futures.items()}
-        print(f"\nmnist5k at {args.acc_res}x{args.acc_res}, {args.epochs} epochs, same recipe and seed:")
-        print("| network | val acc | test acc | train s | params |")
+        with ProcessPoolExecutor(len(names)) as pool:  # the three networks side by side, seed after seed
+            for seed in args.seeds:
+                futures = {n: pool.submit(train_accuracy, args.acc_res, args.epochs, v, seed) for n, v in names.items()}
+                for n, f in futures.items():
+                    acc.setdefault(n, []).append({"seed": seed, **f.result()})
+        if args.json:  # before the tables, so a long run's numbers survive
+            args.json.write_text(json.dumps({"memory": rows, "accuracy": acc}, indent=2))
+        print(f"\nmnist5k at {args.acc_res}x{args.acc_res}, {args.epochs} epochs, same recipe, seeds {args.seeds}:")
+        print("| network | val acc | test acc (mean ± std over seeds) | train s | params |")
         print("|---|---|---|---|---|")
-        for name, a in acc.items():
-            print(f"| {name} | {a['val_acc']:.4f} | {a['test_acc']:.4f} | {a['train_s']:.0f} | {a['params']:,} |")
+        for name, runs in acc.items():
+            va, te = [r["val_acc"] for r in runs], [r["test_acc"] for r in runs]
+            print(
+                f"| {name} | {statistics.mean(va):.4f} | {statistics.mean(te):.4f} ± {_std(te):.4f} "
+                f"({', '.join(f'{t:.3f}' for t in te)}) | {statistics.mean(r['train_s'] for r in runs):.0f} | "
+                f"{runs[0]['params']:,} |"
+            )
+        print(f"\ntrade-off at {args.acc_res}x{args.acc_res} (peak KiB with count_input true / false):")
+        print("| network (scheduler) | peak KiB | MACs M | test acc |")
+        print("|---|---|---|---|")
+        by = {(r["res"], r["count_input"], r["scheduler"]): r for r in rows}
+        for net, sched in (
+            ("baseline", "layer"),
+            ("baseline", "patch(auto)"),
+            ("rnnpool-vww", None),
+            ("rnnpool-w", None),
+        ):
+            key = sched or net
+            t, f = by[(args.acc_res, True, key)], by[(args.acc_res, False, key)]
+            te = [r["test_acc"] for r in acc[net]]
+            print(
+                f"| {net} ({sched or 'rnnpool'}) | {t['peak_kib']:.1f} / {f['peak_kib']:.1f} | "
+                f"{t['macs_m']:.2f} / {f['macs_m']:.2f} | {statistics.mean(te):.4f} |"
+            )
     if args.json:
         args.json.write_text(json.dumps({"memory": rows, "accuracy": acc}, indent=2))
 
