@@ -364,6 +364,32 @@ def log_record(tracker: Any, record: dict[str, Any]) -> None:
     tracker.log_metrics({**values, **phased}, step=step)
 
 
+def history_figure(history: list[dict[str, Any]]) -> Any:
+    """Val accuracy of the largest, smallest and fixed random subnet per epoch, phases shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = [h["epoch"] for h in history]
+    for label in ("largest", "smallest", "random"):
+        ax.plot(epochs, [100 * h[f"val_acc_{label}"] for h in history], marker="o", label=label)
+    start = 0
+    for i, h in enumerate([*history, {"phase": None}]):
+        if i == len(history) or (i > 0 and h["phase"] != history[i - 1]["phase"]):
+            ax.axvspan(epochs[start] - 0.5, epochs[i - 1] + 0.5, alpha=0.08 * (1 + start % 2), color="grey")
+            ax.text(epochs[start] - 0.4, ax.get_ylim()[0], history[start]["phase"], fontsize=8, va="bottom")
+            start = i
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val accuracy (%), BN recalibrated")
+    ax.set_title("once-for-all supernet: progressive shrinking")
+    ax.legend()
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
 def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
     return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
 
@@ -479,6 +505,8 @@ class OfaTrainer:
             **{k: v for k, v in end.items() if k.startswith("val_acc")},
         }
         tracker.log_metrics({"wall_time_s_fit": wall}, step=result["epochs"])
+        if history:
+            tracker.log_figure(history_figure(history), "ofa_val_accuracy.png")
         return result
 
     def _check_resumable(self, path: Path, space: MBConvSpace) -> None:
