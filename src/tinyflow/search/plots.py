@@ -22,19 +22,21 @@ def space_cdf_figure(result: SpaceResult, top: int = 8) -> Any:
     labelled = {id(c) for c in ranked[:top]}
     cmap = plt.get_cmap("viridis")
     hi = max((c.mean_macs for c in cells), default=1.0) or 1.0
-    for c in sorted(cells, key=lambda c: c.mean_macs):
+    handles = {}
+    for c in sorted(cells, key=lambda c: c.mean_macs):  # the largest drawn last, on top
         x = c.macs_fit / 1e6
         y = np.arange(1, len(x) + 1) / len(x)
         best = c is result.best
-        ax.step(
+        (line,) = ax.step(
             x,
             y,
             where="post",
             color="crimson" if best else cmap(c.mean_macs / hi),
             lw=2.5 if best else 1.0,
             alpha=1.0 if best or id(c) in labelled else 0.35,
-            label=f"w{c.width_mult:g}-r{c.resolution} ({c.fit_share:.0%} fit)" if id(c) in labelled else None,
         )
+        if id(c) in labelled:
+            handles[id(c)] = (line, f"w{c.width_mult:g}-r{c.resolution} ({c.fit_share:.0%} fit)")
     ax.set_xlabel("MACs of fitting subnets (M)")
     ax.set_ylabel("cumulative probability")
     ax.set_title(
@@ -43,8 +45,9 @@ def space_cdf_figure(result: SpaceResult, top: int = 8) -> Any:
         fontsize=9,
     )
     ax.grid(alpha=0.3)
-    if labelled:
-        ax.legend(fontsize=7, loc="lower right")
+    if handles:  # legend from the largest mean MACs down
+        entries = [handles[id(c)] for c in ranked if id(c) in handles]
+        ax.legend([h for h, _ in entries], [t for _, t in entries], fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 
