@@ -37,6 +37,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     data = build_plugin(cfg, "data")
     space = build_space(cfg, ctx, data)
     trainer = build_plugin(cfg, "trainer")
+    if cfg.get("resume") not in (None, False, "false") and hasattr(trainer, "resume"):
+        trainer.resume = True  # a resumed pipeline also continues an interrupted training from its last checkpoint
     tracker = active_tracker()
     tracker.log_params(
         {
