@@ -16,7 +16,7 @@ def _runs(store_uri: str) -> list:
 
 
 def _parents_and_children(store_uri: str) -> tuple[list, list]:
-    runs = _runs(store_uri)
+    runs = [r for r in _runs(store_uri) if r.data.tags.get("kind") != "sweep_summary"]
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return parents, children
