@@ -201,6 +201,7 @@ class OfaOptions:
     nesterov: bool = True
     weight_decay: float = 3e-5
     kd_ratio: float = 1.0
+    label_smoothing: float = 0.0
     kd_temperature: float = 1.0
     grad_clip: float | None = 5.0
     warmup_epochs: float = 0.0
@@ -300,7 +301,7 @@ class OfaModule(pl.LightningModule):
             self.supernet.set_active(arch)
             inp = x if x.shape[-1] == arch.resolution else _resize(x, arch.resolution)
             logits = self.supernet(inp)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.options.label_smoothing)
             if teacher is None:
                 teacher = logits.detach()
             elif self.options.kd_ratio > 0:
