@@ -65,8 +65,9 @@ class MBConvSpace:
             "stages",
             tuple(s if isinstance(s, StageSpec) else StageSpec(**dict(s)) for s in self.stages),
         )
-        for attr in ("tail_channels", "kernel_choices", "expand_choices", "depth_choices"):
-            object.__setattr__(self, attr, tuple(sorted(getattr(self, attr))) if attr != "tail_channels" else tuple(getattr(self, attr)))
+        object.__setattr__(self, "tail_channels", tuple(self.tail_channels))
+        for attr in ("kernel_choices", "expand_choices", "depth_choices"):
+            object.__setattr__(self, attr, tuple(sorted(getattr(self, attr))))
 
     # ---- geometry -------------------------------------------------------------------------------------
     @property
@@ -165,7 +166,9 @@ class MBConvSpace:
 
     def max_arch(self) -> Arch:
         n = self.n_slots
-        return self.build([self.max_depth] * len(self.stages), [max(self.kernel_choices)] * n, [max(self.expand_choices)] * n)
+        return self.build(
+            [self.max_depth] * len(self.stages), [max(self.kernel_choices)] * n, [max(self.expand_choices)] * n
+        )
 
     def min_arch(self) -> Arch:
         n = self.n_slots
