@@ -62,7 +62,9 @@ class DiskCache:
         tmp.replace(self.path)
 
 
-def run_strategy(kind: str, space, acc, costs, budgets, args, seed: int, joint: bool = False) -> dict[str, Any]:
+def run_strategy(
+    kind: str, space, acc, costs, budgets, args, seed: int, joint: bool = False, n_evaluations: int | None = None
+) -> dict[str, Any]:
     problem = SearchProblem(
         space, acc, costs, budgets, joint=joint, n_patches_choices=(1, 2, 3, 4), patch_blocks_choices=(2, 3, 4, 5)
     )
@@ -71,7 +73,9 @@ def run_strategy(kind: str, space, acc, costs, budgets, args, seed: int, joint: 
             population=args.population, iterations=args.iterations, n_evaluations=args.n_evaluations, joint=joint
         )
     else:
-        strat = RandomStrategy(n_evaluations=args.n_evaluations, population=args.population, joint=joint)
+        strat = RandomStrategy(
+            n_evaluations=n_evaluations or args.n_evaluations, population=args.population, joint=joint
+        )
     t = time.perf_counter()
     res = strat.search(problem, random.Random(seed))
     return {"result": res, "evaluations": problem.n_evaluations, "seconds": time.perf_counter() - t}
@@ -128,8 +132,11 @@ def main() -> None:
 
     rows = []
     for seed in range(args.seeds):
+        used = None
         for kind in ("evolution", "random"):
-            out = run_strategy(kind, space, objective, layer_costs, budgets, args, seed)
+            # random gets exactly the distinct evaluations evolution spent (evolution's children repeat archs)
+            out = run_strategy(kind, space, objective, layer_costs, budgets, args, seed, n_evaluations=used)
+            used = out["evaluations"]
             best = out["result"].best
             rows.append(
                 {
