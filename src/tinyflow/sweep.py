@@ -127,6 +127,7 @@ def summarize(root: str | Path, tracking: Any = None, print_table: bool = True) 
     atomic_write_text(root / "sweep_summary.json", json.dumps(rows, indent=2, default=str))
     fig = heatmap_figure(srams, flashes, g)
     fig.suptitle("TinyNAS space choice per device (SRAM × flash)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(root / "sweep_summary.png", dpi=120)
     if print_table:
         _print(rows)
