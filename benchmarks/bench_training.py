@@ -7,7 +7,7 @@ clipping. Rounds alternate plain / Lightning so background load hits both alike;
 steady-state steps after `--warmup` untimed ones; the result is the median over rounds of Lightning / plain.
 Lightning runs as in real use: progress bar on, per-step `self.log`, the TrackerCallback.
 
-    .venv/bin/python benchmarks/bench_training.py [--batches 20] [--warmup 3] [--rounds 3] [--threads 0]
+    .venv/bin/python benchmarks/bench_training.py [--batches 20] [--warmup 3] [--rounds 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -96,7 +96,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's default")
+    # one intra-op thread by default: the ratio is about framework overhead, and on a shared 2-core machine two
+    # OpenMP threads per process spin against other processes (measured ~8x slower for both loops)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads; 0 = torch's default")
     parser.add_argument("--batch-size", type=int, default=0, help="0 = the data config's")
     args = parser.parse_args()
     if args.threads:
