@@ -142,7 +142,9 @@ def gather(cfg: DictConfig, ctx: RunContext) -> Figures:
     f.accuracy_int8 = _accuracy(m, ("accuracy_int8",))
     deployed = ctx.extra.get("deployed_plan") or {}
     plan = ctx.plan or {}
-    if "deployed_peak_sram_bytes" in m or "deployed_flash_bytes" in m:
+    if ctx.extra.get("memory_source"):  # a stage that could not measure the deployed file says what it used
+        f.memory_source = str(ctx.extra["memory_source"])
+    elif "deployed_peak_sram_bytes" in m or "deployed_flash_bytes" in m:
         f.memory_source = "int8 ONNX"
     elif plan:
         f.memory_source = "schedule plan"

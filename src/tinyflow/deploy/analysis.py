@@ -43,6 +43,33 @@ def analyse_onnx(
         )
     # the model's own flash (the device's runtime reserve is already taken off its flash budget)
     figures["flash_bytes"] = float(model_flash_bytes(graph))
+    return _timed(cfg, graph, figures), plan
+
+
+def analyse_rnnpool(cfg: DictConfig, rarch: Any) -> tuple[dict[str, float], Any]:
+    """Plan an RNNPool network (`RNNPoolArch`) with the rnnpool scheduler's planner on its IR (`rnnpool_graph`)
+    and cost it like `analyse_onnx`.
+
+    The ONNX importer does not know the ops RNNPool exports to (Gather / MatMul / the unrolled recurrences), so
+    for this network the deployed-is-measured rule cannot hold: these figures are the IR's, built from the same
+    `RNNPoolArch` the int8 file was exported from. `flash_bytes` here is the IR's count (float weights counted at
+    `memory.dtype_bytes`); the caller counts the int8 file's own initializers separately."""
+    from tinyflow.ir.rnnpool import rnnpool_graph
+    from tinyflow.memory.rnnpool_plan import rnnpool_plan
+
+    graph = rnnpool_graph(rarch)
+    plan = rnnpool_plan(graph, build_memory(cfg))
+    figures = {
+        "peak_sram_bytes": float(plan.peak_live_bytes),
+        "arena_bytes": float(plan.arena_bytes),
+        "macs": float(plan.macs),
+        "flash_bytes": float(model_flash_bytes(graph)),
+    }
+    return _timed(cfg, graph, figures), plan
+
+
+def _timed(cfg: DictConfig, graph: Any, figures: dict[str, float]) -> dict[str, float]:
+    """`figures` plus params, MACs (when no plan gave them), latency and energy of `graph`."""
     figures["params"] = float(graph.params())
     figures.setdefault("macs", float(graph.macs()))
     if cfg.get("cost_model") is not None:
@@ -57,4 +84,4 @@ def analyse_onnx(
         if key not in figures:
             with contextlib.suppress(ConfigError):
                 figures[key] = float(fn(int(figures["macs"]), device))
-    return figures, plan
+    return figures

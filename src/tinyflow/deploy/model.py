@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from tinyflow.arch.genome import Arch
 from tinyflow.context import RunContext
 from tinyflow.errors import CheckpointError, TinyflowError
-from tinyflow.nn.static import StaticNet
+from tinyflow.training.checkpoint import build_network, read_network_spec
 
 
 class MissingStageError(TinyflowError):
@@ -30,10 +31,13 @@ def require(ctx: RunContext, field: str, producer: str, consumer: str) -> Any:
     return value
 
 
-def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """(state_dict, arch dict or None) from a `model.pt` (`save_static_model`'s `{"state_dict", "arch_json"}`),
-    `{"state_dict", "arch"}`, a Lightning checkpoint (keys under a module prefix are matched later) or a plain
-    state_dict."""
+def load_state_dict(
+    path: str | Path,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, dict[str, Any] | None]:
+    """(state_dict, arch dict or None, network spec or None) from a `model.pt` (`save_static_model`'s
+    `{"state_dict", "arch_json"[, "network_json"]}`), `{"state_dict", "arch"}`, a Lightning checkpoint (keys under a
+    module prefix are matched later) or a plain state_dict. The network spec says when the model is not a
+    `StaticNet` (an `RNNPoolNet`: `tinyflow.training.checkpoint.network_spec`)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"model checkpoint {path} does not exist; re-run the 'finetune' stage to write it.")
@@ -45,9 +49,9 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         arch = obj.get("arch", obj.get("arch_json"))  # tinyflow.training.checkpoint.save_static_model: arch_json
         if isinstance(arch, str):
             arch = Arch.from_json(arch).to_dict()
-        return dict(obj["state_dict"]), arch
+        return dict(obj["state_dict"]), arch, read_network_spec(obj, path)
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return dict(obj), None
+        return dict(obj), None, None
     raise CheckpointError(f"model checkpoint {path} holds a {type(obj).__name__}, not a state_dict.")
 
 
@@ -66,13 +70,14 @@ def _match_keys(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str,
     return state
 
 
-def load_final_model(ctx: RunContext, consumer: str) -> tuple[Arch, StaticNet]:
-    """The final arch and its fine-tuned `StaticNet` (eval mode), or an error naming the missing stage."""
+def load_final_model(ctx: RunContext, consumer: str) -> tuple[Arch, nn.Module]:
+    """The final arch and its fine-tuned model (eval mode): a `StaticNet`, or the `RNNPoolNet` the checkpoint
+    records; or an error naming the missing stage."""
     ckpt = require(ctx, "model_checkpoint", "finetune", consumer)
-    state, arch_dict = load_state_dict(ckpt)
+    state, arch_dict, spec = load_state_dict(ckpt)
     arch_dict = arch_dict or require(ctx, "arch", "search", consumer)
     arch = Arch.from_dict(arch_dict)
-    model = StaticNet(arch)
+    model = build_network(arch, spec)
     state = _match_keys(state, set(model.state_dict()))
     try:
         model.load_state_dict(state, strict=True)

@@ -3,7 +3,8 @@
 - `layer` scheduler: the engine's fast closed-form costing (`tinyflow.cost.arch_cost`), the same numbers as
   the IR + layer plan, thousands of archs per second.
 - any other scheduler (e.g. `patch`, or joint search's per-candidate patch options): the IR and the
-  scheduler's own plan; MACs then include the plan's recomputation (patch overlap).
+  scheduler's own plan; MACs then include the plan's recomputation (patch overlap). A scheduler that rewrites
+  the network (`rnnpool`) plans, and counts the flash of, the rewritten network (its `network_graph`).
 Peak SRAM is the plan's `peak_live_bytes` (the lower bound, `metric="peak_live"`: fast) or its placed
 `arena_bytes` (`metric="arena"`: every candidate planned, what the device must really hold). Either way the
 search stage verifies its final choice against the real arena layout (`verify_plan`).
@@ -78,9 +79,12 @@ class SchedulerCosts:
             from tinyflow.ir import from_arch
 
             graph = from_arch(arch)
-            plan = self.scheduler(options).plan(graph, self.memory)
+            scheduler = self.scheduler(options)
+            plan = scheduler.plan(graph, self.memory)
             peak = plan.arena_bytes if self.metric == "arena" else plan.peak_live_bytes
-            c = Costs(peak_sram=int(peak), flash=int(model_flash_bytes(graph)), macs=int(plan.macs))
+            rewrite = getattr(scheduler, "network_graph", None)  # a scheduler that changes the network (rnnpool)
+            flash = model_flash_bytes(rewrite(graph) if callable(rewrite) else graph)
+            c = Costs(peak_sram=int(peak), flash=int(flash), macs=int(plan.macs))
         if self.cost_model is not None and self.device is not None:
             from tinyflow.ir import from_arch
 

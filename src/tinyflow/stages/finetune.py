@@ -1,5 +1,9 @@
 """Stage `finetune`: the searched arch as a static network, a few epochs of the standalone recipe.
 
+When the scheduler rewrites the network (it has a `model_builder`, e.g. `scheduler=rnnpool`), the network trained
+and saved is that builder's (an `RNNPoolNet`, initialised from the supernet's subnet with `init_from_static`);
+`model.pt` records the rewrite so `quantize` / `deploy` rebuild the same network.
+
 Starts from the supernet's weights for that arch when the `train` stage produced a supernet (the trainer
 plugin's `load(space, data, checkpoint)` + `extract(arch)`, BatchNorm recalibrated), otherwise from scratch.
 Writes `model.pt` (state_dict + arch JSON) atomically into the job's output dir and records the test accuracy
@@ -56,6 +60,36 @@ def supernet_weights(cfg: DictConfig, ctx: RunContext, arch: Arch, data: Any) ->
     return trainer.extract(arch).state_dict()
 
 
+def network_builder(cfg: DictConfig) -> Any:
+    """The scheduler's `model_builder` when it rewrites the network (`scheduler=rnnpool`), else None."""
+    if cfg.get("scheduler") is None:
+        return None
+    return getattr(build_plugin(cfg, "scheduler"), "model_builder", None)
+
+
+def rewritten_init(
+    builder: Any, arch: Arch, init: dict[str, torch.Tensor] | None, seed: int
+) -> dict[str, torch.Tensor] | None:
+    """The supernet's weights carried over into the rewritten network (`init_from_static`: stem, kept blocks,
+    head, classifier; the new parts, e.g. RNNPool, seeded fresh), as that network's state_dict."""
+    if init is None:
+        return None
+    from tinyflow.nn.static import StaticNet
+    from tinyflow.training.lightning import seed_all
+
+    static = StaticNet(arch)
+    static.load_state_dict(init)
+    seed_all(seed)
+    model = builder(arch)
+    copied = model.init_from_static(static)
+    total = len(model.state_dict())
+    log.info(
+        "finetune: %s from the supernet's subnet: %d of %d tensors copied", type(model).__name__, len(copied), total
+    )
+    active_tracker().log_params({"init_tensors_copied": len(copied), "init_tensors_total": total})
+    return model.state_dict()
+
+
 @stage("finetune")
 def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     arch = Arch.from_dict(require(ctx, "arch", "search", "finetune"))
@@ -72,6 +106,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
         before.load_state_dict(init)
         data.set_resolution(arch.resolution)
         metrics["finetune_test_accuracy_before"] = evaluate_accuracy(before, data.test_dataloader())
+    builder = network_builder(cfg)
+    if builder is not None:
+        init = rewritten_init(builder, arch, init, recipe.seed)
     out = Path(ctx.output_dir)
     model, result = fit_static(
         arch,
@@ -82,6 +119,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
         init_state=init,
         init_source=f"supernet:{ctx.supernet_checkpoint}" if init is not None else "scratch",
         model_path=out / MODEL_FILE,
+        model_builder=builder,
     )
     metrics.update(
         {

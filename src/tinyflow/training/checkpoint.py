@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -76,10 +77,13 @@ MODEL_FORMAT = "tinyflow.static_model/1"
 def save_static_model(
     path: str | os.PathLike[str], model: nn.Module, arch: Any, metrics: dict[str, float] | None = None
 ) -> Path:
-    """`model.pt`: the state_dict of a `StaticNet` with its arch as JSON (enough to rebuild it), atomically."""
+    """`model.pt`: the state_dict of a `StaticNet` with its arch as JSON (enough to rebuild it), atomically.
+
+    A network that rewrites the arch (an `RNNPoolNet`) also records how (`network_json`, see `network_spec`)."""
     payload = {
         "format": MODEL_FORMAT,
         "arch_json": arch.to_json(),
+        **({"network_json": json.dumps(spec)} if (spec := network_spec(model)) else {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
     }
@@ -87,9 +91,9 @@ def save_static_model(
 
 
 def load_static_model(path: str | os.PathLike[str]) -> tuple[nn.Module, Any, dict[str, float]]:
-    """Rebuild `(StaticNet, Arch, metrics)` from a `model.pt`; CheckpointError when it is corrupt or foreign."""
+    """Rebuild `(model, Arch, metrics)` from a `model.pt` (a `StaticNet`, or the `RNNPoolNet` it records);
+    CheckpointError when it is corrupt or foreign."""
     from tinyflow.arch.genome import Arch
-    from tinyflow.nn.static import StaticNet
 
     payload = load_checkpoint(path, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
@@ -101,7 +105,41 @@ def load_static_model(path: str | os.PathLike[str]) -> tuple[nn.Module, Any, dic
         arch = Arch.from_json(payload["arch_json"])
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: the stored arch is invalid ({exc})") from None
-    model = StaticNet(arch)
+    model = build_network(arch, read_network_spec(payload, path))
     load_weights(model, payload["state_dict"], source=str(path))
     model.eval()
     return model, arch, dict(payload.get("metrics", {}))
+
+
+def network_spec(model: nn.Module) -> dict[str, Any] | None:
+    """How `model` differs from `StaticNet(arch)`: `{"kind": "rnnpool", "options": {...}}` for an `RNNPoolNet`
+    (its resolved options), None for a plain static network."""
+    rarch = getattr(model, "rnnpool_arch", None)
+    if rarch is None:
+        return None
+    return {"kind": "rnnpool", "options": rarch.options()}
+
+
+def read_network_spec(payload: Any, source: Any = "checkpoint") -> dict[str, Any] | None:
+    """The `network_spec` a model.pt payload records (None: a `StaticNet`)."""
+    raw = payload.get("network_json") if isinstance(payload, dict) else None
+    if raw is None:
+        return None
+    try:
+        spec = json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: the stored network spec is not JSON ({exc})") from None
+    if not isinstance(spec, dict) or spec.get("kind") != "rnnpool":
+        raise CheckpointError(f"{source}: unknown network kind in the stored spec {spec!r} (known: rnnpool)")
+    return spec
+
+
+def build_network(arch: Any, spec: dict[str, Any] | None, dropout: float = 0.0) -> nn.Module:
+    """The untrained network a model.pt describes: `StaticNet(arch)`, or `RNNPoolNet` for an rnnpool spec."""
+    if spec is None:
+        from tinyflow.nn.static import StaticNet
+
+        return StaticNet(arch, dropout=dropout)
+    from tinyflow.nn.rnnpool_net import RNNPoolNet
+
+    return RNNPoolNet.from_arch(arch, spec["options"], dropout=dropout)
