@@ -231,7 +231,14 @@ class RecordSubnets(pl.Callback):
 def test_ddp_two_cpu_processes_sample_the_same_subnets(tmp_path, data):
     space = tiny_space()
     t = trainer(strategy="ddp", devices=2, callbacks=[RecordSubnets(str(tmp_path))], limit_train_batches=2)
-    result = t.fit(space, data, str(tmp_path / "train"), NullTracker())
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(uri=uri, experiment="ofa-ddp")
+    with tracker.job(None, {}), tracker.stage("train"):
+        result = t.fit(space, data, str(tmp_path / "train"), tracker)
+        run_id = tracker.run_id
+    # rank 0 trained in a spawned process; its per-epoch figures reached this process's MLflow run
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, "val_acc_largest")
+    assert sorted(m.step for m in history) == [0, 1]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["world"] == 2
     assert len(ranks[0]["keys"]) == 4 and ranks[0]["keys"] == ranks[1]["keys"]

@@ -365,6 +365,13 @@ def log_record(tracker: Any, record: dict[str, Any]) -> None:
     tracker.log_metrics({**values, **phased}, step=step)
 
 
+def _replay(tracker: Any, history: list[dict[str, Any]], start_epoch: int) -> None:
+    """Log the epochs a spawned DDP run trained (rank 0 of a spawned run cannot reach this process's tracker)."""
+    for record in history:
+        if record["epoch"] >= start_epoch:
+            log_record(tracker, record)
+
+
 def history_figure(history: list[dict[str, Any]]) -> Any:
     """Val accuracy of the largest, smallest and fixed random subnet per epoch, phases shaded."""
     import matplotlib
@@ -483,16 +490,19 @@ class OfaTrainer:
         )
         start_epoch = _epochs_done(ckpt_path)
         t0 = time.perf_counter()
-        trainer.fit(module, train_dataloaders=data.train_dataloader(), ckpt_path=ckpt_path, weights_only=False)
+        try:
+            trainer.fit(module, train_dataloaders=data.train_dataloader(), ckpt_path=ckpt_path, weights_only=False)
+        except BaseException:
+            if spawn and last.exists():  # the epochs the workers finished still reach the tracker
+                _replay(tracker, read_checkpoint(last)[CKPT_KEY]["history"], start_epoch)
+            raise
         wall = time.perf_counter() - t0
         # weights and history from disk: the same path whether training ran here or in spawned DDP workers
         ckpt = read_checkpoint(last)
         load_weights(module.supernet, supernet_state(ckpt), source=str(last))
         history = ckpt[CKPT_KEY]["history"]
         if spawn:
-            for record in history:
-                if record["epoch"] >= start_epoch:
-                    log_record(tracker, record)
+            _replay(tracker, history, start_epoch)
         final = workdir_p / FINAL_CKPT
         _atomic_copy(last, final)
         self.module, self.checkpoint, self._cache = module, str(final), {}
