@@ -1,0 +1,60 @@
+"""`python -m tinyflow scheduler=rnnpool`: the whole default pipeline trains, exports, plans and deploys the
+RNNPool network, and the report's memory comes from the rnnpool plan (not the layer plan, not the ONNX import)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_rnnpool_pipeline_end_to_end(run_cli, tmp_path: Path) -> None:
+    # debug=fast, with a smaller space grid and search budget to stay well under a minute on 2 cores
+    res = run_cli(
+        "scheduler=rnnpool",
+        "debug=fast",
+        "space.widths=[0.35,0.5]",
+        "space.resolutions=[32]",
+        "strategy.n_evaluations=16",
+        "strategy.predictor.n_samples=20",
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run = tmp_path / "run"
+    ctx = json.loads((run / "context.json").read_text())
+    report = json.loads((run / "report.json").read_text())
+    assert ctx["completed"] == ["space", "train", "search", "finetune", "quantize", "schedule", "deploy"]
+
+    from tinyflow.arch.genome import Arch
+    from tinyflow.contracts import MemoryConfig
+    from tinyflow.deploy.quantize import int8_flash_bytes
+    from tinyflow.ir import from_arch
+    from tinyflow.ir.rnnpool import rnnpool_graph
+    from tinyflow.memory.layer_plan import layer_plan
+    from tinyflow.memory.rnnpool_plan import rnnpool_plan
+    from tinyflow.nn.rnnpool_net import RNNPoolNet
+    from tinyflow.training.checkpoint import load_static_model
+
+    # the model every later stage used is the RNNPool network, rebuilt from model.pt
+    model, arch, _ = load_static_model(run / "model.pt")
+    assert isinstance(model, RNNPoolNet)
+    assert arch == Arch.from_dict(ctx["arch"])
+
+    # the report's peak is the rnnpool plan of that network's IR, recomputed here independently
+    plan = ctx["plan"]
+    memory = MemoryConfig(**plan["memory"])
+    expected = rnnpool_plan(rnnpool_graph(model.rnnpool_arch), memory)
+    layer = layer_plan(from_arch(arch), memory)
+    assert plan["scheduler"] == report["scheduler"] == "rnnpool"
+    assert "rnnpool" in plan["source"] and "rnnpool" in report["memory_source"]
+    assert report["peak_sram_bytes"] == plan["peak_live_bytes"] == expected.peak_live_bytes
+    assert report["arena_bytes"] == plan["arena_bytes"] == expected.arena_bytes
+    assert expected.peak_live_bytes < layer.peak_live_bytes  # not the un-rewritten network's layer figure
+
+    # flash: the int8 file's own initializers, labelled; the exported float ONNX matches PyTorch
+    counted = int8_flash_bytes(run / "model_int8.onnx")["flash_bytes"]
+    assert report["flash_bytes"] == counted == plan["model_flash_bytes"]
+    assert plan["flash_source"] == "int8 ONNX initializers"
+    assert report["onnx_max_abs_diff"] < 1e-3
+    assert 0.0 <= report["accuracy_int8"] <= 1.0
