@@ -15,7 +15,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +213,6 @@ class OfaOptions:
     resolutions: list[int] | None = None  # elastic resolution: random subnets draw one per step (null: fixed)
     channels_last: bool = True  # NHWC: 2-3x faster depthwise convs (and their weight gradients) on CPU
     limit_train_batches: int | float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class OfaModule(pl.LightningModule):
@@ -419,7 +418,7 @@ class OfaTrainer:
         callbacks: list[pl.Callback] | None = None,
         **options: Any,
     ):
-        known = set(OfaOptions.__dataclass_fields__) - {"extra"}
+        known = set(OfaOptions.__dataclass_fields__)
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"trainer (ofa): unknown option(s) {unknown}; known: {sorted(known)}")
@@ -484,7 +483,7 @@ class OfaTrainer:
                 "trainer": {
                     "name": self.name,
                     "phases": [asdict(p) for p in phases],
-                    **{k: v for k, v in asdict(self.options).items() if k != "extra"},
+                    **asdict(self.options),
                 }
             }
         )
