@@ -57,8 +57,12 @@ def pareto_figure(
     front: Sequence[dict[str, Any]],
     sram_budget: int | None,
     best: dict[str, Any] | None = None,
+    ylabel: str = "accuracy",
 ) -> Any:
-    """Accuracy against peak SRAM of every evaluated candidate, the Pareto front, the device's SRAM."""
+    """Accuracy against peak SRAM: every evaluated candidate, the 3-objective Pareto set (accuracy, SRAM, MACs),
+    its 2-D front (accuracy vs SRAM) as a step line, the chosen arch and the device's SRAM budget."""
+    from tinyflow.search.problem import pareto_front
+
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     if rows:
         ax.scatter(
@@ -70,14 +74,21 @@ def pareto_figure(
             label="evaluated",
         )
     if front:
-        f = sorted(front, key=lambda r: r["peak_sram"])
-        ax.plot(
-            [r["peak_sram"] / 1024 for r in f],
-            [r["accuracy"] for r in f],
-            "o-",
+        ax.scatter(
+            [r["peak_sram"] / 1024 for r in front],
+            [r["accuracy"] for r in front],
+            s=14,
             color="tab:blue",
-            ms=4,
-            label="Pareto front",
+            label="Pareto set (accuracy, SRAM, MACs)",
+        )
+    front2 = sorted(pareto_front(list(rows), (("accuracy", 1), ("peak_sram", -1))), key=lambda r: r["peak_sram"])
+    if front2:
+        ax.step(
+            [r["peak_sram"] / 1024 for r in front2],
+            [r["accuracy"] for r in front2],
+            where="post",
+            color="tab:blue",
+            label="front: accuracy vs SRAM",
         )
     if best is not None:
         ax.scatter(
@@ -86,7 +97,7 @@ def pareto_figure(
     if sram_budget is not None:
         ax.axvline(sram_budget / 1024, color="crimson", ls="--", label="device SRAM budget")
     ax.set_xlabel("peak SRAM (KiB)")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -284,7 +284,13 @@ def _log_search(
     for name in ("best_arch.json", "search_summary.json", "pareto.json", "history.json"):
         tracker.log_artifact(str(out / name))
     figs = {
-        "search_pareto.png": pareto_figure(result.extra["evaluated"], result.pareto, device.sram_budget_bytes, best),
+        "search_pareto.png": pareto_figure(
+            result.extra["evaluated"],
+            result.pareto,
+            device.sram_budget_bytes,
+            best,
+            ylabel=f"accuracy ({summary['objective']})",
+        ),
         "search_history.png": history_figure({summary["strategy"]: result.history}),
     }
     for name, fig in figs.items():
