@@ -2,8 +2,8 @@
 
 Side by side on the same archs: the fast path search uses (`tinyflow.cost.arch_cost`), the IR path
 (`from_arch` + MACs + `compute_lifetimes`), and the full layer plan (arena placement + overlap check), with a
-check that the fast path and the IR path agree on every arch. Also the arena's overhead above the peak for both
-placement algorithms.
+check that the fast path and the IR path agree on every arch. Also the arena's overhead above the peak for every
+placement algorithm (`memory.arena_algorithm`; the full layer plan uses the default, `best`).
 
     .venv/bin/python benchmarks/bench_cost.py [--archs 3000] [--seed 0]
 """

@@ -58,9 +58,10 @@ def test_dtype_bytes_scales_everything() -> None:
     assert four.peak_live_bytes == 4 * one.peak_live_bytes
 
 
-@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+@pytest.mark.parametrize("algorithm", ["first_fit_decreasing", "greedy_by_breadth", "largest_area_first", "best"])
 def test_arena_on_mobilenetv2_family(algorithm: str) -> None:
-    """arena >= peak always; within 5 % of the peak on the MobileNetV2 family (both algorithms)."""
+    """arena >= peak always; within 5 % of the peak on the MobileNetV2 family (longest_lived_first is not: its
+    long-lived-first order stacks the residual inputs, +7 % at worst — tests/test_arena.py)."""
     report = []
     for w in (0.35, 0.5, 0.75, 1.0, 1.4):
         for r in (96, 128, 144, 160, 224):
@@ -208,9 +209,9 @@ def test_fast_cost_matches_the_graph_path() -> None:
             assert (fast.peak_live_bytes, fast.peak_layer) == (lt.peak_live_bytes, lt.peak_layer), (arch, mem)
 
 
-def test_best_arena_is_the_smaller_of_the_two() -> None:
+def test_best_arena_is_never_worse_than_the_others() -> None:
     rng = random.Random(5)
     for _ in range(10):
         g = from_arch(MBConvSpace(width_mult=0.4, resolution=rng.choice([96, 144])).sample(rng))
         sizes = {a: layer_plan(g, MemoryConfig(arena_algorithm=a)).arena_bytes for a in ALGORITHMS}
-        assert sizes["best"] == min(sizes["first_fit_decreasing"], sizes["greedy_by_breadth"])
+        assert sizes["best"] == min(sizes.values())

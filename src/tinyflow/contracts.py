@@ -66,7 +66,7 @@ class MemoryConfig:
     inplace_depthwise: bool = True
     count_input: bool = True
     rule: str = "liveness"  # or "layer_local"
-    arena_algorithm: str = "first_fit_decreasing"
+    arena_algorithm: str = "best"  # see tinyflow.memory.arena
 
 
 @dataclass

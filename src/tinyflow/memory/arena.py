@@ -1,13 +1,19 @@
 """Arena placement: an offset for every buffer so that buffers alive at the same step never overlap.
 
 A buffer is (name, size bytes, first step, last step[, pieces]), steps inclusive; pieces give its occupancy
-over time when that changes. Algorithms
-(`memory.arena_algorithm`):
-- `first_fit_decreasing` (baseline): largest buffer first, each at the lowest offset free over its lifetime.
+over time when that changes. No placement beats the lower bound: the most bytes alive at one step (the peak).
+Algorithms (`memory.arena_algorithm`); the first-fit ones put each buffer, in their order, at the lowest offset
+free over its lifetime:
+- `first_fit_decreasing`: largest buffer first.
+- `longest_lived_first`: longest lifetime first (a long-lived buffer, such as a patch stage's assembled output,
+  is pinned low before the short-lived ones it would otherwise be stacked on).
+- `largest_area_first`: largest size × lifetime first.
 - `greedy_by_breadth`: visit steps from the busiest (largest total live size) down, placing that step's
   unplaced buffers largest first into the tightest free gap (best fit) — the strategy TF Lite's
   memory planner names "greedy by breadth".
-- `best`: both, the smaller arena wins.
+- `best` (default): all of the above, then, unless one already reaches the lower bound, a "squeaky wheel" search
+  over first-fit orders (the buffers that set the arena's top move towards the front; bounded rounds); the
+  smallest arena wins.
 `check_no_overlap` verifies a placed plan tensor by tensor.
 """
 
@@ -35,20 +41,6 @@ def _segments(b: Sequence) -> Segments:  # type: ignore[type-arg]
     return tuple(b[4]) if len(b) > 4 and b[4] else ((b[2], b[3], b[1]),)
 
 
-def _forbidden(placed: list[tuple[int, Segments]], segs: Segments) -> list[tuple[int, int]]:
-    """Open intervals (a, b) of offsets where a buffer with pieces `segs` would hit a placed one."""
-    out = []
-    for off, other in placed:
-        for f1, l1, s1 in segs:
-            if s1 <= 0:
-                continue
-            for f2, l2, s2 in other:
-                if s2 > 0 and f1 <= l2 and f2 <= l1:
-                    out.append((off - s1, off + s2))
-    out.sort()
-    return out
-
-
 def _lowest(forbidden: list[tuple[int, int]], start: int = 0) -> int:
     o = start
     for a, b in forbidden:  # sorted by a: one pass suffices
@@ -73,68 +65,180 @@ def _best_fit(forbidden: list[tuple[int, int]]) -> int:
     return best[1] if best is not None else _lowest(forbidden)
 
 
+class _Problem:
+    """Buffers indexed 0..n-1 with, per buffer, the buffers it shares steps with and how it may sit next to them."""
+
+    def __init__(self, buffers: Sequence[BufferSpec]):
+        self.buffers = list(buffers)
+        self.sizes = [b[1] for b in self.buffers]
+        self.spans = [b[3] - b[2] + 1 for b in self.buffers]
+        segs = [_segments(b) for b in self.buffers]
+        n_steps = max((b[3] for b in self.buffers), default=-1) + 1
+        breadth = [0] * n_steps
+        for pieces in segs:
+            for f, la, size in pieces:
+                for s in range(f, la + 1):
+                    breadth[s] += max(size, 0)
+        self.breadth = breadth
+        # i at offset o collides with j at p iff p - below < o < p + above (all overlapping pieces contain p,
+        # so their forbidden intervals merge into one)
+        self.conflicts: list[list[tuple[int, int, int]]] = [[] for _ in self.buffers]
+        order = sorted(range(len(self.buffers)), key=lambda i: self.buffers[i][2])
+        for k, i in enumerate(order):
+            if self.sizes[i] <= 0:
+                continue
+            for j in order[k + 1 :]:
+                if self.buffers[j][2] > self.buffers[i][3]:
+                    break
+                if self.sizes[j] <= 0:
+                    continue
+                below_i = above_i = 0  # i's pieces / j's pieces that meet in time
+                for f1, l1, s1 in segs[i]:
+                    for f2, l2, s2 in segs[j]:
+                        if s1 > 0 and s2 > 0 and f1 <= l2 and f2 <= l1:
+                            below_i, above_i = max(below_i, s1), max(above_i, s2)
+                if below_i:
+                    self.conflicts[i].append((j, below_i, above_i))
+                    self.conflicts[j].append((i, above_i, below_i))
+
+    @property
+    def lower_bound(self) -> int:
+        """No placement beats the largest total size alive at one step."""
+        return max(self.breadth, default=0)
+
+    def forbidden(self, i: int, offsets: list[int]) -> list[tuple[int, int]]:
+        out = [(offsets[j] - below, offsets[j] + above) for j, below, above in self.conflicts[i] if offsets[j] >= 0]
+        out.sort()
+        return out
+
+    def first_fit(self, order: Sequence[int]) -> list[int]:
+        """Each buffer in `order` at the lowest offset free over its lifetime."""
+        offsets = [-1] * len(self.buffers)
+        for i in order:
+            offsets[i] = 0 if self.sizes[i] <= 0 else _lowest(self.forbidden(i, offsets))
+        return offsets
+
+    def arena(self, offsets: Sequence[int]) -> int:
+        return max((o + s for o, s in zip(offsets, self.sizes)), default=0)
+
+    def named(self, offsets: Sequence[int]) -> dict[str, int]:
+        return {b[0]: o for b, o in zip(self.buffers, offsets)}
+
+
+def _order(p: _Problem, key: Callable[[int], tuple]) -> list[int]:  # type: ignore[type-arg]
+    return sorted(range(len(p.buffers)), key=key)
+
+
+def _by_size(p: _Problem) -> list[int]:
+    return _order(p, lambda i: (-p.sizes[i], p.buffers[i][2], p.buffers[i][0]))
+
+
+def _by_span(p: _Problem) -> list[int]:
+    return _order(p, lambda i: (-p.spans[i], -p.sizes[i], p.buffers[i][2], p.buffers[i][0]))
+
+
+def _by_area(p: _Problem) -> list[int]:
+    return _order(p, lambda i: (-p.sizes[i] * p.spans[i], -p.sizes[i], p.buffers[i][2], p.buffers[i][0]))
+
+
 def first_fit_decreasing(buffers: Sequence[BufferSpec]) -> dict[str, int]:
-    offsets: dict[str, int] = {}
-    placed: list[tuple[int, Segments]] = []
-    for b in sorted(buffers, key=lambda b: (-b[1], b[2], b[0])):
-        if b[1] <= 0:
-            offsets[b[0]] = 0
-            continue
-        segs = _segments(b)
-        offsets[b[0]] = _lowest(_forbidden(placed, segs))
-        placed.append((offsets[b[0]], segs))
-    return offsets
+    p = _Problem(buffers)
+    return p.named(p.first_fit(_by_size(p)))
+
+
+def longest_lived_first(buffers: Sequence[BufferSpec]) -> dict[str, int]:
+    """First fit, the longest-lived buffer first (ties: larger first): a buffer that spans many steps is pinned
+    low before the short-lived ones it would otherwise be stacked on."""
+    p = _Problem(buffers)
+    return p.named(p.first_fit(_by_span(p)))
+
+
+def largest_area_first(buffers: Sequence[BufferSpec]) -> dict[str, int]:
+    """First fit, the largest size × lifetime first."""
+    p = _Problem(buffers)
+    return p.named(p.first_fit(_by_area(p)))
 
 
 def greedy_by_breadth(buffers: Sequence[BufferSpec]) -> dict[str, int]:
-    if not buffers:
-        return {}
-    n_steps = max(b[3] for b in buffers) + 1
-    breadth = [0] * n_steps
-    live_at: list[list[BufferSpec]] = [[] for _ in range(n_steps)]
-    for b in buffers:
-        for f, la, size in _segments(b):
-            for i in range(f, la + 1):
-                breadth[i] += size
-        for i in range(b[2], b[3] + 1):
-            live_at[i].append(b)
-    offsets: dict[str, int] = {}
-    placed: list[tuple[int, Segments]] = []
-    for step in sorted(range(n_steps), key=lambda i: (-breadth[i], i)):
-        for b in sorted(live_at[step], key=lambda b: (-b[1], b[2], b[0])):
-            if b[0] in offsets:
-                continue
-            if b[1] <= 0:
-                offsets[b[0]] = 0
-                continue
-            segs = _segments(b)
-            offsets[b[0]] = _best_fit(_forbidden(placed, segs))
-            placed.append((offsets[b[0]], segs))
-    return offsets
+    p = _Problem(buffers)
+    live_at: list[list[int]] = [[] for _ in p.breadth]
+    for i, b in enumerate(p.buffers):
+        for s in range(b[2], b[3] + 1):
+            live_at[s].append(i)
+    offsets = [-1] * len(p.buffers)
+    for step in sorted(range(len(p.breadth)), key=lambda s: (-p.breadth[s], s)):
+        for i in sorted(live_at[step], key=lambda i: (-p.sizes[i], p.buffers[i][2], p.buffers[i][0])):
+            if offsets[i] < 0:
+                offsets[i] = 0 if p.sizes[i] <= 0 else _best_fit(p.forbidden(i, offsets))
+    return p.named(offsets)
 
 
 _BASE: dict[str, Callable[[Sequence[BufferSpec]], dict[str, int]]] = {
     "first_fit_decreasing": first_fit_decreasing,
     "greedy_by_breadth": greedy_by_breadth,
+    "longest_lived_first": longest_lived_first,
+    "largest_area_first": largest_area_first,
 }
 
 
-def best_of(buffers: Sequence[BufferSpec]) -> dict[str, int]:
-    """Run every algorithm above and keep the smallest arena (ties: the order above)."""
-    results = [fn(buffers) for fn in _BASE.values()]
-    return min(results, key=lambda offs: arena_size(buffers, offs))
+def _squeaky_wheel(p: _Problem, order: list[int], step: float, rounds: int, stop: int) -> list[int]:
+    """Re-run first fit, each time moving the buffers that reach the arena's top from position k to k·step of the
+    order (ahead of the buffers that pushed them up); the best placement seen (stops early at `stop` bytes)."""
+    best: list[int] = []
+    for _ in range(rounds):
+        offs = p.first_fit(order)
+        a = p.arena(offs)
+        if not best or a < p.arena(best):
+            best = offs
+        if a <= stop:
+            break
+        for i in [i for i in order if offs[i] + p.sizes[i] == a]:
+            k = order.index(i)
+            order.insert(int(k * step), order.pop(k))
+    return best
 
 
-ALGORITHMS: dict[str, Callable[[Sequence[BufferSpec]], dict[str, int]]] = {**_BASE, "best": best_of}
+def search(buffers: Sequence[BufferSpec], rounds: int = 40) -> dict[str, int]:
+    """The smallest arena of every algorithm above, then a "squeaky wheel" search over first-fit orders from each
+    of their orders (two move lengths, `rounds` placements each); stops as soon as the arena equals the lower bound
+    (the most bytes alive at one step)."""
+    p = _Problem(buffers)
+    lb = p.lower_bound
+    starts = []
+    for orderer in (_by_size, _by_span, _by_area):
+        order = orderer(p)
+        offs = p.first_fit(order)
+        if p.arena(offs) <= lb:
+            return p.named(offs)
+        starts.append((p.arena(offs), order, offs))
+    by_breadth = greedy_by_breadth(buffers)
+    best = min([s[2] for s in starts] + [[by_breadth[b[0]] for b in p.buffers]], key=p.arena)
+    starts.sort(key=lambda s: s[0])  # stable: ties keep the order above
+    for step in (0.2, 0.5):
+        for _, order, _ in starts:
+            if p.arena(best) <= lb:
+                return p.named(best)
+            offs = _squeaky_wheel(p, list(order), step, rounds, lb)
+            if p.arena(offs) < p.arena(best):
+                best = offs
+    return p.named(best)
 
 
-def place(buffers: Sequence[BufferSpec], algorithm: str = "first_fit_decreasing") -> dict[str, int]:
+ALGORITHMS: dict[str, Callable[[Sequence[BufferSpec]], dict[str, int]]] = {**_BASE, "best": search}
+
+
+def place(buffers: Sequence[BufferSpec], algorithm: str = "best") -> dict[str, int]:
     """Offsets for `buffers` by the named algorithm (`memory.arena_algorithm`)."""
     try:
         fn = ALGORITHMS[algorithm]
     except KeyError:
         raise ConfigError(f"memory.arena_algorithm: '{algorithm}' is not one of {sorted(ALGORITHMS)}") from None
     return fn(buffers)
+
+
+def lower_bound(buffers: Sequence[BufferSpec]) -> int:
+    """The most bytes alive at one step: no placement of `buffers` is smaller."""
+    return _Problem(buffers).lower_bound
 
 
 def arena_size(buffers: Sequence[BufferSpec], offsets: dict[str, int]) -> int:
