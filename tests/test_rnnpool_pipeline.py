@@ -7,6 +7,33 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+
+
+def test_model_pt_rebuilds_the_rnnpool_network(tmp_path: Path) -> None:
+    """model.pt records the rewrite: both loaders (training's and the deploy stages') rebuild the same RNNPoolNet."""
+    from tinyflow.arch import mobilenetv2
+    from tinyflow.context import RunContext
+    from tinyflow.deploy.model import load_final_model
+    from tinyflow.nn.rnnpool_net import RNNPoolNet
+    from tinyflow.nn.static import StaticNet
+    from tinyflow.training.checkpoint import load_static_model, save_static_model
+
+    torch.manual_seed(0)
+    arch = mobilenetv2(0.35, 64, num_classes=10, in_channels=1)
+    net = RNNPoolNet.from_arch(arch, {"stem_channels": 8, "hidden1": 4, "hidden2": 6}).eval()
+    path = save_static_model(tmp_path / "model.pt", net, arch)
+    x = torch.randn(2, 1, 64, 64)
+    loaded, loaded_arch, _ = load_static_model(path)
+    ctx = RunContext(output_dir=str(tmp_path), model_checkpoint=str(path), arch=arch.to_dict())
+    final_arch, final = load_final_model(ctx, "quantize")
+    for model in (loaded, final):
+        assert isinstance(model, RNNPoolNet)
+        assert model.rnnpool_arch == net.rnnpool_arch
+        torch.testing.assert_close(model(x), net(x))
+    assert loaded_arch == final_arch == arch
+    static = StaticNet(arch)  # a plain static network still loads as one
+    assert type(load_static_model(save_static_model(tmp_path / "s.pt", static, arch))[0]) is StaticNet
 
 
 @pytest.mark.slow
