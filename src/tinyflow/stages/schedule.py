@@ -5,7 +5,7 @@ The model is the exported int8 ONNX (`ctx.onnx_int8_path`) when there is one, el
 joint search (`ctx.schedule_options`, e.g. the patch scheduler's n_patches / patch_blocks) are applied to the
 configured scheduler when it has them. An RNNPool model (finetune under `scheduler=rnnpool`; its model.pt records
 the options) is planned from the arch by the rnnpool scheduler instead, since the ONNX importer does not know the
-ops RNNPool exports to; `ctx.plan["source"]` says so and flash is the int8 file's own count.
+ops RNNPool exports to; `ctx.plan["source"]` and `["source_note"]` say so and flash is the int8 file's own count.
 The analysis (the same as `python -m tinyflow.analyze`) goes to `ctx.plan`, the full placed plan to `plan.json`,
 the figures and the memory-profile plot to MLflow.
 """
@@ -83,7 +83,7 @@ def rnnpool_setup(cfg: DictConfig, ctx: RunContext, options: dict[str, Any]) -> 
 
     arch = Arch.from_dict(require_arch(ctx))
     scheduler = build_plugin(cfg, "scheduler", **options)
-    return from_arch(arch), scheduler, RNNPOOL_SOURCE
+    return from_arch(arch), scheduler, "arch IR, rnnpool scheduler"
 
 
 def require_arch(ctx: RunContext) -> dict[str, Any]:
@@ -92,9 +92,10 @@ def require_arch(ctx: RunContext) -> dict[str, Any]:
     return ctx.arch
 
 
-RNNPOOL_SOURCE = (
-    "arch IR rewritten by the rnnpool scheduler with the model's options (the int8 ONNX is not imported: the "
-    "ONNX importer lacks the ops RNNPool exports to, so these memory figures are not measured on the deployed file)"
+RNNPOOL_NOTE = (
+    "the arch IR rewritten by the rnnpool scheduler with the model's own options; the int8 ONNX is not imported "
+    "(the ONNX importer lacks the ops RNNPool exports to), so these memory figures are not measured on the deployed "
+    "file"
 )
 
 
@@ -127,15 +128,16 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     analysis, plan, layer = analyze(graph, scheduler, memory, device)
     analysis["source"] = source
     if options is not None:
+        analysis["source_note"] = RNNPOOL_NOTE
         int8_flash(analysis, ctx, int(device.flash_reserve_kb * 1024))
-        log.warning("schedule: %s", source)
+        log.warning("schedule: %s", RNNPOOL_NOTE)
     analysis["applied_schedule_options"] = applied
     out_dir = Path(ctx.output_dir)
     plan_path = out_dir / "plan.json"
     atomic_write_text(plan_path, json.dumps(plan.to_dict(), default=str))
     atomic_write_text(out_dir / "analysis.json", json.dumps(analysis, indent=2))
     tracker = active_tracker()
-    tracker.log_params({"schedule.source": source[:250], "schedule.scheduler": analysis["scheduler"], **applied})
+    tracker.log_params({"schedule.source": source, "schedule.scheduler": analysis["scheduler"], **applied})
     tracker.log_metrics(headline_metrics(analysis))
     tracker.log_text(json.dumps(analysis, indent=2), "analysis.json")
     tracker.log_artifact(str(plan_path))
