@@ -7,7 +7,9 @@ and ReLU6 fused (`attrs["act"]`), as an int8 deployment runs them.
 
 from __future__ import annotations
 
-from tinyflow.arch.genome import Arch
+from collections.abc import Sequence
+
+from tinyflow.arch.genome import Arch, Block
 from tinyflow.ir.graph import Graph
 
 
@@ -41,35 +43,33 @@ def from_arch(arch: Arch, batch: int = 1) -> Graph:
         block=0,
         weights=_cbn("stem"),
     )
-    x = "stem"
-    for i, b in enumerate(arch.blocks):
-        blk = i + 1
-        p = f"blocks.{i}"
-        block_in = x
-        hidden = b.hidden
+    x = add_mbconv_blocks(g, arch.blocks, "stem", first_index=0)
+    add_classifier_tail(g, arch, x)
+    return g
+
+
+def add_mbconv_blocks(g: Graph, blocks: Sequence[Block], x: str, first_index: int) -> str:
+    """Append MBConv blocks reading `x`, named `blocks.{first_index + i}.*` (StaticNet's paths) and numbered
+    `first_index + i + 1`; returns the name of the last block's output."""
+    for i, b in enumerate(blocks):
+        idx = first_index + i
+        blk, p, block_in = idx + 1, f"blocks.{idx}", x
         if b.expand != 1:
-            g.add(f"{p}.expand", "conv2d", (x,), _conv(1, 1, hidden, 1, "relu6"), blk, _cbn(f"{p}.expand"))
+            g.add(f"{p}.expand", "conv2d", (x,), _conv(1, 1, b.hidden, 1, "relu6"), blk, _cbn(f"{p}.expand"))
             x = f"{p}.expand"
-        g.add(
-            f"{p}.depthwise",
-            "conv2d",
-            (x,),
-            _conv(b.kernel, b.stride, hidden, hidden, "relu6"),
-            blk,
-            _cbn(f"{p}.depthwise"),
-        )
-        g.add(
-            f"{p}.project",
-            "conv2d",
-            (f"{p}.depthwise",),
-            _conv(1, 1, b.out_channels, 1, None),
-            blk,
-            _cbn(f"{p}.project"),
-        )
+        dw = _conv(b.kernel, b.stride, b.hidden, b.hidden, "relu6")
+        g.add(f"{p}.depthwise", "conv2d", (x,), dw, blk, _cbn(f"{p}.depthwise"))
+        pw = _conv(1, 1, b.out_channels, 1, None)
+        g.add(f"{p}.project", "conv2d", (f"{p}.depthwise",), pw, blk, _cbn(f"{p}.project"))
         x = f"{p}.project"
         if b.residual:
             g.add(f"{p}.add", "add", (block_in, x), {}, blk)
             x = f"{p}.add"
+    return x
+
+
+def add_classifier_tail(g: Graph, arch: Arch, x: str) -> None:
+    """Append the optional head conv, global pool, flatten and classifier (block N+1) and mark the output."""
     tail = len(arch.blocks) + 1
     if arch.head_channels:
         g.add("head", "conv2d", (x,), _conv(1, 1, arch.head_channels, 1, "relu6"), tail, _cbn("head"))
@@ -85,4 +85,3 @@ def from_arch(arch: Arch, batch: int = 1) -> Graph:
         {"weight": "classifier.weight", "bias": "classifier.bias"},
     )
     g.set_outputs(["classifier"])
-    return g

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tinyflow.ir.from_arch import _cbn, _conv, add_classifier_tail, add_mbconv_blocks
 from tinyflow.ir.graph import Graph
 from tinyflow.ir.ops import IRError, OpKind, Shape, register_op
 
@@ -122,62 +123,6 @@ def rnnpool_graph(rarch: RNNPoolArch, batch: int = 1) -> Graph:
         0,
         {"rnn1": "rnnpool.rnn1", "rnn2": "rnnpool.rnn2"},
     )
-    x = "rnnpool"
-    for i, b in enumerate(rarch.blocks):
-        idx = rarch.cut + i  # the block's index in the original arch (names, plots and weights line up with it)
-        blk, p, block_in = idx + 1, f"blocks.{idx}", x
-        if b.expand != 1:
-            g.add(f"{p}.expand", "conv2d", (x,), _conv(1, 1, b.hidden, 1, "relu6"), blk, _cbn(f"{p}.expand"))
-            x = f"{p}.expand"
-        g.add(
-            f"{p}.depthwise",
-            "conv2d",
-            (x,),
-            _conv(b.kernel, b.stride, b.hidden, b.hidden, "relu6"),
-            blk,
-            _cbn(f"{p}.depthwise"),
-        )
-        g.add(
-            f"{p}.project",
-            "conv2d",
-            (f"{p}.depthwise",),
-            _conv(1, 1, b.out_channels, 1, None),
-            blk,
-            _cbn(f"{p}.project"),
-        )
-        x = f"{p}.project"
-        if b.residual:
-            g.add(f"{p}.add", "add", (block_in, x), {}, blk)
-            x = f"{p}.add"
-    tail = len(base.blocks) + 1
-    if base.head_channels:
-        g.add("head", "conv2d", (x,), _conv(1, 1, base.head_channels, 1, "relu6"), tail, _cbn("head"))
-        x = "head"
-    g.add("pool", "global_avgpool", (x,), {}, tail)
-    g.add("flatten", "flatten", ("pool",), {"axis": 1}, tail)
-    g.add(
-        "classifier",
-        "linear",
-        ("flatten",),
-        {"out_features": base.num_classes, "act": None},
-        tail,
-        {"weight": "classifier.weight", "bias": "classifier.bias"},
-    )
-    g.set_outputs(["classifier"])
+    x = add_mbconv_blocks(g, rarch.blocks, "rnnpool", first_index=rarch.cut)
+    add_classifier_tail(g, base, x)
     return g
-
-
-def _conv(k: int, s: int, cout: int, groups: int, act: str | None) -> dict:
-    p = k // 2
-    return {
-        "out_channels": cout,
-        "kernel": (k, k),
-        "stride": (s, s),
-        "padding": (p, p, p, p),
-        "groups": groups,
-        "act": act,
-    }
-
-
-def _cbn(prefix: str) -> dict[str, str]:
-    return {"weight": f"{prefix}.0.weight", "bn": f"{prefix}.1"}
