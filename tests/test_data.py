@@ -15,14 +15,7 @@ from tinyflow.errors import ConfigError, DataError
 from tinyflow_plugins.data import Cifar10Data, DigitsData, ImageFolderData, Mnist5kData
 from tinyflow_plugins.data.base import random_shift, stratified_split
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: one intra-op thread avoids oversubscription (results do not depend on it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,7 @@ from tinyflow.nn.static import StaticNet
 from tinyflow.stages.finetune import run as finetune
 from tinyflow.training.checkpoint import load_static_model, save_static_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: one intra-op thread avoids oversubscription (results do not depend on it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SPACE = MBConvSpace(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 
 from search_toys import toy_accuracy
 from tinyflow.arch.space import MBConvSpace
@@ -15,12 +14,7 @@ from tinyflow.search.predictor import AccuracyPredictor, PredictorConfig, sample
 SPACE = MBConvSpace(width_mult=0.5, resolution=64, num_classes=10)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_predictor_ranks_held_out_archs():

@@ -11,14 +11,7 @@ import torch
 from tinyflow.errors import ConfigError
 from tinyflow.nn.rnnpool import RNNPool
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: extra threads only fight over the shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- slow, obviously-correct reference

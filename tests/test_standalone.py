@@ -18,14 +18,7 @@ from tinyflow.training.optim import build_optimizer, cosine_schedule
 from tinyflow_plugins.data import DigitsData
 from tinyflow_plugins.trainers.standalone import StandaloneTrainer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: one intra-op thread avoids oversubscription (results do not depend on it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SPACE = MBConvSpace(
