@@ -47,6 +47,8 @@ def run_cli(tmp_path: Path, store_uri: str) -> Callable[..., subprocess.Complete
         *args: str, module: str = "tinyflow", multirun: bool = False, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
         dirs = [f"hydra.sweep.dir={tmp_path / 'multirun'}"] if multirun else [f"hydra.run.dir={tmp_path / 'run'}"]
+        if module == "tinyflow":  # the train cache stays in this test's tmp dir
+            dirs.append(f"cache.dir={tmp_path / 'cache'}")
         cmd = [sys.executable, "-m", module, *args, f"tracking.uri={store_uri}", *dirs]
         if multirun:
             cmd.insert(3, "-m")

@@ -7,7 +7,9 @@ accuracies of the largest and smallest subnets in the run context.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from tinyflow.context import RunContext
 from tinyflow.plugins import build_plugin
 from tinyflow.stages import stage
 from tinyflow.tracking import active_tracker
+from tinyflow.training.cache import train_cache, train_key
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
             "train.resolution": space.resolution,
         }
     )
-    result = trainer.fit(space, data, str(Path(ctx.output_dir) / "train"), tracker)
+    result = fit_or_reuse(cfg, ctx, trainer, space, data, tracker)
     if getattr(trainer, "name", "") == "ofa":
         ctx.supernet_checkpoint = result["checkpoint"]
         metrics = {f"supernet_{k}": float(v) for k, v in result.items() if k.startswith("val_acc_")}
@@ -57,8 +60,44 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
             ctx.arch = result["arch"]
         metrics = {"train_val_accuracy": float(result["val_accuracy"])}
     metrics["train_wall_time_s"] = float(result.get("wall_time_s", 0.0))
+    metrics["train_cache_hit"] = float(bool(result.get("cache_hit")))
     ctx.metrics.update(metrics)
     tracker.log_metrics(metrics)
     tracker.log_parent_metrics(metrics)
     log.info("train: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return ctx
+
+
+def fit_or_reuse(cfg: DictConfig, ctx: RunContext, trainer: Any, space: Any, data: Any, tracker: Any) -> dict[str, Any]:
+    """Train, or — with `cache.train` on and an equal training already done — reuse that training's result.
+
+    A reused result keeps the original training's `wall_time_s` (the stage's child run has its own `wall_time_s`).
+    """
+    workdir = str(Path(ctx.output_dir) / "train")
+    cache = train_cache(cfg)
+    if cache is None:
+        return trainer.fit(space, data, workdir, tracker)
+    key = train_key(cfg, ctx.width_mult, ctx.resolution)
+    tracker.set_tags({"train.cache_key": key})
+    t0 = time.perf_counter()
+    with cache.lock(key):
+        result = cache.lookup(key, workdir)
+        if result is not None:
+            source = result.get("source", {})
+            log.info(
+                "train: reusing the training of run %s (%s) — same data, space, trainer, seed and code (cache key %s"
+                " in %s); set cache.train=false to train again",
+                source.get("mlflow_run_id", "?"),
+                source.get("output_dir", "?"),
+                key,
+                cache.root,
+            )
+            tracker.set_tags({"train.cache": "hit", "train.cache_source_run": str(source.get("mlflow_run_id", ""))})
+            log.info("train: cache lookup and copy took %.1f s", time.perf_counter() - t0)
+            return {**result, "cache_hit": True}
+        result = trainer.fit(space, data, workdir, tracker)
+        source = {"output_dir": str(ctx.output_dir), "mlflow_run_id": str(getattr(tracker, "parent_id", "") or "")}
+        with contextlib.suppress(OSError):  # a full or read-only cache disk must not fail a finished training
+            cache.store(key, result, source)
+        tracker.set_tags({"train.cache": "miss"})
+        return result

@@ -1,0 +1,156 @@
+"""A content-addressed cache of trained models, so that runs which would train the same thing train it once.
+
+Once-for-All's premise is "train once, deploy many": a sweep over devices (`-m device.sram_kb=... device.flash_kb=...`)
+should not retrain the supernet for every device. The `train` stage's result depends only on what is hashed into
+the key — the data, search-space and trainer options, the seed, the (width, resolution) the `space` stage chose,
+the torch version and the source code of tinyflow and its plugins — so jobs with equal keys share one training.
+Jobs of a parallel sweep that want the same key wait on a file lock while the first one trains.
+
+An entry is a directory `<cache dir>/<key>/` holding the trainer's result (`result.json`) and its checkpoint; it is
+written under a temporary name and renamed into place, so a crash never leaves half an entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+#: trainer options that change how training is shown or restarted, not what it produces
+_NEUTRAL_TRAINER_KEYS = ("progress", "resume")
+
+
+@cache
+def code_digest() -> str:
+    """SHA-256 over the source of the `tinyflow` and `tinyflow_plugins` packages (a code change misses the cache)."""
+    import importlib
+
+    roots: list[Path] = []
+    for name in ("tinyflow", "tinyflow_plugins"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # pragma: no cover - the plugins ship with tinyflow
+            continue
+        roots += [Path(p).resolve() for p in module.__path__]  # __path__: namespace packages have no __file__
+    digest = hashlib.sha256()
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.relative_to(root.parent).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def train_key(cfg: DictConfig, width_mult: float | None, resolution: int | None) -> str:
+    """The cache key of the `train` stage of `cfg` at the `space` stage's (width, resolution)."""
+    import torch
+
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(trainer, dict)
+    for name in _NEUTRAL_TRAINER_KEYS:
+        trainer.pop(name, None)
+    payload = {
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "search_space": OmegaConf.to_container(cfg.search_space, resolve=True),
+        "trainer": trainer,
+        "seed": cfg.get("seed"),
+        "width_mult": width_mult,
+        "resolution": resolution,
+        "torch": torch.__version__,
+        "code": code_digest(),
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class TrainCache:
+    """The cache directory; `lookup`/`store` entries by key, `lock` a key while it is being trained."""
+
+    root: Path
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold an exclusive lock on `key` (other processes asking for it wait); a no-op where fcntl is missing."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        with open(self.root / f"{key}.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("train cache: another job is training %s; waiting for it to share the result", key)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def lookup(self, key: str, workdir: str | Path) -> dict[str, Any] | None:
+        """The cached result of `key` with its checkpoint copied into `workdir`, or None on a miss."""
+        entry = self.root / key
+        result_file = entry / RESULT_FILE
+        if not result_file.is_file():
+            return None
+        try:
+            result = json.loads(result_file.read_text())
+            cached_ckpt = entry / result["checkpoint_file"]
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("train cache: ignoring unreadable entry %s (%s); training again", entry, exc)
+            return None
+        if not cached_ckpt.is_file():
+            log.warning("train cache: entry %s lost its checkpoint; training again", entry)
+            return None
+        target = Path(workdir) / cached_ckpt.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(cached_ckpt, tmp)
+        os.replace(tmp, target)
+        result["checkpoint"] = str(target)
+        return result
+
+    def store(self, key: str, result: dict[str, Any], source: dict[str, str]) -> Path | None:
+        """Save `result` (with its checkpoint) under `key`; returns the entry, or None if the result cannot be saved."""
+        entry = self.root / key
+        if entry.exists():
+            return entry
+        ckpt = Path(result["checkpoint"])
+        try:
+            text = json.dumps({**result, "checkpoint_file": ckpt.name, "source": source}, sort_keys=True)
+        except TypeError as exc:
+            log.warning("train cache: result not JSON-serialisable (%s); not cached", exc)
+            return None
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
+        try:
+            shutil.copyfile(ckpt, tmp / ckpt.name)
+            (tmp / RESULT_FILE).write_text(text)
+            os.replace(tmp, entry)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return entry
+
+
+def train_cache(cfg: DictConfig) -> TrainCache | None:
+    """The configured cache (`cache.train`, `cache.dir`), or None when it is off."""
+    node = cfg.get("cache")
+    if node is None or not node.get("train", False):
+        return None
+    return TrainCache(Path(str(node.dir)).expanduser())

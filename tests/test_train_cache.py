@@ -1,0 +1,111 @@
+"""The content-addressed train cache: keys, entries, the lock, and a real parallel sweep that trains once."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from tinyflow import CONF_DIR
+from tinyflow.training.cache import TrainCache, train_key
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_key_follows_what_changes_the_training() -> None:
+    base = train_key(_cfg(), 0.35, 28)
+    assert train_key(_cfg(), 0.35, 28) == base
+    assert train_key(_cfg("trainer.progress=false"), 0.35, 28) == base  # display only
+    assert train_key(_cfg("device=stm32h743"), 0.35, 28) == base  # the device acts through (width, resolution)
+    assert train_key(_cfg("seed=1"), 0.35, 28) != base
+    assert train_key(_cfg("trainer.weight_decay=1e-4"), 0.35, 28) != base
+    assert train_key(_cfg("data.max_train_samples=100"), 0.35, 28) != base
+    assert train_key(_cfg(), 0.5, 28) != base
+    assert train_key(_cfg(), 0.35, 32) != base
+
+
+def _result(tmp_path: Path) -> dict:
+    ckpt = tmp_path / "job0" / "train" / "supernet.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"weights" * 100)
+    return {"checkpoint": str(ckpt), "val_acc_max": 0.9, "wall_time_s": 12.0, "history": [{"epoch": 1}]}
+
+
+def test_store_then_lookup_copies_the_checkpoint_into_the_new_run(tmp_path: Path) -> None:
+    cache = TrainCache(tmp_path / "cache")
+    assert cache.lookup("k", tmp_path / "job1" / "train") is None
+    result = _result(tmp_path)
+    entry = cache.store("k", result, {"output_dir": "job0", "mlflow_run_id": "abc"})
+    assert entry is not None and not any(p.name.startswith(".") for p in cache.root.iterdir())
+    hit = cache.lookup("k", tmp_path / "job1" / "train")
+    assert hit is not None
+    assert Path(hit["checkpoint"]) == tmp_path / "job1" / "train" / "supernet.ckpt"
+    assert filecmp.cmp(hit["checkpoint"], result["checkpoint"], shallow=False)
+    assert hit["val_acc_max"] == 0.9 and hit["wall_time_s"] == 12.0 and hit["source"]["mlflow_run_id"] == "abc"
+
+
+def test_a_damaged_entry_is_a_miss_not_an_error(tmp_path: Path) -> None:
+    cache = TrainCache(tmp_path / "cache")
+    cache.store("k", _result(tmp_path), {})
+    (cache.root / "k" / "supernet.ckpt").unlink()
+    assert cache.lookup("k", tmp_path / "job1") is None
+    (cache.root / "k" / "result.json").write_text("{not json")
+    assert cache.lookup("k", tmp_path / "job1") is None
+
+
+def test_the_lock_makes_a_second_job_wait(tmp_path: Path) -> None:
+    cache = TrainCache(tmp_path / "cache")
+    order: list[str] = []
+    inside = threading.Event()
+
+    def first() -> None:
+        with cache.lock("k"):
+            inside.set()
+            time.sleep(0.3)
+            order.append("first done")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    inside.wait(5)
+    with cache.lock("k"):
+        order.append("second in")
+    thread.join()
+    assert order == ["first done", "second in"]
+
+
+@pytest.mark.slow
+def test_a_parallel_device_sweep_trains_the_supernet_once(run_cli, tmp_path: Path, store_uri: str) -> None:
+    res = run_cli(
+        "stages=[space,train]",
+        "debug=fast",
+        "device=custom",
+        "device.sram_kb=256,512",
+        "device.flash_kb=1024",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        multirun=True,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    contexts = [json.loads((tmp_path / "multirun" / str(i) / "context.json").read_text()) for i in range(2)]
+    assert contexts[0]["width_mult"] == contexts[1]["width_mult"]  # same cell, so the same training
+    hits = sorted(c["metrics"]["train_cache_hit"] for c in contexts)
+    assert hits == [0.0, 1.0]
+    assert filecmp.cmp(contexts[0]["supernet_checkpoint"], contexts[1]["supernet_checkpoint"], shallow=False)
+    accs = [{k: v for k, v in c["metrics"].items() if k.startswith("supernet_")} for c in contexts]
+    assert accs[0] == accs[1] and accs[0]
+    client = MlflowClient(tracking_uri=store_uri)
+    exp = client.get_experiment_by_name("tinyflow")
+    tags = [r.data.tags for r in client.search_runs([exp.experiment_id], "tags.`train.cache` != ''")]
+    assert sorted(t["train.cache"] for t in tags) == ["hit", "miss"]
+    hit = next(t for t in tags if t["train.cache"] == "hit")
+    miss_run = client.search_runs([exp.experiment_id], "tags.`train.cache` = 'miss'")[0]
+    assert hit["train.cache_source_run"] == miss_run.info.run_id
