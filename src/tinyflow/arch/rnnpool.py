@@ -10,10 +10,11 @@ rest of the network sees the same resolutions as before (MobileNetV2 at 224 with
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from tinyflow.arch.genome import Arch, Block
+from tinyflow.arch.space import MBConvSpace
 from tinyflow.errors import ConfigError
 
 
@@ -197,3 +198,58 @@ def rewrite(arch: Arch, options: RNNPoolOptions | dict[str, Any] | None = None) 
         cell=opts.cell,
         blocks=blocks,
     )
+
+
+@dataclass(frozen=True)
+class SupernetStem:
+    """An RNNPool stem of an elastic supernet: stem conv -> RNNPool -> the space's blocks from stage `cut_stage` on.
+
+    `space` is the supernet's space with the stages before the cut pinned (`MBConvSpace.fixed_stages`), so every
+    arch of it has the same blocks before the cut and `options.cut` (resolved on the largest arch) is the first
+    kept block's index in every one of them.
+    """
+
+    space: MBConvSpace
+    options: RNNPoolOptions
+    cut_stage: int  # `Block.stage` of the first kept block: 0 = the fixed first block, s = elastic stage s
+
+    def cut(self, arch: Arch) -> int:
+        """Index of `arch`'s first kept block (`options.cut` for an arch of `space`)."""
+        for i, b in enumerate(arch.blocks):
+            if b.stage >= self.cut_stage:
+                return i
+        raise ConfigError(
+            f"arch '{arch.name}' has no block at or after the RNNPool stem's cut (stage {self.cut_stage})."
+        )
+
+    def rewrite(self, arch: Arch) -> RNNPoolArch:
+        """`arch` as the network the supernet runs for it: whatever its blocks before the cut, they are cut off."""
+        return rewrite(arch, replace(self.options, cut=self.cut(arch)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved options (JSON-ready, `RNNPoolOptions` fields, the cut a block index)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.options).items()}
+
+
+def supernet_stem(space: MBConvSpace, options: RNNPoolOptions | dict[str, Any] | None = None) -> SupernetStem:
+    """Resolve RNNPool options (as for `scheduler=rnnpool`) on `space`'s largest arch into a supernet stem.
+
+    The cut must be the first block of a stage (`cut: auto` is, unless no stage starts at RNNPool's output
+    resolution): the elastic depth of a stage cannot be split by the cut. ConfigError names the valid cuts otherwise.
+    """
+    opts = options if isinstance(options, RNNPoolOptions) else RNNPoolOptions.from_config(options)
+    top = space.max_arch()
+    rarch = rewrite(top, opts)
+    cut, blocks = rarch.cut, top.blocks
+    stage = blocks[cut].stage
+    if cut > 0 and blocks[cut - 1].stage == stage:
+        members = [i for i, b in enumerate(blocks) if b.stage == stage]
+        raise ConfigError(
+            f"rnnpool.cut={cut} falls inside stage {stage} (blocks {members[0]}..{members[-1]} of the largest arch of "
+            f"space '{space.name}'): an RNNPool supernet stem keeps whole stages, since a stage's elastic depth cannot "
+            f"be split. Set rnnpool.cut (scheduler.cut) to a stage's first block, e.g. {members[0]} or "
+            f"{members[-1] + 1}, or to auto."
+        )
+    fixed = min(max(0, stage - 1), len(space.stages))  # elastic stage s (0-based) has Block.stage s + 1
+    pinned = replace(space, fixed_stages=max(space.fixed_stages, fixed))
+    return SupernetStem(pinned, RNNPoolOptions.from_config(rarch.options()), stage)

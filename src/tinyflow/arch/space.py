@@ -34,6 +34,11 @@ class MBConvSpace:
     Defaults follow the ProxylessNAS/OFA MobileNetV2-based space that MCUNet searches: stem 32, an MBConv1
     block of 16, elastic stages of widths 24, 40, 80, 96, 192 (strides 2, 2, 2, 1, 2), then a fixed block of
     320 channels. Kernel {3,5,7}, expand {3,4,6}, depth {2,3,4}.
+
+    `fixed_stages` pins the first N elastic stages at the largest choices (depth, kernel and expand): every arch
+    built from the space has them so, whatever its genome says there. A supernet whose RNNPool stem replaces those
+    stages sets it, so that every arch sampled or searched has the same blocks before the cut (hence the same cut
+    index) and no two genomes differ only in blocks that never run.
     """
 
     width_mult: float = 1.0
@@ -56,6 +61,7 @@ class MBConvSpace:
     kernel_choices: tuple[int, ...] = (3, 5, 7)
     expand_choices: tuple[int, ...] = (3, 4, 6)
     depth_choices: tuple[int, ...] = (2, 3, 4)
+    fixed_stages: int = 0
     name: str = "mcunet"
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -103,10 +109,18 @@ class MBConvSpace:
             if d not in self.depth_choices:
                 raise ArchOutsideSpaceError(f"depths[{i}] = {d} is not one of {list(self.depth_choices)}")
 
+    def pin(self, depths: list[int], kernels: list[int], expands: list[int]) -> None:
+        """Set the genes of the first `fixed_stages` stages to the largest choices (in place)."""
+        for s in range(min(max(0, self.fixed_stages), len(depths))):
+            depths[s] = self.max_depth
+            for slot in range(s * self.max_depth, (s + 1) * self.max_depth):
+                kernels[slot], expands[slot] = max(self.kernel_choices), max(self.expand_choices)
+
     def build(self, depths: Sequence[int], kernels: Sequence[int], expands: Sequence[int]) -> Arch:
         """Resolve a genome (depth per stage; kernel and expand per slot) into an `Arch`."""
         depths, kernels, expands = list(depths), list(kernels), list(expands)
         self.check(depths, kernels, expands)
+        self.pin(depths, kernels, expands)
         stem = self.channels(self.stem_channels)
         blocks: list[Block] = []
         first = self.channels(self.first_block_channels)
