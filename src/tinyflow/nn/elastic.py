@@ -12,12 +12,21 @@ One set of weights holds every subnet of the space:
 
 `set_active(arch)` selects a subnet, `extract(arch)` copies it into a `StaticNet` whose outputs equal the active
 supernet's.
+
+`stem="rnnpool"` (RNNPool, Saha et al. 2020) trains the network that `scheduler=rnnpool` deploys: stem conv ->
+RNNPool (fixed, not elastic) -> the elastic blocks from the cut on; the blocks before the cut do not exist in the
+supernet. The options are the scheduler's (`tinyflow.arch.rnnpool.RNNPoolOptions`), resolved on the space's largest
+arch; the cut must start a stage. The first kept block slot is built with RNNPool's 4·hidden2 input channels (as
+`rewrite` gives the first kept block), so every arch of the space stays valid whatever hidden2 is. The dropped
+stages are pinned in the genome (`MBConvSpace.fixed_stages`: largest choices), so sampled and searched archs all
+have the same blocks before the cut, and the same cut index; an arch with other blocks there runs the same network
+(they are ignored). `extract(arch)` then gives an `RNNPoolNet`.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -26,9 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinyflow.arch.genome import Arch
+from tinyflow.arch.rnnpool import RNNPoolOptions, SupernetStem, supernet_stem
 from tinyflow.arch.space import ArchOutsideSpaceError, MBConvSpace, StageSpec
-from tinyflow.errors import TinyflowError
+from tinyflow.errors import ConfigError, TinyflowError
+from tinyflow.nn.rnnpool import RNNPool
+from tinyflow.nn.rnnpool_net import RNNPoolNet
 from tinyflow.nn.static import ConvBNAct, MBConv, StaticNet
+
+STEMS = ("conv", "rnnpool")
 
 
 class ArchNotInSupernetError(TinyflowError, ArchOutsideSpaceError):
@@ -157,22 +171,47 @@ class ElasticMBConv(nn.Module):
 
 # ------------------------------------------------------------------------------------------------ supernet
 class ElasticSupernet(nn.Module):
-    """stem → fixed MBConv1 block → elastic stages → fixed tail blocks → [head] → pool → classifier."""
+    """stem → fixed MBConv1 block → elastic stages → fixed tail blocks → [head] → pool → classifier.
 
-    def __init__(self, space: MBConvSpace, dropout: float = 0.0):
+    With `stem="rnnpool"`: stem → RNNPool → the blocks from the cut on (a dropped stage is an empty slot list,
+    `first` is None when block 0 is dropped); `rnnpool` holds the options (RNNPoolOptions fields, as
+    `scheduler=rnnpool` takes them) and `self.space` is `space` with the dropped stages pinned.
+    """
+
+    def __init__(
+        self,
+        space: MBConvSpace,
+        dropout: float = 0.0,
+        stem: str = "conv",
+        rnnpool: RNNPoolOptions | Mapping[str, Any] | None = None,
+    ):
         super().__init__()
+        self.rnnpool_stem = _supernet_stem(space, stem, rnnpool)
+        if self.rnnpool_stem is not None:
+            space = self.rnnpool_stem.space
         self.space = space
         top = space.max_arch()
         self.max_depth = space.max_depth
-        self.stem = ConvBNAct(top.in_channels, top.stem_channels, top.stem_kernel, top.stem_stride)
-        self.first = MBConv(top.blocks[0])
+        ro = self.rnnpool_stem.options if self.rnnpool_stem is not None else None
+        cut_stage = self.rnnpool_stem.cut_stage if self.rnnpool_stem is not None else 0
+        stem_channels = int(ro.stem_channels) if ro is not None and ro.stem_channels else top.stem_channels
+        self.stem = ConvBNAct(top.in_channels, stem_channels, top.stem_kernel, top.stem_stride)
+        self.rnnpool = None
+        if ro is not None:
+            self.rnnpool = RNNPool(stem_channels, ro.hidden1, ro.hidden2, ro.patch, ro.stride, ro.padding, ro.cell)
+
+        def cin(stage: int, channels: int) -> int:
+            """Input width of a stage's first block: RNNPool's 4·hidden2 when the stage is the first kept one."""
+            return self.rnnpool.out_channels if self.rnnpool is not None and stage == cut_stage else channels
+
+        self.first = MBConv(replace(top.blocks[0], in_channels=cin(0, stem_channels))) if cut_stage == 0 else None
         stages: list[nn.ModuleList] = []
         prev = top.blocks[0].out_channels
-        for spec in space.stages:
+        for s, spec in enumerate(space.stages):
             out = space.channels(spec.width)
             slots = [
                 ElasticMBConv(
-                    prev if j == 0 else out,
+                    cin(s + 1, prev) if j == 0 else out,
                     out,
                     spec.stride if j == 0 else 1,
                     space.kernel_choices,
@@ -180,11 +219,14 @@ class ElasticSupernet(nn.Module):
                 )
                 for j in range(self.max_depth)
             ]
-            stages.append(nn.ModuleList(slots))
+            stages.append(nn.ModuleList(slots if s + 1 >= cut_stage else []))
             prev = out
         self.stages = nn.ModuleList(stages)
         n_tail = len(space.tail_channels)
-        self.tail = nn.ModuleList(MBConv(b) for b in top.blocks[len(top.blocks) - n_tail :])
+        tail = [b for b in top.blocks[len(top.blocks) - n_tail :] if b.stage >= cut_stage]
+        self.tail = nn.ModuleList(
+            MBConv(replace(b, in_channels=cin(b.stage, b.in_channels)) if i == 0 else b) for i, b in enumerate(tail)
+        )
         self.head = ConvBNAct(top.blocks[-1].out_channels, top.head_channels, 1) if top.head_channels else None
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(top.last_channels, top.num_classes)
@@ -198,6 +240,11 @@ class ElasticSupernet(nn.Module):
     def max_arch(self) -> Arch:
         return self.space.max_arch()
 
+    @property
+    def stem_config(self) -> dict[str, Any]:
+        """The stem as constructor keywords, JSON-ready (`ElasticSupernet(space, **net.stem_config)` rebuilds it)."""
+        return _stem_config(self.rnnpool_stem)
+
     def min_arch(self) -> Arch:
         return self.space.min_arch()
 
@@ -206,6 +253,8 @@ class ElasticSupernet(nn.Module):
         block, width or choice this supernet does not hold."""
         space = self.space
         ref = space.max_arch()
+        if self.rnnpool_stem is not None:
+            arch = self._pinned_prefix(arch, ref)
         fixed = (
             ("in_channels", arch.in_channels, ref.in_channels),
             ("num_classes", arch.num_classes, ref.num_classes),
@@ -257,6 +306,18 @@ class ElasticSupernet(nn.Module):
                 )
         return {"depths": depths, "kernels": kernels, "expands": expands}
 
+    def _pinned_prefix(self, arch: Arch, ref: Arch) -> Arch:
+        """`arch` with its blocks before the RNNPool stem's cut replaced by the space's pinned ones: they never run."""
+        cut = self.rnnpool_stem.cut_stage  # type: ignore[union-attr]
+        blocks = [b for b in ref.blocks if b.stage < cut] + [b for b in arch.blocks if b.stage >= cut]
+        try:
+            return replace(arch, blocks=tuple(blocks))
+        except ValueError as exc:
+            raise ArchNotInSupernetError(
+                f"arch '{arch.name}' does not fit this supernet's RNNPool stem (space '{self.space.name}', width_mult "
+                f"{self.space.width_mult}): {exc}. Use an arch of the same space and width multiplier."
+            ) from None
+
     # ---- activation -------------------------------------------------------------------------------------
     def set_active(self, arch: Arch) -> None:
         """Make `arch` the subnet that `forward` runs (the resolution is whatever the input has)."""
@@ -273,7 +334,11 @@ class ElasticSupernet(nn.Module):
             yield from list(slots)[:depth]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.first(self.stem(x))
+        x = self.stem(x)
+        if self.rnnpool is not None:
+            x = self.rnnpool(x)
+        if self.first is not None:
+            x = self.first(x)
         for block in self.active_blocks():
             x = block(x)
         for block in self.tail:
@@ -294,18 +359,29 @@ class ElasticSupernet(nn.Module):
 
     # ---- extraction -------------------------------------------------------------------------------------
     @torch.no_grad()
-    def extract(self, arch: Arch) -> StaticNet:
+    def extract(self, arch: Arch) -> StaticNet | RNNPoolNet:
         """A `StaticNet(arch)` holding this supernet's weights for `arch` (kernel transforms applied, BatchNorm
-        statistics copied); in eval mode its outputs equal the supernet's with `arch` active."""
+        statistics copied); in eval mode its outputs equal the supernet's with `arch` active. With the RNNPool stem,
+        the `RNNPoolNet` of `arch` rewritten as the stem cuts it (stem, RNNPool, kept blocks, head copied)."""
         self.set_active(arch)
-        net = StaticNet(arch, dropout=self.dropout.p)
+        net: StaticNet | RNNPoolNet
+        if self.rnnpool_stem is None:
+            net = StaticNet(arch, dropout=self.dropout.p)
+            statics = list(net.blocks)
+        else:
+            net = RNNPoolNet(self.rnnpool_stem.rewrite(arch), dropout=self.dropout.p)
+            net.rnnpool.load_state_dict(self.rnnpool.state_dict())  # type: ignore[union-attr]
+            statics = list(net.blocks.values())
         net.stem.load_state_dict(self.stem.state_dict())
-        net.blocks[0].load_state_dict(self.first.state_dict())
-        for static, block in zip(list(net.blocks)[1:], self.active_blocks()):
-            _copy_block(static, block)
-        n_tail = len(self.tail)
-        for static, block in zip(list(net.blocks)[len(net.blocks) - n_tail :], self.tail):
-            static.load_state_dict(block.state_dict())
+        sources: list[nn.Module] = [*([self.first] if self.first is not None else []), *self.active_blocks()]
+        sources += list(self.tail)
+        if len(sources) != len(statics):  # an internal inconsistency, not a user error
+            raise RuntimeError(f"extract: {len(sources)} supernet blocks for {len(statics)} blocks of '{arch.name}'")
+        for static, block in zip(statics, sources):
+            if isinstance(block, ElasticMBConv):
+                _copy_block(static, block)
+            else:
+                static.load_state_dict(block.state_dict())
         if self.head is not None:
             net.head.load_state_dict(self.head.state_dict())
         net.classifier.load_state_dict(self.classifier.state_dict())
@@ -333,6 +409,29 @@ def _copy_block(static: MBConv, block: ElasticMBConv) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+def _supernet_stem(
+    space: MBConvSpace, stem: str, rnnpool: RNNPoolOptions | Mapping[str, Any] | None
+) -> SupernetStem | None:
+    if stem not in STEMS:
+        raise ConfigError(f"trainer.stem (the supernet's stem) must be one of {list(STEMS)}, got {stem!r}.")
+    if stem == "conv":
+        return None
+    return supernet_stem(space, rnnpool if isinstance(rnnpool, RNNPoolOptions) else dict(rnnpool or {}))
+
+
+def _stem_config(rs: SupernetStem | None) -> dict[str, Any]:
+    return {"stem": "conv"} if rs is None else {"stem": "rnnpool", "rnnpool": rs.to_dict()}
+
+
+def resolve_stem(
+    space: MBConvSpace, stem: str = "conv", rnnpool: RNNPoolOptions | Mapping[str, Any] | None = None
+) -> tuple[MBConvSpace, dict[str, Any]]:
+    """(the space, the stem config) that `ElasticSupernet(space, stem=stem, rnnpool=rnnpool)` would have, without
+    building it: the space with the stages an RNNPool stem drops pinned, and the stem's resolved options."""
+    rs = _supernet_stem(space, stem, rnnpool)
+    return (space if rs is None else rs.space), _stem_config(rs)
+
+
 def space_to_dict(space: MBConvSpace) -> dict[str, Any]:
     """The fields that define an `MBConvSpace` (plain JSON types), to store beside supernet weights."""
     d = asdict(replace(space, extra={}))
@@ -367,6 +466,7 @@ __all__ = [
     "ElasticMBConv",
     "ElasticSupernet",
     "genome_arch",
+    "resolve_stem",
     "space_from_dict",
     "space_to_dict",
 ]

@@ -1,7 +1,8 @@
 """Reading a trained supernet back from its checkpoint, and extracting a subnet from it (finetune, search).
 
 A supernet checkpoint is a Lightning checkpoint whose `state_dict` holds the supernet's weights under the
-prefix `supernet.` and whose `tinyflow_supernet` entry records the space, so core code can rebuild the supernet
+prefix `supernet.` and whose `tinyflow_supernet` entry records the space and the stem (`stem`: the supernet's
+`stem_config`, absent in checkpoints from before the RNNPool stem = conv), so core code can rebuild the supernet
 without the trainer plugin.
 """
 
@@ -18,6 +19,7 @@ from tinyflow.arch.genome import Arch
 from tinyflow.errors import CheckpointError
 from tinyflow.nn.calibration import recalibrate_bn
 from tinyflow.nn.elastic import ElasticSupernet, space_from_dict
+from tinyflow.nn.rnnpool_net import RNNPoolNet
 from tinyflow.nn.static import StaticNet
 
 CKPT_KEY = "tinyflow_supernet"
@@ -47,6 +49,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return ckpt
 
 
+def stem_of(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The supernet's stem config recorded in a checkpoint (`ElasticSupernet` keywords; conv when absent)."""
+    return dict(ckpt[CKPT_KEY].get("stem") or {"stem": "conv"})
+
+
 def supernet_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The supernet's own state dict (the `supernet.` entries, prefix removed)."""
     return {k[len(PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(PREFIX)}
@@ -56,7 +63,7 @@ def load_supernet(path: str | os.PathLike[str]) -> ElasticSupernet:
     """Rebuild the trained supernet of a checkpoint (eval mode)."""
     ckpt = read_checkpoint(path)
     meta = ckpt[CKPT_KEY]
-    net = ElasticSupernet(space_from_dict(meta["space"]), dropout=float(meta.get("dropout", 0.0)))
+    net = ElasticSupernet(space_from_dict(meta["space"]), dropout=float(meta.get("dropout", 0.0)), **stem_of(ckpt))
     try:
         net.load_state_dict(supernet_state(ckpt))
     except RuntimeError as exc:
@@ -68,8 +75,9 @@ def extract_subnet(
     path: str | os.PathLike[str],
     arch: Arch | dict[str, Any],
     calibration: Iterable[torch.Tensor] | None = None,
-) -> StaticNet:
-    """The static network of `arch` with the supernet checkpoint's weights, ready for fine-tuning.
+) -> StaticNet | RNNPoolNet:
+    """The static network of `arch` with the supernet checkpoint's weights, ready for fine-tuning (an `RNNPoolNet`
+    when the supernet has an RNNPool stem).
 
     `calibration` (input batches) re-estimates its BatchNorm statistics first, as a subnet's running statistics
     in the supernet belong to whichever subnet ran last. `arch` may be an `Arch` or `Arch.to_dict()`.
