@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, cli_env
+from tinyflow.sweep import collect
 
 
 @pytest.mark.slow
@@ -61,3 +62,46 @@ def test_summary_of_a_non_sweep_dir_is_a_clear_error(tmp_path):
         timeout=300,
     )
     assert out.returncode == 2 and "holds no Hydra jobs" in out.stderr
+
+
+def _job(root, num: int, sram_kb: int, flash_kb: int, report: dict | None) -> None:
+    from omegaconf import OmegaConf
+
+    from tinyflow.context import RunContext
+
+    job = root / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(
+        OmegaConf.create({"device": {"name": "custom", "sram_kb": sram_kb, "flash_kb": flash_kb}}),
+        job / ".hydra" / "config.yaml",
+    )
+    RunContext(output_dir=str(job), completed=["space", "deploy"], width_mult=0.35, resolution=28).save()
+    if report is not None:
+        (job / "report.json").write_text(json.dumps(report))
+
+
+def test_a_full_pipeline_sweep_tabulates_and_maps_what_was_deployed(tmp_path):
+    from tinyflow.sweep import grids, table_markdown
+
+    deployed = {
+        "accuracy_float": 0.97,
+        "accuracy_int8": 0.965,
+        "arena_bytes": 14336,
+        "peak_sram_bytes": 13000,
+        "flash_bytes": 237032,
+        "macs": 3.2e6,
+        "latency_ms": 4.5,
+        "fits": True,
+    }
+    _job(tmp_path, 0, 64, 512, deployed)
+    _job(tmp_path, 1, 128, 512, {**deployed, "arena_bytes": None, "fits": False})
+    _job(tmp_path, 2, 256, 512, None)  # a job that failed before its report
+    rows = {r["sram_kb"]: r for r in collect(tmp_path)}
+    assert rows[64]["acc_int8_%"] == 96.5 and rows[64]["sram_used_kb"] == 14.0 and rows[64]["fits"] is True
+    assert rows[128]["sram_used_kb"] == round(13000 / 1024, 2)  # no arena: the live peak
+    assert "acc_int8_%" not in rows[256]
+    md = table_markdown(list(rows.values()))
+    assert "acc_int8_%" in md.splitlines()[0] and "flash_used_kb" in md.splitlines()[0]
+    _, _, g = grids(list(rows.values()))
+    assert g["int8 accuracy (%)"][0, 0] == 96.5 and g["SRAM used (kB)"][0, 0] == 14.0
+    assert str(g["int8 accuracy (%)"][0, 2]) == "nan"

@@ -24,7 +24,17 @@ from tinyflow.errors import TinyflowError
 log = logging.getLogger(__name__)
 
 # metrics copied from each job's context into the table when present
-TABLE_METRICS = ("search_val_accuracy", "accuracy_float", "accuracy_int8", "search_peak_sram_bytes")
+TABLE_METRICS = ("search_val_accuracy", "search_peak_sram_bytes")
+# what was deployed, from each job's report.json (the run report): column -> (report key, scale)
+DEPLOYED = {
+    "acc_float_%": ("accuracy_float", 100.0),
+    "acc_int8_%": ("accuracy_int8", 100.0),
+    "sram_used_kb": ("sram_used", 1 / 1024),
+    "flash_used_kb": ("flash_bytes", 1 / 1024),
+    "macs_m": ("macs", 1e-6),
+    "latency_ms": ("latency_ms", 1.0),
+    "fits": ("fits", None),
+}
 
 
 def _job_dirs(root: Path) -> list[Path]:
@@ -69,6 +79,7 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
             for m in TABLE_METRICS:
                 if m in ctx.metrics:
                     row[m] = ctx.metrics[m]
+        row.update(_deployed(job))
         row["status"] = "ok" if row.get("width_mult") is not None else "failed / nothing fits"
         rows.append(row)
     if not rows:
@@ -77,6 +88,26 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
             "printed by `python -m tinyflow -m ...` (under outputs/multirun/)."
         )
     return rows
+
+
+def _deployed(job: Path) -> dict[str, Any]:
+    """The report's deployed figures of one job, in the table's units; {} when the job wrote no report."""
+    from tinyflow.report import REPORT_JSON
+
+    path = job / REPORT_JSON
+    if not path.exists():
+        return {}
+    try:
+        report = json.loads(path.read_text())
+    except ValueError:
+        return {}
+    if report.get("sram_used") is None:  # the report stores the arena and the live peak; the device holds the arena
+        report["sram_used"] = report.get("arena_bytes") or report.get("peak_sram_bytes")
+    out: dict[str, Any] = {}
+    for col, (key, scale) in DEPLOYED.items():
+        value = report.get(key)
+        out[col] = value if value is None or scale is None else round(float(value) * scale, 2)
+    return out
 
 
 def grids(rows: list[dict[str, Any]]) -> tuple[list[float], list[float], dict[str, Any]]:
@@ -93,6 +124,13 @@ def grids(rows: list[dict[str, Any]]) -> tuple[list[float], list[float], dict[st
         out["width"][i, j] = r["width_mult"]
         out["resolution"][i, j] = r["resolution"]
         out["mean MACs (M)"][i, j] = round(r["mean_macs_m"], 1) if r.get("mean_macs_m") else math.nan
+    # a full-pipeline sweep also maps what was deployed
+    for title, col in (("int8 accuracy (%)", "acc_int8_%"), ("SRAM used (kB)", "sram_used_kb")):
+        if any(r.get(col) is not None for r in rows):
+            out[title] = np.full((len(flashes), len(srams)), np.nan)
+            for r in rows:
+                if r.get(col) is not None and r.get("sram_kb") is not None and r.get("flash_kb") is not None:
+                    out[title][flashes.index(float(r["flash_kb"])), srams.index(float(r["sram_kb"]))] = r[col]
     return srams, flashes, out
 
 
@@ -106,7 +144,7 @@ def _fmt(v: Any) -> str:
 
 def table_markdown(rows: list[dict[str, Any]]) -> str:
     cols = ["job", "sram_kb", "flash_kb", "width_mult", "resolution", "fit_share", "mean_macs_m"]
-    cols += [m for m in TABLE_METRICS if any(m in r for r in rows)] + ["status"]
+    cols += [m for m in (*TABLE_METRICS, *DEPLOYED) if any(r.get(m) is not None for r in rows)] + ["status"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in sorted(rows, key=lambda r: (r.get("sram_kb") or 0, r.get("flash_kb") or 0)):
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
@@ -126,7 +164,7 @@ def summarize(root: str | Path, tracking: Any = None, print_table: bool = True) 
     atomic_write_text(root / "sweep_summary.md", md)
     atomic_write_text(root / "sweep_summary.json", json.dumps(rows, indent=2, default=str))
     fig = heatmap_figure(srams, flashes, g)
-    fig.suptitle("TinyNAS space choice per device (SRAM × flash)", fontsize=10)
+    fig.suptitle("per device (SRAM × flash): TinyNAS space choice and what was deployed", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(root / "sweep_summary.png", dpi=120)
     if print_table:
@@ -141,7 +179,10 @@ def _print(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     t = Table(title="sweep summary: TinyNAS choice per device")
-    cols = ["sram_kb", "flash_kb", "width_mult", "resolution", "fit_share", "mean_macs_m", "status"]
+    cols = ["sram_kb", "flash_kb", "width_mult", "resolution", "fit_share", "mean_macs_m"]
+    deployed = ("acc_float_%", "acc_int8_%", "sram_used_kb", "flash_used_kb", "fits")
+    cols += [c for c in deployed if any(r.get(c) is not None for r in rows)]
+    cols.append("status")
     for c in cols:
         t.add_column(c)
     for r in sorted(rows, key=lambda r: (r.get("sram_kb") or 0, r.get("flash_kb") or 0)):
