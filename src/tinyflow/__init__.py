@@ -19,6 +19,18 @@ def _register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("tf_outputs"):
         OmegaConf.register_new_resolver("tf_outputs", lambda: OUTPUTS_DIR.as_posix())
+    if not OmegaConf.has_resolver("tf_stem_options"):
+        OmegaConf.register_new_resolver("tf_stem_options", _stem_options)
+
+
+def _stem_options(stem: str, scheduler: object) -> object:
+    """`trainer.stem_options` of conf/trainer/ofa.yaml: the scheduler's config when the supernet's stem comes from it
+    (stem != conv), else None — so a conv-stem training does not depend on (nor is cached by) the scheduler."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if stem == "conv" or scheduler is None:
+        return None
+    return OmegaConf.to_container(scheduler, resolve=True) if isinstance(scheduler, DictConfig) else scheduler
 
 
 _register_resolvers()

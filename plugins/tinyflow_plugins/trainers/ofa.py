@@ -6,6 +6,9 @@ the labels and the largest's soft targets (sandwich rule, in-place distillation)
 the summed loss, gradient clipping and a per-phase cosine learning rate. Every epoch, rank 0 recalibrates
 BatchNorm and measures the val accuracy of the largest, the smallest and a fixed random subnet, logs it to the
 tracker, and a checkpoint is written atomically (`last.ckpt`) so `resume=true` continues at the next epoch.
+
+`stem=rnnpool` trains the supernet with an RNNPool stem (`tinyflow.nn.elastic`), its options those of the configured
+`scheduler=rnnpool` (`stem_options`); the checkpoint records the resolved stem, and `load` rebuilds it from there.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,12 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from tinyflow.arch.genome import Arch
+from tinyflow.arch.rnnpool import RNNPoolOptions
 from tinyflow.arch.space import MBConvSpace
 from tinyflow.errors import CheckpointError, ConfigError
 from tinyflow.nn.calibration import recalibrate_bn
-from tinyflow.nn.elastic import ElasticSupernet, space_to_dict
+from tinyflow.nn.elastic import ElasticSupernet, resolve_stem, space_to_dict
+from tinyflow.nn.rnnpool_net import RNNPoolNet
 from tinyflow.nn.static import StaticNet
-from tinyflow.nn.supernet_checkpoint import CKPT_KEY, read_checkpoint, supernet_state
+from tinyflow.nn.supernet_checkpoint import CKPT_KEY, read_checkpoint, stem_of, supernet_state
 from tinyflow.training.checkpoint import load_weights
 from tinyflow.training.evaluation import evaluate_accuracy
 from tinyflow.training.lightning import make_trainer, seed_all
@@ -218,13 +224,20 @@ class OfaOptions:
 class OfaModule(pl.LightningModule):
     """The supernet under manual optimization: sandwich rule + in-place distillation, phases by epoch."""
 
-    def __init__(self, space: MBConvSpace, phases: list[Phase], options: OfaOptions, data: Any):
+    def __init__(
+        self,
+        space: MBConvSpace,
+        phases: list[Phase],
+        options: OfaOptions,
+        data: Any,
+        stem: dict[str, Any] | None = None,
+    ):
         super().__init__()
         self.automatic_optimization = False
-        self.space = space
         self.phases = phases
         self.options = options
-        self.supernet = ElasticSupernet(space, dropout=options.dropout)
+        self.supernet = ElasticSupernet(space, dropout=options.dropout, **(stem or {}))
+        space = self.space = self.supernet.space  # an RNNPool stem pins the stages it drops
         self.evaluator = SubnetEvaluator(self.supernet, data, options.recalib_batches, options.seed)
         self.eval_archs = {
             "largest": space.max_arch(),
@@ -344,6 +357,7 @@ class OfaModule(pl.LightningModule):
         checkpoint[CKPT_KEY] = {
             "format": 1,
             "space": space_to_dict(self.space),
+            "stem": self.supernet.stem_config,
             "dropout": float(self.options.dropout),
             "phases": [asdict(p) for p in self.phases],
             "epochs_done": done,
@@ -416,8 +430,11 @@ class OfaTrainer:
         num_nodes: int = 1,
         progress: bool = True,
         callbacks: list[pl.Callback] | None = None,
+        stem: str = "conv",
+        stem_options: Any = None,
         **options: Any,
     ):
+        self.stem_config = stem_config(stem, stem_options)
         known = set(OfaOptions.__dataclass_fields__)
         unknown = sorted(set(options) - known)
         if unknown:
@@ -457,10 +474,10 @@ class OfaTrainer:
         last = workdir_p / LAST_CKPT
         ckpt_path = None
         if self.resume and last.exists():
-            self._check_resumable(last, space)
+            self._check_resumable(last, space, self.stem_config)
             ckpt_path = str(last)
         seed_all(self.options.seed)
-        module = OfaModule(space, phases, self.options, data)
+        module = OfaModule(space, phases, self.options, data, stem=self.stem_config)
         if self.options.channels_last:
             _channels_last(module.supernet)
         spawn = self._spawns()
@@ -484,6 +501,7 @@ class OfaTrainer:
                     "name": self.name,
                     "phases": [asdict(p) for p in phases],
                     **asdict(self.options),
+                    "stem": module.supernet.stem_config,
                 }
             }
         )
@@ -519,11 +537,17 @@ class OfaTrainer:
             tracker.log_figure(history_figure(history), "ofa_val_accuracy.png")
         return result
 
-    def _check_resumable(self, path: Path, space: MBConvSpace) -> None:
+    def _check_resumable(self, path: Path, space: MBConvSpace, stem: dict[str, Any]) -> None:
         ckpt = read_checkpoint(path)
-        saved = ckpt[CKPT_KEY]["space"]
-        if saved != space_to_dict(space):
-            diff = sorted(k for k in saved if saved.get(k) != space_to_dict(space).get(k))
+        want_space, want_stem = resolve_stem(space, **stem)
+        if stem_of(ckpt) != want_stem:
+            raise CheckpointError(
+                f"trainer.resume: {path} was trained with the stem {stem_of(ckpt)}, not {want_stem}. Resume with the "
+                "same trainer.stem (and scheduler=rnnpool options), or turn trainer.resume off to train from scratch."
+            )
+        saved, want = ckpt[CKPT_KEY]["space"], space_to_dict(want_space)
+        if saved != want:
+            diff = sorted(k for k in saved if saved.get(k) != want.get(k))
             raise CheckpointError(
                 f"trainer.resume: {path} was trained for another search space (differs in {diff}). Resume with "
                 "the same search_space options, or turn trainer.resume off to train from scratch."
@@ -551,13 +575,15 @@ class OfaTrainer:
 
     # ---- using the trained supernet ---------------------------------------------------------------------------
     def load(self, space: MBConvSpace, data: Any, checkpoint: str) -> None:
-        """Load a trained supernet checkpoint so `evaluate` / `extract` work without training."""
+        """Load a trained supernet checkpoint so `evaluate` / `extract` work without training. The stem is the
+        checkpoint's (whatever `trainer.stem` says now)."""
         ckpt = read_checkpoint(checkpoint)
-        self._check_resumable(Path(checkpoint), space)
+        stem = stem_of(ckpt)
+        self._check_resumable(Path(checkpoint), space, stem)
         phases = parse_phases(ckpt[CKPT_KEY]["phases"], space)
         data.setup()
         data.set_resolution(space.resolution)
-        module = OfaModule(space, phases, self.options, data)
+        module = OfaModule(space, phases, self.options, data, stem=stem)
         load_weights(module.supernet, supernet_state(ckpt), source=str(checkpoint))
         self.module, self.checkpoint, self._cache = module, str(checkpoint), {}
 
@@ -570,14 +596,42 @@ class OfaTrainer:
             self._cache[key] = self.module.evaluator.accuracy(arch, split)
         return self._cache[key]
 
-    def extract(self, arch: Arch) -> StaticNet:
-        """The static network of `arch` with recalibrated BatchNorm statistics (eval mode)."""
+    def extract(self, arch: Arch) -> StaticNet | RNNPoolNet:
+        """The static network of `arch` with recalibrated BatchNorm statistics (eval mode); an `RNNPoolNet` when
+        the supernet has an RNNPool stem."""
         if self.module is None:
             raise ConfigError("trainer (ofa): extract() before fit() or load()")
         ev = self.module.evaluator
         net = self.module.supernet.extract(arch)
         recalibrate_bn(net, ev.calibration_batches(arch.resolution))
         return net.eval()
+
+
+def stem_config(stem: str, options: Any) -> dict[str, Any]:
+    """`ElasticSupernet` stem keywords from `trainer.stem` and `trainer.stem_options`.
+
+    `stem_options` is what the config passes (the `scheduler` node while `stem` is not conv, built here), a scheduler
+    object with `RNNPoolOptions` as `.options`, `RNNPoolOptions`, or a mapping of its fields.
+    """
+    if stem == "conv":
+        return {"stem": "conv"}
+    if stem != "rnnpool":
+        raise ConfigError(f"trainer.stem must be conv or rnnpool, got {stem!r}.")
+    if isinstance(options, Mapping) and "_target_" in options:
+        from hydra.utils import instantiate
+
+        options = instantiate(dict(options), _convert_="partial")
+    opts = getattr(options, "options", options)
+    if isinstance(opts, Mapping):
+        opts = RNNPoolOptions.from_config(opts)
+    if not isinstance(opts, RNNPoolOptions):
+        got = getattr(options, "name", type(options).__name__) if options is not None else "none"
+        raise ConfigError(
+            f"trainer.stem=rnnpool takes the RNNPool options (cut, patch, stride, hidden1, hidden2, ...) of "
+            f"scheduler=rnnpool, but the configured scheduler is {got!r}. Add scheduler=rnnpool (with the same "
+            "options it will deploy), or set trainer.stem=conv."
+        )
+    return {"stem": "rnnpool", "rnnpool": asdict(opts)}
 
 
 def _channels_last(net: torch.nn.Module) -> None:
