@@ -2,7 +2,9 @@
 
 When the scheduler rewrites the network (it has a `model_builder`, e.g. `scheduler=rnnpool`), the network trained
 and saved is that builder's (an `RNNPoolNet`, initialised from the supernet's subnet with `init_from_static`);
-`model.pt` records the rewrite so `quantize` / `deploy` rebuild the same network.
+`model.pt` records the rewrite so `quantize` / `deploy` rebuild the same network. A supernet trained with an RNNPool
+stem (`trainer.stem=rnnpool`) extracts an `RNNPoolNet` already: that network, all of it (RNNPool included), is
+fine-tuned, and the scheduler does not rewrite it again.
 
 Starts from the supernet's weights for that arch when the `train` stage produced a supernet (the trainer
 plugin's `load(space, data, checkpoint)` + `extract(arch)`, BatchNorm recalibrated), otherwise from scratch.
@@ -13,6 +15,7 @@ as `accuracy_float`.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +45,9 @@ def recipe_from_cfg(cfg: DictConfig) -> Recipe:
     return Recipe.from_options(options, where="finetune")
 
 
-def supernet_weights(cfg: DictConfig, ctx: RunContext, arch: Arch, data: Any) -> dict[str, torch.Tensor] | None:
-    """The supernet's weights for `arch` (extracted, BN recalibrated), or None when there is no supernet.
+def supernet_model(cfg: DictConfig, ctx: RunContext, arch: Arch, data: Any) -> torch.nn.Module | None:
+    """The supernet's network for `arch` (extracted, BN recalibrated: a `StaticNet`, or an `RNNPoolNet` from a
+    supernet with an RNNPool stem), or None when there is no supernet.
 
     Uses the configured trainer plugin when it can `load` a supernet checkpoint and `extract` a subnet (`ofa`).
     """
@@ -57,7 +61,7 @@ def supernet_weights(cfg: DictConfig, ctx: RunContext, arch: Arch, data: Any) ->
 
     space = build_space(cfg, ctx, data)
     trainer.load(space, data, ctx.supernet_checkpoint)
-    return trainer.extract(arch).state_dict()
+    return trainer.extract(arch)
 
 
 def network_builder(cfg: DictConfig) -> Any:
@@ -97,18 +101,21 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     data = build_plugin(cfg, "data")
     data.setup("fit")
     tracker = active_tracker()
-    init = supernet_weights(cfg, ctx, arch, data)
+    extracted = supernet_model(cfg, ctx, arch, data)
+    init = extracted.state_dict() if extracted is not None else None
     metrics: dict[str, float] = {}
-    if init is not None:
-        from tinyflow.nn.static import StaticNet
-
-        before = StaticNet(arch)
-        before.load_state_dict(init)
+    if extracted is not None:
         data.set_resolution(arch.resolution)
-        metrics["finetune_test_accuracy_before"] = evaluate_accuracy(before, data.test_dataloader())
-    builder = network_builder(cfg)
-    if builder is not None:
-        init = rewritten_init(builder, arch, init, recipe.seed)
+        metrics["finetune_test_accuracy_before"] = evaluate_accuracy(extracted, data.test_dataloader())
+    rarch = getattr(extracted, "rnnpool_arch", None)
+    if rarch is not None:  # the supernet's RNNPool stem: the extracted network is the rewritten one; build it again
+        from tinyflow.nn.rnnpool_net import RNNPoolNet
+
+        builder = partial(RNNPoolNet.from_arch, options=rarch.options())
+    else:
+        builder = network_builder(cfg)
+        if builder is not None:
+            init = rewritten_init(builder, arch, init, recipe.seed)
     out = Path(ctx.output_dir)
     model, result = fit_static(
         arch,

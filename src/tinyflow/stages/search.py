@@ -4,6 +4,10 @@ The trained supernet (from `ctx.supernet_checkpoint`, loaded through the trainer
 accuracy per arch, or trains the accuracy predictor that stands in for it. Costs come from the memory engine
 under the configured scheduler; with `strategy.joint=true` the patch scheduler's `n_patches` / `patch_blocks`
 are searched with the arch. The chosen candidate is re-checked on the engine's full plan (arena layout).
+
+A supernet trained with an RNNPool stem (`trainer.stem=rnnpool`) already is the rewritten network: its archs are costed
+by `scheduler=rnnpool` set to the options recorded in the checkpoint, so the arch is rewritten exactly once, as the
+supernet runs it (whatever `scheduler.*` says now).
 """
 
 from __future__ import annotations
@@ -54,9 +58,36 @@ def load_evaluator(cfg: DictConfig, ctx: RunContext) -> tuple[Any, Any, Any]:
     return trainer, space, data
 
 
-def make_costs(cfg: DictConfig, settings: SearchSettings, device: Any) -> tuple[SchedulerCosts, str]:
+def supernet_stem(ctx: RunContext) -> dict[str, Any]:
+    """The stem recorded in the run's supernet checkpoint (`{"stem": "conv"}` when there is none)."""
+    if not ctx.supernet_checkpoint:
+        return {"stem": "conv"}
+    from tinyflow.nn.supernet_checkpoint import read_checkpoint, stem_of
+
+    return stem_of(read_checkpoint(ctx.supernet_checkpoint))
+
+
+def stem_scheduler_options(scheduler: Any, stem: dict[str, Any]) -> dict[str, Any]:
+    """Scheduler options a supernet's stem fixes: an RNNPool stem's resolved options for `scheduler=rnnpool`."""
+    if stem.get("stem", "conv") == "conv":
+        return {}
+    if getattr(scheduler, "name", None) != stem["stem"]:
+        raise ConfigError(
+            f"search: the supernet was trained with an {stem['stem']} stem (trainer.stem={stem['stem']}), so its "
+            f"subnets are {stem['stem']} networks, but scheduler={getattr(scheduler, 'name', '?')}. Add "
+            f"scheduler={stem['stem']} to cost and deploy the network the supernet trained."
+        )
+    return dict(stem[stem["stem"]])
+
+
+def make_costs(
+    cfg: DictConfig, settings: SearchSettings, device: Any, stem: dict[str, Any] | None = None
+) -> tuple[SchedulerCosts, str]:
     memory = build_memory(cfg)
     scheduler = build_plugin(cfg, "scheduler")
+    fixed = stem_scheduler_options(scheduler, stem or {})
+    if fixed:
+        scheduler = build_plugin(cfg, "scheduler", **fixed)
     name = getattr(scheduler, "name", "?")
     if settings.joint and name != "patch":
         raise ConfigError(
@@ -65,7 +96,7 @@ def make_costs(cfg: DictConfig, settings: SearchSettings, device: Any) -> tuple[
         )
 
     def make(options: dict[str, int]) -> Any:
-        return build_plugin(cfg, "scheduler", **options) if options else scheduler
+        return build_plugin(cfg, "scheduler", **fixed, **options) if options else scheduler
 
     timed = settings.latency_budget_ms is not None or settings.energy_budget_mj is not None
     costs = SchedulerCosts(
@@ -177,7 +208,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
 def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettings) -> RunContext:
     tracker = active_tracker()
     device = build_device(cfg)
-    costs, sched_name = make_costs(cfg, settings, device)
+    stem = supernet_stem(ctx)
+    costs, sched_name = make_costs(cfg, settings, device, stem)
     trainer, space, _data = load_evaluator(cfg, ctx)
     seed = int(cfg.get("seed", 0))
     budgets = Budgets(
@@ -228,6 +260,7 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         "objective": settings.objective,
         "joint": settings.joint,
         "scheduler": sched_name,
+        "supernet_stem": stem.get("stem", "conv"),
         "n_evaluations": result.extra["n_evaluations"],
         "search_score": best["accuracy"],
         "supernet_val_accuracy": supernet_best,
