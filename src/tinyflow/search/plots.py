@@ -119,8 +119,12 @@ def history_figure(histories: dict[str, Sequence[dict[str, Any]]]) -> Any:
 
 def heatmap_figure(srams: Sequence[float], flashes: Sequence[float], grids: dict[str, np.ndarray]) -> Any:
     """One heatmap per named grid (rows: flash, columns: SRAM), each cell annotated with its value."""
-    fig, axes = plt.subplots(1, len(grids), figsize=(4.8 * len(grids), 4), squeeze=False)
-    for ax, (title, grid) in zip(axes[0], grids.items()):
+    ncols = min(3, len(grids))
+    nrows = -(-len(grids) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 4 * nrows), squeeze=False)
+    for ax in axes.flat[len(grids) :]:
+        ax.axis("off")
+    for ax, (title, grid) in zip(axes.flat, grids.items()):
         im = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(srams)), [f"{s:g}" for s in srams])
         ax.set_yticks(range(len(flashes)), [f"{f:g}" for f in flashes])
