@@ -174,19 +174,38 @@ def summarize(root: str | Path, tracking: Any = None, print_table: bool = True) 
     return {"rows": rows, "srams": srams, "flashes": flashes, "grids": g, "mlflow_run_id": run_id}
 
 
+# the console table's columns with short headers (an 80-column terminal); the markdown has every column
+_CONSOLE_COLUMNS = {
+    "sram_kb": "SRAM kB",
+    "flash_kb": "flash kB",
+    "width_mult": "w",
+    "resolution": "r",
+    "mean_macs_m": "MACs M",
+    "acc_float_%": "fp32 %",
+    "acc_int8_%": "int8 %",
+    "sram_used_kb": "SRAM used",
+    "flash_used_kb": "flash used",
+    "fits": "fits",
+}
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return f"{v:.3g}" if isinstance(v, float) else _fmt(v)
+
+
 def _print(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="sweep summary: TinyNAS choice per device")
-    cols = ["sram_kb", "flash_kb", "width_mult", "resolution", "fit_share", "mean_macs_m"]
-    deployed = ("acc_float_%", "acc_int8_%", "sram_used_kb", "flash_used_kb", "fits")
-    cols += [c for c in deployed if any(r.get(c) is not None for r in rows)]
-    cols.append("status")
+    t = Table(title="sweep summary: TinyNAS choice and deployed result per device")
+    cols = [c for c in _CONSOLE_COLUMNS if any(r.get(c) is not None for r in rows)]
     for c in cols:
-        t.add_column(c)
+        t.add_column(_CONSOLE_COLUMNS[c], justify="right")
+    t.add_column("status")
     for r in sorted(rows, key=lambda r: (r.get("sram_kb") or 0, r.get("flash_kb") or 0)):
-        t.add_row(*(_fmt(r.get(c)) for c in cols))
+        t.add_row(*(_short(r.get(c)) for c in cols), "ok" if r["status"] == "ok" else "failed")
     Console().print(t)
 
 
