@@ -115,7 +115,7 @@ def test_same_command_same_seed_same_arch_and_numbers(tmp_path: Path) -> None:
     for i in range(2):
         out = tmp_path / f"run{i}"
         cmd = [sys.executable, "-m", "tinyflow", stages, "debug=fast", "seed=0", f"hydra.run.dir={out}"]
-        cmd.append("cache.train=false")  # both must train: this test is about training being deterministic
+        cmd += ["cache.train=false", "cache.search=false"]  # both must train and measure: determinism is the point
         cmd.append(f"tracking.uri=sqlite:///{tmp_path / f'mlflow{i}.db'}")
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     contexts, reports = [], []

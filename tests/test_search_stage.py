@@ -42,6 +42,7 @@ def compose_cfg(*overrides: str):
                 "trainer.progress=false",
                 "trainer.recalib_batches=1",
                 "data.max_eval_samples=64",
+                "cache.search=false",  # every test measures its own subnets; nothing written under outputs/
                 TINY_PHASES,
                 *overrides,
             ],

@@ -109,3 +109,71 @@ def test_a_parallel_device_sweep_trains_the_supernet_once(run_cli, tmp_path: Pat
     hit = next(t for t in tags if t["train.cache"] == "hit")
     miss_run = client.search_runs([exp.experiment_id], "tags.`train.cache` = 'miss'")[0]
     assert hit["train.cache_source_run"] == miss_run.info.run_id
+
+
+def _arch(i: int):
+    import random
+
+    from tinyflow.arch.space import MBConvSpace
+
+    return MBConvSpace().sample(random.Random(i))
+
+
+def test_accuracy_memo_persists_and_counts(tmp_path: Path) -> None:
+    from tinyflow.search.accuracy_memo import AccuracyMemo
+
+    calls: list[str] = []
+
+    def measure(arch) -> float:
+        calls.append(arch.key())
+        return 0.5 + 0.01 * len(calls)
+
+    first = AccuracyMemo(tmp_path / "m.sqlite")
+    acc = first.wrap(measure, "val")
+    a, b = _arch(0), _arch(1)
+    assert a.key() != b.key()
+    va, vb = acc(a), acc(b)
+    assert acc(a) == va and (first.hits, first.misses) == (1, 2)
+    first.close()
+    second = AccuracyMemo(tmp_path / "m.sqlite")  # another job, later
+    acc2 = second.wrap(measure, "val")
+    assert acc2(b) == vb and acc2(a) == va and len(calls) == 2
+    assert second.get(a, "test") is None  # the split is part of the key
+    second.close()
+
+
+def test_a_damaged_accuracy_memo_is_skipped(tmp_path: Path) -> None:
+    from tinyflow.search.accuracy_memo import accuracy_memo
+    from tinyflow.training.cache import evaluation_key
+
+    ckpt = tmp_path / "supernet.ckpt"
+    ckpt.write_bytes(b"weights")
+    cfg = _cfg(f"cache.dir={tmp_path / 'cache'}")
+    memo = accuracy_memo(cfg, ckpt)
+    assert memo is not None
+    memo.close()
+    memo.path.write_bytes(b"this is not a database" * 100)
+    assert accuracy_memo(cfg, ckpt) is None
+    assert accuracy_memo(_cfg("cache.search=false"), ckpt) is None
+    ckpt.write_bytes(b"other weights")  # other supernet bytes: another memo
+    assert evaluation_key(cfg, ckpt) != memo.path.stem
+
+
+@pytest.mark.slow
+def test_a_later_sweep_job_looks_up_the_subnets_an_earlier_one_measured(run_cli, tmp_path: Path) -> None:
+    res = run_cli(
+        "stages=[space,train,search]",
+        "debug=fast",
+        "device=custom",
+        "device.sram_kb=256,512",
+        "device.flash_kb=1024",
+        multirun=True,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    first, second = (
+        json.loads((tmp_path / "multirun" / str(i) / "context.json").read_text())["extra"]["search"] for i in range(2)
+    )
+    asked = first["accuracy_memo_hits"] + first["accuracy_memo_misses"]  # a job may ask twice for one arch
+    assert first["accuracy_memo_misses"] > first["accuracy_memo_hits"]
+    assert second["accuracy_memo_misses"] == 0 and second["accuracy_memo_hits"] == asked
+    assert second["supernet_val_accuracy"] == first["supernet_val_accuracy"]

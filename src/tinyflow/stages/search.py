@@ -26,6 +26,7 @@ from tinyflow.arch.genome import Arch
 from tinyflow.context import RunContext, atomic_write_text
 from tinyflow.errors import BudgetError, ConfigError, TinyflowError
 from tinyflow.plugins import build_device, build_memory, build_plugin
+from tinyflow.search.accuracy_memo import accuracy_memo
 from tinyflow.search.costing import SchedulerCosts, verify_plan
 from tinyflow.search.problem import Budgets, SearchProblem
 from tinyflow.search.strategy import SearchSettings
@@ -219,8 +220,11 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         energy_mj=settings.energy_budget_mj,
     )
 
-    def supernet_acc(arch: Arch) -> float:
+    def measure(arch: Arch) -> float:
         return trainer.evaluate(arch, "val")
+
+    memo = accuracy_memo(cfg, ctx.supernet_checkpoint)
+    supernet_acc = measure if memo is None else memo.wrap(measure, "val")
 
     problem = SearchProblem(
         space,
@@ -271,6 +275,10 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         **check,
         **predictor_metrics,
     }
+    if memo is not None:  # subnets measured by an earlier job on this supernet are looked up, not measured again
+        summary.update(accuracy_memo_hits=memo.hits, accuracy_memo_misses=memo.misses)
+        log.info("search: %d subnet accuracies looked up in %s, %d measured", memo.hits, memo.path, memo.misses)
+        memo.close()
     _log_search(tracker, result, best, summary, device, Path(ctx.output_dir) / "search")
     log.info(
         "search: %s chose an arch with val accuracy %.4f, peak SRAM %d B (arena %d B), %.2f M MACs, schedule %s",

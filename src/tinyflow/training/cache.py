@@ -6,8 +6,8 @@ the key — the data, search-space and trainer options, the seed, the (width, re
 the torch version and the source code of tinyflow and its plugins — so jobs with equal keys share one training.
 Jobs of a parallel sweep that want the same key wait on a file lock while the first one trains.
 
-An entry is a directory `<cache dir>/<key>/` holding the trainer's result (`result.json`) and its checkpoint; it is
-written under a temporary name and renamed into place, so a crash never leaves half an entry.
+An entry is a directory `<cache.dir>/train/<key>/` holding the trainer's result (`result.json`) and its checkpoint;
+it is written under a temporary name and renamed into place, so a crash never leaves half an entry.
 """
 
 from __future__ import annotations
@@ -54,26 +54,54 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def train_key(cfg: DictConfig, width_mult: float | None, resolution: int | None) -> str:
-    """The cache key of the `train` stage of `cfg` at the `space` stage's (width, resolution)."""
-    import torch
-
+def _trainer_options(cfg: DictConfig) -> dict[str, Any]:
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(trainer, dict)
     for name in _NEUTRAL_TRAINER_KEYS:
         trainer.pop(name, None)
+    return trainer
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def train_key(cfg: DictConfig, width_mult: float | None, resolution: int | None) -> str:
+    """The cache key of the `train` stage of `cfg` at the `space` stage's (width, resolution)."""
+    import torch
+
     payload = {
         "data": OmegaConf.to_container(cfg.data, resolve=True),
         "search_space": OmegaConf.to_container(cfg.search_space, resolve=True),
-        "trainer": trainer,
+        "trainer": _trainer_options(cfg),
         "seed": cfg.get("seed"),
         "width_mult": width_mult,
         "resolution": resolution,
         "torch": torch.__version__,
         "code": code_digest(),
     }
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return _digest(payload)
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def evaluation_key(cfg: DictConfig, checkpoint: str | Path) -> str:
+    """The key of "accuracy of a subnet of this supernet": the checkpoint's bytes and how subnets are evaluated
+    (the data and the trainer options, e.g. BatchNorm recalibration batches) and the code."""
+    payload = {
+        "checkpoint": file_digest(checkpoint),
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "trainer": _trainer_options(cfg),
+        "code": code_digest(),
+    }
+    return _digest(payload)
 
 
 @dataclass(frozen=True)
@@ -148,9 +176,15 @@ class TrainCache:
         return entry
 
 
-def train_cache(cfg: DictConfig) -> TrainCache | None:
-    """The configured cache (`cache.train`, `cache.dir`), or None when it is off."""
+def cache_dir(cfg: DictConfig, part: str) -> Path | None:
+    """`<cache.dir>/<part>` when `cache.<part>` is on, else None."""
     node = cfg.get("cache")
-    if node is None or not node.get("train", False):
+    if node is None or not node.get(part, False):
         return None
-    return TrainCache(Path(str(node.dir)).expanduser())
+    return Path(str(node.dir)).expanduser() / part
+
+
+def train_cache(cfg: DictConfig) -> TrainCache | None:
+    """The configured train cache (`cache.train`, under `cache.dir`), or None when it is off."""
+    root = cache_dir(cfg, "train")
+    return None if root is None else TrainCache(root)
