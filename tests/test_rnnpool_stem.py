@@ -309,3 +309,29 @@ def test_rnnpool_stem_pipeline_end_to_end(run_cli, tmp_path: Path) -> None:
     assert "finetune_test_accuracy_before" in ctx["metrics"]  # started from the supernet's weights
     # above chance (0.1 on 10 classes; 200 test images): 8 supernet steps and 2 fine-tuning steps of training
     assert report["accuracy_float"] > 0.2 and report["accuracy_int8"] > 0.2
+
+
+def test_space_stage_scores_cells_on_the_pinned_space():
+    from hydra import compose, initialize_config_dir
+
+    import tinyflow
+    from tinyflow.stages.space import pin_supernet_stem
+
+    def cfg(*overrides):
+        with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=["debug=fast", *overrides])
+
+    space = MBConvSpace()
+    assert pin_supernet_stem(cfg("scheduler=rnnpool"), space) is space  # conv stem: nothing pinned
+    pinned = pin_supernet_stem(cfg("trainer.stem=rnnpool", "scheduler=rnnpool"), space)
+    assert pinned.fixed_stages == supernet_stem(space, {}).space.fixed_stages > 0
+    cut = supernet_stem(space, {}).options.cut
+
+    def blocks_before_cut(sp) -> set:
+        rng = random.Random(0)
+        return {tuple(sp.sample(rng).blocks[:cut]) for _ in range(20)}
+
+    assert len(blocks_before_cut(pinned)) == 1  # every arch scored has the blocks the supernet trains
+    assert len(blocks_before_cut(space)) > 1  # unpinned, they vary
+    with pytest.raises(ConfigError, match="scheduler=rnnpool"):
+        pin_supernet_stem(cfg("trainer.stem=rnnpool"), space)

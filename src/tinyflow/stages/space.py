@@ -59,6 +59,18 @@ def scheduler_costs(cfg: DictConfig) -> SchedulerCosts:
     return SchedulerCosts(memory, make, fast_layer=getattr(scheduler, "name", "") == "layer")
 
 
+def pin_supernet_stem(cfg: DictConfig, space: Any) -> Any:
+    """With an RNNPool supernet stem (`trainer.stem=rnnpool`) the supernet pins the stages before RNNPool's cut; the
+    cells are scored on that same pinned space, so a numeric cut means here what it means in training."""
+    trainer_node = cfg.get("trainer")
+    if trainer_node is None or trainer_node.get("stem", "conv") == "conv" or not hasattr(space, "fixed_stages"):
+        return space
+    from tinyflow.arch.rnnpool import supernet_stem
+
+    stem = build_plugin(cfg, "trainer").stem_config  # validates trainer.stem against the scheduler's options
+    return supernet_stem(space, stem["rnnpool"]).space
+
+
 @stage("space")
 def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     settings = SpaceSettings.from_cfg(cfg.get("space"))
@@ -68,6 +80,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
         data = build_plugin(cfg, "data")
         data.setup()
         space = space.bind(data)
+    space = pin_supernet_stem(cfg, space)
     costs = scheduler_costs(cfg)
     tracker = active_tracker()
     tracker.log_params(
