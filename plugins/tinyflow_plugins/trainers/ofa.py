@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from tinyflow.arch.genome import Arch
 from tinyflow.arch.rnnpool import RNNPoolOptions
 from tinyflow.arch.space import MBConvSpace
+from tinyflow.context import atomic_copy
 from tinyflow.errors import CheckpointError, ConfigError
 from tinyflow.nn.calibration import recalibrate_bn
 from tinyflow.nn.elastic import ElasticSupernet, resolve_stem, space_to_dict
@@ -521,7 +521,7 @@ class OfaTrainer:
         if spawn:
             _replay(tracker, history, start_epoch)
         final = workdir_p / FINAL_CKPT
-        _atomic_copy(last, final)
+        atomic_copy(last, final)
         self.module, self.checkpoint, self._cache = module, str(final), {}
         end = history[-1] if history else {}
         result = {
@@ -650,9 +650,3 @@ def _launched_externally() -> bool:
 
 def _epochs_done(ckpt_path: str | None) -> int:
     return int(read_checkpoint(ckpt_path)[CKPT_KEY]["epochs_done"]) if ckpt_path else 0
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)

@@ -65,10 +65,10 @@ def pin_supernet_stem(cfg: DictConfig, space: Any) -> Any:
     trainer_node = cfg.get("trainer")
     if trainer_node is None or trainer_node.get("stem", "conv") == "conv" or not hasattr(space, "fixed_stages"):
         return space
-    from tinyflow.arch.rnnpool import supernet_stem
+    from tinyflow.nn.elastic import resolve_stem
 
     stem = build_plugin(cfg, "trainer").stem_config  # validates trainer.stem against the scheduler's options
-    return supernet_stem(space, stem["rnnpool"]).space
+    return resolve_stem(space, **stem)[0]
 
 
 @stage("space")

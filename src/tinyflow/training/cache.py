@@ -27,6 +27,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from tinyflow.context import atomic_copy
+
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
@@ -146,10 +148,7 @@ class TrainCache:
             log.warning("train cache: entry %s lost its checkpoint; training again", entry)
             return None
         target = Path(workdir) / cached_ckpt.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(cached_ckpt, tmp)
-        os.replace(tmp, target)
+        atomic_copy(cached_ckpt, target)
         result["checkpoint"] = str(target)
         return result
 
