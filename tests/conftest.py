@@ -55,3 +55,27 @@ def run_cli(tmp_path: Path, store_uri: str) -> Callable[..., subprocess.Complete
         return subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+#: the full pipeline on debug=fast with a smaller space grid and search budget (well under a minute on 2 cores)
+SMALL_PIPELINE = (
+    "debug=fast",
+    "space.widths=[0.35,0.5]",
+    "space.resolutions=[32]",
+    "strategy.n_evaluations=16",
+    "strategy.predictor.n_samples=20",
+)
+
+
+def run_small_pipeline(run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, *overrides: str):
+    """Run every stage of SMALL_PIPELINE (+ overrides) with the `run_cli` of this test's `tmp_path`; check that it
+    finished and return (run dir, context.json, report.json)."""
+    import json
+
+    res = run_cli(*overrides, *SMALL_PIPELINE)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run = tmp_path / "run"
+    ctx = json.loads((run / "context.json").read_text())
+    report = json.loads((run / "report.json").read_text())
+    assert ctx["completed"] == ["space", "train", "search", "finetune", "quantize", "schedule", "deploy"]
+    return run, ctx, report

@@ -10,27 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinyflow.arch.space import ArchOutsideSpaceError, MBConvSpace, StageSpec
+from tiny_spaces import small_space
+from tinyflow.arch.space import ArchOutsideSpaceError, MBConvSpace
 from tinyflow.arch.zoo import mobilenetv2
 from tinyflow.errors import TinyflowError
 from tinyflow.nn.calibration import recalibrate_bn
 from tinyflow.nn.elastic import ArchNotInSupernetError, ElasticSupernet, space_from_dict, space_to_dict
 
 torch.set_num_threads(1)
-
-
-def small_space(**kw) -> MBConvSpace:
-    base = dict(
-        width_mult=0.5,
-        resolution=24,
-        in_channels=1,
-        num_classes=10,
-        stages=(StageSpec(24, 2), StageSpec(40, 2), StageSpec(48, 1)),
-        tail_channels=(64,),
-        head_channels=64,
-    )
-    base.update(kw)
-    return MBConvSpace(**base)
 
 
 def scrambled_supernet(space: MBConvSpace, seed: int = 0) -> ElasticSupernet:

@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from mlflow.tracking import MlflowClient
 
+from tiny_spaces import tiny_space
 from tinyflow.errors import CheckpointError, ConfigError
 from tinyflow.nn.supernet_checkpoint import CKPT_KEY, extract_subnet, load_supernet, read_checkpoint
 from tinyflow.tracking import MlflowTracker, NullTracker
@@ -28,25 +29,6 @@ PHASES = [
     {"name": "full", "epochs": 1, "lr": 0.05, "kernel": [5], "depth": [2], "expand": [3]},
     {"name": "shrink", "epochs": 1, "lr": 0.02, "random_subnets": 1, "sort_channels": True},
 ]
-
-
-def tiny_space(**kw) -> McunetSpace:
-    base = dict(
-        width_mult=0.25,
-        resolution=16,
-        in_channels=1,
-        num_classes=10,
-        stem_channels=16,
-        first_block_channels=16,
-        stages=[{"width": 16, "stride": 2}, {"width": 24, "stride": 2}],
-        tail_channels=[],
-        head_channels=0,
-        kernel_choices=[3, 5],
-        expand_choices=[2, 3],
-        depth_choices=[1, 2],
-    )
-    base.update(kw)
-    return McunetSpace(**base)
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,12 @@ RNNPool network, and the report's memory comes from the rnnpool plan (not the la
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import run_small_pipeline
 
 
 def test_model_pt_rebuilds_the_rnnpool_network(tmp_path: Path) -> None:
@@ -38,20 +39,7 @@ def test_model_pt_rebuilds_the_rnnpool_network(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_rnnpool_pipeline_end_to_end(run_cli, tmp_path: Path) -> None:
-    # debug=fast, with a smaller space grid and search budget to stay well under a minute on 2 cores
-    res = run_cli(
-        "scheduler=rnnpool",
-        "debug=fast",
-        "space.widths=[0.35,0.5]",
-        "space.resolutions=[32]",
-        "strategy.n_evaluations=16",
-        "strategy.predictor.n_samples=20",
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    run = tmp_path / "run"
-    ctx = json.loads((run / "context.json").read_text())
-    report = json.loads((run / "report.json").read_text())
-    assert ctx["completed"] == ["space", "train", "search", "finetune", "quantize", "schedule", "deploy"]
+    run, ctx, report = run_small_pipeline(run_cli, tmp_path, "scheduler=rnnpool")
 
     from tinyflow.arch.genome import Arch
     from tinyflow.contracts import MemoryConfig

@@ -11,28 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import run_small_pipeline
+from tiny_spaces import small_space, tiny_space
 from tinyflow.arch.rnnpool import supernet_stem
-from tinyflow.arch.space import MBConvSpace, StageSpec
+from tinyflow.arch.space import MBConvSpace
 from tinyflow.errors import CheckpointError, ConfigError
 from tinyflow.nn.elastic import ElasticSupernet, space_from_dict, space_to_dict
 from tinyflow.nn.rnnpool_net import RNNPoolNet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def small_space(**kw) -> MBConvSpace:
-    """Resolution 24 -> stem 12x12; stages start at 12 (stage 1), 6 (stage 2) and 3 (stage 3), then a tail block."""
-    base = dict(
-        width_mult=0.5,
-        resolution=24,
-        in_channels=1,
-        num_classes=10,
-        stages=(StageSpec(24, 2), StageSpec(40, 2), StageSpec(48, 1)),
-        tail_channels=(64,),
-        head_channels=64,
-    )
-    base.update(kw)
-    return MBConvSpace(**base)
 
 
 def scrambled(net: ElasticSupernet, seed: int) -> ElasticSupernet:
@@ -148,28 +135,6 @@ def data():
     return d
 
 
-def tiny_space(**kw):
-    """Resolution 16 -> stem 8x8; stage 1 starts at 8, stage 2 at 4 (where a 4x4 / stride 2 RNNPool resumes)."""
-    from tinyflow_plugins.search_spaces import McunetSpace
-
-    base = dict(
-        width_mult=0.25,
-        resolution=16,
-        in_channels=1,
-        num_classes=10,
-        stem_channels=16,
-        first_block_channels=16,
-        stages=[{"width": 16, "stride": 2}, {"width": 24, "stride": 2}],
-        tail_channels=[],
-        head_channels=0,
-        kernel_choices=[3, 5],
-        expand_choices=[2, 3],
-        depth_choices=[1, 2],
-    )
-    base.update(kw)
-    return McunetSpace(**base)
-
-
 def ofa_trainer(**kw):
     from tinyflow_plugins.trainers.ofa import OfaTrainer
 
@@ -278,20 +243,7 @@ def test_train_cache_key_follows_the_stem_options_only_for_an_rnnpool_stem():
 # ------------------------------------------------------------------------------------------------ pipeline
 @pytest.mark.slow
 def test_rnnpool_stem_pipeline_end_to_end(run_cli, tmp_path: Path) -> None:
-    res = run_cli(
-        "trainer.stem=rnnpool",
-        "scheduler=rnnpool",
-        "debug=fast",
-        "space.widths=[0.35,0.5]",
-        "space.resolutions=[32]",
-        "strategy.n_evaluations=16",
-        "strategy.predictor.n_samples=20",
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    run = tmp_path / "run"
-    ctx = json.loads((run / "context.json").read_text())
-    report = json.loads((run / "report.json").read_text())
-    assert ctx["completed"] == ["space", "train", "search", "finetune", "quantize", "schedule", "deploy"]
+    run, ctx, report = run_small_pipeline(run_cli, tmp_path, "trainer.stem=rnnpool", "scheduler=rnnpool")
 
     from tinyflow.arch.genome import Arch
     from tinyflow.nn.supernet_checkpoint import CKPT_KEY, read_checkpoint

@@ -82,20 +82,24 @@ def test_the_lock_makes_a_second_job_wait(tmp_path: Path) -> None:
     assert order == ["first done", "second in"]
 
 
-@pytest.mark.slow
-def test_a_parallel_device_sweep_trains_the_supernet_once(run_cli, tmp_path: Path, store_uri: str) -> None:
+def _two_device_sweep(run_cli, tmp_path: Path, stages: str, *launcher: str) -> list[dict]:
+    """A debug=fast multirun of `stages` for two devices whose budgets do not bind; the jobs' contexts."""
     res = run_cli(
-        "stages=[space,train]",
+        f"stages={stages}",
         "debug=fast",
         "device=custom",
         "device.sram_kb=256,512",
         "device.flash_kb=1024",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
+        *launcher,
         multirun=True,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    contexts = [json.loads((tmp_path / "multirun" / str(i) / "context.json").read_text()) for i in range(2)]
+    return [json.loads((tmp_path / "multirun" / str(i) / "context.json").read_text()) for i in range(2)]
+
+
+@pytest.mark.slow
+def test_a_parallel_device_sweep_trains_the_supernet_once(run_cli, tmp_path: Path, store_uri: str) -> None:
+    contexts = _two_device_sweep(run_cli, tmp_path, "[space,train]", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert contexts[0]["width_mult"] == contexts[1]["width_mult"]  # same cell, so the same training
     hits = sorted(c["metrics"]["train_cache_hit"] for c in contexts)
     assert hits == [0.0, 1.0]
@@ -161,18 +165,7 @@ def test_a_damaged_accuracy_memo_is_skipped(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_later_sweep_job_looks_up_the_subnets_an_earlier_one_measured(run_cli, tmp_path: Path) -> None:
-    res = run_cli(
-        "stages=[space,train,search]",
-        "debug=fast",
-        "device=custom",
-        "device.sram_kb=256,512",
-        "device.flash_kb=1024",
-        multirun=True,
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    first, second = (
-        json.loads((tmp_path / "multirun" / str(i) / "context.json").read_text())["extra"]["search"] for i in range(2)
-    )
+    first, second = (c["extra"]["search"] for c in _two_device_sweep(run_cli, tmp_path, "[space,train,search]"))
     asked = first["accuracy_memo_hits"] + first["accuracy_memo_misses"]  # a job may ask twice for one arch
     assert first["accuracy_memo_misses"] > first["accuracy_memo_hits"]
     assert second["accuracy_memo_misses"] == 0 and second["accuracy_memo_hits"] == asked
