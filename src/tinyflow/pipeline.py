@@ -18,6 +18,7 @@ from tinyflow.context import CONTEXT_FILE, RunContext
 from tinyflow.errors import ConfigError
 from tinyflow.plugins import build_device, build_plugin
 from tinyflow.stages import get_stage
+from tinyflow.tracking import activate
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def run_pipeline(cfg: DictConfig) -> RunContext:
         "stages": ",".join(stages),
     }
     rows: list[dict[str, Any]] = []
-    with tracker.job(cfg, tags):
+    with activate(tracker), tracker.job(cfg, tags):
         # checks inside the job so a bad config still leaves a FAILED run that says why
         build_device(cfg)
         if not stages:

@@ -1,7 +1,8 @@
 """MLflow tracking: one parent run per Hydra job, one nested child run per stage.
 
-Stages and plugins log through `active_tracker()`, which is the running stage's child run (or a no-op
-tracker outside a pipeline), so they never deal with run ids.
+The pipeline activates the job's tracker (`with activate(tracker):`); stages and plugins log through
+`active_tracker()` (the running job's tracker, or a no-op tracker outside a pipeline), so they never deal with run
+ids and a tracker written only to `tinyflow.contracts.Tracker` receives every call.
 """
 
 from __future__ import annotations
@@ -9,20 +10,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 import tinyflow
 
+if TYPE_CHECKING:
+    from tinyflow.contracts import Tracker
+
 log = logging.getLogger(__name__)
 
-_ACTIVE: list[Any] = []  # stack of trackers; the top one is what stages log to
 _MAX_PARAM_LEN = 6000
 
 
@@ -84,14 +86,11 @@ class NullTracker:
     """Accepts every call and records nothing (outside a pipeline, or `tracking=none`)."""
 
     run_id: str | None = None
+    parent_id: str | None = None
 
     @contextlib.contextmanager
     def job(self, cfg: Any, tags: dict[str, str]) -> Iterator[NullTracker]:
-        _ACTIVE.append(self)
-        try:
-            yield self
-        finally:
-            _ACTIVE.remove(self)
+        yield self
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[NullTracker]:
@@ -137,7 +136,6 @@ class MlflowTracker:
         exp_id = ensure_store(self.uri, self.experiment)
         run = self.client.create_run(exp_id, run_name=tags.get("run_name"), tags={k: str(v) for k, v in tags.items()})
         self.parent_id = run.info.run_id
-        _ACTIVE.append(self)
         try:
             if isinstance(cfg, DictConfig):
                 container = OmegaConf.to_container(cfg, resolve=True)
@@ -151,7 +149,6 @@ class MlflowTracker:
         else:
             self.client.set_terminated(self.parent_id, "FINISHED")
         finally:
-            _ACTIVE.remove(self)
             self.parent_id = None
 
     @contextlib.contextmanager
@@ -244,14 +241,19 @@ class MlflowTracker:
             mlflow.onnx.log_model(onnx.load(path), name=name, pip_requirements=reqs)
 
 
-def active_tracker() -> Any:
-    """The tracker of the running job/stage, or a NullTracker."""
-    return _ACTIVE[-1] if _ACTIVE else NullTracker()
+_activated: list[Tracker] = []  # innermost last; a module global (not a context variable) so threads see it too
 
 
-def write_temp(text: str, suffix: str) -> str:
-    """A temp file holding `text` (for artifacts that must be files)."""
-    fd, path = tempfile.mkstemp(suffix=suffix)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    return path
+@contextlib.contextmanager
+def activate(tracker: Tracker) -> Iterator[Tracker]:
+    """Make `tracker` what `active_tracker()` returns inside the block (the pipeline wraps each job in it)."""
+    _activated.append(tracker)
+    try:
+        yield tracker
+    finally:
+        _activated.pop()
+
+
+def active_tracker() -> Tracker:
+    """The tracker activated by the running pipeline, or a NullTracker outside one."""
+    return _activated[-1] if _activated else NullTracker()

@@ -15,6 +15,7 @@ from tinyflow.analyze.render import print_tables, profile_figure
 from tinyflow.context import atomic_write_text
 from tinyflow.errors import ConfigError
 from tinyflow.plugins import build_device, build_memory, build_plugin
+from tinyflow.tracking import activate
 
 ANALYSIS_FILE = "analysis.json"
 
@@ -73,7 +74,7 @@ def run_analyze(cfg: DictConfig) -> dict[str, Any]:
         "device": choices.get("device", "?"),
         "output_dir": str(out_dir),
     }
-    with tracker.job(cfg, tags), tracker.stage("analyze"):
+    with activate(tracker), tracker.job(cfg, tags), tracker.stage("analyze"):
         analysis, plan, layer = analyze(graph, scheduler, memory, device, bool(cfg.get("compare_layer", True)))
         atomic_write_text(out_dir / ANALYSIS_FILE, json.dumps(analysis, indent=2))
         fig_path = out_dir / "memory_profile.png" if cfg.get("plot", True) else None
