@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from tinyflow.atomic import atomic_copy, atomic_write_text
+
+__all__ = ["CONTEXT_FILE", "RunContext", "atomic_copy", "atomic_write_text"]  # the writers are re-exported
 
 CONTEXT_FILE = "context.json"
 
@@ -50,31 +52,3 @@ class RunContext:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write text so that readers see either the old file or the whole new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-    """Copy a file so that readers of `dst` see either the old file or the whole copy, never half of it."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
