@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,23 +13,15 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
 
+from tinyflow.atomic import atomic_open
 from tinyflow.errors import CheckpointError
 
 
 def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> Path:
     """`torch.save(obj)` so that readers see the old file or the whole new one, never a torn write."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
     return path
 
 
