@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from tinyflow.contracts import MemoryConfig
+from tinyflow.contracts import MemoryConfig, SchedulerBase
 from tinyflow.ir.graph import Graph
 from tinyflow.memory.layer_plan import layer_plan
 from tinyflow.memory.plan import ExecutionPlan
 
 
-class LayerScheduler:
+class LayerScheduler(SchedulerBase):
     """Plans a graph layer by layer: DESIGN §3 lifetimes, an arena placement, checked for overlaps."""
 
     name = "layer"

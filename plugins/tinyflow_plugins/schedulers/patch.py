@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
-from tinyflow.contracts import MemoryConfig
+from tinyflow.contracts import MemoryConfig, SchedulerBase
 from tinyflow.errors import ConfigError
 from tinyflow.ir.graph import Graph, Node
 from tinyflow.ir.ops import get_op
@@ -275,11 +275,24 @@ def _parse(value: Any, option: str) -> int | str:
     return n
 
 
-class PatchScheduler:
+def _search_choices(choices: dict[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
+    """`scheduler.search_choices`, checked: only `n_patches` / `patch_blocks`, each a non-empty list of ints ≥ 1."""
+    choices = {"n_patches": (1, 2, 3, 4), "patch_blocks": (2, 3, 4, 5)} if choices is None else dict(choices)
+    unknown = sorted(set(choices) - {"n_patches", "patch_blocks"})
+    if unknown:
+        raise ConfigError(f"scheduler.search_choices: unknown option(s) {unknown}; use n_patches and patch_blocks.")
+    out = {k: tuple(int(v) for v in vs) for k, vs in choices.items()}
+    if any(not vs or min(vs) < 1 for vs in out.values()):
+        raise ConfigError(f"scheduler.search_choices must give non-empty lists of positive integers, got {choices}.")
+    return out
+
+
+class PatchScheduler(SchedulerBase):
     """`scheduler=patch`: MCUNetV2 patch-based inference; `auto` options pick the lowest peak.
 
     `n_patches_choices` is the grid sizes `n_patches: auto` tries; `max_extra_macs` (a fraction of the network's
-    MACs, or None) rejects auto candidates that recompute more than that.
+    MACs, or None) rejects auto candidates that recompute more than that. `search_choices` are the options a
+    joint search (`strategy.joint=true`) varies with the arch, and the values it draws them from.
     """
 
     name = "patch"
@@ -290,11 +303,16 @@ class PatchScheduler:
         patch_blocks: int | str = 5,
         n_patches_choices: Sequence[int] = (2, 3, 4, 5, 6, 7, 8),
         max_extra_macs: float | None = None,
+        search_choices: dict[str, Sequence[int]] | None = None,
     ):
         self.n_patches = _parse(n_patches, "n_patches")
         self.patch_blocks = _parse(patch_blocks, "patch_blocks")
         self.n_patches_choices = tuple(int(n) for n in n_patches_choices)
         self.max_extra_macs = max_extra_macs
+        self.search_choices = _search_choices(search_choices)
+
+    def search_options(self) -> dict[str, list[int]]:
+        return {k: list(v) for k, v in self.search_choices.items()}
 
     def plan(self, graph: Graph, memory: MemoryConfig) -> ExecutionPlan:
         if self.n_patches != AUTO and self.patch_blocks != AUTO:
