@@ -16,9 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -27,7 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from tinyflow.context import atomic_copy
+from tinyflow.atomic import atomic_copy, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +161,9 @@ class TrainCache:
         except TypeError as exc:
             log.warning("train cache: result not JSON-serialisable (%s); not cached", exc)
             return None
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
-        try:
+        with atomic_path(entry, directory=True) as tmp:
             shutil.copyfile(ckpt, tmp / ckpt.name)
             (tmp / RESULT_FILE).write_text(text)
-            os.replace(tmp, entry)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return entry
 
 
