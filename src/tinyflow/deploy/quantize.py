@@ -7,7 +7,6 @@ N training images. The flash of the quantized model is counted from the tensors 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -25,6 +24,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from tinyflow.atomic import atomic_path
 from tinyflow.deploy.onnx_export import INPUT_NAME, run_onnx, session
 from tinyflow.errors import ConfigError, DataError
 
@@ -110,13 +110,6 @@ def calibration_images(data: Any, n: int, seed: int = 0) -> np.ndarray:
         return collect_images(data.train_dataloader(), n)[0]
 
 
-def _atomic_target(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    return tmp
-
-
 def quantize_int8(
     float_path: str | os.PathLike[str],
     int8_path: str | os.PathLike[str],
@@ -134,30 +127,26 @@ def quantize_int8(
     if activation_type not in ACTIVATION_TYPES:
         raise ConfigError(f"quantize.activation_type = {activation_type!r} is unknown; use one of int8, uint8.")
     int8_path = Path(int8_path)
-    prepared = _atomic_target(int8_path)
-    tmp = _atomic_target(int8_path)
-    try:
-        # shape inference only: the float graph is already folded; ORT's own graph optimizations stay off so the
-        # int8 file keeps one node per layer of the network
-        quant_pre_process(str(float_path), prepared, skip_optimization=True, skip_symbolic_shape=False)
-        quantize_static(
-            prepared,
-            tmp,
-            ImageCalibrationReader(images, batch_size=batch_size),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=ACTIVATION_TYPES[activation_type],
-            weight_type=QuantType.QInt8,
-            calibrate_method=CALIBRATION_METHODS[calibrate_method],
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
-        )
-        onnx.checker.check_model(tmp)
-        os.replace(tmp, int8_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        Path(prepared).unlink(missing_ok=True)
+    with atomic_path(int8_path, ".onnx") as tmp:
+        prepared = tmp.with_suffix(".prepared.onnx")  # scratch: the shape-inferred float model
+        try:
+            # shape inference only: the float graph is already folded; ORT's own graph optimizations stay off so the
+            # int8 file keeps one node per layer of the network
+            quant_pre_process(str(float_path), str(prepared), skip_optimization=True, skip_symbolic_shape=False)
+            quantize_static(
+                str(prepared),
+                str(tmp),
+                ImageCalibrationReader(images, batch_size=batch_size),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=ACTIVATION_TYPES[activation_type],
+                weight_type=QuantType.QInt8,
+                calibrate_method=CALIBRATION_METHODS[calibrate_method],
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            )
+            onnx.checker.check_model(str(tmp))
+        finally:
+            prepared.unlink(missing_ok=True)
     return int8_path
 
 
