@@ -65,9 +65,7 @@ class DiskCache:
 def run_strategy(
     kind: str, space, acc, costs, budgets, args, seed: int, joint: bool = False, n_evaluations: int | None = None
 ) -> dict[str, Any]:
-    problem = SearchProblem(
-        space, acc, costs, budgets, joint=joint, n_patches_choices=(1, 2, 3, 4), patch_blocks_choices=(2, 3, 4, 5)
-    )
+    problem = SearchProblem(space, acc, costs, budgets, schedule_choices=costs.joint_choices(joint))
     if kind == "evolution":
         strat = EvolutionStrategy(
             population=args.population, iterations=args.iterations, n_evaluations=args.n_evaluations, joint=joint
@@ -113,7 +111,7 @@ def main() -> None:
         f"flash budget {device.flash_budget_bytes / 1024:.0f} KiB"
     )
 
-    layer_costs = SchedulerCosts(memory, fast_layer=True)
+    layer_costs = SchedulerCosts(memory, lambda o: _layer())
     budgets = Budgets(device.sram_budget_bytes, device.flash_budget_bytes)
     if args.objective == "predictor":
         pc = PredictorConfig(n_samples=args.predictor_samples, seed=0)
@@ -138,6 +136,7 @@ def main() -> None:
             out = run_strategy(kind, space, objective, layer_costs, budgets, args, seed, n_evaluations=used)
             used = out["evaluations"]
             best = out["result"].best
+            best_costs = layer_costs(best)
             rows.append(
                 {
                     "seed": seed,
@@ -147,8 +146,8 @@ def main() -> None:
                     "val": sup(best, "val"),
                     "test": sup(best, "test"),
                     "seconds": out["seconds"],
-                    "macs": out["result"].extra["best_macs"],
-                    "peak": out["result"].extra["best_peak_sram"],
+                    "macs": best_costs.macs,
+                    "peak": best_costs.peak_sram,
                 }
             )
             r = rows[-1]
@@ -183,7 +182,7 @@ def main() -> None:
             for mode, costs, joint in (("layer-only", arena_layer, False), ("joint", patch_costs, True)):
                 out = run_strategy("evolution", space, objective, costs, jb, args, seed, joint=joint)
                 res = out["result"]
-                best, sched = res.best, res.extra["best_schedule"]
+                best, sched = res.best, res.best_schedule
                 from tinyflow.ir import from_arch
 
                 real = (_patch(sched) if joint else _layer()).plan(from_arch(best), memory)

@@ -18,9 +18,10 @@ from tinyflow.contracts import Device, MemoryConfig
 from tinyflow.cost import model_flash_bytes
 from tinyflow.ir import from_arch
 from tinyflow.memory import peak_live_bytes
-from tinyflow.search.costing import fast_layer_costs
+from tinyflow.search.costing import SchedulerCosts
 from tinyflow.search.problem import Costs
 from tinyflow.search.space_opt import optimize_space
+from tinyflow_plugins.schedulers.layer import LayerScheduler
 
 WIDTHS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 RESOLUTIONS = list(range(48, 225, 16))  # 48 … 224, MCUNet's grid
@@ -37,7 +38,7 @@ def main() -> None:
         space,
         WIDTHS,
         RESOLUTIONS,
-        fast_layer_costs(memory),
+        SchedulerCosts(memory, lambda o: LayerScheduler()),
         device.sram_budget_bytes,
         device.flash_budget_bytes,
         samples_per_cell=args.samples,
@@ -62,7 +63,7 @@ def main() -> None:
         g = from_arch(a)
         Costs(peak_live_bytes(g, memory), model_flash_bytes(g), g.macs())
     ir_rate = len(sl) / (time.perf_counter() - t)
-    fast = fast_layer_costs(memory)
+    fast = SchedulerCosts(memory, lambda o: LayerScheduler())
     t = time.perf_counter()
     for a in sl:
         fast(a)

@@ -108,8 +108,8 @@ def test_joint_search_carries_patch_options(supernet, tmp_path):
         *_device_overrides(budget),
         "scheduler=patch",
         "strategy.joint=true",
-        "strategy.patch_blocks_choices=[2,3]",
-        "strategy.n_patches_choices=[1,2]",
+        "scheduler.search_choices.patch_blocks=[2,3]",
+        "scheduler.search_choices.n_patches=[1,2]",
     )
     from tinyflow.stages.search import run
 
@@ -196,7 +196,7 @@ def test_latency_budget_through_the_cost_model_plugin():
     budget = lats[len(lats) // 2]
     problem = SearchProblem(space, toy_accuracy, costs, Budgets(latency_ms=budget))
     res = EvolutionStrategy(population=10, iterations=3).search(problem, random.Random(1))
-    assert all(r["latency_ms"] <= budget for r in res.extra["evaluated"])
+    assert all(r["latency_ms"] <= budget for r in res.evaluated)
     assert cost_model.estimate(from_arch(res.best), device).latency_ms <= budget
     with pytest.raises(ConfigError, match="cost_model=micronets"):
         p2 = SearchProblem(space, toy_accuracy, make_costs(compose_cfg(), settings, device)[0], Budgets(latency_ms=1.0))

@@ -16,6 +16,7 @@ from tinyflow_plugins.strategies.optuna_search import OptunaStrategy
 from tinyflow_plugins.strategies.random_search import RandomStrategy
 
 SPACE = MBConvSpace(width_mult=0.5, resolution=64, num_classes=10)
+PATCH_CHOICES = {"n_patches": (1, 2, 3, 4), "patch_blocks": (2, 3, 4, 5)}
 
 
 def _median_peak(n: int = 200) -> int:
@@ -25,7 +26,8 @@ def _median_peak(n: int = 200) -> int:
 
 
 def _problem(budget: int, joint: bool = False) -> SearchProblem:
-    return SearchProblem(SPACE, toy_accuracy, toy_costs, Budgets(sram_bytes=budget), joint=joint)
+    choices = PATCH_CHOICES if joint else {}
+    return SearchProblem(SPACE, toy_accuracy, toy_costs, Budgets(sram_bytes=budget), schedule_choices=choices)
 
 
 def small_evolution(**kw):
@@ -49,7 +51,8 @@ def test_strategy_contract_and_constraints(strategy):
     assert isinstance(res, SearchResult)
     assert toy_costs(res.best).peak_sram <= budget
     assert res.best_score == pytest.approx(toy_accuracy(res.best))
-    assert all(r["peak_sram"] <= budget for r in res.extra["evaluated"])
+    assert all(r["peak_sram"] <= budget for r in res.evaluated)
+    assert res.strategy == strategy.name and res.n_evaluations == problem.n_evaluations
     assert res.pareto and all(p["peak_sram"] <= budget for p in res.pareto)
     assert res.best.key() in {p["arch"].key() for p in res.pareto}  # the most accurate is never dominated
     bests = [h["best_so_far"] for h in res.history]
@@ -60,7 +63,7 @@ def test_strategy_contract_and_constraints(strategy):
 def test_evolution_evaluation_budget_counts_distinct_archs():
     problem = _problem(_median_peak())
     res = small_evolution().search(problem, random.Random(1))
-    assert res.extra["n_evaluations"] == problem.n_evaluations == len(problem._acc_cache)
+    assert res.n_evaluations == problem.n_evaluations == len({r["arch"].key() for r in problem.evaluated})
     assert problem.n_evaluations <= 20 + 6 * 20
     capped = _problem(_median_peak())
     small_evolution(n_evaluations=50).search(capped, random.Random(1))
@@ -92,7 +95,7 @@ def test_joint_genome_carries_schedule_and_lowers_feasible_peak():
         )
     problem = _problem(budget, joint=True)
     res = small_evolution(joint=True).search(problem, random.Random(0))
-    sched = res.extra["best_schedule"]
+    sched = res.best_schedule
     assert set(sched) == {"n_patches", "patch_blocks"} and sched["n_patches"] > 1
     assert toy_costs(res.best, sched).peak_sram <= budget
 
@@ -117,5 +120,5 @@ def test_bad_settings_are_config_errors():
         EvolutionStrategy(objective="oracle")
     with pytest.raises(ConfigError, match="population"):
         EvolutionStrategy(population=0)
-    with pytest.raises(ConfigError, match="n_patches_choices"):
-        RandomStrategy(n_patches_choices=[0, 2])
+    with pytest.raises(ConfigError, match="choices"):
+        SearchProblem(SPACE, toy_accuracy, toy_costs, schedule_choices={"n_patches": []})

@@ -8,65 +8,24 @@ named in `PROTOCOLS`.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from tinyflow.arch.genome import Arch
+from tinyflow.device import Device
+from tinyflow.memory.config import MemoryConfig
 
 if TYPE_CHECKING:  # keep core importable without torch
+    from tinyflow.cost.fast import ArchCost
     from tinyflow.ir.graph import Graph
-    from tinyflow.search.problem import SearchProblem
+    from tinyflow.memory.plan import ExecutionPlan
+    from tinyflow.network import DeployedNetwork
 
 
 # ---------------------------------------------------------------- dataclasses passed between plugins
-@dataclass(frozen=True)
-class Device:
-    """A microcontroller target. Sizes in kB as datasheets give them (1 kB = 1024 B here, as MCU docs do)."""
-
-    name: str
-    sram_kb: float
-    flash_kb: float
-    core: str
-    clock_mhz: float
-    sram_reserve_kb: float = 0.0  # kept free for the runtime, stack and I/O buffers
-    flash_reserve_kb: float = 0.0  # runtime code (e.g. TF Lite Micro ~37 KB, MicroNets)
-    macs_per_cycle: float = 0.0  # documented/derived throughput of int8 conv kernels, for cost models
-    latency_ms_per_mop: float = 0.0  # MicroNets slope: ms per 1e6 ops (ops = 2·MACs); 0 = derive from clock
-    latency_intercept_ms: float = 0.0
-    energy_mj_per_mop: float = 0.0
-    power_mw: float = 0.0
-    coefficient_source: str = ""
-
-    @property
-    def sram_bytes(self) -> int:
-        return int(self.sram_kb * 1024)
-
-    @property
-    def flash_bytes(self) -> int:
-        return int(self.flash_kb * 1024)
-
-    @property
-    def sram_budget_bytes(self) -> int:
-        """SRAM available to the activation arena."""
-        return int((self.sram_kb - self.sram_reserve_kb) * 1024)
-
-    @property
-    def flash_budget_bytes(self) -> int:
-        """Flash available to the model's weights."""
-        return int((self.flash_kb - self.flash_reserve_kb) * 1024)
-
-
-@dataclass(frozen=True)
-class MemoryConfig:
-    """Memory conventions (DESIGN §3). Every memory figure records the convention that produced it."""
-
-    dtype_bytes: int = 1
-    inplace_depthwise: bool = True
-    count_input: bool = True
-    rule: str = "liveness"  # or "layer_local"
-    arena_algorithm: str = "best"  # see tinyflow.memory.arena
+# Device and MemoryConfig live in leaf modules (validated there); re-exported here for plugins
 
 
 @dataclass
@@ -83,45 +42,122 @@ class CostReport:
 
 @dataclass
 class SearchResult:
-    """What every search strategy returns."""
+    """What every search strategy returns (`tinyflow.search.strategy.finish` builds it from a problem).
+
+    A row (of `pareto`, `evaluated`) is `{"arch": Arch, "schedule": {option: value}, "accuracy", "peak_sram",
+    "flash", "macs", "latency_ms", "energy_mj", "feasible"}`.
+    """
 
     best: Arch
     best_score: float
-    pareto: list[dict[str, Any]]  # each: {"arch": Arch, "accuracy": .., "peak_sram": .., "macs": ..}
-    history: list[dict[str, Any]]  # per generation/trial: {"step": i, "best_so_far": ..., ...}
-    extra: dict[str, Any] = field(default_factory=dict)
+    pareto: list[dict[str, Any]]  # the non-dominated feasible rows
+    history: list[dict[str, Any]]  # per generation/trial: {"step": i, "best_so_far": ..., "n_evaluations": ...}
+    strategy: str = ""
+    n_evaluations: int = 0  # distinct archs whose accuracy was evaluated (the budget strategies are compared at)
+    evaluated: list[dict[str, Any]] = field(default_factory=list)  # every feasible evaluated row
+    best_schedule: dict[str, int] = field(default_factory=dict)  # scheduler options searched with `best` (joint)
+    details: dict[str, Any] = field(default_factory=dict)  # strategy-specific counters (generations, trials, ...)
+
+
+@dataclass
+class SearchSettings:
+    """Options every `conf/strategy/*.yaml` carries besides the algorithm's own; a strategy's `settings`.
+
+    objective: `supernet` (BN-recalibrated supernet accuracy, cached per arch) or `predictor` (an MLP trained on
+    `predictor.n_samples` supernet-measured archs). joint: also search the options the scheduler offers
+    (`Scheduler.search_options()`, e.g. the patch scheduler's `n_patches` and `patch_blocks`; MCUNetV2).
+    """
+
+    objective: str = "predictor"
+    joint: bool = False
+    latency_budget_ms: float | None = None
+    energy_budget_mj: float | None = None
+    predictor: dict[str, Any] = field(default_factory=dict)
+    memory_metric: str = "peak_live"  # or "arena": constrain the placed arena (every candidate planned; slower)
+    torch_threads: int | None = 1  # threads while subnets are evaluated; None = torch's default
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from tinyflow.errors import ConfigError
+
+        if self.objective not in ("supernet", "predictor"):
+            raise ConfigError(f"strategy.objective must be 'supernet' or 'predictor', got '{self.objective}'.")
+        if self.memory_metric not in ("peak_live", "arena"):
+            raise ConfigError(f"strategy.memory_metric must be 'peak_live' or 'arena', got '{self.memory_metric}'.")
+        for name in ("latency_budget_ms", "energy_budget_mj"):
+            v = getattr(self, name)
+            if v is not None and float(v) <= 0:
+                raise ConfigError(f"strategy.{name} must be positive or null, got {v}.")
 
 
 # ---------------------------------------------------------------- plugin protocols
 @runtime_checkable
 class SearchSpace(Protocol):
-    """A family of archs with a fixed width multiplier and resolution (TinyNAS stage 1 chooses those)."""
+    """A family of archs with a fixed width multiplier and resolution (TinyNAS stage 1 chooses those).
+
+
+    A genome is `{"depths": [...], "kernels": [...], "expands": [...]}` (empty lists for a one-arch space);
+    `fixed_stages` pins the first N elastic stages at their largest choices (0: none pinned).
+    """
 
     name: str
     width_mult: float
     resolution: int
+    fixed_stages: int
 
     def sample(self, rng: random.Random) -> Arch: ...
+    def sample_genome(self, rng: random.Random) -> dict[str, list[int]]: ...
+    def build(self, depths: Sequence[int], kernels: Sequence[int], expands: Sequence[int]) -> Arch: ...
     def max_arch(self) -> Arch: ...
     def min_arch(self) -> Arch: ...
     def with_width_resolution(self, width_mult: float, resolution: int) -> SearchSpace: ...
     def encode(self, arch: Arch) -> list[float]: ...
+    def bind(self, data: DataModule) -> SearchSpace: ...  # the same space for the data's channels and classes
 
 
 @runtime_checkable
 class CostModel(Protocol):
-    """Turns a network IR into MACs, params, flash and (optionally) latency/energy on a device."""
+    """Turns a network IR into MACs, params, flash (the model alone) and (optionally) latency/energy on a device.
 
-    def estimate(self, graph: Graph, device: Device) -> CostReport: ...
+    With the `plan` that runs the graph, MACs (and what follows from them) are the plan's: a schedule that
+    recomputes (patch-based inference) does more work than the graph's own count.
+    """
+
+    def estimate(self, graph: Graph, device: Device, plan: ExecutionPlan | None = None) -> CostReport: ...
 
 
 @runtime_checkable
 class Scheduler(Protocol):
-    """Turns a network IR into an execution plan with a real arena layout."""
+    """Turns a network IR into an execution plan with a real arena layout.
+
+    `network(net)` is the network this scheduler deploys for `net` (`tinyflow.network.DeployedNetwork`): `net`
+    itself for a scheduler that only orders the ops (`SchedulerBase` gives that default), a rewritten one for a
+    scheduler that changes the network (`rnnpool`). Plan the graph of the network it returns.
+    """
 
     name: str
 
-    def plan(self, graph: Graph, memory: MemoryConfig) -> Any: ...  # -> tinyflow.memory.plan.ExecutionPlan
+    def network(self, net: DeployedNetwork) -> DeployedNetwork: ...
+    def plan(self, graph: Graph, memory: MemoryConfig) -> ExecutionPlan: ...
+    def search_options(self) -> dict[str, list[int]]: ...
+    def arch_costs(self, arch: Arch, memory: MemoryConfig) -> ArchCost | None: ...
+
+
+class SchedulerBase:
+    """Defaults for a scheduler plugin: it deploys the network it is given, unchanged; a joint search varies none
+    of its options; it has no closed-form cost path (every arch is planned)."""
+
+    def network(self, net: DeployedNetwork) -> DeployedNetwork:
+        return net
+
+    def search_options(self) -> dict[str, list[int]]:
+        """Options a joint search may vary with the arch, each with its choices (`{}`: none)."""
+        return {}
+
+    def arch_costs(self, arch: Arch, memory: MemoryConfig) -> ArchCost | None:
+        """Closed-form costs of `arch`'s plain network under this scheduler, equal to its plan's peak live bytes,
+        flash and MACs (`tinyflow.cost.ArchCost`), or None when the arch must be planned."""
+        return None
 
 
 @runtime_checkable
@@ -137,30 +173,98 @@ class DataModule(Protocol):
     def train_dataloader(self) -> Any: ...
     def val_dataloader(self) -> Any: ...
     def test_dataloader(self) -> Any: ...
+    def loader(self, split: str, train: bool = False) -> Any: ...  # split: train | val | test
+    def calibration_batch(self, n: int = 64, split: str = "train") -> Any: ...  # n un-augmented images (N×C×H×W)
+
+
+@dataclass
+class TrainResult:
+    """What a trainer's `fit` returns; stages decide by `kind`, never by the trainer's name.
+
+    `kind="supernet"`: `checkpoint` is a supernet checkpoint (`tinyflow.supernet.Supernet.load` reads it).
+    `kind="model"`: `checkpoint` is the `model.pt` of one network and `network` its description
+    (`tinyflow.network.DeployedNetwork.to_dict()`). `metrics` are the trainer's final figures (e.g.
+    `val_acc_largest` of a supernet, `val_accuracy` of a model); `cache_hit` is set when the train cache reused an
+    earlier training.
+    """
+
+    kind: Literal["supernet", "model"]
+    checkpoint: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    network: dict[str, Any] | None = None
+    cache_hit: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("supernet", "model"):
+            raise ValueError(f"TrainResult.kind must be 'supernet' or 'model', got {self.kind!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @runtime_checkable
 class Trainer(Protocol):
-    """Trains a supernet (`ofa`) or a fixed arch (`standalone`)."""
+    """Trains a supernet (`ofa`) or a fixed arch (`standalone`); `fit` returns a `TrainResult`.
+
+    `resume`: continue an interrupted training from the workdir's last checkpoint (the train stage sets it when
+    the pipeline resumes). `training_space(space)`: the space this trainer trains for `space` (a supernet with an
+    RNNPool stem pins the stages before its cut); the `space` stage scores its cells on it.
+    """
 
     name: str
+    resume: bool
 
-    def fit(self, space: SearchSpace, data: DataModule, workdir: str, tracker: Tracker) -> dict[str, Any]: ...
-    def evaluate(self, arch: Arch, split: str = "val") -> float: ...
+    def training_space(self, space: SearchSpace) -> SearchSpace: ...
+    def fit(self, space: SearchSpace, data: DataModule, workdir: str, tracker: Tracker) -> TrainResult: ...
+
+
+class Problem(Protocol):
+    """What a strategy searches (`tinyflow.search.problem.SearchProblem` implements it).
+
+    A candidate is an arch and the scheduler options searched with it (`schedule_choices` names them and their
+    choices; empty unless the search is joint). `draw` redraws until a candidate fits the budgets; `accuracy` is
+    cached per arch and counts `n_evaluations`; `evaluated` holds one row per accuracy asked for.
+    """
+
+    space: Any  # an MBConv space: depth/kernel/expand choices, stages, n_slots
+    budgets: Any  # tinyflow.search.problem.Budgets: violations(costs), slack(costs)
+    schedule_choices: dict[str, tuple[int, ...]]
+    n_evaluations: int
+    evaluated: list[dict[str, Any]]
+
+    @property
+    def joint(self) -> bool: ...
+    def make(self, genome: dict[str, list[int]], schedule: dict[str, int]) -> Any: ...
+    def sample(self, rng: random.Random) -> Any: ...
+    def mutate(self, cand: Any, rng: random.Random, prob: float) -> Any: ...
+    def crossover(self, a: Any, b: Any, rng: random.Random) -> Any: ...
+    def draw(self, make: Callable[[], Any]) -> Any: ...
+    def costs(self, cand: Any) -> Any: ...
+    def violations(self, cand: Any) -> list[str]: ...
+    def accuracy(self, cand: Any) -> float: ...
+    def is_evaluated(self, cand: Any) -> bool: ...
 
 
 @runtime_checkable
 class Strategy(Protocol):
     """Searches for the best arch under constraints.
 
-    `problem` (tinyflow.search.problem.SearchProblem) carries the space, the genome operators (sample, mutate,
-    crossover; with `joint` also the patch scheduler's options), the costs and budgets, and the cached accuracy
-    that counts evaluations.
+    `settings` are the options the `search` stage reads; `planned_evaluations` the accuracy evaluations the
+    strategy expects to spend (for a progress bar; None when unknown).
     """
 
     name: str
+    settings: SearchSettings
 
-    def search(self, problem: SearchProblem, rng: random.Random) -> SearchResult: ...
+    @property
+    def planned_evaluations(self) -> int | None: ...
+    def search(self, problem: Problem, rng: random.Random) -> SearchResult: ...
 
 
 @runtime_checkable
@@ -181,7 +285,14 @@ class Backend(Protocol):
 
 @runtime_checkable
 class Tracker(Protocol):
-    """Experiment tracking: one parent run per job, one child run per stage."""
+    """Experiment tracking: one parent run per job, one child run per stage.
+
+    The pipeline activates the tracker (`tinyflow.tracking.activate`) around the job; stages and plugins reach it
+    through `tinyflow.tracking.active_tracker()`. `parent_id` is the job's run id (None outside a job or when the
+    tracker keeps no ids).
+    """
+
+    parent_id: str | None
 
     def job(self, cfg: Any, tags: dict[str, str]) -> AbstractContextManager[Any]: ...
     def stage(self, name: str) -> AbstractContextManager[Any]: ...
@@ -192,6 +303,7 @@ class Tracker(Protocol):
     def log_text(self, text: str, name: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_parent_metrics(self, metrics: dict[str, float]) -> None: ...
+    def log_onnx_model(self, path: str, name: str = "model") -> None: ...
 
 
 # group name -> Protocol checked after instantiation
@@ -212,5 +324,5 @@ def iter_protocol_members(proto: type) -> Iterator[str]:
     ann = getattr(proto, "__annotations__", {})
     yield from ann
     for name, value in vars(proto).items():
-        if callable(value) and not name.startswith("_"):
+        if (callable(value) or isinstance(value, property)) and not name.startswith("_"):
             yield name

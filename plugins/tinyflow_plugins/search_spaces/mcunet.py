@@ -7,6 +7,7 @@ built. `mobilenetv2` is the fixed MobileNetV2 member (a one-arch space) for base
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,7 +18,7 @@ from tinyflow.errors import ConfigError
 
 
 class McunetSpace(MBConvSpace):
-    """`MBConvSpace` built from config, with `bind(data)`; checks its options with clear errors."""
+    """`MBConvSpace` built from config; checks its options with clear errors."""
 
     def __post_init__(self) -> None:
         try:
@@ -41,25 +42,31 @@ class McunetSpace(MBConvSpace):
                     "at least one stage, odd positive kernels, expand >= 1, depth >= 1"
                 )
 
-    def bind(self, data: Any) -> McunetSpace:
-        """The same space for `data`'s input channels and number of classes."""
-        return replace(self, in_channels=int(data.in_channels), num_classes=int(data.num_classes))
-
 
 @dataclass(frozen=True)
 class MobileNetV2Space:
-    """MobileNetV2 (torchvision rounding) as a one-member space: every sample is the same arch."""
+    """MobileNetV2 (torchvision rounding) as a one-member space: every sample is the same arch; its genome is
+    empty (nothing to choose, nothing to pin)."""
 
     width_mult: float = 1.0
     resolution: int = 224
     in_channels: int = 3
     num_classes: int = 1000
     name: str = "mobilenetv2"
+    fixed_stages: int = 0
 
     def arch(self) -> Arch:
         return mobilenetv2(self.width_mult, self.resolution, self.num_classes, self.in_channels)
 
     def sample(self, rng: random.Random) -> Arch:
+        return self.arch()
+
+    def sample_genome(self, rng: random.Random) -> dict[str, list[int]]:
+        return {"depths": [], "kernels": [], "expands": []}
+
+    def build(self, depths: Sequence[int], kernels: Sequence[int], expands: Sequence[int]) -> Arch:
+        if list(depths) or list(kernels) or list(expands):
+            raise ConfigError("search_space=mobilenetv2 is one fixed arch: its genome is empty.")
         return self.arch()
 
     def max_arch(self) -> Arch:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from tinyflow.contracts import SearchResult
-from tinyflow.search.problem import Candidate, SearchProblem
+from tinyflow.contracts import Problem, SearchResult
+from tinyflow.search.problem import Candidate
 from tinyflow.search.strategy import SearchSettings, check_positive, finish, history_row
 
 
@@ -56,19 +56,19 @@ class EvolutionStrategy:
         nominal = self.population + self.iterations * (self.mutation_children + self.crossover_children)
         return min(nominal, self.n_evaluations) if self.n_evaluations else nominal
 
-    def _budget_left(self, problem: SearchProblem) -> bool:
+    def _budget_left(self, problem: Problem) -> bool:
         return self.n_evaluations is None or problem.n_evaluations < self.n_evaluations
 
-    def _rank(self, problem: SearchProblem, pop: list[Candidate]) -> list[tuple[float, Candidate]]:
+    def _rank(self, problem: Problem, pop: list[Candidate]) -> list[tuple[float, Candidate]]:
         scored = []
         for cand in pop:
-            if not self._budget_left(problem) and cand.arch.key() not in problem._acc_cache:
+            if not self._budget_left(problem) and not problem.is_evaluated(cand):
                 continue  # out of budget: an unevaluated child is dropped, not guessed
             scored.append((problem.accuracy(cand), cand))
         scored.sort(key=lambda t: t[0], reverse=True)
         return scored
 
-    def _children(self, problem: SearchProblem, parents: list[Candidate], rng: random.Random) -> list[Candidate]:
+    def _children(self, problem: Problem, parents: list[Candidate], rng: random.Random) -> list[Candidate]:
         def mutant() -> Candidate:
             return problem.mutate(rng.choice(parents), rng, self.mutation_prob)
 
@@ -78,7 +78,7 @@ class EvolutionStrategy:
         children = [problem.draw(mutant) for _ in range(self.mutation_children)]
         return children + [problem.draw(cross) for _ in range(self.crossover_children)]
 
-    def search(self, problem: SearchProblem, rng: random.Random) -> SearchResult:
+    def search(self, problem: Problem, rng: random.Random) -> SearchResult:
         pop = [problem.draw(lambda: problem.sample(rng)) for _ in range(self.population)]
         history: list[dict[str, Any]] = []
         for it in range(self.iterations + 1):

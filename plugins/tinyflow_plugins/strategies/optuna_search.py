@@ -1,7 +1,7 @@
 """Multi-objective search with Optuna's NSGA-II sampler: accuracy up, peak SRAM down, MACs down.
 
 The genome is searched as categorical parameters (depth per stage, kernel and expand per slot, and with
-`joint` the patch scheduler's options). Constraints go to NSGA-II as trial constraints (cost / budget − 1,
+`joint` the scheduler options it offers). Constraints go to NSGA-II as trial constraints (cost / budget − 1,
 feasible when ≤ 0, so a feasible trial always dominates an infeasible one); an infeasible trial is never
 given to the accuracy evaluator, so it spends no evaluation budget.
 """
@@ -11,8 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from tinyflow.contracts import SearchResult
-from tinyflow.search.problem import SearchProblem
+from tinyflow.contracts import Problem, SearchResult
 from tinyflow.search.strategy import SearchSettings, check_positive, finish, history_row
 
 
@@ -42,7 +41,7 @@ class OptunaStrategy:
     def planned_evaluations(self) -> int:
         return self.n_evaluations
 
-    def search(self, problem: SearchProblem, rng: random.Random) -> SearchResult:
+    def search(self, problem: Problem, rng: random.Random) -> SearchResult:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -63,13 +62,8 @@ class OptunaStrategy:
                 "kernels": [trial.suggest_categorical(f"k{i}", list(sp.kernel_choices)) for i in range(sp.n_slots)],
                 "expands": [trial.suggest_categorical(f"e{i}", list(sp.expand_choices)) for i in range(sp.n_slots)],
             }
-            sched = {}
-            if problem.joint:
-                sched = {
-                    "n_patches": trial.suggest_categorical("n_patches", list(problem.n_patches_choices)),
-                    "patch_blocks": trial.suggest_categorical("patch_blocks", list(problem.patch_blocks_choices)),
-                }
-            cand = problem._make(genome, sched)
+            sched = {name: trial.suggest_categorical(name, list(ch)) for name, ch in problem.schedule_choices.items()}
+            cand = problem.make(genome, sched)
             costs = problem.costs(cand)
             for name, value in problem.budgets.slack(costs).items():
                 trial.set_constraint(name, value)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from tinyflow.contracts import SearchResult
-from tinyflow.search.problem import SearchProblem
+from tinyflow.contracts import Problem, SearchResult
 from tinyflow.search.strategy import SearchSettings, check_positive, finish, history_row
 
 
@@ -29,7 +28,7 @@ class RandomStrategy:
     def planned_evaluations(self) -> int:
         return self.n_evaluations
 
-    def search(self, problem: SearchProblem, rng: random.Random) -> SearchResult:
+    def search(self, problem: Problem, rng: random.Random) -> SearchResult:
         history: list[dict[str, Any]] = []
         scores: list[float] = []
         draws = 0

@@ -91,6 +91,10 @@ class MBConvSpace:
     def with_width_resolution(self, width_mult: float, resolution: int) -> MBConvSpace:
         return replace(self, width_mult=float(width_mult), resolution=int(resolution))
 
+    def bind(self, data: Any) -> MBConvSpace:
+        """The same space for `data`'s input channels and number of classes (`data`: a DataModule)."""
+        return replace(self, in_channels=int(data.in_channels), num_classes=int(data.num_classes))
+
     # ---- genome <-> arch --------------------------------------------------------------------------------
     def check(self, depths: Sequence[int], kernels: Sequence[int], expands: Sequence[int]) -> None:
         """Raise `ArchOutsideSpaceError` naming the first choice the space does not offer."""

@@ -1,10 +1,10 @@
 """Cost functions for search, built on the memory engine (never its own memory accounting).
 
-- `layer` scheduler: the engine's fast closed-form costing (`tinyflow.cost.arch_cost`), the same numbers as
-  the IR + layer plan, thousands of archs per second.
-- any other scheduler (e.g. `patch`, or joint search's per-candidate patch options): the IR and the
-  scheduler's own plan; MACs then include the plan's recomputation (patch overlap). A scheduler that rewrites
-  the network (`rnnpool`) plans, and counts the flash of, the rewritten network (its `network_graph`).
+A candidate arch is costed as the network the scheduler deploys for it: `scheduler.network(network_of(arch))`
+(`network_of` is `DeployedNetwork.plain` unless a supernet says otherwise, e.g. an RNNPool stem), planned by the
+scheduler. MACs are the plan's (they include a patch plan's recomputation); `Costs.network_macs` keeps the
+network's own. A scheduler that offers a closed-form path (`Scheduler.arch_costs`, the layer scheduler: the same
+numbers as its plan, thousands of archs per second) is used for an arch's plain network with `metric="peak_live"`.
 Peak SRAM is the plan's `peak_live_bytes` (the lower bound, `metric="peak_live"`: fast) or its placed
 `arena_bytes` (`metric="arena"`: every candidate planned, what the device must really hold). Either way the
 search stage verifies its final choice against the real arena layout (`verify_plan`).
@@ -17,19 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinyflow.arch.genome import Arch
-from tinyflow.contracts import Device, MemoryConfig
-from tinyflow.cost import arch_cost, model_flash_bytes
+from tinyflow.contracts import CostModel, Device, MemoryConfig, Scheduler
+from tinyflow.cost import model_flash_bytes
+from tinyflow.errors import ConfigError
+from tinyflow.network import DeployedNetwork
 from tinyflow.search.problem import Costs
 
-
-def fast_layer_costs(memory: MemoryConfig) -> Callable[[Arch], Costs]:
-    """Costs of an arch run layer by layer, from the engine's fast path."""
-
-    def cost(arch: Arch) -> Costs:
-        c = arch_cost(arch, memory)
-        return Costs(peak_sram=c.peak_live_bytes, flash=c.flash_bytes, macs=c.macs)
-
-    return cost
+METRICS = ("peak_live", "arena")
 
 
 @dataclass
@@ -37,62 +31,91 @@ class SchedulerCosts:
     """Costs of (arch, scheduler options) from a scheduler's real plan.
 
     `make_scheduler(options)` builds the scheduler plugin with those options (joint search) or ignores them.
-    With `fast_layer=True` and no options, the fast layer path is used instead of a plan.
+    `network_of(arch)` is the network a candidate arch stands for (None: `DeployedNetwork.plain`).
     `cost_model` (a cost model plugin) adds latency and energy on `device` (needed only for those budgets); a
     patch plan's recomputed MACs scale them (the cost models are linear in MACs, MicroNets).
     `metric`: `peak_live` or `arena` (see the module docstring).
+    `fast_layer` is ignored (the scheduler's `arch_costs` decides); kept so older callers still build.
     """
 
     memory: MemoryConfig
-    make_scheduler: Callable[[dict[str, int]], Any] | None = None
-    fast_layer: bool = False
+    make_scheduler: Callable[[dict[str, int]], Scheduler]
+    fast_layer: bool | None = None
     device: Device | None = None
-    cost_model: Any = None
+    cost_model: CostModel | None = None
     metric: str = "peak_live"
+    network_of: Callable[[Arch], DeployedNetwork] | None = None
 
     def __post_init__(self) -> None:
-        if self.metric not in ("peak_live", "arena"):
-            from tinyflow.errors import ConfigError
-
+        if self.metric not in METRICS:
             raise ConfigError(f"strategy.memory_metric must be 'peak_live' or 'arena', got '{self.metric}'.")
-        self._schedulers: dict[tuple[tuple[str, int], ...], Any] = {}
-        self._fast = fast_layer_costs(self.memory)
+        self._schedulers: dict[tuple[tuple[str, int], ...], Scheduler] = {}
 
-    def scheduler(self, options: dict[str, int]) -> Any:
-        key = tuple(sorted(options.items()))
+    def scheduler(self, options: dict[str, int] | None = None) -> Scheduler:
+        key = tuple(sorted((options or {}).items()))
         if key not in self._schedulers:
-            assert self.make_scheduler is not None
-            self._schedulers[key] = self.make_scheduler(dict(options))
+            self._schedulers[key] = self.make_scheduler(dict(key))
         return self._schedulers[key]
 
-    def plan(self, arch: Arch, options: dict[str, int]) -> Any:
-        from tinyflow.ir import from_arch
+    def search_options(self) -> dict[str, list[int]]:
+        """The options (and their choices) the configured scheduler lets a joint search vary."""
+        return dict(self.scheduler().search_options())
 
-        return self.scheduler(options).plan(from_arch(arch), self.memory)
+    def joint_choices(self, joint: bool) -> dict[str, list[int]]:
+        """`search_options()` when `joint`, else `{}`; a clear error when a joint search has nothing to vary."""
+        if not joint:
+            return {}
+        options = self.search_options()
+        if not options:
+            name = getattr(self.scheduler(), "name", type(self.scheduler()).__name__)
+            raise ConfigError(
+                f"strategy.joint=true searches the scheduler's options with the arch, but scheduler={name} offers "
+                "none (Scheduler.search_options() is empty); add scheduler=patch (or set strategy.joint=false)."
+            )
+        return options
+
+    def network(self, arch: Arch, options: dict[str, int] | None = None) -> DeployedNetwork:
+        """The network the scheduler (with `options`) deploys for `arch`."""
+        base = DeployedNetwork.plain(arch) if self.network_of is None else self.network_of(arch)
+        return self.scheduler(options).network(base)
+
+    def plan(self, arch: Arch, options: dict[str, int] | None = None) -> Any:
+        """The scheduler's full plan (arena placed) of the network it deploys for `arch`."""
+        return self.scheduler(options).plan(self.network(arch, options).graph(), self.memory)
+
+    def _fast(self, arch: Arch, scheduler: Scheduler) -> Costs | None:
+        """The scheduler's closed form, when it has one and the network is `arch`'s plain one."""
+        if self.metric != "peak_live":
+            return None
+        if self.network_of is not None and self.network_of(arch) != DeployedNetwork.plain(arch):
+            return None
+        c = scheduler.arch_costs(arch, self.memory)
+        if c is None:
+            return None
+        return Costs(peak_sram=int(c.peak_live_bytes), flash=int(c.flash_bytes), macs=int(c.macs), network_macs=c.macs)
 
     def __call__(self, arch: Arch, options: dict[str, int] | None = None) -> Costs:
-        options = options or {}
+        scheduler = self.scheduler(options)
+        c = self._fast(arch, scheduler)
         graph = None
-        if self.fast_layer and not options and self.metric == "peak_live":
-            c = self._fast(arch)
-        else:
-            from tinyflow.ir import from_arch
-
-            graph = from_arch(arch)
-            scheduler = self.scheduler(options)
+        if c is None:
+            graph = self.network(arch, options).graph()
             plan = scheduler.plan(graph, self.memory)
             peak = plan.arena_bytes if self.metric == "arena" else plan.peak_live_bytes
-            rewrite = getattr(scheduler, "network_graph", None)  # a scheduler that changes the network (rnnpool)
-            flash = model_flash_bytes(rewrite(graph) if callable(rewrite) else graph)
-            c = Costs(peak_sram=int(peak), flash=int(flash), macs=int(plan.macs))
+            c = Costs(
+                peak_sram=int(peak),
+                flash=int(model_flash_bytes(graph)),
+                macs=int(plan.macs),
+                network_macs=int(graph.macs()),
+            )
         if self.cost_model is not None and self.device is not None:
-            from tinyflow.ir import from_arch
-
-            report = self.cost_model.estimate(graph if graph is not None else from_arch(arch), self.device)
+            if graph is None:
+                graph = self.network(arch, options).graph()
+            report = self.cost_model.estimate(graph, self.device)
             scale = c.macs / report.macs if report.macs else 1.0
             lat = None if report.latency_ms is None else report.latency_ms * scale
             energy = None if report.energy_mj is None else report.energy_mj * scale
-            c = Costs(c.peak_sram, c.flash, c.macs, lat, energy)
+            c = Costs(c.peak_sram, c.flash, c.macs, lat, energy, network_macs=c.network_macs)
         return c
 
 

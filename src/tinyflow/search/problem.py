@@ -1,7 +1,8 @@
 """The search problem every strategy works on: genome operators, costs, constraints, cached accuracy.
 
 A candidate is an MBConv genome (depth per stage, kernel and expand per slot) and, for joint search
-(MCUNetV2), the patch scheduler's `n_patches` and `patch_blocks`. Costs come from a callable supplied by the
+(MCUNetV2), the options the scheduler lets a search vary (`Scheduler.search_options()`, e.g. the patch
+scheduler's `n_patches` and `patch_blocks`). Costs come from a callable supplied by the
 caller (the memory engine's plan of the chosen scheduler); accuracy from another (the supernet or a predictor).
 Accuracy is cached per arch, so the number of accuracy evaluations a strategy spends is the number of distinct
 archs it asked about; this is the budget strategies are compared at.
@@ -50,6 +51,12 @@ class Costs:
     latency_ms: float | None = None
     energy_mj: float | None = None
     invalid: str = ""  # why the scheduler cannot run this candidate at all (joint search: e.g. a grid too fine)
+    network_macs: int | None = None  # the network's own MACs; `macs` adds what the plan recomputes (patch overlap)
+
+    @property
+    def capacity_macs(self) -> int:
+        """The network's own MACs (its capacity), without a plan's recomputation."""
+        return self.macs if self.network_macs is None else self.network_macs
 
 
 @dataclass(frozen=True)
@@ -106,19 +113,17 @@ AccuracyFn = Callable[[Arch], float]
 
 @dataclass
 class SearchProblem:
-    """Genome operators + feasibility + cached evaluation, shared by every strategy.
+    """Genome operators + feasibility + cached evaluation, shared by every strategy (`tinyflow.contracts.Problem`).
 
-    `joint=True` adds `n_patches` and `patch_blocks` genes, drawn from `n_patches_choices` and
-    `patch_blocks_choices`; the cost function then receives them as the scheduler options.
+    `schedule_choices` (joint search) adds one gene per scheduler option, drawn from its choices in the order
+    given; the cost function then receives them as the scheduler options.
     """
 
     space: MBConvSpace
     accuracy_fn: AccuracyFn
     cost_fn: CostFn
     budgets: Budgets = field(default_factory=Budgets)
-    joint: bool = False
-    n_patches_choices: tuple[int, ...] = (1, 2, 3, 4)
-    patch_blocks_choices: tuple[int, ...] = (2, 3, 4, 5)
+    schedule_choices: dict[str, tuple[int, ...]] = field(default_factory=dict)
     max_redraws: int = 2000
     n_evaluations: int = 0
     _acc_cache: dict[str, float] = field(default_factory=dict, repr=False)
@@ -126,24 +131,28 @@ class SearchProblem:
     evaluated: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        if self.joint and (not self.n_patches_choices or not self.patch_blocks_choices):
-            raise ConfigError(
-                "strategy.joint=true needs non-empty strategy.n_patches_choices and strategy.patch_blocks_choices."
-            )
+        self.schedule_choices = {k: tuple(int(v) for v in vs) for k, vs in self.schedule_choices.items()}
+        empty = [k for k, vs in self.schedule_choices.items() if not vs]
+        if empty:
+            raise ConfigError(f"joint search: the scheduler offers no choices for {empty}; give at least one each.")
+
+    @property
+    def joint(self) -> bool:
+        """Whether scheduler options are searched with the arch."""
+        return bool(self.schedule_choices)
 
     # ---- genome operators ------------------------------------------------------------------------------
-    def _make(self, genome: dict[str, list[int]], schedule: dict[str, int]) -> Candidate:
+    def make(self, genome: dict[str, list[int]], schedule: dict[str, int]) -> Candidate:
+        """The candidate of a genome and scheduler options."""
         arch = self.space.build(genome["depths"], genome["kernels"], genome["expands"])
         return Candidate(arch, tuple(sorted(schedule.items())))
 
     def _sample_schedule(self, rng: random.Random) -> dict[str, int]:
-        if not self.joint:
-            return {}
-        return {"n_patches": rng.choice(self.n_patches_choices), "patch_blocks": rng.choice(self.patch_blocks_choices)}
+        return {name: rng.choice(choices) for name, choices in self.schedule_choices.items()}
 
     def sample(self, rng: random.Random) -> Candidate:
         """A uniformly random candidate (feasible or not)."""
-        return self._make(self.space.sample_genome(rng), self._sample_schedule(rng))
+        return self.make(self.space.sample_genome(rng), self._sample_schedule(rng))
 
     def mutate(self, cand: Candidate, rng: random.Random, prob: float) -> Candidate:
         """Resample each gene independently with probability `prob` (OFA / MCUNet mutation)."""
@@ -153,12 +162,10 @@ class SearchProblem:
         kernels = [rng.choice(sp.kernel_choices) if rng.random() < prob else k for k in g["kernels"]]
         expands = [rng.choice(sp.expand_choices) if rng.random() < prob else e for e in g["expands"]]
         sched = cand.schedule_options
-        if self.joint:
+        for name, choices in self.schedule_choices.items():
             if rng.random() < prob:
-                sched["n_patches"] = rng.choice(self.n_patches_choices)
-            if rng.random() < prob:
-                sched["patch_blocks"] = rng.choice(self.patch_blocks_choices)
-        return self._make({"depths": depths, "kernels": kernels, "expands": expands}, sched)
+                sched[name] = rng.choice(choices)
+        return self.make({"depths": depths, "kernels": kernels, "expands": expands}, sched)
 
     def crossover(self, a: Candidate, b: Candidate, rng: random.Random) -> Candidate:
         """Each gene from either parent with equal probability (uniform crossover)."""
@@ -168,7 +175,7 @@ class SearchProblem:
         }
         sa, sb = a.schedule_options, b.schedule_options
         sched = {k: sa[k] if rng.random() < 0.5 else sb[k] for k in sa}
-        return self._make(genome, sched)
+        return self.make(genome, sched)
 
     # ---- costs and constraints -------------------------------------------------------------------------
     def costs(self, cand: Candidate) -> Costs:
@@ -204,6 +211,10 @@ class SearchProblem:
         )
 
     # ---- accuracy --------------------------------------------------------------------------------------
+    def is_evaluated(self, cand: Candidate) -> bool:
+        """Whether the candidate's arch already has a (cached) accuracy: asking again costs no evaluation."""
+        return cand.arch.key() in self._acc_cache
+
     def accuracy(self, cand: Candidate) -> float:
         """Accuracy of the candidate's arch, cached: only a new arch counts as an evaluation."""
         key = cand.arch.key()

@@ -2,7 +2,8 @@
 
 For every (width, resolution) cell, sample subnets, keep those that fit the device (peak SRAM of the chosen
 scheduler and flash within budget) and pick the cell whose fitting subnets have the largest mean MACs: the
-space most likely to hold a large model that still fits. The same sampled genomes are resolved in every cell
+space most likely to hold a large model that still fits. Capacity is the network's own MACs
+(`Costs.capacity_macs`), never the recomputation a patch plan adds to run it. The same sampled genomes are resolved in every cell
 (common random numbers), so cells differ only by width and resolution, not by sampling luck.
 """
 
@@ -32,7 +33,7 @@ class CellStats:
     resolution: int
     n_samples: int
     n_fit: int
-    macs_fit: np.ndarray  # sorted MACs of the fitting subnets (the CDF's support)
+    macs_fit: np.ndarray  # sorted own MACs (no plan recomputation) of the fitting subnets (the CDF's support)
     min_peak_sram: int
     min_flash: int
     closeness: float  # min over samples of max(peak / SRAM budget, flash / flash budget); ≤ 1 fits
@@ -127,7 +128,7 @@ def optimize_space(
             macs = np.empty(samples_per_cell, dtype=np.int64)
             for i, g in enumerate(genomes):
                 c = cost_fn(cell_space.build(g["depths"], g["kernels"], g["expands"]))
-                peaks[i], flashes[i], macs[i] = c.peak_sram, c.flash, c.macs
+                peaks[i], flashes[i], macs[i] = c.peak_sram, c.flash, c.capacity_macs
             fit = (peaks <= sram_budget) & (flashes <= flash_budget)
             ratio = np.maximum(peaks / max(sram_budget, 1), flashes / max(flash_budget, 1))
             cells.append(

@@ -1,13 +1,14 @@
 """Stage `search` (TinyNAS stage 2, MCUNetV2 joint search): the most accurate subnet (and schedule) that fits.
 
-The trained supernet (from `ctx.supernet_checkpoint`, loaded through the trainer plugin) gives BN-recalibrated
-accuracy per arch, or trains the accuracy predictor that stands in for it. Costs come from the memory engine
-under the configured scheduler; with `strategy.joint=true` the patch scheduler's `n_patches` / `patch_blocks`
-are searched with the arch. The chosen candidate is re-checked on the engine's full plan (arena layout).
+The trained supernet (`tinyflow.supernet.Supernet`, loaded from `ctx.supernet_checkpoint`) gives BN-recalibrated
+accuracy per arch, or trains the accuracy predictor that stands in for it. Costs come from the memory engine: each
+candidate is the network the scheduler deploys for the supernet's network of the arch
+(`scheduler.network(supernet.network(arch))`, planned by the scheduler); with `strategy.joint=true` the options the
+scheduler offers (`Scheduler.search_options`) are searched with the arch. The chosen candidate is re-checked on the
+engine's full plan (arena layout).
 
-A supernet trained with an RNNPool stem (`trainer.stem=rnnpool`) already is the rewritten network: its archs are costed
-by `scheduler=rnnpool` set to the options recorded in the checkpoint, so the arch is rewritten exactly once, as the
-supernet runs it (whatever `scheduler.*` says now).
+A supernet that runs another kind of network than a plain one (an RNNPool stem: `rnnpool`, with the options recorded
+in its checkpoint) is costed as that network, rewritten exactly once, as the supernet runs it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,88 +26,71 @@ from omegaconf import DictConfig
 from tinyflow.arch.genome import Arch
 from tinyflow.context import RunContext, atomic_write_text
 from tinyflow.errors import BudgetError, ConfigError, TinyflowError
+from tinyflow.network import DeployedNetwork
 from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.search.accuracy_memo import accuracy_memo
 from tinyflow.search.costing import SchedulerCosts, verify_plan
 from tinyflow.search.problem import Budgets, SearchProblem
 from tinyflow.search.strategy import SearchSettings
 from tinyflow.stages import stage
+from tinyflow.supernet import Supernet
 from tinyflow.tracking import active_tracker
 
 log = logging.getLogger(__name__)
 
 
-def load_evaluator(cfg: DictConfig, ctx: RunContext) -> tuple[Any, Any, Any]:
-    """(trainer with the supernet loaded, its space, the data module) from the train stage's checkpoint."""
+def load_supernet(cfg: DictConfig, ctx: RunContext) -> Supernet:
+    """The train stage's supernet, with the configured data to recalibrate and score its subnets on."""
     if not ctx.supernet_checkpoint:
         raise TinyflowError(
             "search: no trained supernet in this run (ctx.supernet_checkpoint is empty). Run the `train` stage "
-            "before `search` (stages=[space,train,search,...]) or resume a run that trained one."
+            "with a supernet trainer before `search` (stages=[space,train,search,...]) or resume a run that trained "
+            "one."
         )
-    from tinyflow.nn.elastic import space_from_dict
-    from tinyflow.nn.supernet_checkpoint import CKPT_KEY, read_checkpoint
+    return Supernet.load(ctx.supernet_checkpoint, build_plugin(cfg, "data"))
 
-    trainer = build_plugin(cfg, "trainer")
-    if not hasattr(trainer, "load"):
+
+def check_deploys(scheduler: Any, network_of: Callable[[Arch], DeployedNetwork], arch: Arch) -> None:
+    """A scheduler can cost a supernet's subnets when it deploys the kind of network the supernet runs."""
+    want = network_of(arch)
+    if want.kind == "static":
+        return
+    got = scheduler.network(DeployedNetwork.plain(arch)).kind
+    if got != want.kind:
+        name = getattr(scheduler, "name", type(scheduler).__name__)
         raise ConfigError(
-            f"search: trainer '{getattr(trainer, 'name', '?')}' cannot load a supernet to evaluate subnets; "
-            "use trainer=ofa for the train and search stages."
+            f"search: the supernet's subnets are {want.kind} networks (its stem), but scheduler={name} deploys "
+            f"{got} networks. Use a scheduler that deploys {want.kind} networks (scheduler={want.kind}) to cost and "
+            "deploy the network the supernet trained."
         )
-    # the space the supernet was trained on is recorded in its checkpoint: search exactly that space
-    space = space_from_dict(read_checkpoint(ctx.supernet_checkpoint)[CKPT_KEY]["space"])
-    data = build_plugin(cfg, "data")
-    trainer.load(space, data, ctx.supernet_checkpoint)
-    return trainer, space, data
-
-
-def supernet_stem(ctx: RunContext) -> dict[str, Any]:
-    """The stem recorded in the run's supernet checkpoint (`{"stem": "conv"}` when there is none)."""
-    if not ctx.supernet_checkpoint:
-        return {"stem": "conv"}
-    from tinyflow.nn.supernet_checkpoint import read_checkpoint, stem_of
-
-    return stem_of(read_checkpoint(ctx.supernet_checkpoint))
-
-
-def stem_scheduler_options(scheduler: Any, stem: dict[str, Any]) -> dict[str, Any]:
-    """Scheduler options a supernet's stem fixes: an RNNPool stem's resolved options for `scheduler=rnnpool`."""
-    if stem.get("stem", "conv") == "conv":
-        return {}
-    if getattr(scheduler, "name", None) != stem["stem"]:
-        raise ConfigError(
-            f"search: the supernet was trained with an {stem['stem']} stem (trainer.stem={stem['stem']}), so its "
-            f"subnets are {stem['stem']} networks, but scheduler={getattr(scheduler, 'name', '?')}. Add "
-            f"scheduler={stem['stem']} to cost and deploy the network the supernet trained."
-        )
-    return dict(stem[stem["stem"]])
 
 
 def make_costs(
-    cfg: DictConfig, settings: SearchSettings, device: Any, stem: dict[str, Any] | None = None
+    cfg: DictConfig,
+    settings: SearchSettings,
+    device: Any,
+    network_of: Callable[[Arch], DeployedNetwork] | None = None,
+    probe: Arch | None = None,
 ) -> tuple[SchedulerCosts, str]:
+    """Costs of candidates under the configured scheduler; `network_of` is the supernet's network of an arch
+    (None: plain), checked on `probe` against what the scheduler deploys."""
     memory = build_memory(cfg)
     scheduler = build_plugin(cfg, "scheduler")
-    fixed = stem_scheduler_options(scheduler, stem or {})
-    if fixed:
-        scheduler = build_plugin(cfg, "scheduler", **fixed)
+    if network_of is not None and probe is not None:
+        check_deploys(scheduler, network_of, probe)
     name = getattr(scheduler, "name", "?")
-    if settings.joint and name != "patch":
-        raise ConfigError(
-            f"strategy.joint=true searches the patch scheduler's n_patches and patch_blocks, but scheduler={name}; "
-            "add scheduler=patch (or set strategy.joint=false)."
-        )
 
     def make(options: dict[str, int]) -> Any:
-        return build_plugin(cfg, "scheduler", **fixed, **options) if options else scheduler
+        return build_plugin(cfg, "scheduler", **options) if options else scheduler
 
     timed = settings.latency_budget_ms is not None or settings.energy_budget_mj is not None
     costs = SchedulerCosts(
         memory,
         make,
-        fast_layer=name == "layer",
         device=device,
         cost_model=build_plugin(cfg, "cost_model") if timed else None,
         metric=settings.memory_metric,
+        network_of=network_of,
     )
     return costs, name
 
@@ -160,7 +144,7 @@ def train_predictor(settings: SearchSettings, problem: SearchProblem, supernet_a
 
 def choose_verified(result: Any, costs: SchedulerCosts, device: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The most accurate evaluated candidate whose full plan (real arena layout) fits the SRAM budget."""
-    rows = sorted(result.extra["evaluated"], key=lambda r: (-r["accuracy"], r["peak_sram"], r["macs"]))
+    rows = sorted(result.evaluated, key=lambda r: (-r["accuracy"], r["peak_sram"], r["macs"]))
     seen = set()
     for row in rows:
         key = (row["arch"].key(), tuple(sorted(row["schedule"].items())))
@@ -201,7 +185,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
 @stage("search")
 def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     strategy = build_plugin(cfg, "strategy")
-    settings: SearchSettings = getattr(strategy, "settings", None) or SearchSettings()
+    settings: SearchSettings = strategy.settings
     with torch_threads(settings.torch_threads):
         return _run(cfg, ctx, strategy, settings)
 
@@ -209,9 +193,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
 def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettings) -> RunContext:
     tracker = active_tracker()
     device = build_device(cfg)
-    stem = supernet_stem(ctx)
-    costs, sched_name = make_costs(cfg, settings, device, stem)
-    trainer, space, _data = load_evaluator(cfg, ctx)
+    supernet = load_supernet(cfg, ctx)
+    space = supernet.space  # the space the supernet was trained on, recorded in its checkpoint
+    costs, sched_name = make_costs(cfg, settings, device, supernet.network, space.max_arch())
     seed = int(cfg.get("seed", 0))
     budgets = Budgets(
         sram_bytes=device.sram_budget_bytes,
@@ -221,7 +205,7 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
     )
 
     def measure(arch: Arch) -> float:
-        return trainer.evaluate(arch, "val")
+        return supernet.evaluate(arch, "val")
 
     memo = accuracy_memo(cfg, ctx.supernet_checkpoint)
     supernet_acc = measure if memo is None else memo.wrap(measure, "val")
@@ -231,9 +215,7 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         supernet_acc,
         costs,
         budgets,
-        joint=settings.joint,
-        n_patches_choices=tuple(settings.n_patches_choices),
-        patch_blocks_choices=tuple(settings.patch_blocks_choices),
+        schedule_choices=costs.joint_choices(settings.joint),
     )
     tracker.log_params(
         {
@@ -250,9 +232,7 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         predictor, predictor_metrics = train_predictor(settings, problem, supernet_acc, seed, tracker)
         problem.accuracy_fn = predictor.predict
     label = f"search: {strategy.name} ({settings.objective})"
-    with _EvalProgress(
-        problem.accuracy_fn, getattr(strategy, "planned_evaluations", None), label, settings.progress
-    ) as counted:
+    with _EvalProgress(problem.accuracy_fn, strategy.planned_evaluations, label, settings.progress) as counted:
         problem.accuracy_fn = counted
         result = strategy.search(problem, random.Random(seed))
 
@@ -264,8 +244,8 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         "objective": settings.objective,
         "joint": settings.joint,
         "scheduler": sched_name,
-        "supernet_stem": stem.get("stem", "conv"),
-        "n_evaluations": result.extra["n_evaluations"],
+        "supernet_stem": supernet.stem.get("stem", "conv"),
+        "n_evaluations": result.n_evaluations,
         "search_score": best["accuracy"],
         "supernet_val_accuracy": supernet_best,
         "peak_sram": best["peak_sram"],
@@ -326,7 +306,7 @@ def _log_search(
         tracker.log_artifact(str(out / name))
     figs = {
         "search_pareto.png": pareto_figure(
-            result.extra["evaluated"],
+            result.evaluated,
             result.pareto,
             device.sram_budget_bytes,
             best,

@@ -49,14 +49,14 @@ class SpaceSettings:
 
 
 def scheduler_costs(cfg: DictConfig) -> SchedulerCosts:
-    """Costs under the configured scheduler and memory conventions (fast path for `layer`)."""
+    """Costs under the configured scheduler and memory conventions (its closed form when it offers one)."""
     memory = build_memory(cfg)
     scheduler = build_plugin(cfg, "scheduler")
 
     def make(options: dict[str, int]) -> Any:
         return build_plugin(cfg, "scheduler", **options) if options else scheduler
 
-    return SchedulerCosts(memory, make, fast_layer=getattr(scheduler, "name", "") == "layer")
+    return SchedulerCosts(memory, make)
 
 
 def pin_supernet_stem(cfg: DictConfig, space: Any) -> Any:
