@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from tinyflow.config_schema import validate_device
-from tinyflow.contracts import PROTOCOLS, Device, MemoryConfig, iter_protocol_members
+from tinyflow.contracts import PROTOCOLS, iter_protocol_members
+from tinyflow.device import Device
 from tinyflow.errors import ConfigError
-
-_MEMORY_RULES = ("liveness", "layer_local")
+from tinyflow.memory.config import MemoryConfig
 
 
 def _choice(cfg: DictConfig, group: str) -> str:
@@ -59,27 +57,10 @@ def build_plugin(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
 
 
 def build_device(cfg: DictConfig) -> Device:
-    """The validated `Device` of the composed config."""
-    validate_device(cfg.device)
-    d = OmegaConf.to_container(cfg.device, resolve=True, structured_config_mode=_enum_as_name())
-    fields = inspect.signature(Device).parameters
-    return Device(
-        **{k: (v.name if hasattr(v, "name") and not isinstance(v, str) else v) for k, v in d.items() if k in fields}
-    )
+    """The validated `Device` of the composed config (`Device.from_config` does the checks)."""
+    return Device.from_config(cfg.device)
 
 
 def build_memory(cfg: DictConfig) -> MemoryConfig:
-    """The `MemoryConfig` from `cfg.memory` (DESIGN §3 conventions), validated."""
-    node = cfg.get("memory") or {}
-    mem = MemoryConfig(**OmegaConf.to_container(node, resolve=True)) if node else MemoryConfig()
-    if mem.rule not in _MEMORY_RULES:
-        raise ConfigError(f"memory.rule = {mem.rule!r} is unknown; use one of {', '.join(_MEMORY_RULES)}.")
-    if mem.dtype_bytes not in (1, 2, 4):
-        raise ConfigError(f"memory.dtype_bytes = {mem.dtype_bytes} must be 1 (int8), 2 or 4 (float32).")
-    return mem
-
-
-def _enum_as_name() -> Any:
-    from omegaconf import SCMode
-
-    return SCMode.DICT
+    """The validated `MemoryConfig` of `cfg.memory` (`MemoryConfig.from_config` does the checks)."""
+    return MemoryConfig.from_config(cfg.get("memory"))

@@ -1,0 +1,147 @@
+"""A microcontroller target: the `Device` dataclass (`conf/device/*.yaml`), validated here and nowhere else.
+
+A leaf module: it imports no other tinyflow module but `tinyflow.errors`, so memory, cost, search and the
+contracts can all depend on it. Flash has one meaning everywhere: a model's `flash_bytes` is the model alone
+(weights + per-channel constants) and is compared with `Device.flash_budget_bytes` (flash − runtime reserve).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from enum import Enum
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from tinyflow.errors import ConfigError
+
+#: CPU cores tinyflow knows: config name -> display name
+CORES: dict[str, str] = {
+    "cortex_m0plus": "Cortex-M0+",
+    "cortex_m3": "Cortex-M3",
+    "cortex_m4": "Cortex-M4",
+    "cortex_m7": "Cortex-M7",
+    "cortex_m33": "Cortex-M33",
+    "cortex_m55": "Cortex-M55",
+    "xtensa_lx7": "Xtensa LX7",
+    "riscv32": "RISC-V (RV32)",
+}
+_REQUIRED = ("name", "sram_kb", "flash_kb", "core", "clock_mhz")
+_POSITIVE = ("sram_kb", "flash_kb", "clock_mhz")
+_NON_NEGATIVE = (
+    "sram_reserve_kb",
+    "flash_reserve_kb",
+    "macs_per_cycle",
+    "latency_ms_per_mop",
+    "latency_intercept_ms",
+    "energy_mj_per_mop",
+    "power_mw",
+)
+
+
+@dataclass(frozen=True)
+class Device:
+    """A microcontroller target. Sizes in kB as datasheets give them (1 kB = 1024 B here, as MCU docs do).
+
+    Construction validates every field (`ConfigError` naming the field and the fix); `from_config` builds one
+    from a `device` config node."""
+
+    name: str
+    sram_kb: float
+    flash_kb: float
+    core: str  # a key of CORES
+    clock_mhz: float
+    sram_reserve_kb: float = 0.0  # kept free for the runtime, stack and I/O buffers
+    flash_reserve_kb: float = 0.0  # runtime code (e.g. TF Lite Micro ~37 KB, MicroNets)
+    macs_per_cycle: float = 0.0  # documented/derived throughput of int8 conv kernels, for cost models
+    latency_ms_per_mop: float = 0.0  # MicroNets slope: ms per 1e6 ops (ops = 2·MACs); 0 = derive from clock
+    latency_intercept_ms: float = 0.0
+    energy_mj_per_mop: float = 0.0
+    power_mw: float = 0.0
+    coefficient_source: str = ""
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    @property
+    def sram_bytes(self) -> int:
+        return int(self.sram_kb * 1024)
+
+    @property
+    def flash_bytes(self) -> int:
+        """The whole flash of the device (runtime reserve included); compare a model with `flash_budget_bytes`."""
+        return int(self.flash_kb * 1024)
+
+    @property
+    def sram_budget_bytes(self) -> int:
+        """SRAM available to the activation arena."""
+        return int((self.sram_kb - self.sram_reserve_kb) * 1024)
+
+    @property
+    def flash_budget_bytes(self) -> int:
+        """Flash available to the model's weights (flash − reserve): what a model's `flash_bytes` is compared with."""
+        return int((self.flash_kb - self.flash_reserve_kb) * 1024)
+
+    @property
+    def core_name(self) -> str:
+        """The core's display name, e.g. `Cortex-M7`."""
+        return CORES[self.core]
+
+    @classmethod
+    def from_config(cls, node: DictConfig | Mapping[str, Any]) -> Device:
+        """The validated `Device` of a `device` config node (a DictConfig or a plain mapping)."""
+        d = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+        assert isinstance(d, dict)
+        name = d.get("name", "?")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(k) for k in d if k not in known)
+        if unknown:
+            raise ConfigError(
+                f"device.{unknown[0]} is not a device field (device '{name}'). Remove it or use one of: "
+                f"{', '.join(sorted(known))}."
+            )
+        for key in _REQUIRED:
+            if d.get(key) in (None, "???"):
+                raise ConfigError(
+                    f"device.{key} is not set for device '{name}'. Give it on the command line, "
+                    f"e.g. `device=custom device.sram_kb=256 device.flash_kb=1024`."
+                )
+        core = d["core"]
+        d["core"] = core.name if isinstance(core, Enum) else core  # the structured config's Enum member
+        return cls(**d)
+
+
+def _check(dev: Device) -> None:
+    """Range checks: sizes and clock positive, reserves smaller than the device, a known core."""
+    name = dev.name
+    for key in _POSITIVE:
+        value = getattr(dev, key)
+        if not _is_number(value) or value <= 0:
+            raise ConfigError(
+                f"device.{key} = {value!r} is invalid for device '{name}': it must be a positive number "
+                f"({'kB' if key.endswith('_kb') else 'MHz'}). Fix it, e.g. `device.{key}=256`."
+            )
+    for key in _NON_NEGATIVE:
+        value = getattr(dev, key)
+        if not _is_number(value) or value < 0:
+            raise ConfigError(
+                f"device.{key} = {value!r} is invalid for device '{name}': it must be a number ≥ 0. "
+                f"Fix it, e.g. `device.{key}=0`."
+            )
+    for kind in ("sram", "flash"):
+        reserve, total = getattr(dev, f"{kind}_reserve_kb"), getattr(dev, f"{kind}_kb")
+        if reserve >= total:
+            raise ConfigError(
+                f"device.{kind}_reserve_kb ({reserve}) leaves no {kind} for the model on '{name}' ({total} kB). "
+                f"Lower device.{kind}_reserve_kb."
+            )
+    if dev.core not in CORES:
+        raise ConfigError(
+            f"device.core = {dev.core!r} is unknown for device '{name}'. Use one of: {', '.join(CORES)} "
+            f"(e.g. `device.core=cortex_m7`)."
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
