@@ -9,12 +9,12 @@ import pytest
 
 from tinyflow.arch import MBConvSpace, mobilenetv2
 from tinyflow.arch.zoo import mbv2_rd
-from tinyflow.contracts import MemoryConfig
 from tinyflow.errors import ConfigError
 from tinyflow.ir import from_arch
 from tinyflow.memory import ALGORITHMS, check_no_overlap, layer_plan, place
 from tinyflow.memory.arena import arena_size, lower_bound
-from tinyflow_plugins.schedulers.patch import patch_plan
+from tinyflow.memory.config import MemoryConfig
+from tinyflow.memory.patch_plan import patch_plan
 
 
 def _pieces(b: tuple) -> tuple:  # type: ignore[type-arg]

@@ -10,11 +10,11 @@ import pytest
 
 from tinyflow.arch import MBConvSpace, mobilenetv2
 from tinyflow.arch.zoo import mbv2_rd
-from tinyflow.contracts import MemoryConfig
 from tinyflow.cost import arch_cost
 from tinyflow.errors import ConfigError
 from tinyflow.ir import Graph, from_arch
 from tinyflow.memory import ALGORITHMS, PlanError, TensorAlloc, check_no_overlap, compute_lifetimes, layer_plan, place
+from tinyflow.memory.config import MemoryConfig
 
 KIB = 1024
 
@@ -150,6 +150,80 @@ def test_bad_memory_config() -> None:
         layer_plan(g, MemoryConfig(rule="whatever"))
     with pytest.raises(ConfigError, match=r"memory.dtype_bytes"):
         compute_lifetimes(g, MemoryConfig(dtype_bytes=3))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("dtype_bytes", 8),
+        ("dtype_bytes", 3),
+        ("dtype_bytes", True),
+        ("rule", "whatever"),
+        ("arena_algorithm", "magic"),
+        ("count_input", "yes"),
+        ("inplace_depthwise", 1),
+    ],
+)
+def test_memory_config_is_validated_once_on_construction(field: str, value: object) -> None:
+    """One set of allowed values (dtype 1/2/4), one check: construction, `from_config` and `replace` all refuse."""
+    with pytest.raises(ConfigError, match=rf"memory\.{field}"):
+        MemoryConfig(**{field: value})
+    with pytest.raises(ConfigError, match=rf"memory\.{field}"):
+        MemoryConfig.from_config({field: value})
+    with pytest.raises(ConfigError, match=rf"memory\.{field}"):
+        replace(MemoryConfig(), **{field: value})
+
+
+def test_memory_config_from_config() -> None:
+    from omegaconf import OmegaConf
+
+    assert MemoryConfig.from_config(None) == MemoryConfig() == MemoryConfig.from_config({})
+    node = OmegaConf.create({"dtype_bytes": 2, "rule": "layer_local", "arena_algorithm": "greedy_by_breadth"})
+    assert MemoryConfig.from_config(node) == MemoryConfig(
+        dtype_bytes=2, rule="layer_local", arena_algorithm="greedy_by_breadth"
+    )
+    with pytest.raises(ConfigError, match=r"memory\.dtype\b.*dtype_bytes"):
+        MemoryConfig.from_config({"dtype": 1})
+
+
+def test_arena_algorithm_names_live_in_the_memory_config() -> None:
+    from tinyflow.memory.config import ARENA_ALGORITHMS
+
+    assert tuple(ALGORITHMS) == ARENA_ALGORITHMS
+
+
+@pytest.mark.parametrize(
+    "memory",
+    [
+        MemoryConfig(),
+        MemoryConfig(count_input=False),
+        MemoryConfig(rule="layer_local", inplace_depthwise=False),
+        MemoryConfig(dtype_bytes=4, arena_algorithm="first_fit_decreasing"),
+    ],
+    ids=["default", "streamed", "layer_local", "f32_ffd"],
+)
+def test_every_core_planner_gives_a_checked_plan(memory: MemoryConfig) -> None:
+    """layer, patch and rnnpool plans (all made by `build_plan`): no overlap, arena ≥ peak, MACs add up."""
+    from tinyflow.arch.rnnpool import rewrite
+    from tinyflow.ir.rnnpool import rnnpool_graph
+    from tinyflow.memory.patch_plan import patch_plan
+    from tinyflow.memory.rnnpool_plan import rnnpool_plan
+
+    arch = mobilenetv2(0.35, 64, num_classes=10)
+    g = from_arch(arch)
+    plans = {
+        "layer": layer_plan(g, memory),
+        "patch": patch_plan(g, memory, patch_blocks=3, n_patches=2),
+        "rnnpool": rnnpool_plan(rnnpool_graph(rewrite(arch, {"stem_channels": 8, "patch": 6, "stride": 4})), memory),
+    }
+    for name, plan in plans.items():
+        assert plan.scheduler == name
+        check_no_overlap(plan.tensors)
+        assert plan.arena_bytes >= plan.peak_live_bytes > 0, name
+        assert all(t.offset >= 0 for t in plan.tensors if t.size > 0), name
+        assert plan.macs == sum(s.macs for s in plan.steps), name
+        assert plan.peak_live_bytes == max(s.working_set_bytes for s in plan.steps), name
+        assert plan.memory == {**plan.memory, "dtype_bytes": memory.dtype_bytes, "rule": memory.rule}
 
 
 def test_plan_to_dict_is_json() -> None:

@@ -8,12 +8,14 @@ from hydra import compose, initialize_config_dir
 import tinyflow
 from tinyflow.arch import Arch, Block, mobilenetv2
 from tinyflow.arch.zoo import mbv2_rd
-from tinyflow.contracts import MemoryConfig, Scheduler
+from tinyflow.contracts import Scheduler
 from tinyflow.errors import ConfigError
 from tinyflow.ir import from_arch
 from tinyflow.memory import check_no_overlap, layer_plan
+from tinyflow.memory.config import MemoryConfig
+from tinyflow.memory.patch_plan import patch_plan
 from tinyflow.plugins import build_plugin
-from tinyflow_plugins.schedulers.patch import PatchScheduler, patch_plan
+from tinyflow_plugins.schedulers.patch import PatchScheduler
 
 MEM = MemoryConfig()
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from tinyflow.errors import ConfigError, TinyflowError
+from tinyflow.errors import TinyflowError
+from tinyflow.memory.config import ARENA_ALGORITHMS, check_arena_algorithm
 from tinyflow.memory.plan import TensorAlloc
 
 # (name, size, first step, last step) or (name, size, first, last, segments): `segments` are (first, last, bytes)
@@ -224,16 +225,15 @@ def search(buffers: Sequence[BufferSpec], rounds: int = 40) -> dict[str, int]:
     return p.named(best)
 
 
-ALGORITHMS: dict[str, Callable[[Sequence[BufferSpec]], dict[str, int]]] = {**_BASE, "best": search}
+_FUNCTIONS: dict[str, Callable[[Sequence[BufferSpec]], dict[str, int]]] = {**_BASE, "best": search}
+#: the placement function of each name in `tinyflow.memory.config.ARENA_ALGORITHMS` (that tuple is the list)
+ALGORITHMS = {name: _FUNCTIONS[name] for name in ARENA_ALGORITHMS}
 
 
 def place(buffers: Sequence[BufferSpec], algorithm: str = "best") -> dict[str, int]:
     """Offsets for `buffers` by the named algorithm (`memory.arena_algorithm`)."""
-    try:
-        fn = ALGORITHMS[algorithm]
-    except KeyError:
-        raise ConfigError(f"memory.arena_algorithm: '{algorithm}' is not one of {sorted(ALGORITHMS)}") from None
-    return fn(buffers)
+    check_arena_algorithm(algorithm)
+    return ALGORITHMS[algorithm](buffers)
 
 
 def lower_bound(buffers: Sequence[BufferSpec]) -> int:

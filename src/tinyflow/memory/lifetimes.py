@@ -15,20 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tinyflow.contracts import MemoryConfig
-from tinyflow.errors import ConfigError
 from tinyflow.ir.graph import Graph, Node
 from tinyflow.ir.ops import get_op
+from tinyflow.memory.config import MemoryConfig, check_memory_config
 from tinyflow.memory.plan import TensorAlloc
-
-RULES = ("liveness", "layer_local")
-
-
-def check_memory_config(memory: MemoryConfig) -> None:
-    if memory.rule not in RULES:
-        raise ConfigError(f"memory.rule: '{memory.rule}' is not one of {list(RULES)}")
-    if memory.dtype_bytes not in (1, 2, 4, 8):
-        raise ConfigError(f"memory.dtype_bytes: {memory.dtype_bytes} is not one of 1, 2, 4, 8")
 
 
 @dataclass
@@ -46,30 +36,35 @@ class Lifetimes:
         return self.steps[self.peak_step].name if self.steps else ""
 
     def buffers(self) -> list[tuple[str, int, int, int, tuple[tuple[int, int, int], ...]]]:
-        """(name, size = largest occupancy, first step, last step, pieces) per buffer, for arena placement.
+        """The arena buffers of these tensors (see `buffers_of`)."""
+        return buffers_of(self.tensors)
 
-        Pieces are (first, last, bytes) runs of the buffer's occupancy: the largest live member at each step (an
-        in-place stride-2 depthwise output holds only the front of its input's buffer)."""
-        groups: dict[str, list[TensorAlloc]] = {}
-        for t in self.tensors:
-            groups.setdefault(t.buffer, []).append(t)
-        out = []
-        for name, members in groups.items():
-            first = min(t.first_step for t in members)
-            last = max(t.last_step for t in members)
-            if len(members) == 1:
-                pieces: tuple[tuple[int, int, int], ...] = ((first, last, members[0].size),)
-            else:
-                runs: list[list[int]] = []
-                for i in range(first, last + 1):
-                    size = max((t.size for t in members if t.first_step <= i <= t.last_step), default=0)
-                    if runs and runs[-1][2] == size:
-                        runs[-1][1] = i
-                    else:
-                        runs.append([i, i, size])
-                pieces = tuple((a, b, c) for a, b, c in runs)
-            out.append((name, max(p[2] for p in pieces), first, last, pieces))
-        return out
+
+def buffers_of(tensors: Sequence[TensorAlloc]) -> list[tuple[str, int, int, int, tuple[tuple[int, int, int], ...]]]:
+    """(name, size = largest occupancy, first step, last step, pieces) per buffer, for arena placement.
+
+    Pieces are (first, last, bytes) runs of the buffer's occupancy: the largest live member at each step (an
+    in-place stride-2 depthwise output holds only the front of its input's buffer)."""
+    groups: dict[str, list[TensorAlloc]] = {}
+    for t in tensors:
+        groups.setdefault(t.buffer, []).append(t)
+    out = []
+    for name, members in groups.items():
+        first = min(t.first_step for t in members)
+        last = max(t.last_step for t in members)
+        if len(members) == 1:
+            pieces: tuple[tuple[int, int, int], ...] = ((first, last, members[0].size),)
+        else:
+            runs: list[list[int]] = []
+            for i in range(first, last + 1):
+                size = max((t.size for t in members if t.first_step <= i <= t.last_step), default=0)
+                if runs and runs[-1][2] == size:
+                    runs[-1][1] = i
+                else:
+                    runs.append([i, i, size])
+            pieces = tuple((a, b, c) for a, b, c in runs)
+        out.append((name, max(p[2] for p in pieces), first, last, pieces))
+    return out
 
 
 def tensor_bytes(node: Node, memory: MemoryConfig) -> int:

@@ -12,13 +12,11 @@ After the loop the network runs op by op with the lifetimes and aliasing rules o
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
-from tinyflow.contracts import MemoryConfig
 from tinyflow.ir.graph import Graph, Node
 from tinyflow.ir.ops import IRError
 from tinyflow.ir.rnnpool import RNNPoolOp
-from tinyflow.memory.arena import arena_size, assign_offsets, check_no_overlap, place
+from tinyflow.memory.builder import build_plan
+from tinyflow.memory.config import MemoryConfig
 from tinyflow.memory.layer_plan import profile_rows
 from tinyflow.memory.lifetimes import compute_lifetimes, working_sets
 from tinyflow.memory.plan import ExecutionPlan, Step, TensorAlloc
@@ -112,14 +110,6 @@ def rnnpool_plan(graph: Graph, memory: MemoryConfig, check: bool = True) -> Exec
     ws = working_sets(ws_nodes + tail_nodes, tensors, memory.rule)
     for s, w in zip(steps, ws):
         s.working_set_bytes = w
-    peak = max(ws)
-    peak_step = ws.index(peak)
-
-    buffers = _buffers(tensors)
-    offsets = place(buffers, memory.arena_algorithm)
-    assign_offsets(tensors, offsets)
-    if check:
-        check_no_overlap(tensors)
 
     # memory profile: one row per op (the patch ops at their worst patch)
     by_name = {t.name: t for t in tensors}
@@ -141,52 +131,42 @@ def rnnpool_plan(graph: Graph, memory: MemoryConfig, check: bool = True) -> Exec
                 "per_patch": True,
             }
         )
-    tail_lt = _TailView(tail_nodes, ws[loop_end + 1 :], tensors)
-    rows = loop_rows + profile_rows(graph, tail_lt, [s.macs for s in steps[loop_end + 1 :]])
+    rows = loop_rows + profile_rows(tail_nodes, ws[loop_end + 1 :], tensors, [s.macs for s in steps[loop_end + 1 :]])
     layerwise_stem_macs = graph.node_macs(stem)
-    peak_step_obj = steps[peak_step]
-    return ExecutionPlan(
-        scheduler="rnnpool",
-        graph=graph.name,
-        memory=asdict(memory),
-        steps=steps,
-        tensors=tensors,
-        peak_live_bytes=peak,
-        arena_bytes=arena_size(buffers, offsets),
-        macs=sum(s.macs for s in steps),
-        params=graph.params(),
-        peak_layer=peak_step_obj.node + (" (per patch)" if peak_step_obj.patch is not None else ""),
-        per_layer=rows,
-        arena_algorithm=memory.arena_algorithm,
-        extra={
-            "rnnpool_patches": n_patches,  # not `n_patches`: that key is the patch scheduler's grid side
-            "cut": getattr(graph.meta.get("rnnpool_arch"), "cut", None),
-            "pooled_hw": [ho, wo],
-            "rnnpool_patch": [r, c],
-            "rnnpool_stride": [sr, sc],
-            "rnnpool_padding": [pr, pc],
-            "stem_patch_bytes": by_name[stem_patch_name].size,
-            "rnnpool_scratch_bytes": by_name[scratch_name].size,
-            "input_patch_bytes": by_name[region_name].size if streamed else 0,
-            "stem_macs_layerwise": layerwise_stem_macs,
-            "stem_macs_patchwise": stem_macs_total,
-            "recompute_macs": stem_macs_total - layerwise_stem_macs,
-            "rnnpool_macs": pool_patch_macs * n_patches,
-            "macs_layerwise": graph.macs(),
-        },
+    extra = {
+        "rnnpool_patches": n_patches,  # not `n_patches`: that key is the patch scheduler's grid side
+        "cut": getattr(graph.meta.get("rnnpool_arch"), "cut", None),
+        "pooled_hw": [ho, wo],
+        "rnnpool_patch": [r, c],
+        "rnnpool_stride": [sr, sc],
+        "rnnpool_padding": [pr, pc],
+        "stem_patch_bytes": by_name[stem_patch_name].size,
+        "rnnpool_scratch_bytes": by_name[scratch_name].size,
+        "input_patch_bytes": by_name[region_name].size if streamed else 0,
+        "stem_macs_layerwise": layerwise_stem_macs,
+        "stem_macs_patchwise": stem_macs_total,
+        "recompute_macs": stem_macs_total - layerwise_stem_macs,
+        "rnnpool_macs": pool_patch_macs * n_patches,
+        "macs_layerwise": graph.macs(),
+    }
+    return build_plan(
+        "rnnpool",
+        graph,
+        memory,
+        steps,
+        tensors,
+        rows,
+        buffers=_buffers(tensors),
+        extra=extra,
+        check=check,
+        patch_peak_suffix=" (per patch)",
     )
 
 
 def _buffers(tensors: list[TensorAlloc]) -> list[tuple[str, int, int, int]]:
+    """One arena buffer per storage, its largest member's size over its whole life (no occupancy pieces)."""
     agg: dict[str, list[int]] = {}
     for t in tensors:
         b = agg.setdefault(t.buffer, [t.size, t.first_step, t.last_step])
         b[0], b[1], b[2] = max(b[0], t.size), min(b[1], t.first_step), max(b[2], t.last_step)
     return [(name, s, f, la) for name, (s, f, la) in agg.items()]
-
-
-class _TailView:
-    """What `profile_rows` reads of a `Lifetimes`: the tail's steps, working sets and tensors."""
-
-    def __init__(self, steps: list[Node], working_set: list[int], tensors: list[TensorAlloc]):
-        self.steps, self.working_set, self.tensors = steps, working_set, tensors
