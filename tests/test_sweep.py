@@ -105,3 +105,37 @@ def test_a_full_pipeline_sweep_tabulates_and_maps_what_was_deployed(tmp_path):
     _, _, g = grids(list(rows.values()))
     assert g["int8 accuracy (%)"][0, 0] == 96.5 and g["SRAM used (kB)"][0, 0] == 14.0
     assert str(g["int8 accuracy (%)"][0, 2]) == "nan"
+
+
+def test_the_grid_table_figure_and_trends_of_a_binding_sweep(tmp_path):
+    """Resolution follows SRAM and width follows flash: the grid table, the trend checks and the figure show it."""
+    from tinyflow.context import RunContext
+    from tinyflow.sweep import grid_markdown, grids, summarize, trends
+
+    chosen = {(32, 128): (0.25, 40), (32, 256): (0.35, 40), (64, 128): (0.25, 56), (64, 256): (0.35, 56)}
+    for num, ((sram, flash), (w, r)) in enumerate(chosen.items()):
+        _job(tmp_path, num, sram, flash, {"accuracy_int8": 0.8 + r / 1000, "arena_bytes": r * 500, "fits": True})
+        ctx = RunContext.load(tmp_path / str(num))
+        ctx.width_mult, ctx.resolution = w, r
+        ctx.save()
+    _job(tmp_path, 9, 16, 128, None)
+    ctx = RunContext.load(tmp_path / "9")
+    ctx.width_mult = ctx.resolution = None  # nothing fits
+    ctx.save()
+    rows = collect(tmp_path)
+    assert trends(rows) == {"distinct_choices": 4, "resolution_follows_sram": True, "width_follows_flash": True}
+    md = grid_markdown(rows)
+    assert md.splitlines()[0] == "| SRAM \\ flash | 128 kB | 256 kB |"
+    assert "| 16 kB | nothing fits | — |" in md
+    assert "| 64 kB | w0.25 r56: 85.6 %, 27 kB SRAM | w0.35 r56: 85.6 %, 27 kB SRAM |" in md
+    backwards = [{**r, "resolution": 40} if r["sram_kb"] == 64 and r["flash_kb"] == 128 else r for r in rows]
+    backwards = [{**r, "resolution": 48} if r["sram_kb"] == 32 and r["flash_kb"] == 128 else r for r in backwards]
+    assert trends(backwards)["resolution_follows_sram"] is False
+
+    _, _, g = grids(rows)
+    assert {"width", "resolution", "int8 accuracy (%)", "SRAM used (kB)"} <= set(g)
+    out = summarize(tmp_path, tracking={"_target_": "none"}, print_table=False)
+    assert out["trends"]["distinct_choices"] == 4 and out["mlflow_run_id"] is None
+    text = (tmp_path / "sweep_summary.md").read_text()
+    assert "| SRAM \\ flash |" in text and "resolution non-decreasing in SRAM at every flash: yes" in text
+    assert (tmp_path / "sweep_summary.png").stat().st_size > 10_000

@@ -2,7 +2,8 @@
 
 Reads every job of a multirun directory (its `.hydra/config.yaml` for the device, its `context.json` for
 what the pipeline produced), prints a table, draws heatmaps of the chosen width and resolution per
-(SRAM, flash) cell (MCUNet's figure), writes `sweep_summary.{md,json,png}` into the multirun directory and
+(SRAM, flash) cell beside the deployed int8 accuracy and SRAM used (MCUNet's figure: width follows flash,
+resolution follows SRAM), checks those two trends, writes `sweep_summary.{md,json,png}` into the multirun directory and
 logs them to MLflow as a `sweep-summary` run. Runs at the end of a sweep as a Hydra callback (`SweepSummary`,
 registered in conf/config.yaml) or by hand: `python -m tinyflow.sweep_summary <multirun dir>`.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -151,27 +153,128 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarize(root: str | Path, tracking: Any = None, print_table: bool = True) -> dict[str, Any]:
-    """Write the table, heatmaps and JSON into `root`; log them to MLflow (`tracking`: a tracking config node)."""
-    import matplotlib.pyplot as plt
+def grid_markdown(rows: list[dict[str, Any]]) -> str:
+    """The sweep as one table over the grid (rows: SRAM, columns: flash): chosen cell, int8 accuracy, SRAM used."""
+    srams = sorted({r["sram_kb"] for r in rows if r.get("sram_kb") is not None})
+    flashes = sorted({r["flash_kb"] for r in rows if r.get("flash_kb") is not None})
+    at = {(r.get("sram_kb"), r.get("flash_kb")): r for r in rows}
+    lines = ["| SRAM \\ flash | " + " | ".join(f"{f:g} kB" for f in flashes) + " |", "|---|" + "---|" * len(flashes)]
+    for s in srams:
+        cells = [_grid_cell(at.get((s, f))) for f in flashes]
+        lines.append(f"| {s:g} kB | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
-    from tinyflow.search.plots import heatmap_figure
+
+def _grid_cell(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "—"
+    if r.get("width_mult") is None:
+        return "nothing fits"
+    text = f"w{r['width_mult']:g} r{r['resolution']}"
+    if r.get("acc_int8_%") is not None:
+        text += f": {r['acc_int8_%']:.1f} %"
+    if r.get("sram_used_kb") is not None:
+        text += f", {r['sram_used_kb']:.0f} kB SRAM"
+    return text
+
+
+def trends(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a sweep over a binding grid should show (MCUNet): resolution follows SRAM, width follows flash.
+
+    `resolution_follows_sram`: at every flash, the chosen resolution never falls as SRAM grows (jobs where nothing
+    fits are skipped); `width_follows_flash`: the same for width along flash at every SRAM; `distinct_choices`: how
+    many different (width, resolution) cells were chosen.
+    """
+    ok = [r for r in rows if r.get("width_mult") is not None and r.get("sram_kb") is not None]
+
+    def monotone(key: str, along: str, fixed: str) -> bool:
+        for v in {r[fixed] for r in ok}:
+            line = sorted((r for r in ok if r[fixed] == v), key=lambda r: r[along])
+            if any(a[key] > b[key] for a, b in pairwise(line)):
+                return False
+        return True
+
+    return {
+        "distinct_choices": len({(r["width_mult"], r["resolution"]) for r in ok}),
+        "resolution_follows_sram": monotone("resolution", "sram_kb", "flash_kb"),
+        "width_follows_flash": monotone("width_mult", "flash_kb", "sram_kb"),
+    }
+
+
+# the figure's panels: grid name -> (title, colour map); width and resolution first (MCUNet's figure), then what
+# was deployed (a full-pipeline sweep) or, for a `space`-only sweep, the mean MACs of the chosen cell
+_PANELS = {
+    "width": ("chosen width (follows flash)", "viridis"),
+    "resolution": ("chosen resolution (follows SRAM)", "viridis"),
+    "int8 accuracy (%)": ("int8 accuracy (%)", "magma"),
+    "SRAM used (kB)": ("SRAM used (kB)", "cividis"),
+}
+
+
+def summary_figure(srams: list[float], flashes: list[float], g: dict[str, Any]) -> Any:
+    """One row of heatmaps over the SRAM × flash grid (columns: SRAM, rows: flash), every cell annotated."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [n for n in _PANELS if n in g]
+    if "int8 accuracy (%)" not in g:
+        names.append("mean MACs (M)")
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        title, cmap = _PANELS.get(name, (name, "viridis"))
+        grid = g[name]
+        colours = plt.get_cmap(cmap).with_extremes(bad="#dddddd")  # grey: no job fitted there
+        im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", cmap=colours, aspect="auto")
+        ax.set_xticks(range(len(srams)), [f"{s:g}" for s in srams])
+        ax.set_yticks(range(len(flashes)), [f"{f:g}" for f in flashes])
+        ax.set_xlabel("device SRAM (kB)")
+        ax.set_ylabel("device flash (kB)")
+        ax.set_title(title, fontsize=10)
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                v = grid[i, j]
+                label, colour = ("no fit", "black") if np.isnan(v) else (f"{v:.3g}", _text_colour(im, v))
+                ax.text(j, i, label, ha="center", va="center", color=colour, fontsize=9, fontweight="bold")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle("per device (SRAM × flash): what TinyNAS chose and what was deployed", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
+
+
+def _text_colour(im: Any, value: float) -> str:
+    """Black on a light cell, white on a dark one."""
+    r, g, b, _ = im.cmap(im.norm(value))
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def summarize(root: str | Path, tracking: Any = None, print_table: bool = True) -> dict[str, Any]:
+    """Write the tables, figure and JSON into `root`; log them to MLflow (`tracking`: a tracking config node)."""
+    import matplotlib.pyplot as plt
 
     root = Path(root)
     rows = collect(root)
     srams, flashes, g = grids(rows)
-    md = table_markdown(rows)
+    found = trends(rows)
+    md = table_markdown(rows) + "\n" + grid_markdown(rows) + "\n" + _trends_text(found) + "\n"
     atomic_write_text(root / "sweep_summary.md", md)
     atomic_write_text(root / "sweep_summary.json", json.dumps(rows, indent=2, default=str))
-    fig = heatmap_figure(srams, flashes, g)
-    fig.suptitle("per device (SRAM × flash): TinyNAS space choice and what was deployed", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    fig = summary_figure(srams, flashes, g)
     fig.savefig(root / "sweep_summary.png", dpi=120)
     if print_table:
         _print(rows)
-    run_id = _log_mlflow(root, md, fig, rows, tracking)
+        print(grid_markdown(rows) + _trends_text(found))
+    run_id = _log_mlflow(root, md, fig, rows, tracking, found)
     plt.close(fig)
-    return {"rows": rows, "srams": srams, "flashes": flashes, "grids": g, "mlflow_run_id": run_id}
+    return {"rows": rows, "srams": srams, "flashes": flashes, "grids": g, "trends": found, "mlflow_run_id": run_id}
+
+
+def _trends_text(found: dict[str, Any]) -> str:
+    yes = {True: "yes", False: "NO"}
+    return (
+        f"{found['distinct_choices']} distinct (width, resolution) choices; resolution non-decreasing in SRAM at "
+        f"every flash: {yes[found['resolution_follows_sram']]}; width non-decreasing in flash at every SRAM: "
+        f"{yes[found['width_follows_flash']]}"
+    )
 
 
 # the console table's columns with short headers (an 80-column terminal); the markdown has every column
@@ -209,7 +312,9 @@ def _print(rows: list[dict[str, Any]]) -> None:
     Console().print(t)
 
 
-def _log_mlflow(root: Path, md: str, fig: Any, rows: list[dict[str, Any]], tracking: Any) -> str | None:
+def _log_mlflow(
+    root: Path, md: str, fig: Any, rows: list[dict[str, Any]], tracking: Any, found: dict[str, Any]
+) -> str | None:
     from tinyflow.tracking import MlflowTracker
 
     node = tracking if tracking is not None else _tracking_of_jobs(root)
@@ -226,7 +331,13 @@ def _log_mlflow(root: Path, md: str, fig: Any, rows: list[dict[str, Any]], track
         tracker.log_text(md, "sweep_summary.md")
         tracker.log_artifact(str(root / "sweep_summary.json"))
         tracker.log_figure(fig, "sweep_summary.png")
-        tracker.log_metrics({"jobs": float(len(rows)), "jobs_fit": float(sum(r["status"] == "ok" for r in rows))})
+        tracker.log_metrics(
+            {
+                "jobs": float(len(rows)),
+                "jobs_fit": float(sum(r["status"] == "ok" for r in rows)),
+                **{k: float(v) for k, v in found.items()},
+            }
+        )
         return tracker.parent_id
 
 
