@@ -1,5 +1,6 @@
 """The `ofa` trainer on tiny real budgets: Lightning fit over phases, resume after a kill with the MLflow history
-holding both parts, BN-recalibrated evaluation equal to the extracted static subnet, clear errors, DDP."""
+holding both parts, the trained supernet (`tinyflow.supernet.Supernet`) scoring subnets equal to their extracted
+static networks, clear errors, DDP."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from mlflow.tracking import MlflowClient
 
 from tiny_spaces import tiny_space
 from tinyflow.errors import CheckpointError, ConfigError
-from tinyflow.nn.supernet_checkpoint import CKPT_KEY, extract_subnet, load_supernet, read_checkpoint
+from tinyflow.network import DeployedNetwork
+from tinyflow.supernet import Supernet
+from tinyflow.supernet.checkpoint import CKPT_KEY, load_supernet, read_checkpoint
 from tinyflow.tracking import MlflowTracker, NullTracker
 from tinyflow.training.evaluation import evaluate_accuracy
 from tinyflow_plugins.data import DigitsData
@@ -75,11 +78,14 @@ def test_resume_after_first_phase_continues_and_mlflow_holds_both_parts(tmp_path
     second = MlflowTracker(uri=uri, experiment="ofa-resume")
     with second.job(None, {}), second.stage("train"):
         result = trainer(resume=True).fit(space, data, str(workdir), second)
-    assert result["resumed_from_epoch"] == 1 and result["epochs"] == 2
-    assert [h["epoch"] for h in result["history"]] == [0, 1]  # epoch 0 restored from the checkpoint, not rerun
-    assert [h["phase"] for h in result["history"]] == ["full", "shrink"]
-    assert result["history"][1]["global_step"] == 2 * steps_phase1
-    assert read_checkpoint(result["checkpoint"])[CKPT_KEY]["complete"]
+    assert result.kind == "supernet" and result.network is None
+    assert result.metrics["resumed_from_epoch"] == 1 and result.metrics["epochs"] == 2
+    meta = read_checkpoint(result.checkpoint)[CKPT_KEY]
+    history = meta["history"]
+    assert [h["epoch"] for h in history] == [0, 1]  # epoch 0 restored from the checkpoint, not rerun
+    assert [h["phase"] for h in history] == ["full", "shrink"]
+    assert history[1]["global_step"] == 2 * steps_phase1
+    assert meta["complete"] and meta["evaluation"] == {"recalib_batches": 2, "seed": 0}
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("ofa-resume")
@@ -90,38 +96,39 @@ def test_resume_after_first_phase_continues_and_mlflow_holds_both_parts(tmp_path
     assert client.get_metric_history(stage_runs[1].info.run_id, "shrink.val_acc_smallest")
 
 
-def test_evaluate_equals_extracted_static_subnet(tmp_path, data):
+def test_supernet_evaluate_equals_extracted_static_subnet(tmp_path, data):
     space = tiny_space()
     t = trainer(resolutions=[12, 16])  # elastic resolution: random subnets train at 12 or 16
     result = t.fit(space, data, str(tmp_path), NullTracker())
-    assert set(result) >= {"val_acc_largest", "val_acc_smallest", "val_acc_random", "checkpoint"}
+    assert set(result.metrics) >= {"val_acc_largest", "val_acc_smallest", "val_acc_random"}
+    supernet = Supernet.load(result.checkpoint, data)  # what search and finetune do: the checkpoint alone
+    assert supernet.space.max_arch() == space.max_arch() and supernet.stem == {"stem": "conv"}
+    assert supernet.evaluator.recalib_batches == 2  # as the trainer recalibrated (recorded in the checkpoint)
     rng = random.Random(1)
     for arch in (space.max_arch(), space.min_arch(), space.sample(rng)):
-        acc = t.evaluate(arch)
-        assert t.evaluate(arch) == acc  # cached
-        static = t.extract(arch)
+        acc = supernet.evaluate(arch)
+        assert supernet.evaluate(arch) == acc  # cached
+        static = supernet.extract(arch)
         assert evaluate_accuracy(static, data.val_dataloader()) == pytest.approx(acc, abs=1e-9)
+        assert supernet.network(arch) == DeployedNetwork.plain(arch)
     small = replace(space.sample(rng), resolution=12)
-    static = t.extract(small)
+    static = supernet.extract(small)
     data.set_resolution(12)
-    assert evaluate_accuracy(static, data.val_dataloader()) == pytest.approx(t.evaluate(small), abs=1e-9)
+    assert evaluate_accuracy(static, data.val_dataloader()) == pytest.approx(supernet.evaluate(small), abs=1e-9)
     data.set_resolution(16)
     assert t.module.step_archs(t.module.phases[1], 0)[2].resolution in (12, 16)
-    # the finetune path: from the checkpoint alone, recalibrated on the same batches
+    # the same calibration images as the trainer's own evaluator, so a second load scores the same
     arch = space.min_arch()
-    calib = t.module.evaluator.calibration_batches(arch.resolution)
-    net = extract_subnet(result["checkpoint"], arch.to_dict(), calib)
-    assert evaluate_accuracy(net, data.val_dataloader()) == pytest.approx(t.evaluate(arch), abs=1e-9)
-    # a fresh trainer can load the checkpoint and score subnets (what the search stage does)
-    again = trainer()
-    again.load(space, data, result["checkpoint"])
-    assert again.evaluate(arch) == pytest.approx(t.evaluate(arch), abs=1e-9)
+    for a, b in zip(supernet.calibration_batches(16), t.module.evaluator.calibration_batches(16)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    again = Supernet.load(result.checkpoint, data)
+    assert again.evaluate(arch) == pytest.approx(supernet.evaluate(arch), abs=1e-9)
 
 
 def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path, data):
     space = tiny_space()
     t = trainer(phases=PHASES[:1])
-    good = Path(t.fit(space, data, str(tmp_path / "a"), NullTracker())["checkpoint"])
+    good = Path(t.fit(space, data, str(tmp_path / "a"), NullTracker()).checkpoint)
 
     truncated = tmp_path / "b" / "last.ckpt"
     truncated.parent.mkdir()
@@ -133,7 +140,7 @@ def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path, data):
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_text("not a checkpoint")
     with pytest.raises(CheckpointError):
-        extract_subnet(garbage, space.max_arch())
+        Supernet.load(garbage, data)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_supernet(tmp_path / "missing.ckpt")
     foreign = tmp_path / "foreign.pt"
@@ -162,8 +169,6 @@ def test_fit_input_errors(tmp_path, data):
         trainer(batch_size=1).fit(tiny_space(), data, str(tmp_path), NullTracker())
     with pytest.raises(ConfigError, match="num_classes"):
         trainer().fit(tiny_space(num_classes=1000), data, str(tmp_path), NullTracker())
-    with pytest.raises(ConfigError, match="evaluate"):
-        trainer().evaluate(tiny_space().max_arch())
 
 
 def test_scale_epochs_spreads_a_total_budget():
@@ -226,8 +231,8 @@ def test_ddp_two_cpu_processes_sample_the_same_subnets(tmp_path, data):
     assert len(ranks[0]["keys"]) == 4 and ranks[0]["keys"] == ranks[1]["keys"]
     assert len(set(ranks[0]["keys"][2:])) > 1  # random subnets differ between steps, not between ranks
     assert ranks[0]["weights"] == ranks[1]["weights"]  # gradients were all-reduced
-    assert [h["epoch"] for h in result["history"]] == [0, 1]
-    assert 0.0 <= t.evaluate(space.min_arch()) <= 1.0
+    assert [h["epoch"] for h in read_checkpoint(result.checkpoint)[CKPT_KEY]["history"]] == [0, 1]
+    assert 0.0 <= Supernet.load(result.checkpoint, data).evaluate(space.min_arch()) <= 1.0
 
 
 def compose_cfg(*overrides: str):

@@ -451,21 +451,12 @@ def space_from_dict(d: dict[str, Any]) -> MBConvSpace:
     return MBConvSpace(**d)
 
 
-def genome_arch(space: MBConvSpace, genome: dict[str, Any]) -> Arch:
-    """An arch of `space` from a genome dict, with errors as `ArchNotInSupernetError`."""
-    try:
-        return space.from_genome(genome)
-    except (ArchOutsideSpaceError, KeyError) as exc:
-        raise ArchNotInSupernetError(f"genome {genome} is not in space '{space.name}': {exc}") from None
-
-
 __all__ = [
     "ArchNotInSupernetError",
     "ElasticBatchNorm2d",
     "ElasticDepthwise",
     "ElasticMBConv",
     "ElasticSupernet",
-    "genome_arch",
     "resolve_stem",
     "space_from_dict",
     "space_to_dict",

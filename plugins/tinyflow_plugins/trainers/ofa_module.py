@@ -1,0 +1,205 @@
+"""The `ofa` trainer's LightningModule: the supernet under manual optimization, sandwich rule + in-place
+distillation, the phase following from the epoch, per-epoch BN-recalibrated accuracies and checkpoint entries."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from tinyflow.arch.genome import Arch
+from tinyflow.arch.space import MBConvSpace
+from tinyflow.nn.elastic import ElasticSupernet, space_to_dict
+from tinyflow.supernet.checkpoint import CKPT_KEY
+from tinyflow.supernet.evaluation import SubnetEvaluator
+from tinyflow.training.optim import build_optimizer, cosine_lr, param_groups
+from tinyflow_plugins.trainers.ofa_phases import Phase
+from tinyflow_plugins.trainers.ofa_runtime import log_record
+
+LAST_CKPT = "last.ckpt"
+#: parameters never weight-decayed besides 1-D ones: kernel transforms start at identity, decay pulls them to zero
+NO_DECAY = ("transforms",)
+
+
+@dataclass
+class OfaOptions:
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 3e-5
+    kd_ratio: float = 1.0
+    label_smoothing: float = 0.0
+    kd_temperature: float = 1.0
+    grad_clip: float | None = 5.0
+    warmup_epochs: float = 0.0
+    dropout: float = 0.0
+    recalib_batches: int = 4
+    seed: int = 0
+    batch_size: int | None = None  # training batch size for the supernet (sets data.batch_size); null: the data's
+    epochs: int | None = None  # total epoch budget spread over the phases (null: each phase's own epochs)
+    resolutions: list[int] | None = None  # elastic resolution: random subnets draw one per step (null: fixed)
+    channels_last: bool = True  # NHWC: 2-3x faster depthwise convs (and their weight gradients) on CPU
+    limit_train_batches: int | float | None = None
+
+
+def soft_cross_entropy(logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross entropy against the teacher's softened distribution (×T² keeps gradients comparable across T)."""
+    target = F.softmax(teacher / temperature, dim=1)
+    return -(target * F.log_softmax(logits / temperature, dim=1)).sum(1).mean() * temperature**2
+
+
+def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+class OfaModule(pl.LightningModule):
+    """The supernet under manual optimization: sandwich rule + in-place distillation, phases by epoch."""
+
+    def __init__(
+        self,
+        space: MBConvSpace,
+        phases: list[Phase],
+        options: OfaOptions,
+        data: Any,
+        stem: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        self.phases = phases
+        self.options = options
+        self.supernet = ElasticSupernet(space, dropout=options.dropout, **(stem or {}))
+        space = self.space = self.supernet.space  # an RNNPool stem pins the stages it drops
+        self.evaluator = SubnetEvaluator(self.supernet, data, options.recalib_batches, options.seed)
+        self.eval_archs = {
+            "largest": space.max_arch(),
+            "smallest": space.min_arch(),
+            "random": space.sample(random.Random(options.seed + 7919)),
+        }
+        self.history: list[dict[str, Any]] = []
+        self.tracker: Any = None  # set in-process only (a spawned DDP worker replays history afterwards)
+        self._loss_sum = 0.0
+        self._loss_n = 0
+        self._t0 = 0.0
+
+    # ---- phases -------------------------------------------------------------------------------------------
+    def phase_at(self, epoch: int) -> tuple[int, Phase, int]:
+        """(phase index, phase, epoch within the phase) of a global epoch."""
+        start = 0
+        for i, phase in enumerate(self.phases):
+            if epoch < start + phase.epochs:
+                return i, phase, epoch - start
+            start += phase.epochs
+        return len(self.phases) - 1, self.phases[-1], self.phases[-1].epochs - 1
+
+    def step_archs(self, phase: Phase, step: int) -> list[Arch]:
+        """Largest, smallest of the phase, then random subnets — seeded by the global step, so every DDP rank
+        draws the same ones. Duplicates are dropped."""
+        sub = phase.subspace(self.space)
+        rng = random.Random(self.options.seed * 1_000_003 + step)
+        archs = [self.space.max_arch(), sub.min_arch()]
+        for _ in range(phase.random_subnets):
+            arch = sub.sample(rng)
+            if self.options.resolutions:
+                arch = replace(arch, resolution=int(rng.choice(self.options.resolutions)))
+            archs.append(arch)
+        unique: dict[str, Arch] = {}
+        for a in archs:
+            unique.setdefault(a.key(), a)
+        return list(unique.values())
+
+    # ---- Lightning hooks ------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        o = self.options
+        groups = param_groups(self.supernet, o.weight_decay, no_decay_names=NO_DECAY)
+        return build_optimizer(groups, o.optimizer, self.phases[0].lr, o.weight_decay, o.momentum, o.nesterov)
+
+    def on_train_epoch_start(self) -> None:
+        _, phase, within = self.phase_at(self.current_epoch)
+        if within == 0:
+            if phase.sort_channels:
+                self.supernet.sort_channels()
+            # momentum buffers belong to the old phase (and to the old channel order after a sort)
+            self.optimizers().optimizer.state.clear()
+        self._loss_sum, self._loss_n, self._t0 = 0.0, 0, time.perf_counter()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.options.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        index, phase, within = self.phase_at(self.current_epoch)
+        nb = max(1, int(self.trainer.num_training_batches))
+        warmup = round(self.options.warmup_epochs * nb) if index == 0 else 0
+        lr = cosine_lr(phase.lr, within * nb + batch_idx, phase.epochs * nb, warmup)
+        opt = self.optimizers()
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad()
+        teacher: torch.Tensor | None = None
+        total = x.new_zeros(())
+        for arch in self.step_archs(phase, int(self.global_step)):
+            self.supernet.set_active(arch)
+            inp = x if x.shape[-1] == arch.resolution else _resize(x, arch.resolution)
+            logits = self.supernet(inp)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.options.label_smoothing)
+            if teacher is None:
+                teacher = logits.detach()
+            elif self.options.kd_ratio > 0:
+                loss = loss + self.options.kd_ratio * soft_cross_entropy(logits, teacher, self.options.kd_temperature)
+            total = total + loss
+        self.manual_backward(total)
+        if self.options.grad_clip:
+            self.clip_gradients(opt, gradient_clip_val=self.options.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        self._loss_sum += float(total.detach())
+        self._loss_n += 1
+        self.log("loss", total.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
+        self.log("lr", lr, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
+        return total.detach()
+
+    def on_train_epoch_end(self) -> None:
+        epoch = int(self.current_epoch)
+        index, phase, _ = self.phase_at(epoch)
+        if self.trainer.is_global_zero:
+            record: dict[str, Any] = {"epoch": epoch, "phase": phase.name, "phase_index": index}
+            for label, arch in self.eval_archs.items():
+                record[f"val_acc_{label}"] = self.evaluator.accuracy(arch, "val")
+            record["train_loss"] = self._loss_sum / max(1, self._loss_n)
+            record["epoch_time_s"] = time.perf_counter() - self._t0
+            record["global_step"] = int(self.global_step)
+            self.history.append(record)
+            if self.tracker is not None:
+                log_record(self.tracker, record)
+            print(
+                f"[ofa] epoch {epoch} phase {phase.name}: val acc largest {record['val_acc_largest']:.4f} "
+                f"smallest {record['val_acc_smallest']:.4f} random {record['val_acc_random']:.4f} "
+                f"loss {record['train_loss']:.3f} ({record['epoch_time_s']:.1f}s)",
+                flush=True,
+            )
+        # every rank calls it (it synchronises); only rank 0 writes, through the atomic checkpoint IO
+        self.trainer.save_checkpoint(Path(self.trainer.default_root_dir) / LAST_CKPT, weights_only=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The entries `tinyflow.supernet` rebuilds the supernet from, and this trainer's progress."""
+        epochs_total = sum(p.epochs for p in self.phases)
+        done = int(self.current_epoch) + 1
+        checkpoint[CKPT_KEY] = {
+            "format": 1,
+            "space": space_to_dict(self.space),
+            "stem": self.supernet.stem_config,
+            "dropout": float(self.options.dropout),
+            "evaluation": {"recalib_batches": int(self.options.recalib_batches), "seed": int(self.options.seed)},
+            "phases": [asdict(p) for p in self.phases],
+            "epochs_done": done,
+            "phase": self.phase_at(done - 1)[1].name,
+            "complete": done >= epochs_total,
+            "history": list(self.history),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get(CKPT_KEY, {}).get("history", []))

@@ -1,0 +1,82 @@
+"""Accuracy of a subnet of an elastic supernet, after BatchNorm recalibration at the subnet's resolution.
+
+Used while the supernet trains (the trainer's per-epoch figures) and after (`tinyflow.supernet.Supernet`), so both
+measure the same way: the same un-augmented train images per resolution, running statistics re-estimated, then
+the split evaluated at the arch's resolution.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tinyflow.arch.genome import Arch
+from tinyflow.errors import ConfigError
+from tinyflow.nn.calibration import recalibrate_bn
+from tinyflow.nn.elastic import ElasticSupernet
+from tinyflow.training.evaluation import evaluate_accuracy
+
+SPLITS = ("train", "val", "test")
+
+
+class SubnetEvaluator:
+    """Accuracy of a subnet of the supernet on a split, after BatchNorm recalibration on a few train batches."""
+
+    def __init__(self, supernet: ElasticSupernet, data: Any, recalib_batches: int, seed: int):
+        self.supernet = supernet
+        self.data = data
+        self.recalib_batches = max(1, int(recalib_batches))
+        self.seed = seed
+        self.base_resolution = supernet.space.resolution
+        self._calib: dict[int, list[torch.Tensor]] = {}
+
+    def calibration_batches(self, resolution: int) -> list[torch.Tensor]:
+        """The same train images every time, cached per resolution: un-augmented (like the images evaluated)
+        when the data module offers `calibration_batch`, else the first shuffled train batches (seeded)."""
+        if resolution not in self._calib:
+            with torch.random.fork_rng(), data_resolution(self.data, resolution, self.base_resolution):
+                torch.manual_seed(self.seed)
+                batch_size = int(getattr(self.data, "batch_size", 128))
+                if hasattr(self.data, "calibration_batch"):
+                    images = self.data.calibration_batch(self.recalib_batches * batch_size, split="train")
+                    batches = list(images.split(batch_size))
+                else:
+                    batches = []
+                    for x, _ in self.data.train_dataloader():
+                        batches.append(x)
+                        if len(batches) >= self.recalib_batches:
+                            break
+            self._calib[resolution] = [b for b in batches if len(b) > 1]  # BatchNorm needs 2+ samples
+        return self._calib[resolution]
+
+    def loader(self, split: str) -> Any:
+        if split not in SPLITS:
+            raise ConfigError(f"evaluate: split must be train, val or test, got {split!r}")
+        return getattr(self.data, f"{split}_dataloader")()
+
+    def accuracy(self, arch: Arch, split: str = "val") -> float:
+        net = self.supernet
+        was_training = net.training
+        try:
+            net.set_active(arch)
+            recalibrate_bn(net, self.calibration_batches(arch.resolution))
+            with data_resolution(self.data, arch.resolution, self.base_resolution):
+                return evaluate_accuracy(net, self.loader(split))
+        finally:
+            net.train(was_training)
+
+
+class data_resolution:
+    """Context: the data module serves `resolution` inside, `base` after."""
+
+    def __init__(self, data: Any, resolution: int, base: int):
+        self.data, self.resolution, self.base = data, resolution, base
+
+    def __enter__(self) -> None:
+        if self.resolution != self.base:
+            self.data.set_resolution(self.resolution)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.resolution != self.base:
+            self.data.set_resolution(self.base)
