@@ -128,7 +128,7 @@ class OnnxRuntimeBackend:
             tracker.log_artifact(str(path), "deploy")
         tracker.log_figure(fig, "deploy.png")
         plt.close(fig)
-        if self.log_models and hasattr(tracker, "log_onnx_model"):
+        if self.log_models:
             tracker.log_onnx_model(files["onnx_int8"], name="model_int8")
             tracker.log_onnx_model(files["onnx"], name="model_float")
         return {

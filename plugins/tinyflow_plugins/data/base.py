@@ -312,7 +312,3 @@ def channel_stats(images: torch.Tensor, channels: int) -> tuple[tuple[float, ...
     mean = means / count
     std = (sq / count - mean * mean).clamp_min(1e-12).sqrt()
     return tuple(float(m) for m in mean), tuple(max(float(s), 1e-3) for s in std)
-
-
-def labels_to_tensor(labels: Any) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(labels), dtype=torch.long)
