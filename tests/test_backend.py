@@ -21,7 +21,7 @@ from tinyflow.deploy.model import MissingStageError
 from tinyflow.deploy.onnx_export import OnnxCheckError, check_onnx_against_torch, export_onnx
 from tinyflow.plugins import build_plugin
 from tinyflow.stages import get_stage
-from tinyflow.tracking import MlflowTracker, NullTracker
+from tinyflow.tracking import MlflowTracker, NullTracker, activate
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_deploy_stage_checks_measures_and_logs(quantized, tmp_path_factory: pyte
     uri = shared_store(tmp_path_factory)
     tracker = MlflowTracker(uri=uri, experiment="deploy-test", log_config=False)
     run_ctx = RunContext(**{**ctx.__dict__, "metrics": dict(ctx.metrics), "artifacts": dict(ctx.artifacts)})
-    with tracker.job(cfg, {"run_name": "t"}), tracker.stage("deploy"):
+    with activate(tracker), tracker.job(cfg, {"run_name": "t"}), tracker.stage("deploy"):
         child = tracker.child_id
         run_ctx = get_stage("deploy")(cfg, run_ctx)
     m = run_ctx.metrics
