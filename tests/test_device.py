@@ -52,7 +52,11 @@ def test_construction_validates_too() -> None:
 
 def test_flash_budget_is_flash_minus_reserve() -> None:
     d = Device.from_config({**GOOD, "flash_reserve_kb": 37, "sram_reserve_kb": 20})
-    assert d.flash_bytes == 1024 * 1024 and d.flash_budget_bytes == (1024 - 37) * 1024
+    assert (
+        d.flash_total_bytes == 1024 * 1024
+        and not hasattr(d, "flash_bytes")
+        and d.flash_budget_bytes == (1024 - 37) * 1024
+    )
     assert d.sram_budget_bytes == 300 * 1024 and d.core_name == "Cortex-M7"
 
 

@@ -65,12 +65,13 @@ class Device:
         _check(self)
 
     @property
-    def sram_bytes(self) -> int:
+    def sram_total_bytes(self) -> int:
+        """The whole SRAM of the device (reserve included); the arena is compared with `sram_budget_bytes`."""
         return int(self.sram_kb * 1024)
 
     @property
-    def flash_bytes(self) -> int:
-        """The whole flash of the device (runtime reserve included); compare a model with `flash_budget_bytes`."""
+    def flash_total_bytes(self) -> int:
+        """The whole flash of the device (reserve included). Not `flash_bytes`: that name means a model's flash."""
         return int(self.flash_kb * 1024)
 
     @property

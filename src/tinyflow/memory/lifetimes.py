@@ -1,4 +1,4 @@
-"""Tensor lifetimes and working sets of a whole-tensor (layer-by-layer) schedule — DESIGN §3.
+"""Tensor lifetimes and working sets of a whole-tensor (layer-by-layer) schedule (docs/design.md §6).
 
 - A tensor is alive from the step that writes it to the last step that reads it (a residual input stays
   alive through its block, because the block's `add` reads it). Graph outputs live to the last step; graph
@@ -114,7 +114,7 @@ def compute_lifetimes(graph: Graph, memory: MemoryConfig, order: Sequence[Node] 
 
 
 def working_sets(steps: Sequence[Node], tensors: Sequence[TensorAlloc], rule: str) -> list[int]:
-    """Bytes held at each step: per buffer the largest live member, summed over buffers (DESIGN §3)."""
+    """Bytes held at each step: per buffer the largest live member, summed over buffers (docs/design.md §6)."""
     n = len(steps)
     by_buffer: dict[str, list[TensorAlloc]] = {}
     for t in tensors:
@@ -150,5 +150,5 @@ def working_sets(steps: Sequence[Node], tensors: Sequence[TensorAlloc], rule: st
 
 
 def peak_live_bytes(graph: Graph, memory: MemoryConfig | None = None) -> int:
-    """The lower bound on SRAM for activations: max over ops of the working set (DESIGN §3)."""
+    """The lower bound on SRAM for activations: max over ops of the working set (docs/design.md §6)."""
     return compute_lifetimes(graph, memory or MemoryConfig()).peak_live_bytes
