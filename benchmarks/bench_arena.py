@@ -22,8 +22,8 @@ from tinyflow.contracts import MemoryConfig
 from tinyflow.errors import ConfigError
 from tinyflow.ir import Graph, from_arch
 from tinyflow.memory import ALGORITHMS, check_no_overlap, layer_plan
+from tinyflow.memory.patch_plan import patch_plan
 from tinyflow.memory.plan import ExecutionPlan
-from tinyflow_plugins.schedulers.patch import patch_plan
 
 Planner = Callable[[Graph, MemoryConfig], ExecutionPlan]
 

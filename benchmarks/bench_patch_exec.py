@@ -19,8 +19,8 @@ from tinyflow.arch import mobilenetv2
 from tinyflow.contracts import MemoryConfig
 from tinyflow.execute import from_static, max_abs_diff
 from tinyflow.memory import layer_plan
+from tinyflow.memory.patch_plan import patch_plan
 from tinyflow.nn.static import StaticNet
-from tinyflow_plugins.schedulers.patch import patch_plan
 
 
 def main() -> None:

@@ -20,8 +20,6 @@ from tinyflow.memory.patch_plan import patch_plan
 from tinyflow.memory.plan import ExecutionPlan
 from tinyflow.memory.receptive_field import graph_patch_geometry, max_patch_blocks
 
-__all__ = ["AUTO", "PatchScheduler", "patch_plan"]
-
 AUTO = "auto"
 
 
