@@ -98,7 +98,8 @@ def test_schedule_stage_on_arch_and_onnx(tmp_path: Path) -> None:
     arch = mobilenetv2(0.35, 64, num_classes=10)
     ctx = RunContext(output_dir=str(tmp_path), arch=arch.to_dict())
     ctx = run(_cfg("scheduler=layer", "tracking=none"), ctx)
-    assert ctx.plan["source"] == "arch"
+    assert ctx.plan["source"] == "network description"  # no exported file: the network's own IR
+    assert ctx.plan["deployed_network"]["kind"] == "static"
     from tinyflow.contracts import MemoryConfig
     from tinyflow.cost import arch_cost
 
@@ -116,7 +117,9 @@ def test_schedule_stage_on_arch_and_onnx(tmp_path: Path) -> None:
 def test_schedule_stage_without_model(tmp_path: Path) -> None:
     from tinyflow.stages.schedule import run
 
-    with pytest.raises(ConfigError, match="no model to plan"):
+    from tinyflow.deploy.model import MissingStageError
+
+    with pytest.raises(MissingStageError, match="needs arch from stage 'search'"):
         run(_cfg("tracking=none"), RunContext(output_dir=str(tmp_path)))
 
 
@@ -143,7 +146,8 @@ def test_schedule_stage_in_the_pipeline(run_cli, tmp_path: Path, store_uri: str)
     res = run_cli("stages=[schedule]", f"resume={prev}", "scheduler=patch", "scheduler.n_patches=2")
     assert res.returncode == 0, res.stderr
     ctx = RunContext.load(tmp_path / "run")
-    assert ctx.plan["scheduler"] == "patch" and ctx.plan["n_patches"] == 2 and ctx.plan["source"] == "arch"
+    assert ctx.plan["scheduler"] == "patch" and ctx.plan["n_patches"] == 2
+    assert ctx.plan["source"] == "network description"
     assert Path(ctx.artifacts["plan"]).is_file()
     from mlflow.tracking import MlflowClient
 

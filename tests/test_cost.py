@@ -49,7 +49,7 @@ def test_analytic_and_micronets_plugins() -> None:
     g = from_arch(mobilenetv2(0.35, 144))
     report = model.estimate(g, device)
     assert report.macs == g.macs() and report.params == g.params()
-    assert report.flash_bytes == model_flash_bytes(g) + 37 * 1024
+    assert report.flash_bytes == model_flash_bytes(g)  # the model alone; the reserve is off the budget
     # derived slope: 1e6 ops = 5e5 MACs at 2 MACs/cycle and 216 MHz
     assert report.latency_ms == pytest.approx(2 * g.macs() / 1e6 * 500 / (2.0 * 216))
     assert report.energy_mj is None  # no power figure for this board

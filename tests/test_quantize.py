@@ -69,7 +69,7 @@ def test_flash_counted_from_the_int8_file(quantized) -> None:
             expected += module.weight.numel() + 8 * out_channels
     assert ctx.metrics["onnx_flash_bytes"] == expected
     assert ctx.metrics["onnx_flash_float_bytes"] == 0
-    assert ctx.metrics["flash_bytes"] > 0
+    assert ctx.plan is None and "flash_bytes" not in ctx.metrics  # quantize measures; only schedule plans
     # a quarter of the float file's weight bytes, give or take the per-channel overheads
     assert ctx.metrics["onnx_int8_file_bytes"] < ctx.metrics["onnx_float_file_bytes"]
 
@@ -81,7 +81,7 @@ def test_quantize_is_deterministic(quantized, tmp_path: Path) -> None:
     first, second = initializer_arrays(ctx.onnx_int8_path), initializer_arrays(again.onnx_int8_path)
     assert first.keys() == second.keys()
     assert all(np.array_equal(first[k], second[k]) for k in first)
-    for key in ("accuracy_float", "accuracy_int8", "flash_bytes"):
+    for key in ("accuracy_float", "accuracy_int8", "onnx_flash_bytes"):
         assert again.metrics[key] == ctx.metrics[key]
 
 
@@ -111,34 +111,31 @@ def test_unknown_quantize_setting_is_named(quantized, tmp_path: Path) -> None:
         get_stage("quantize")(cfg, other)
 
 
-def test_memory_engine_measures_the_deployed_int8_file(quantized) -> None:
-    """What is deployed is what is measured: the engine imports the int8 ONNX; its flash equals the count of the
-    stored tensors, and its layer plan equals the plan of the arch the file was exported from."""
+def test_schedule_plans_the_deployed_int8_file(quantized, tmp_path: Path) -> None:
+    """What is deployed is what is measured: `schedule` imports the int8 ONNX; its flash is the file's own count,
+    and its layer plan equals the plan of the arch the file was exported from."""
     cfg, ctx, _ = quantized
     from tinyflow.arch.genome import Arch
     from tinyflow.ir import from_arch
     from tinyflow.plugins import build_memory, build_plugin
 
-    m = ctx.metrics
-    assert m["deployed_flash_bytes"] == m["onnx_flash_bytes"] == m["flash_bytes"]
+    done = get_stage("schedule")(cfg, RunContext(**{**ctx.__dict__, "output_dir": str(tmp_path)}))
+    plan = done.plan
+    assert plan["source"] == "int8 ONNX" and plan["network"] == "model_int8"
+    assert plan["flash_bytes"] == ctx.metrics["onnx_flash_bytes"] and "ir_flash_bytes" not in plan
     arch_plan = build_plugin(cfg, "scheduler").plan(from_arch(Arch.from_dict(ctx.arch)), build_memory(cfg))
-    assert m["peak_sram_bytes"] == m["deployed_peak_sram_bytes"] == arch_plan.peak_live_bytes
-    assert m["arena_bytes"] == arch_plan.arena_bytes
-    assert m["macs"] == arch_plan.macs
-    assert ctx.extra["deployed_plan"]["graph"] == "model_int8"
-    assert (Path(ctx.output_dir) / "deployed_plan.json").exists()
+    assert plan["peak_live_bytes"] == arch_plan.peak_live_bytes
+    assert plan["arena_bytes"] == arch_plan.arena_bytes
+    assert plan["macs"] == arch_plan.macs
+    assert (tmp_path / "plan.json").exists()
 
 
-def test_deployed_plan_uses_the_searched_schedule(quantized, tmp_path: Path) -> None:
+def test_schedule_uses_the_searched_options_on_the_int8_file(quantized, tmp_path: Path) -> None:
     cfg, ctx, _ = quantized
     cfg = compose_cfg("scheduler=patch")
     other = RunContext(
-        output_dir=str(tmp_path),
-        arch=ctx.arch,
-        model_checkpoint=ctx.model_checkpoint,
-        schedule_options={"n_patches": 2, "patch_blocks": 2},
+        **{**ctx.__dict__, "output_dir": str(tmp_path), "schedule_options": {"n_patches": 2, "patch_blocks": 2}}
     )
-    other = get_stage("quantize")(cfg, other)
-    plan = other.extra["deployed_plan"]
-    assert (plan["scheduler"], plan["n_patches"], plan["patch_blocks"]) == ("patch", 2, 2)
-    assert other.metrics["macs"] > ctx.metrics["macs"], "overlapping patches recompute"
+    plan = get_stage("schedule")(cfg, other).plan
+    assert (plan["scheduler"], plan["n_patches"], plan["patch_blocks"], plan["source"]) == ("patch", 2, 2, "int8 ONNX")
+    assert plan["macs"] > plan["layer_macs"], "overlapping patches recompute"

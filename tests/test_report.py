@@ -16,14 +16,15 @@ from deploy_helpers import compose_cfg, finetuned_run, shared_store, tiny_arch
 from tinyflow.context import RunContext
 from tinyflow.report import DASH, REPORT_JSON, REPORT_MD, write_report
 from tinyflow.stages import get_stage
-from tinyflow.tracking import MlflowTracker
+from tinyflow.tracking import MlflowTracker, activate
 
 
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory: pytest.TempPathFactory):
     cfg, ctx, _ = finetuned_run(tmp_path_factory.mktemp("run"))
     ctx = get_stage("quantize")(cfg, ctx)
-    ctx.completed.append("quantize")
+    ctx = get_stage("schedule")(cfg, ctx)
+    ctx.completed += ["quantize", "schedule"]
     return cfg, ctx
 
 
@@ -41,19 +42,21 @@ def test_report_with_no_stages_shows_dashes(tmp_path: Path) -> None:
     assert json.loads((tmp_path / REPORT_JSON).read_text())["fits"] is None
 
 
-def test_report_after_quantize_has_the_deployed_figures(quantized) -> None:
+def test_report_after_quantize_and_schedule_has_the_deployed_figures(quantized) -> None:
     cfg, ctx = quantized
     md = write_report(cfg, ctx)
-    m = ctx.metrics
+    m, plan = ctx.metrics, ctx.plan
     assert _row(md, "accuracy (float)")[1] == f"{100 * m['accuracy_float']:.2f} %"
     assert _row(md, "accuracy (int8)")[1] == f"{100 * m['accuracy_int8']:.2f} %"
-    assert _row(md, "flash")[1] == f"{m['flash_bytes'] / 1024:,.1f} KiB"
-    assert _row(md, "peak SRAM (live)")[1] == f"{m['peak_sram_bytes'] / 1024:,.1f} KiB"
+    assert _row(md, "flash")[1] == f"{plan['flash_bytes'] / 1024:,.1f} KiB"
+    assert plan["flash_bytes"] == m["onnx_flash_bytes"]  # the int8 file's own count
+    assert _row(md, "peak SRAM (live)")[1] == f"{plan['peak_live_bytes'] / 1024:,.1f} KiB"
     assert "int8 ONNX" in _row(md, "scheduler")[2]
     assert _row(md, "fits")[1] == "yes"  # a few KiB on a 320 KB / 1 MB board
     assert _row(md, "file: onnx (int8)")[1] == ctx.onnx_int8_path
     summary = json.loads((Path(ctx.output_dir) / REPORT_JSON).read_text())
-    assert summary["flash_bytes"] == m["flash_bytes"] and summary["fits"] is True
+    assert summary["flash_bytes"] == plan["flash_bytes"] and summary["fits"] is True
+    assert summary["latency_ms"] == plan["latency_ms"] is not None  # the default cost model (micronets)
 
 
 def test_report_says_no_when_the_device_is_too_small(quantized, tmp_path: Path) -> None:
@@ -62,23 +65,29 @@ def test_report_says_no_when_the_device_is_too_small(quantized, tmp_path: Path) 
     cfg = compose_cfg("device=custom", "device.sram_kb=2", "device.flash_kb=16")
     small = RunContext(**{**ctx.__dict__, "output_dir": str(tmp_path)})
     md = write_report(cfg, small)
-    assert ctx.metrics["arena_bytes"] > 2 * 1024 and ctx.metrics["flash_bytes"] > 16 * 1024
+    assert ctx.plan["arena_bytes"] > 2 * 1024 and ctx.plan["flash_bytes"] > 16 * 1024
     assert _row(md, "fits SRAM")[1] == "NO" and _row(md, "fits flash")[1] == "NO" and _row(md, "fits")[1] == "NO"
 
 
-def test_report_costs_the_arch_when_only_search_ran(tmp_path: Path) -> None:
+def test_report_reads_the_schedule_stage_only(tmp_path: Path) -> None:
+    """After search alone the memory and cost rows are dashes (no stage planned); `schedule` on the searched arch
+    plans its network's description, and the report shows that analysis."""
     arch = tiny_arch()
     ctx = RunContext(output_dir=str(tmp_path), arch=arch.to_dict(), completed=["space", "train", "search"])
     md = write_report(compose_cfg(), ctx)
+    assert _row(md, "MACs")[1] == _row(md, "peak SRAM (live)")[1] == _row(md, "flash")[1] == DASH
     from tinyflow.cost import model_flash_bytes
     from tinyflow.ir import from_arch
 
+    ctx = get_stage("schedule")(compose_cfg("cost_model=analytic"), ctx)
+    md = write_report(compose_cfg(), ctx)
     graph = from_arch(arch)
     assert _row(md, "MACs")[1] == f"{graph.macs() / 1e6:,.2f} M"
-    assert "arch" in _row(md, "scheduler")[2]
+    assert "network description" in _row(md, "scheduler")[2]
     assert _row(md, "accuracy (int8)")[1] == DASH
-    assert json.loads((tmp_path / REPORT_JSON).read_text())["macs"] == graph.macs()
-    assert model_flash_bytes(graph) > 0
+    assert _row(md, "est. latency")[1] == DASH  # the analytic cost model gives no latency
+    summary = json.loads((tmp_path / REPORT_JSON).read_text())
+    assert summary["macs"] == graph.macs() and summary["flash_bytes"] == model_flash_bytes(graph)
 
 
 @pytest.mark.slow
@@ -86,12 +95,12 @@ def test_report_goes_to_the_mlflow_parent_run(quantized, tmp_path_factory: pytes
     cfg, ctx = quantized
     uri = shared_store(tmp_path_factory)
     tracker = MlflowTracker(uri=uri, experiment="report-test", log_config=False)
-    with tracker.job(cfg, {"run_name": "report"}):
+    with activate(tracker), tracker.job(cfg, {"run_name": "report"}):
         parent = tracker.parent_id
         write_report(cfg, ctx)
     run = MlflowClient(tracking_uri=uri).get_run(parent)
     assert run.data.metrics["accuracy_int8"] == pytest.approx(ctx.metrics["accuracy_int8"])
-    assert run.data.metrics["flash_bytes"] == ctx.metrics["flash_bytes"]
+    assert run.data.metrics["flash_bytes"] == ctx.plan["flash_bytes"]
     assert run.data.metrics["fits"] == 1.0
     assert run.data.tags["fits"] == "yes" and run.data.tags["memory_source"] == "int8 ONNX"
     artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(parent)}
@@ -110,7 +119,7 @@ def _reproducible(metrics: dict[str, float]) -> dict[str, float]:
 def test_same_command_same_seed_same_arch_and_numbers(tmp_path: Path) -> None:
     """The full pipeline on the debug=fast budget, twice with seed 0 (in parallel, separate MLflow stores): the same
     arch and the same numbers."""
-    stages = "stages=[space,train,search,finetune,quantize,deploy]"
+    stages = "stages=[space,train,search,finetune,quantize,schedule,deploy]"
     procs = []
     for i in range(2):
         out = tmp_path / f"run{i}"
@@ -126,7 +135,7 @@ def test_same_command_same_seed_same_arch_and_numbers(tmp_path: Path) -> None:
         contexts.append(json.loads((out / "context.json").read_text()))
         reports.append(json.loads((out / REPORT_JSON).read_text()))
     first, second = contexts
-    assert first["completed"] == ["space", "train", "search", "finetune", "quantize", "deploy"]
+    assert first["completed"] == ["space", "train", "search", "finetune", "quantize", "schedule", "deploy"]
     assert first["arch"] == second["arch"]
     assert first["schedule_options"] == second["schedule_options"]
     assert _reproducible(first["metrics"]) == _reproducible(second["metrics"])

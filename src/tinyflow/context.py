@@ -30,6 +30,8 @@ class RunContext:
     # search: the best arch (Arch.to_dict()) and the scheduler options searched with it
     arch: dict[str, Any] | None = None
     schedule_options: dict[str, Any] = field(default_factory=dict)
+    # the deployed network (tinyflow.network.DeployedNetwork.to_dict()): kind, arch, kind-specific options
+    network: dict[str, Any] | None = None
     # finetune / quantize / deploy
     model_checkpoint: str | None = None
     onnx_path: str | None = None
@@ -51,4 +53,3 @@ class RunContext:
         data = json.loads(path.read_text())
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-

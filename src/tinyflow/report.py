@@ -4,10 +4,11 @@
 It prints a rich table, writes `report.md` and `report.json` atomically in the job's output dir, and logs the
 figures as metrics and tags on the MLflow parent run.
 
-Where a figure comes from, first found wins:
-- memory and flash: the memory engine's plan of the exported int8 ONNX (stage `quantize`, "int8 ONNX"), else the
-  `schedule` stage's plan (`ctx.plan`), else the configured scheduler / cost model on the final arch ("arch");
-- accuracy: the float model and the int8 model on the test split (stage `quantize`).
+Where a figure comes from (one source each):
+- memory, flash, MACs, params, latency, energy: the `schedule` stage's analysis of the deployed network
+  (`ctx.plan`; its `source` says whether the int8 ONNX or the network's description was planned);
+- accuracy: the float model and the int8 model on the test split (stage `quantize`); host latency and the ONNX
+  check: the backend (stage `deploy`). A figure no stage produced shows as "—".
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 from rich.table import Table
@@ -30,8 +30,8 @@ DASH = "—"
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 
-# metric keys other stages may have used for the float accuracy (0..1), in order of preference
-_FLOAT_ACCURACY_KEYS = ("accuracy_float", "test_accuracy", "finetune_test_accuracy", "finetune/test_acc", "accuracy")
+# the float model's test accuracy (0..1), as `quantize` measures it beside the int8 one
+FLOAT_ACCURACY_KEY = "accuracy_float"
 
 
 @dataclass
@@ -83,44 +83,9 @@ class Figures:
 
 
 # ---------------------------------------------------------------------------------------------- gathering
-def _first(*values: Any) -> Any:
-    return next((v for v in values if v is not None), None)
-
-
-def _accuracy(metrics: dict[str, float], keys: tuple[str, ...]) -> float | None:
-    for key in keys:
-        if metrics.get(key) is not None:
-            value = float(metrics[key])
-            return value / 100.0 if value > 1.0 else value
-    return None
-
-
-def _arch_figures(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
-    """Plan and cost the final arch with the configured scheduler / cost model (when no stage did)."""
-    if not ctx.arch:
-        return {}
-    from tinyflow.arch.genome import Arch
-    from tinyflow.ir import from_arch
-    from tinyflow.plugins import build_device, build_memory, build_plugin
-
-    graph = from_arch(Arch.from_dict(ctx.arch))
-    out: dict[str, Any] = {}
-    if cfg.get("scheduler") is not None:
-        scheduler = build_plugin(cfg, "scheduler", **(ctx.schedule_options or {}))
-        plan = scheduler.plan(graph, build_memory(cfg))
-        out.update(peak_sram_bytes=plan.peak_live_bytes, arena_bytes=plan.arena_bytes, macs=plan.macs)
-        out["scheduler"] = getattr(scheduler, "name", None)
-    if cfg.get("cost_model") is not None:
-        cost = build_plugin(cfg, "cost_model").estimate(graph, build_device(cfg))
-        out.update(
-            flash_bytes=cost.flash_bytes, params=cost.params, latency_ms=cost.latency_ms, energy_mj=cost.energy_mj
-        )
-        out.setdefault("macs", cost.macs)
-    return out
-
-
 def gather(cfg: DictConfig, ctx: RunContext) -> Figures:
-    """Collect the report's figures from the context (and the config's device / plugins)."""
+    """Collect the report's figures: memory, flash and cost from the `schedule` stage's analysis (`ctx.plan`),
+    accuracy and the backend's checks from the metrics; the device's budgets from the config."""
     m = ctx.metrics
     f = Figures()
     try:
@@ -138,38 +103,20 @@ def gather(cfg: DictConfig, ctx: RunContext) -> Figures:
         width = (ctx.arch.get("genome") or {}).get("width_mult")
         f.arch = str(ctx.arch.get("name", "arch")) + (f" w{width:g}" if isinstance(width, int | float) else "")
         f.resolution = ctx.arch.get("resolution")
-    f.accuracy_float = _accuracy(m, _FLOAT_ACCURACY_KEYS)
-    f.accuracy_int8 = _accuracy(m, ("accuracy_int8",))
-    deployed = ctx.extra.get("deployed_plan") or {}
+    f.accuracy_float = m.get(FLOAT_ACCURACY_KEY)
+    f.accuracy_int8 = m.get("accuracy_int8")
     plan = ctx.plan or {}
-    if ctx.extra.get("memory_source"):  # a stage that could not measure the deployed file says what it used
-        f.memory_source = str(ctx.extra["memory_source"])
-    elif "deployed_peak_sram_bytes" in m or "deployed_flash_bytes" in m:
-        f.memory_source = "int8 ONNX"
-    elif plan:
-        f.memory_source = "schedule plan"
-    f.peak_sram_bytes = _first(m.get("peak_sram_bytes"), plan.get("peak_live_bytes"))
-    f.arena_bytes = _first(m.get("arena_bytes"), plan.get("arena_bytes"))
-    f.flash_bytes = _first(m.get("flash_bytes"), plan.get("model_flash_bytes"), plan.get("flash_bytes"))
-    f.macs = _first(m.get("macs"), plan.get("macs"))
-    f.params = _first(m.get("params"), plan.get("params"))
-    f.latency_ms = m.get("latency_ms")
-    f.energy_mj = m.get("energy_mj")
-    f.scheduler = _first(deployed.get("scheduler"), plan.get("scheduler"))
+    f.memory_source = plan.get("source")
+    f.scheduler = plan.get("scheduler")
+    f.peak_sram_bytes = plan.get("peak_live_bytes")
+    f.arena_bytes = plan.get("arena_bytes")
+    f.flash_bytes = plan.get("flash_bytes")
+    f.macs = plan.get("macs")
+    f.params = plan.get("params")
+    f.latency_ms = plan.get("latency_ms")
+    f.energy_mj = plan.get("energy_mj")
     f.host_latency_int8_ms = m.get("host_latency_int8_ms")
     f.onnx_max_abs_diff = m.get("onnx_max_abs_diff")
-    missing = [k for k in ("peak_sram_bytes", "flash_bytes", "macs", "latency_ms") if getattr(f, k) is None]
-    if missing and ctx.arch:
-        try:
-            derived = _arch_figures(cfg, ctx)
-        except Exception as exc:  # the report must never sink a finished run
-            log.warning("report: could not cost the final arch (%s)", exc)
-            derived = {}
-        for key, value in derived.items():
-            if getattr(f, key) is None and value is not None:
-                setattr(f, key, value)
-        if derived and f.memory_source is None:
-            f.memory_source = "arch"
     return f
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from tinyflow.analyze.core import analyze
+from tinyflow.analyze.core import analyze, network_graphs
 from tinyflow.analyze.networks import build_network
 from tinyflow.analyze.render import print_tables, profile_figure
 from tinyflow.context import atomic_write_text
@@ -61,13 +61,14 @@ def run_analyze(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"output: '{output}' is not one of table, json")
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     choices = {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
-    graph = build_network(cfg.network)
     scheduler = build_plugin(cfg, "scheduler")
+    graph, given = network_graphs(build_network(cfg.network), scheduler)
     memory = build_memory(cfg)
     device = build_device(cfg)
+    cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
     tracker = build_plugin(cfg, "tracking")
     tags = {
-        "run_name": f"analyze-{graph.name}-{getattr(scheduler, 'name', '?')}",
+        "run_name": f"analyze-{given.name}-{getattr(scheduler, 'name', '?')}",
         "app": "analyze",
         "network": choices.get("network", "?"),
         "scheduler": choices.get("scheduler", "?"),
@@ -75,7 +76,8 @@ def run_analyze(cfg: DictConfig) -> dict[str, Any]:
         "output_dir": str(out_dir),
     }
     with activate(tracker), tracker.job(cfg, tags), tracker.stage("analyze"):
-        analysis, plan, layer = analyze(graph, scheduler, memory, device, bool(cfg.get("compare_layer", True)))
+        compare = bool(cfg.get("compare_layer", True))
+        analysis, plan, layer = analyze(graph, scheduler, memory, device, cost_model, compare, baseline=given)
         atomic_write_text(out_dir / ANALYSIS_FILE, json.dumps(analysis, indent=2))
         fig_path = out_dir / "memory_profile.png" if cfg.get("plot", True) else None
         log_analysis(tracker, analysis, plan, layer, device.sram_budget_bytes, fig_path)

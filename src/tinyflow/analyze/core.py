@@ -1,6 +1,7 @@
-"""The analysis of one network: a plan from the configured scheduler, flash, the per-layer profile, fits?
+"""The analysis of one network: the scheduler's plan, the cost model's figures, the per-layer profile, fits?
 
-Shared by `python -m tinyflow.analyze` and the pipeline's `schedule` stage.
+Shared by `python -m tinyflow.analyze` and the pipeline's `schedule` stage: the one place a network is planned and
+costed for a report.
 """
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from tinyflow.arch.genome import Arch
 from tinyflow.contracts import Device, MemoryConfig
-from tinyflow.cost.flash import model_flash_bytes
-from tinyflow.cost.latency import energy_mj, latency_ms
+from tinyflow.cost.analytic import analytic_report
 from tinyflow.ir.graph import Graph
 from tinyflow.memory.layer_plan import layer_plan
 from tinyflow.memory.plan import ExecutionPlan
+from tinyflow.network import DeployedNetwork
 
 PATCH_KEYS = ("n_patches", "patch_blocks", "input_patch_hw", "patch_stage_macs", "patch_stage_macs_layerwise")
 
@@ -30,40 +32,63 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def network_graphs(network: Arch | Graph | DeployedNetwork, scheduler: Any) -> tuple[Graph, Graph]:
+    """(the IR of the network `scheduler` deploys for `network`, the IR of `network` as given). An imported graph
+    is deployed as it is; an arch is the plain network of it."""
+    if isinstance(network, Graph):
+        return network, network
+    net = DeployedNetwork.plain(network) if isinstance(network, Arch) else network
+    deployed = scheduler.network(net)
+    given = net.graph()
+    return (given if deployed == net else deployed.graph()), given
+
+
 def analyze(
-    graph: Graph, scheduler: Any, memory: MemoryConfig, device: Device, compare_layer: bool = True
+    graph: Graph,
+    scheduler: Any,
+    memory: MemoryConfig,
+    device: Device,
+    cost_model: Any = None,
+    compare_layer: bool = True,
+    baseline: Graph | None = None,
 ) -> tuple[dict[str, Any], ExecutionPlan, ExecutionPlan | None]:
-    """(analysis dict, the scheduler's plan, the layer plan for comparison or None when it is the same)."""
+    """(analysis dict, the scheduler's plan of `graph`, the layer plan compared against or None).
+
+    Costs (MACs, params, flash of the model alone, latency, energy) are the cost model's (`cost_model`; without
+    one the analytic counts, no latency). The layer plan is of `baseline` (the network before the scheduler
+    changed it; default `graph`), and left out when it would be the scheduler's own plan of the same graph."""
     plan: ExecutionPlan = scheduler.plan(graph, memory)
     name = getattr(scheduler, "name", plan.scheduler)
-    layer = layer_plan(graph, memory) if (compare_layer and name != "layer") else None
-    rewrite = getattr(scheduler, "network_graph", None)  # a scheduler that changes the network (rnnpool)
-    flash = model_flash_bytes(rewrite(graph) if callable(rewrite) else graph) + int(device.flash_reserve_kb * 1024)
+    base = graph if baseline is None else baseline
+    layer = layer_plan(base, memory) if compare_layer else None
+    if layer is not None and base is graph and layer.scheduler == plan.scheduler:
+        layer = None
+    cost = (
+        cost_model.estimate(graph, device, plan)
+        if cost_model is not None
+        else analytic_report(graph, device, memory, plan)
+    )
     out: dict[str, Any] = {
-        "network": graph.name,
+        "network": base.name,
         "scheduler": name,
+        "cost_model": getattr(cost_model, "name", "analytic"),
         "device": device.name,
         "memory": asdict(memory),
         "peak_live_bytes": plan.peak_live_bytes,
         "arena_bytes": plan.arena_bytes,
         "arena_algorithm": plan.arena_algorithm,
-        "flash_bytes": flash,
-        "model_flash_bytes": flash - int(device.flash_reserve_kb * 1024),
-        "macs": plan.macs,
-        "params": plan.params,
+        "flash_bytes": cost.flash_bytes,
+        "macs": cost.macs,
+        "params": cost.params,
+        "latency_ms": cost.latency_ms,
+        "energy_mj": cost.energy_mj,
         "peak_layer": plan.peak_layer,
         "sram_budget_bytes": device.sram_budget_bytes,
-        "flash_budget_bytes": device.flash_bytes,
-        "fits_sram": plan.arena_bytes <= device.sram_budget_bytes,
-        "fits_flash": flash <= device.flash_bytes,
+        "flash_budget_bytes": device.flash_budget_bytes,
     }
-    out["fits"] = out["fits_sram"] and out["fits_flash"]
-    try:
-        out["latency_ms"] = latency_ms(plan.macs, device)
-        out["energy_mj"] = energy_mj(plan.macs, device) if (device.energy_mj_per_mop or device.power_mw) else None
+    if cost.latency_ms is not None:
         out["latency_source"] = device.coefficient_source or "derived from clock"
-    except Exception:  # a device without coefficients: no latency, nothing else changes
-        out["latency_ms"] = out["energy_mj"] = None
+    set_fits(out)
     for key in PATCH_KEYS:
         if key in plan.extra:
             out[key] = _jsonable(plan.extra[key])
@@ -78,3 +103,11 @@ def analyze(
         out.setdefault("extra_macs_ratio", plan.macs / layer.macs - 1.0 if layer.macs else None)
     out["per_layer"] = _jsonable(plan.per_layer)
     return out, plan, layer
+
+
+def set_fits(analysis: dict[str, Any]) -> None:
+    """`fits_sram` (the placed arena within the SRAM budget), `fits_flash` (the model within the flash budget,
+    i.e. flash − the runtime's reserve) and `fits`."""
+    analysis["fits_sram"] = analysis["arena_bytes"] <= analysis["sram_budget_bytes"]
+    analysis["fits_flash"] = analysis["flash_bytes"] <= analysis["flash_budget_bytes"]
+    analysis["fits"] = analysis["fits_sram"] and analysis["fits_flash"]

@@ -62,21 +62,27 @@ def load_arch(path: str | Path) -> Arch:
         raise ConfigError(f"network.arch: '{p}' does not hold an arch ({type(exc).__name__}: {exc})") from None
 
 
-def to_graph(network: Arch | Graph) -> Graph:
-    """The IR of what a network config built (an Arch is lowered with `from_arch`)."""
-    if isinstance(network, Graph):
+def check_network(network: Any) -> Arch | Graph:
+    """What a network config built: an `Arch` (the plain network of it) or an IR graph (e.g. an imported ONNX)."""
+    if isinstance(network, Arch | Graph):
         return network
-    if isinstance(network, Arch):
-        from tinyflow.ir.from_arch import from_arch
-
-        return from_arch(network)
     raise ConfigError(
         f"network: its _target_ built a {type(network).__name__}; it must build a tinyflow Arch or an IR Graph"
     )
 
 
-def build_network(node: Any) -> Graph:
-    """Instantiate a `network` config node and lower it to the IR; a TinyflowError inside surfaces as itself."""
+def to_graph(network: Arch | Graph) -> Graph:
+    """The IR of what a network config built (an Arch is lowered with `from_arch`)."""
+    network = check_network(network)
+    if isinstance(network, Graph):
+        return network
+    from tinyflow.ir.from_arch import from_arch
+
+    return from_arch(network)
+
+
+def build_network(node: Any) -> Arch | Graph:
+    """Instantiate a `network` config node (an Arch or an IR graph); a TinyflowError inside surfaces as itself."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -89,4 +95,4 @@ def build_network(node: Any) -> Graph:
         if isinstance(cause, TinyflowError):
             raise cause from None
         raise ConfigError(f"network: cannot build it from its config ({cause or exc})") from None
-    return to_graph(built)
+    return check_network(built)

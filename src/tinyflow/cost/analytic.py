@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinyflow.contracts import CostReport, Device, MemoryConfig
 from tinyflow.cost.flash import model_flash_bytes, node_flash_bytes
 from tinyflow.ir.graph import Graph
 from tinyflow.ir.ops import describe_attrs
+
+if TYPE_CHECKING:
+    from tinyflow.memory.plan import ExecutionPlan
 
 
 def per_layer_costs(graph: Graph, memory: MemoryConfig | None = None) -> list[dict[str, Any]]:
@@ -35,12 +38,15 @@ def per_layer_costs(graph: Graph, memory: MemoryConfig | None = None) -> list[di
     return rows
 
 
-def analytic_report(graph: Graph, device: Device, memory: MemoryConfig | None = None) -> CostReport:
-    """MACs, params and flash (model + the device's runtime reserve), with the per-layer table."""
+def analytic_report(
+    graph: Graph, device: Device, memory: MemoryConfig | None = None, plan: ExecutionPlan | None = None
+) -> CostReport:
+    """MACs, params and flash (the model alone; the device's runtime reserve is off its flash budget), with the
+    per-layer table. With a `plan`, MACs are the plan's (a patch schedule recomputes overlapping halos)."""
     rows = per_layer_costs(graph, memory)
     return CostReport(
-        macs=sum(r["macs"] for r in rows),
+        macs=int(plan.macs) if plan is not None else sum(r["macs"] for r in rows),
         params=sum(r["params"] for r in rows),
-        flash_bytes=model_flash_bytes(graph) + int(device.flash_reserve_kb * 1024),
+        flash_bytes=model_flash_bytes(graph),
         per_layer=rows,
     )

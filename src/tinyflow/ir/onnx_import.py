@@ -73,6 +73,14 @@ class OnnxImportError(TinyflowError):
     """An ONNX file cannot be imported (not ONNX, too old an opset, an unsupported op or shape)."""
 
 
+class UnsupportedOpError(OnnxImportError):
+    """The file holds an op type the importer does not read (`op`)."""
+
+    def __init__(self, message: str, op: str):
+        super().__init__(message)
+        self.op = op
+
+
 def _load(path: str | Path) -> Any:
     import onnx
 
@@ -216,11 +224,12 @@ class _Importer:
         for node in g.node:
             handler = getattr(self, f"op_{node.op_type}", None)
             if handler is None or node.domain not in ("", "ai.onnx"):
-                raise self.fail(
+                err = self.fail(
                     node,
                     f"op type '{node.op_type}'{' (domain ' + node.domain + ')' if node.domain else ''} is not "
                     f"supported by tinyflow's ONNX importer; supported: {', '.join(SUPPORTED)}",
                 )
+                raise UnsupportedOpError(str(err), node.op_type)
             handler(node)
         outs = []
         for o in g.output:

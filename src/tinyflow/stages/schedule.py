@@ -1,13 +1,12 @@
-"""Stage `schedule`: plan the pipeline's model with the configured scheduler (DESIGN §1, §4).
+"""Stage `schedule`: the one place the pipeline's deployed network is planned and costed (docs/design.md).
 
-The model is the exported int8 ONNX (`ctx.onnx_int8_path`) when there is one, else the float ONNX
-(`ctx.onnx_path`), else the searched arch (`ctx.arch`) lowered with `from_arch`. Scheduler options found by a
-joint search (`ctx.schedule_options`, e.g. the patch scheduler's n_patches / patch_blocks) are applied to the
-configured scheduler when it has them. An RNNPool model (finetune under `scheduler=rnnpool`; its model.pt records
-the options) is planned from the arch by the rnnpool scheduler instead, since the ONNX importer does not know the
-ops RNNPool exports to; `ctx.plan["source"]` and `["source_note"]` say so and flash is the int8 file's own count.
-The analysis (the same as `python -m tinyflow.analyze`) goes to `ctx.plan`, the full placed plan to `plan.json`,
-the figures and the memory-profile plot to MLflow.
+The network is the run context's (`ctx.network`, a `DeployedNetwork`: what finetune trained, or the plain network
+of the searched arch); the configured scheduler, built with the options a joint search chose
+(`ctx.schedule_options`), says which network it deploys for it (`Scheduler.network`) and plans its IR:
+`deployed_graph` imports the int8 ONNX `quantize` exported when the importer reads it (what is deployed is what is
+measured), else builds the IR from the network's description. The cost model prices the plan; flash is the int8
+file's own count when there is a file. The analysis (the same function as `python -m tinyflow.analyze`) goes to
+`ctx.plan`, which the report reads; the placed plan to `plan.json`, the memory profile to the tracker.
 """
 
 from __future__ import annotations
@@ -20,139 +19,89 @@ from typing import Any
 from omegaconf import DictConfig
 
 from tinyflow.analyze.app import headline_metrics
-from tinyflow.analyze.core import analyze
+from tinyflow.analyze.core import analyze, set_fits
 from tinyflow.analyze.render import profile_figure
 from tinyflow.context import RunContext, atomic_write_text
-from tinyflow.errors import ConfigError
+from tinyflow.deploy.model import context_network
 from tinyflow.ir.graph import Graph
+from tinyflow.network import DeployedNetwork
 from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.stages import stage
 from tinyflow.tracking import active_tracker
 
 log = logging.getLogger(__name__)
 
-
-def pipeline_graph(ctx: RunContext) -> tuple[Graph, str]:
-    """The IR of the pipeline's model and where it came from."""
-    for attr, label in (("onnx_int8_path", "int8 ONNX"), ("onnx_path", "ONNX")):
-        path = getattr(ctx, attr)
-        if path and Path(path).is_file():
-            from tinyflow.ir.onnx_import import from_onnx
-
-            return from_onnx(path), label
-    if ctx.arch:
-        from tinyflow.arch.genome import Arch
-        from tinyflow.ir.from_arch import from_arch
-
-        return from_arch(Arch.from_dict(ctx.arch)), "arch"
-    raise ConfigError(
-        "stage schedule: there is no model to plan — no exported ONNX and no searched arch in the run context. "
-        "Run the `search` stage (or `quantize`) before `schedule`, e.g. stages=[space,train,search,schedule]."
-    )
+INT8_SOURCE = "int8 ONNX"
 
 
-def apply_options(scheduler: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """Set searched options the scheduler has (e.g. n_patches, patch_blocks); returns what was applied."""
-    applied = {k: v for k, v in (options or {}).items() if hasattr(scheduler, k)}
-    for key, value in applied.items():
-        setattr(scheduler, key, value)
-    return applied
+def deployed_graph(net: DeployedNetwork, onnx_int8_path: str | None) -> tuple[Graph, str]:
+    """The IR of the deployed network and where it came from: the int8 ONNX file when there is one and the
+    importer reads it, else the network's description (`net.graph()`)."""
+    if onnx_int8_path and Path(onnx_int8_path).is_file():
+        from tinyflow.ir.onnx_import import UnsupportedOpError, from_onnx
+
+        try:
+            return from_onnx(onnx_int8_path), INT8_SOURCE
+        except UnsupportedOpError as exc:
+            source = f"network description (the ONNX importer does not read op {exc.op} of the int8 file)"
+            log.info("schedule: %s; planning the %s network's IR instead", source, net.kind)
+            return net.graph(), source
+    return net.graph(), "network description"
 
 
-def rnnpool_options(ctx: RunContext) -> dict[str, Any] | None:
-    """The RNNPool options the fine-tuned model was built with (its model.pt records them), or None when the
-    model is a plain static network (or there is no model yet)."""
-    if not ctx.model_checkpoint or not Path(ctx.model_checkpoint).is_file():
-        return None
-    from tinyflow.deploy.model import load_state_dict
-
-    spec = load_state_dict(ctx.model_checkpoint)[2]
-    return None if spec is None else dict(spec["options"])
-
-
-def rnnpool_setup(cfg: DictConfig, ctx: RunContext, options: dict[str, Any]) -> tuple[Graph, Any, str]:
-    """The arch IR and the rnnpool scheduler with the model's own options: the scheduler rewrites the arch
-    exactly as the deployed `RNNPoolNet` was built (the layer plan compared against is the un-rewritten arch)."""
-    if getattr(build_plugin(cfg, "scheduler"), "name", None) != "rnnpool":
-        raise ConfigError(
-            f"stage schedule: the fine-tuned model ({ctx.model_checkpoint}) is an RNNPool network, but the "
-            "configured scheduler is not rnnpool; rerun with scheduler=rnnpool (or fine-tune again under this one)."
-        )
-    from tinyflow.arch.genome import Arch
-    from tinyflow.ir.from_arch import from_arch
-
-    arch = Arch.from_dict(require_arch(ctx))
-    scheduler = build_plugin(cfg, "scheduler", **options)
-    return from_arch(arch), scheduler, "arch IR, rnnpool scheduler"
-
-
-def require_arch(ctx: RunContext) -> dict[str, Any]:
-    if not ctx.arch:
-        raise ConfigError("stage schedule: the run context has a model but no arch; rerun the `search` stage.")
-    return ctx.arch
-
-
-RNNPOOL_NOTE = (
-    "the arch IR rewritten by the rnnpool scheduler with the model's own options; the int8 ONNX is not imported "
-    "(the ONNX importer lacks the ops RNNPool exports to), so these memory figures are not measured on the deployed "
-    "file"
-)
-
-
-def int8_flash(analysis: dict[str, Any], ctx: RunContext, reserve_bytes: int) -> None:
-    """Replace the IR's flash count by the int8 file's own (its initializers) when the file exists."""
-    if not (ctx.onnx_int8_path and Path(ctx.onnx_int8_path).is_file()):
-        analysis["flash_source"] = "IR (float weights at memory.dtype_bytes)"
+def file_flash(analysis: dict[str, Any], onnx_int8_path: str | None) -> None:
+    """Flash is the int8 file's own count (its initializers) when there is a file; the IR's count is kept beside."""
+    if not (onnx_int8_path and Path(onnx_int8_path).is_file()):
+        analysis["flash_source"] = "cost model (IR)"
         return
     from tinyflow.deploy.quantize import int8_flash_bytes
 
-    model_flash = int(int8_flash_bytes(ctx.onnx_int8_path)["flash_bytes"])
-    analysis["ir_model_flash_bytes"] = analysis["model_flash_bytes"]
-    analysis["model_flash_bytes"], analysis["flash_bytes"] = model_flash, model_flash + reserve_bytes
-    analysis["fits_flash"] = analysis["flash_bytes"] <= analysis["flash_budget_bytes"]
-    analysis["fits"] = analysis["fits_sram"] and analysis["fits_flash"]
-    analysis["flash_source"] = "int8 ONNX initializers"
+    counted = int(int8_flash_bytes(onnx_int8_path)["flash_bytes"])
+    if counted != analysis["flash_bytes"]:
+        analysis["ir_flash_bytes"] = analysis["flash_bytes"]
+    analysis["flash_bytes"], analysis["flash_source"] = counted, "int8 ONNX initializers"
+    set_fits(analysis)
 
 
 @stage("schedule")
 def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
-    options = rnnpool_options(ctx)
-    if options is None:
-        graph, source = pipeline_graph(ctx)
-        scheduler = build_plugin(cfg, "scheduler")
-        applied = apply_options(scheduler, ctx.schedule_options)
-    else:
-        graph, scheduler, source = rnnpool_setup(cfg, ctx, options)
-        applied = options
+    net = context_network(ctx, "schedule")
+    scheduler = build_plugin(cfg, "scheduler", **(ctx.schedule_options or {}))
+    deployed = scheduler.network(net)
+    graph, source = deployed_graph(deployed, ctx.onnx_int8_path)
+    baseline = graph if deployed == net else net.graph()  # a scheduler that changed the network: compare with it
     memory, device = build_memory(cfg), build_device(cfg)
-    analysis, plan, layer = analyze(graph, scheduler, memory, device)
+    cost_model = build_plugin(cfg, "cost_model")
+    analysis, plan, layer = analyze(graph, scheduler, memory, device, cost_model, baseline=baseline)
     analysis["source"] = source
-    if options is not None:
-        analysis["source_note"] = RNNPOOL_NOTE
-        int8_flash(analysis, ctx, int(device.flash_reserve_kb * 1024))
-        log.warning("schedule: %s", RNNPOOL_NOTE)
-    analysis["applied_schedule_options"] = applied
+    analysis["deployed_network"] = deployed.to_dict()
+    analysis["applied_schedule_options"] = dict(ctx.schedule_options or {})
+    file_flash(analysis, ctx.onnx_int8_path)
+
     out_dir = Path(ctx.output_dir)
     plan_path = out_dir / "plan.json"
     atomic_write_text(plan_path, json.dumps(plan.to_dict(), default=str))
     atomic_write_text(out_dir / "analysis.json", json.dumps(analysis, indent=2))
     tracker = active_tracker()
-    tracker.log_params({"schedule.source": source, "schedule.scheduler": analysis["scheduler"], **applied})
+    tracker.log_params(
+        {"schedule.source": source, "schedule.scheduler": analysis["scheduler"], **analysis["applied_schedule_options"]}
+    )
     tracker.log_metrics(headline_metrics(analysis))
     tracker.log_text(json.dumps(analysis, indent=2), "analysis.json")
     tracker.log_artifact(str(plan_path))
     import matplotlib.pyplot as plt
 
-    fig = profile_figure(plan, layer, device.sram_budget_bytes, f"{graph.name} ({source}): working set per layer")
+    fig = profile_figure(plan, layer, device.sram_budget_bytes, f"{deployed.name} ({source}): working set per layer")
     tracker.log_figure(fig, "memory_profile.png")
     plt.close(fig)
     log.info(
-        "schedule: %s plan of %s (%s): peak %d B, arena %d B, %d MACs",
+        "schedule: %s plan of %s (%s): peak %d B, arena %d B, flash %d B, %d MACs",
         analysis["scheduler"],
-        graph.name,
+        deployed.name,
         source,
         analysis["peak_live_bytes"],
         analysis["arena_bytes"],
+        analysis["flash_bytes"],
         analysis["macs"],
     )
     ctx.plan = analysis
