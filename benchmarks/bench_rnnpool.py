@@ -71,6 +71,7 @@ def train_accuracy(resolution: int, epochs: int, variant: str | None, seed: int)
     import torch
     import yaml
 
+    from tinyflow.network import DeployedNetwork
     from tinyflow.tracking import NullTracker
     from tinyflow_plugins.data import Mnist5kData
     from tinyflow_plugins.trainers.standalone import StandaloneTrainer
@@ -80,7 +81,13 @@ def train_accuracy(resolution: int, epochs: int, variant: str | None, seed: int)
     conf = Path(__file__).resolve().parents[1] / "conf" / "trainer" / "standalone.yaml"
     recipe = {k: v for k, v in yaml.safe_load(conf.read_text()).items() if k not in ("_target_", "arch", "seed")}
     recipe.update(epochs=epochs, save_checkpoints=False)
-    builder = RNNPoolScheduler(**VARIANTS[variant]).model_builder if variant else None
+    builder = None
+    if variant:
+        network = RNNPoolScheduler(**VARIANTS[variant]).network(DeployedNetwork.plain(arch))
+
+        def builder(arch, dropout=0.0):  # the scheduler's network for this arch
+            return network.build_model(dropout)
+
     trainer = StandaloneTrainer(arch=arch, model_builder=builder, seed=seed, **recipe)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +95,7 @@ def train_accuracy(resolution: int, epochs: int, variant: str | None, seed: int)
     wall = time.perf_counter() - t0
     test = trainer.evaluate(arch, "test")
     params = sum(p.numel() for p in trainer.model.parameters())
-    return {"val_acc": result["val_accuracy"], "test_acc": test, "train_s": wall, "params": params}
+    return {"val_acc": result.metrics["val_accuracy"], "test_acc": test, "train_s": wall, "params": params}
 
 
 def _std(values: list[float]) -> float:

@@ -270,18 +270,23 @@ def test_trains_end_to_end_with_the_standalone_trainer(tmp_path):
     from dataclasses import replace
 
     from tinyflow.arch.zoo import MBV2_SETTINGS
+    from tinyflow.network import DeployedNetwork
     from tinyflow.tracking import NullTracker
     from tinyflow_plugins.data import DigitsData
     from tinyflow_plugins.schedulers.rnnpool import RNNPoolScheduler
     from tinyflow_plugins.trainers.standalone import StandaloneTrainer
 
     arch = replace(mobilenetv2(0.35, 32, 10, 1, settings=MBV2_SETTINGS[:4]), head_channels=0)
-    builder = RNNPoolScheduler(stem_channels=8, hidden1=8, hidden2=4, patch=4, stride=2).model_builder
+    sched = RNNPoolScheduler(stem_channels=8, hidden1=8, hidden2=4, patch=4, stride=2)
+
+    def builder(arch, dropout=0.0):  # type: ignore[no-untyped-def]
+        return sched.network(DeployedNetwork.plain(arch)).build_model(dropout)
+
     recipe = {"epochs": 3, "lr": 0.1, "warmup_epochs": 0, "label_smoothing": 0.0, "save_checkpoints": False}
     trainer = StandaloneTrainer(arch=arch, model_builder=builder, seed=0, **recipe)
     result = trainer.fit(None, DigitsData(seed=0, batch_size=64), str(tmp_path), NullTracker())
     assert isinstance(trainer.model, RNNPoolNet)
-    assert result["val_accuracy"] > 0.4  # chance is 0.1
+    assert result.metrics["val_accuracy"] > 0.4  # chance is 0.1
     assert trainer.evaluate(arch, "test") > 0.4
 
 

@@ -64,12 +64,11 @@ class RNNPoolScheduler(SchedulerBase):
     def plan(self, graph: Graph, memory: MemoryConfig) -> ExecutionPlan:
         """Plan `graph`; a graph without an rnnpool op is first rewritten (`network`) from the arch it was built
         from (`tinyflow.ir.from_arch`)."""
-        return rnnpool_plan(self.network_graph(graph), memory)
+        if not any(n.op == "rnnpool" for n in graph):
+            graph = self._rewritten(graph)
+        return rnnpool_plan(graph, memory)
 
-    def network_graph(self, graph: Graph) -> Graph:
-        """`graph` as this scheduler deploys it (legacy helper of `plan`; callers use `network(net).graph()`)."""
-        if any(n.op == "rnnpool" for n in graph):
-            return graph
+    def _rewritten(self, graph: Graph) -> Graph:
         arch = graph.meta.get("arch")
         if not isinstance(arch, Arch):
             raise ConfigError(
@@ -79,8 +78,3 @@ class RNNPoolScheduler(SchedulerBase):
             )
         batch = graph[graph.inputs[0]].shape[0] if graph.inputs else 1
         return self.network(DeployedNetwork.plain(arch)).graph(batch=batch)
-
-    @property
-    def model_builder(self) -> Any:
-        """Legacy: `builder(arch, dropout=...) -> nn.Module` (callers use `network(net).build_model()`)."""
-        return lambda arch, dropout=0.0: self.network(DeployedNetwork.plain(arch)).build_model(dropout)
