@@ -1,4 +1,4 @@
-"""Hydra callbacks: create the MLflow store and experiment once, before any job of a run or sweep starts."""
+"""Hydra callbacks: let the tracker prepare its store once, before any job of a run or sweep starts."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ from omegaconf import DictConfig
 
 
 class EnsureTrackingStore(Callback):
-    """Parallel jobs (joblib launcher) must not race on creating the sqlite schema or the experiment."""
+    """Parallel jobs (joblib launcher) must not race on creating a shared store (MLflow: the sqlite schema and the
+    experiment): the configured tracker's `prepare()` runs once in the launching process."""
 
     def _ensure(self, config: DictConfig) -> None:
         node = config.get("tracking")
-        if node is None or not str(node.get("_target_", "")).endswith("MlflowTracker"):
+        if node is None or "_target_" not in node:
             return
-        from tinyflow.tracking import ensure_store, resolve_uri
+        from tinyflow.plugins import build_plugin
 
-        ensure_store(resolve_uri(node.get("uri")), node.get("experiment", "tinyflow"))
+        build_plugin(config, "tracking").prepare()
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._ensure(config)

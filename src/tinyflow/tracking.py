@@ -88,6 +88,8 @@ class NullTracker:
     run_id: str | None = None
     parent_id: str | None = None
 
+    def prepare(self) -> None: ...
+
     @contextlib.contextmanager
     def job(self, cfg: Any, tags: dict[str, str]) -> Iterator[NullTracker]:
         yield self
@@ -129,6 +131,10 @@ class MlflowTracker:
     @property
     def run_id(self) -> str | None:
         return self.child_id or self.parent_id
+
+    def prepare(self) -> None:
+        """Create the database and the experiment before parallel jobs start (they would race on them)."""
+        ensure_store(self.uri, self.experiment)
 
     @contextlib.contextmanager
     def job(self, cfg: Any, tags: dict[str, str]) -> Iterator[MlflowTracker]:

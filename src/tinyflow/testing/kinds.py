@@ -53,6 +53,9 @@ class RecordingTracker:
     def _rec(self, method: str, *args: Any) -> None:
         self.calls.append((method, args))
 
+    def prepare(self) -> None:
+        self._rec("prepare")
+
     @contextlib.contextmanager
     def job(self, cfg: Any, tags: dict[str, str]) -> Iterator[RecordingTracker]:
         self.parent_id = "recording"
@@ -112,6 +115,7 @@ def check_tracker(tracker: Tracker, cfg: Any = None) -> None:
         artifact = Path(tmp) / "note.txt"
         artifact.write_text("tinyflow conformance\n")
         fig = plt.figure()
+        tracker.prepare()
         with activate(tracker), tracker.job(cfg, {"run_name": "conformance", "stages": "one,two"}):
             assert active_tracker() is tracker, "active_tracker() is not the activated tracker"
             for name in ("one", "two"):
