@@ -7,16 +7,21 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
 
 import tinyflow
 from tinyflow.arch import MBConvSpace
 from tinyflow.context import RunContext
 from tinyflow.deploy.model import MissingStageError, load_final_model
 from tinyflow.errors import ConfigError
+from tinyflow.network import DeployedNetwork
+from tinyflow.nn.elastic import ElasticSupernet, space_to_dict
+from tinyflow.nn.rnnpool_net import RNNPoolNet
 from tinyflow.nn.static import StaticNet
+from tinyflow.plugins import build_plugin
 from tinyflow.stages.finetune import run as finetune
-from tinyflow.training.checkpoint import load_static_model, save_static_model
+from tinyflow.supernet import Supernet
+from tinyflow.supernet.checkpoint import CKPT_KEY
+from tinyflow.training.checkpoint import load_model, load_static_model, read_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -37,24 +42,18 @@ def _cfg(*overrides: str):
         return compose(config_name="config", overrides=["debug=fast", *overrides])
 
 
-class PretrainedTrainer:
-    """A trainer plugin whose 'supernet checkpoint' is a model.pt: `extract` returns those weights."""
-
-    name = "pretrained"
-
-    def fit(self, space, data, workdir, tracker):  # pragma: no cover - not used by finetune
-        raise NotImplementedError
-
-    def evaluate(self, arch, split="val"):  # pragma: no cover
-        raise NotImplementedError
-
-    def load(self, space, data, checkpoint: str) -> None:
-        self.checkpoint = checkpoint
-
-    def extract(self, arch):
-        model, saved_arch, _ = load_static_model(self.checkpoint)
-        assert saved_arch == arch
-        return model
+def write_supernet(path: Path, space: MBConvSpace = SPACE, seed: int = 3) -> Path:
+    """A supernet checkpoint as a supernet trainer writes it (untrained weights, seeded)."""
+    torch.manual_seed(seed)
+    net = ElasticSupernet(space)
+    meta = {
+        "space": space_to_dict(space),
+        "stem": net.stem_config,
+        "dropout": 0.0,
+        "evaluation": {"recalib_batches": 1, "seed": 0},
+    }
+    torch.save({"state_dict": {f"supernet.{k}": v for k, v in net.state_dict().items()}, CKPT_KEY: meta}, path)
+    return path
 
 
 def test_finetune_from_scratch_writes_model_and_accuracy(tmp_path: Path) -> None:
@@ -70,20 +69,38 @@ def test_finetune_from_scratch_writes_model_and_accuracy(tmp_path: Path) -> None
 
 def test_finetune_starts_from_the_extracted_supernet_weights(tmp_path: Path) -> None:
     arch = SPACE.min_arch()
-    torch.manual_seed(3)
-    source = StaticNet(arch)
-    save_static_model(tmp_path / "supernet.pt", source, arch)
+    ckpt = write_supernet(tmp_path / "supernet.ckpt")
     cfg = _cfg("finetune.lr=1e-9")
-    with open_dict(cfg):
-        cfg.trainer = OmegaConf.create({"_target_": f"{__name__}.PretrainedTrainer"})
-    ctx = RunContext(
-        output_dir=str(tmp_path / "run"), arch=arch.to_dict(), supernet_checkpoint=str(tmp_path / "supernet.pt")
-    )
+    ctx = RunContext(output_dir=str(tmp_path / "run"), arch=arch.to_dict(), supernet_checkpoint=str(ckpt))
     ctx = finetune(cfg, ctx)
     assert "finetune_test_accuracy_before" in ctx.metrics
-    tuned, _, _ = load_static_model(ctx.model_checkpoint)
+    source = Supernet.load(ckpt, build_plugin(cfg, "data")).extract(arch)
+    tuned, tuned_arch, _ = load_static_model(ctx.model_checkpoint)
+    assert isinstance(tuned, StaticNet) and tuned_arch == arch
     for (name, p), q in zip(tuned.named_parameters(), source.parameters()):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)  # started from them; lr ~0 kept them
+    # the run and model.pt record the same network: the supernet's plain one (scheduler=layer keeps it)
+    recorded = read_model(ctx.model_checkpoint).network
+    assert ctx.network is not None and DeployedNetwork.from_dict(ctx.network).to_arch() == arch
+    assert recorded.kind == ctx.network["kind"] == "static" and recorded.to_arch() == arch
+
+
+def test_finetune_rewrites_the_supernet_subnet_for_a_rewriting_scheduler(tmp_path: Path) -> None:
+    """scheduler=rnnpool deploys the RNNPool network of the plain subnet: what carries over is copied from the
+    extracted subnet (init_from_static), RNNPool is seeded fresh, and the run records the rnnpool network."""
+    space = MBConvSpace(
+        width_mult=0.25, resolution=24, in_channels=1, num_classes=10, head_channels=0, tail_channels=()
+    )
+    arch = space.max_arch()
+    ckpt = write_supernet(tmp_path / "supernet.ckpt", space)
+    cfg = _cfg("scheduler=rnnpool", "finetune.lr=1e-9", "scheduler.patch=4", "scheduler.stride=2")
+    ctx = RunContext(output_dir=str(tmp_path / "run"), arch=arch.to_dict(), supernet_checkpoint=str(ckpt))
+    ctx = finetune(cfg, ctx)
+    assert ctx.network["kind"] == "rnnpool"
+    model, net, _ = load_model(ctx.model_checkpoint)
+    assert isinstance(model, RNNPoolNet) and net.kind == "rnnpool" and net.to_arch() == arch
+    source = Supernet.load(ckpt, build_plugin(cfg, "data")).extract(arch)
+    torch.testing.assert_close(model.classifier.weight, source.classifier.weight, atol=1e-6, rtol=0)
 
 
 def test_finetune_needs_an_arch_and_a_valid_recipe(tmp_path: Path) -> None:

@@ -151,31 +151,37 @@ STEM = {"patch": 4, "stride": 2, "hidden1": 4, "hidden2": 4}
 
 
 def test_checkpoint_round_trip_keeps_the_stem(tmp_path, data):
-    from tinyflow.nn.supernet_checkpoint import CKPT_KEY, extract_subnet, load_supernet, read_checkpoint
+    from tinyflow.network import DeployedNetwork
+    from tinyflow.supernet import Supernet
+    from tinyflow.supernet.checkpoint import CKPT_KEY, load_supernet, read_checkpoint
     from tinyflow.tracking import NullTracker
     from tinyflow.training.evaluation import evaluate_accuracy
     from tinyflow_plugins.schedulers.rnnpool import RNNPoolScheduler
 
     space = tiny_space()
     t = ofa_trainer(stem="rnnpool", stem_options=RNNPoolScheduler(**STEM))
+    assert t.training_space(space).fixed_stages == 1  # what the space stage scores cells on
     result = t.fit(space, data, str(tmp_path), NullTracker())
-    meta = read_checkpoint(result["checkpoint"])[CKPT_KEY]
+    meta = read_checkpoint(result.checkpoint)[CKPT_KEY]
     assert meta["stem"] == t.module.supernet.stem_config and meta["stem"]["rnnpool"]["cut"] == 3
     assert meta["space"]["fixed_stages"] == 1
     # core's loader rebuilds the same supernet
-    loaded = load_supernet(result["checkpoint"])
+    loaded = load_supernet(result.checkpoint)
     assert loaded.stem_config == meta["stem"]
     for k, v in t.module.supernet.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[k], v, msg=k)
-    # the search / finetune path: a trainer configured with the conv stem loads the checkpoint's RNNPool stem
-    again = ofa_trainer()
-    again.load(space, data, result["checkpoint"])
-    arch = again.module.space.sample(random.Random(0))
-    net = again.extract(arch)
+    # the search / finetune path: the checkpoint's RNNPool stem, whatever trainer.stem says now
+    supernet = Supernet.load(result.checkpoint, data)
+    assert supernet.stem == meta["stem"]
+    arch = supernet.space.sample(random.Random(0))
+    net = supernet.extract(arch)
     assert isinstance(net, RNNPoolNet) and net.rnnpool_arch.cut == 3
-    assert evaluate_accuracy(net, data.val_dataloader()) == pytest.approx(again.evaluate(arch), abs=1e-9)
-    calib = again.module.evaluator.calibration_batches(arch.resolution)
-    assert isinstance(extract_subnet(result["checkpoint"], arch.to_dict(), calib), RNNPoolNet)
+    assert evaluate_accuracy(net, data.val_dataloader()) == pytest.approx(supernet.evaluate(arch), abs=1e-9)
+    # its network is the rnnpool one it runs, with the stem's resolved options; built, it has the same parameters
+    deployed = supernet.network(arch)
+    assert deployed == DeployedNetwork("rnnpool", arch.to_dict(), net.rnnpool_arch.options())
+    assert deployed.options == meta["stem"]["rnnpool"]
+    assert deployed.build_model().state_dict().keys() == net.state_dict().keys()
     # resuming under another stem is refused
     with pytest.raises(CheckpointError, match="stem"):
         ofa_trainer(resume=True).fit(space, data, str(tmp_path), NullTracker())
@@ -200,6 +206,7 @@ def test_search_costs_the_supernet_stem_with_its_own_options():
     from tinyflow.plugins import build_device
     from tinyflow.search.strategy import SearchSettings
     from tinyflow.stages.search import make_costs
+    from tinyflow.supernet import Supernet
 
     def cfg(*overrides):
         with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base="1.3"):
@@ -207,10 +214,11 @@ def test_search_costs_the_supernet_stem_with_its_own_options():
 
     space = tiny_space()
     net = ElasticSupernet(space, stem="rnnpool", rnnpool=STEM)
+    network_of = Supernet(net, data=None).network
     arch = net.sample(random.Random(0))
     settings = SearchSettings()
     c = cfg("scheduler=rnnpool", "scheduler.hidden2=16", "scheduler.patch=6")  # not what the supernet trained
-    costs, name = make_costs(c, settings, build_device(c), net.stem_config)
+    costs, name = make_costs(c, settings, build_device(c), network_of, arch)
     assert name == "rnnpool"
     from tinyflow.ir.rnnpool import rnnpool_graph
     from tinyflow.memory.rnnpool_plan import rnnpool_plan
@@ -220,7 +228,7 @@ def test_search_costs_the_supernet_stem_with_its_own_options():
     assert costs.plan(arch, {}).peak_live_bytes == want.peak_live_bytes
     c = cfg()  # scheduler=layer cannot cost an RNNPool supernet's subnets
     with pytest.raises(ConfigError, match="scheduler=rnnpool"):
-        make_costs(c, settings, build_device(c), net.stem_config)
+        make_costs(c, settings, build_device(c), network_of, arch)
 
 
 def test_train_cache_key_follows_the_stem_options_only_for_an_rnnpool_stem():
@@ -246,7 +254,7 @@ def test_rnnpool_stem_pipeline_end_to_end(run_cli, tmp_path: Path) -> None:
     run, ctx, report = run_small_pipeline(run_cli, tmp_path, "trainer.stem=rnnpool", "scheduler=rnnpool")
 
     from tinyflow.arch.genome import Arch
-    from tinyflow.nn.supernet_checkpoint import CKPT_KEY, read_checkpoint
+    from tinyflow.supernet.checkpoint import CKPT_KEY, read_checkpoint
     from tinyflow.training.checkpoint import load_static_model
 
     stem = read_checkpoint(ctx["supernet_checkpoint"])[CKPT_KEY]["stem"]
@@ -267,7 +275,7 @@ def test_space_stage_scores_cells_on_the_pinned_space():
     from hydra import compose, initialize_config_dir
 
     import tinyflow
-    from tinyflow.stages.space import pin_supernet_stem
+    from tinyflow.stages.space import training_space as pin_supernet_stem
 
     def cfg(*overrides):
         with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base="1.3"):

@@ -11,6 +11,7 @@ import torch
 from tinyflow.arch import MBConvSpace
 from tinyflow.contracts import Trainer
 from tinyflow.errors import CheckpointError, ConfigError
+from tinyflow.network import DeployedNetwork
 from tinyflow.nn.static import StaticNet
 from tinyflow.tracking import MlflowTracker, NullTracker
 from tinyflow.training.checkpoint import load_checkpoint, load_static_model, save_checkpoint
@@ -49,11 +50,13 @@ def trained(digits: DigitsData, tmp_path_factory: pytest.TempPathFactory) -> tup
 def test_training_beats_chance_and_writes_model(trained, digits: DigitsData) -> None:
     trainer, result, workdir = trained
     assert isinstance(trainer, Trainer)
-    assert result["val_accuracy"] > 0.5  # chance is 0.1 on ten classes
+    assert result.kind == "model" and result.checkpoint == str(workdir / "model.pt")
+    assert DeployedNetwork.from_dict(result.network) == DeployedNetwork.plain(SPACE.min_arch())
+    assert result.metrics["val_accuracy"] > 0.5  # chance is 0.1 on ten classes
     test_acc = trainer.evaluate(SPACE.min_arch(), "test")
     assert test_acc > 0.5
     model, arch, metrics = load_static_model(workdir / "model.pt")
-    assert arch == SPACE.min_arch() and metrics["val_accuracy"] == pytest.approx(result["val_accuracy"])
+    assert arch == SPACE.min_arch() and metrics["val_accuracy"] == pytest.approx(result.metrics["val_accuracy"])
     digits.set_resolution(arch.resolution)
     x, _ = next(iter(digits.test_dataloader()))
     trainer.model.eval()
@@ -83,7 +86,8 @@ def test_resume_continues_from_last_checkpoint(digits: DigitsData, tmp_path: Pat
     first = StandaloneTrainer(arch="min", **{**budget, "epochs": 1})
     first.fit(SPACE, digits, str(tmp_path), NullTracker())
     again = StandaloneTrainer(arch="min", resume=True, **{**budget, "epochs": 2})
-    result = again.fit(SPACE, digits, str(tmp_path), NullTracker())
+    assert again.fit(SPACE, digits, str(tmp_path), NullTracker()).metrics["epochs"] == 2
+    result = again.result  # the recipe's own result
     assert result["resumed_from"] and result["epochs"] == 2
     assert [h["epoch"] for h in result["history"]] == [1.0]  # only the second epoch ran
 

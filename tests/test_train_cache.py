@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from tinyflow import CONF_DIR
+from tinyflow.contracts import TrainResult
 from tinyflow.training.cache import TrainCache, train_key
 
 
@@ -33,11 +34,11 @@ def test_key_follows_what_changes_the_training() -> None:
     assert train_key(_cfg(), 0.35, 32) != base
 
 
-def _result(tmp_path: Path) -> dict:
+def _result(tmp_path: Path) -> TrainResult:
     ckpt = tmp_path / "job0" / "train" / "supernet.ckpt"
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"weights" * 100)
-    return {"checkpoint": str(ckpt), "val_acc_max": 0.9, "wall_time_s": 12.0, "history": [{"epoch": 1}]}
+    return TrainResult(kind="supernet", checkpoint=str(ckpt), metrics={"val_acc_largest": 0.9}, wall_time_s=12.0)
 
 
 def test_store_then_lookup_copies_the_checkpoint_into_the_new_run(tmp_path: Path) -> None:
@@ -48,9 +49,15 @@ def test_store_then_lookup_copies_the_checkpoint_into_the_new_run(tmp_path: Path
     assert entry is not None and not any(p.name.startswith(".") for p in cache.root.iterdir())
     hit = cache.lookup("k", tmp_path / "job1" / "train")
     assert hit is not None
-    assert Path(hit["checkpoint"]) == tmp_path / "job1" / "train" / "supernet.ckpt"
-    assert filecmp.cmp(hit["checkpoint"], result["checkpoint"], shallow=False)
-    assert hit["val_acc_max"] == 0.9 and hit["wall_time_s"] == 12.0 and hit["source"]["mlflow_run_id"] == "abc"
+    assert Path(hit.checkpoint) == tmp_path / "job1" / "train" / "supernet.ckpt"
+    assert filecmp.cmp(hit.checkpoint, result.checkpoint, shallow=False)
+    assert hit == TrainResult("supernet", hit.checkpoint, {"val_acc_largest": 0.9}, 12.0, None, cache_hit=True)
+    assert cache.source("k")["mlflow_run_id"] == "abc"
+    model = TrainResult("model", result.checkpoint, {"val_accuracy": 0.5}, 1.0, {"kind": "static", "arch": {}})
+    cache.store("m", model, {})
+    assert cache.lookup("m", tmp_path / "job2") == TrainResult(
+        "model", str(tmp_path / "job2" / "supernet.ckpt"), {"val_accuracy": 0.5}, 1.0, model.network, cache_hit=True
+    )
 
 
 def test_a_damaged_entry_is_a_miss_not_an_error(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Trainer plugin `standalone`: trains one fixed arch (`StaticNet`) from scratch or from given weights.
 
 For baselines (`trainer=standalone stages=[train]` trains the space's `arch`, default its largest member) and
-as the recipe of the `finetune` stage. `evaluate(arch, split)` scores the trained network.
+as the recipe of the `finetune` stage. `fit` returns a `TrainResult` of kind `model` (its `model.pt` and the
+network it is); `evaluate(arch, split)` scores the trained network.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any
 import torch
 
 from tinyflow.arch.genome import Arch
-from tinyflow.contracts import DataModule, SearchSpace
-from tinyflow.errors import CheckpointError, ConfigError, TinyflowError
+from tinyflow.contracts import DataModule, SearchSpace, TrainResult
+from tinyflow.errors import ConfigError, TinyflowError
 from tinyflow.nn.static import StaticNet
-from tinyflow.training.checkpoint import load_checkpoint
+from tinyflow.training.checkpoint import read_model
 from tinyflow.training.classifier import Recipe, fit_static
 from tinyflow.training.evaluation import evaluate_accuracy
 
@@ -49,8 +50,22 @@ class StandaloneTrainer:
         self.result: dict[str, Any] = {}
 
     # ---- Trainer contract ----------------------------------------------------------------------------
-    def fit(self, space: SearchSpace, data: DataModule, workdir: str, tracker: Any) -> dict[str, Any]:
-        return self.fit_arch(self.resolve_arch(space), data, workdir, tracker)
+    def training_space(self, space: SearchSpace) -> SearchSpace:
+        """The space as given (one arch of it is trained)."""
+        return space
+
+    def fit(self, space: SearchSpace, data: DataModule, workdir: str, tracker: Any) -> TrainResult:
+        result = self.fit_arch(self.resolve_arch(space), data, workdir, tracker)
+        metrics = {
+            k: float(result[k]) for k in ("val_accuracy", "best_epoch_val_accuracy", "epochs", "train_images_per_s")
+        }
+        return TrainResult(
+            kind="model",
+            checkpoint=result["checkpoint"],
+            metrics=metrics,
+            wall_time_s=float(result["wall_time_s"]),
+            network=result["network"],
+        )
 
     def evaluate(self, arch: Arch, split: str = "val") -> float:
         """Accuracy in [0, 1] of the trained network on `split`; `arch` must be the one that was trained."""
@@ -90,11 +105,12 @@ class StandaloneTrainer:
         init_state: dict[str, torch.Tensor] | None = None,
         prefix: str = "",
     ) -> dict[str, Any]:
-        """Train `arch` on `data` (at the arch's resolution) and write `workdir/model.pt` atomically."""
+        """Train `arch` on `data` (at the arch's resolution) and write `workdir/model.pt` atomically; the recipe's
+        result (`val_accuracy`, `history`, `checkpoint`, `network`, ...)."""
         source = "init_state"
         if init_state is None and self.init_weights:
             source = str(self.init_weights)
-            init_state = read_state_dict(self.init_weights)
+            init_state = read_model(self.init_weights).state_dict
         tracker.log_params({"trainer": self.name})
         model, result = fit_static(
             arch,
@@ -110,14 +126,3 @@ class StandaloneTrainer:
         )
         self.model, self.arch, self.data, self.result = model, arch, data, result
         return result
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Weights from a tinyflow `model.pt`, a Lightning `.ckpt` (prefix `model.`) or a raw state_dict file."""
-    payload = load_checkpoint(path)
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: holds no state_dict of tensors; give a model.pt, .ckpt or state_dict file")
-    if state and all(k.startswith("model.") for k in state):
-        state = {k.removeprefix("model."): v for k, v in state.items()}
-    return state

@@ -1,21 +1,18 @@
-"""Stage `finetune`: the searched arch as a static network, a few epochs of the standalone recipe.
+"""Stage `finetune`: the searched arch's network, a few epochs of the standalone recipe.
 
-When the scheduler rewrites the network (it has a `model_builder`, e.g. `scheduler=rnnpool`), the network trained
-and saved is that builder's (an `RNNPoolNet`, initialised from the supernet's subnet with `init_from_static`);
-`model.pt` records the rewrite so `quantize` / `deploy` rebuild the same network. A supernet trained with an RNNPool
-stem (`trainer.stem=rnnpool`) extracts an `RNNPoolNet` already: that network, all of it (RNNPool included), is
-fine-tuned, and the scheduler does not rewrite it again.
-
-Starts from the supernet's weights for that arch when the `train` stage produced a supernet (the trainer
-plugin's `load(space, data, checkpoint)` + `extract(arch)`, BatchNorm recalibrated), otherwise from scratch.
-Writes `model.pt` (state_dict + arch JSON) atomically into the job's output dir and records the test accuracy
-as `accuracy_float`.
+The network is the supernet's for the arch (`Supernet.network`: plain, or the RNNPool network of a supernet trained
+with an RNNPool stem), or the plain one without a supernet, mapped by the configured scheduler to the network it
+deploys (`Scheduler.network`: `scheduler=rnnpool` rewrites a plain network, and leaves an RNNPool one as it is). Its
+model (`DeployedNetwork.build_model`) starts from the supernet's extracted weights (BatchNorm recalibrated): all of
+them when the scheduler kept the network, else those that carry over (`init_from_static`: stem, kept blocks, head,
+classifier; the new parts seeded fresh). Without a supernet (or with `finetune.from_supernet=false`) it starts from
+scratch. Writes `model.pt` (state_dict + the network's description) atomically into the job's output dir, records
+the network in `ctx.network` and the test accuracy as `accuracy_float`.
 """
 
 from __future__ import annotations
 
 import logging
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from tinyflow.arch.genome import Arch
 from tinyflow.context import RunContext
 from tinyflow.deploy.model import require
+from tinyflow.network import DeployedNetwork
 from tinyflow.plugins import build_plugin
 from tinyflow.stages import stage
+from tinyflow.supernet import Supernet
 from tinyflow.tracking import active_tracker
 from tinyflow.training.classifier import MODEL_FILE, Recipe, fit_static
 from tinyflow.training.evaluation import evaluate_accuracy
@@ -45,47 +44,31 @@ def recipe_from_cfg(cfg: DictConfig) -> Recipe:
     return Recipe.from_options(options, where="finetune")
 
 
-def supernet_model(cfg: DictConfig, ctx: RunContext, arch: Arch, data: Any) -> torch.nn.Module | None:
-    """The supernet's network for `arch` (extracted, BN recalibrated: a `StaticNet`, or an `RNNPoolNet` from a
-    supernet with an RNNPool stem), or None when there is no supernet.
-
-    Uses the configured trainer plugin when it can `load` a supernet checkpoint and `extract` a subnet (`ofa`).
-    """
+def load_supernet(cfg: DictConfig, ctx: RunContext, data: Any) -> Supernet | None:
+    """The train stage's supernet, or None when there is none (or `finetune.from_supernet=false`)."""
     if not ctx.supernet_checkpoint or not cfg.get("finetune", {}).get("from_supernet", True):
         return None
-    trainer = build_plugin(cfg, "trainer")
-    if not (hasattr(trainer, "load") and hasattr(trainer, "extract")):
-        log.warning("finetune: trainer %s cannot extract subnets; fine-tuning from scratch", trainer.name)
-        return None
-    from tinyflow.stages.train import build_space
-
-    space = build_space(cfg, ctx, data)
-    trainer.load(space, data, ctx.supernet_checkpoint)
-    return trainer.extract(arch)
+    return Supernet.load(ctx.supernet_checkpoint, data)
 
 
-def network_builder(cfg: DictConfig) -> Any:
-    """The scheduler's `model_builder` when it rewrites the network (`scheduler=rnnpool`), else None."""
+def deployed_network(cfg: DictConfig, net: DeployedNetwork) -> DeployedNetwork:
+    """The network the configured scheduler deploys for `net` (`net` itself without a scheduler)."""
     if cfg.get("scheduler") is None:
-        return None
-    return getattr(build_plugin(cfg, "scheduler"), "model_builder", None)
+        return net
+    return build_plugin(cfg, "scheduler").network(net)
 
 
-def rewritten_init(
-    builder: Any, arch: Arch, init: dict[str, torch.Tensor] | None, seed: int
-) -> dict[str, torch.Tensor] | None:
-    """The supernet's weights carried over into the rewritten network (`init_from_static`: stem, kept blocks,
-    head, classifier; the new parts, e.g. RNNPool, seeded fresh), as that network's state_dict."""
-    if init is None:
-        return None
-    from tinyflow.nn.static import StaticNet
+def rewritten_init(net: DeployedNetwork, extracted: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """The supernet's weights carried over into the network the scheduler rewrote (its model's `init_from_static`:
+    stem, kept blocks, head, classifier; the new parts, e.g. RNNPool, seeded fresh), as that model's state_dict."""
     from tinyflow.training.lightning import seed_all
 
-    static = StaticNet(arch)
-    static.load_state_dict(init)
     seed_all(seed)
-    model = builder(arch)
-    copied = model.init_from_static(static)
+    model = net.build_model()
+    init_from = getattr(model, "init_from_static", None)
+    if init_from is None:
+        raise TypeError(f"finetune: the {net.kind} model {type(model).__name__} has no init_from_static")
+    copied = init_from(extracted)
     total = len(model.state_dict())
     log.info(
         "finetune: %s from the supernet's subnet: %d of %d tensors copied", type(model).__name__, len(copied), total
@@ -101,24 +84,19 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     data = build_plugin(cfg, "data")
     data.setup("fit")
     tracker = active_tracker()
-    extracted = supernet_model(cfg, ctx, arch, data)
-    init = extracted.state_dict() if extracted is not None else None
+    supernet = load_supernet(cfg, ctx, data)
+    source = supernet.network(arch) if supernet is not None else DeployedNetwork.plain(arch)
+    net = deployed_network(cfg, source)
+    init: dict[str, torch.Tensor] | None = None
     metrics: dict[str, float] = {}
-    if extracted is not None:
+    if supernet is not None:
+        extracted = supernet.extract(arch)
         data.set_resolution(arch.resolution)
         metrics["finetune_test_accuracy_before"] = evaluate_accuracy(extracted, data.test_dataloader())
-    rarch = getattr(extracted, "rnnpool_arch", None)
-    if rarch is not None:  # the supernet's RNNPool stem: the extracted network is the rewritten one; build it again
-        from tinyflow.nn.rnnpool_net import RNNPoolNet
-
-        builder = partial(RNNPoolNet.from_arch, options=rarch.options())
-    else:
-        builder = network_builder(cfg)
-        if builder is not None:
-            init = rewritten_init(builder, arch, init, recipe.seed)
+        init = extracted.state_dict() if net == source else rewritten_init(net, extracted, recipe.seed)
     out = Path(ctx.output_dir)
     model, result = fit_static(
-        arch,
+        net,
         data,
         recipe,
         out / "finetune",
@@ -126,7 +104,6 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
         init_state=init,
         init_source=f"supernet:{ctx.supernet_checkpoint}" if init is not None else "scratch",
         model_path=out / MODEL_FILE,
-        model_builder=builder,
     )
     metrics.update(
         {
@@ -136,6 +113,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
         }
     )
     ctx.model_checkpoint = result["checkpoint"]
+    ctx.network = net.to_dict()
     ctx.metrics.update(metrics)
     tracker.log_metrics(metrics)
     tracker.log_parent_metrics(metrics)

@@ -59,16 +59,12 @@ def scheduler_costs(cfg: DictConfig) -> SchedulerCosts:
     return SchedulerCosts(memory, make)
 
 
-def pin_supernet_stem(cfg: DictConfig, space: Any) -> Any:
-    """With an RNNPool supernet stem (`trainer.stem=rnnpool`) the supernet pins the stages before RNNPool's cut; the
-    cells are scored on that same pinned space, so a numeric cut means here what it means in training."""
-    trainer_node = cfg.get("trainer")
-    if trainer_node is None or trainer_node.get("stem", "conv") == "conv" or not hasattr(space, "fixed_stages"):
+def training_space(cfg: DictConfig, space: Any) -> Any:
+    """The space the configured trainer trains for `space` (`Trainer.training_space`: a supernet with an RNNPool stem
+    pins the stages before its cut), so the cells are scored on the archs the supernet will hold."""
+    if cfg.get("trainer") is None:
         return space
-    from tinyflow.nn.elastic import resolve_stem
-
-    stem = build_plugin(cfg, "trainer").stem_config  # validates trainer.stem against the scheduler's options
-    return resolve_stem(space, **stem)[0]
+    return build_plugin(cfg, "trainer").training_space(space)
 
 
 @stage("space")
@@ -80,7 +76,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
         data = build_plugin(cfg, "data")
         data.setup()
         space = space.bind(data)
-    space = pin_supernet_stem(cfg, space)
+    space = training_space(cfg, space)
     costs = scheduler_costs(cfg)
     tracker = active_tracker()
     tracker.log_params(

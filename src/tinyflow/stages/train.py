@@ -1,8 +1,9 @@
-"""Stage `train`: train the search space's supernet (`trainer=ofa`) or one fixed arch (`trainer=standalone`).
+"""Stage `train`: train the search space's supernet (e.g. `trainer=ofa`) or one fixed arch (`trainer=standalone`).
 
 Builds the data, the search space (re-targeted to the width multiplier and resolution that the `space` stage
-chose, and bound to the data's channels and classes) and the trainer, fits, and records the checkpoint and the
-accuracies of the largest and smallest subnets in the run context.
+chose, and bound to the data's channels and classes) and the trainer, fits, and records what the trainer's
+`TrainResult` says it produced: a supernet (its checkpoint, for `search` and `finetune`) or a model (its `model.pt`
+and network, for `quantize` / `deploy`), with the trainer's final figures.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from tinyflow.context import RunContext
+from tinyflow.contracts import TrainResult
 from tinyflow.plugins import build_plugin
 from tinyflow.stages import stage
 from tinyflow.tracking import active_tracker
@@ -40,7 +42,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     data = build_plugin(cfg, "data")
     space = build_space(cfg, ctx, data)
     trainer = build_plugin(cfg, "trainer")
-    if cfg.get("resume") not in (None, False, "false") and hasattr(trainer, "resume"):
+    if cfg.get("resume") not in (None, False, "false"):
         trainer.resume = True  # a resumed pipeline also continues an interrupted training from its last checkpoint
     tracker = active_tracker()
     tracker.log_params(
@@ -51,16 +53,17 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
         }
     )
     result = fit_or_reuse(cfg, ctx, trainer, space, data, tracker)
-    if getattr(trainer, "name", "") == "ofa":
-        ctx.supernet_checkpoint = result["checkpoint"]
-        metrics = {f"supernet_{k}": float(v) for k, v in result.items() if k.startswith("val_acc_")}
+    if result.kind == "supernet":
+        ctx.supernet_checkpoint = result.checkpoint
+        metrics = {f"supernet_{k}": float(v) for k, v in result.metrics.items() if k.startswith("val_acc_")}
     else:  # a fixed arch: its model is what finetune / quantize / deploy use
-        ctx.model_checkpoint = result["checkpoint"]
-        if "arch" in result:
-            ctx.arch = result["arch"]
-        metrics = {"train_val_accuracy": float(result["val_accuracy"])}
-    metrics["train_wall_time_s"] = float(result.get("wall_time_s", 0.0))
-    metrics["train_cache_hit"] = float(bool(result.get("cache_hit")))
+        ctx.model_checkpoint = result.checkpoint
+        if result.network is not None:
+            ctx.network = dict(result.network)
+            ctx.arch = dict(result.network["arch"])
+        metrics = {"train_val_accuracy": float(result.metrics["val_accuracy"])}
+    metrics["train_wall_time_s"] = float(result.wall_time_s)
+    metrics["train_cache_hit"] = float(result.cache_hit)
     ctx.metrics.update(metrics)
     tracker.log_metrics(metrics)
     tracker.log_parent_metrics(metrics)
@@ -68,7 +71,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     return ctx
 
 
-def fit_or_reuse(cfg: DictConfig, ctx: RunContext, trainer: Any, space: Any, data: Any, tracker: Any) -> dict[str, Any]:
+def fit_or_reuse(cfg: DictConfig, ctx: RunContext, trainer: Any, space: Any, data: Any, tracker: Any) -> TrainResult:
     """Train, or — with `cache.train` on and an equal training already done — reuse that training's result.
 
     A reused result keeps the original training's `wall_time_s` (the stage's child run has its own `wall_time_s`).
@@ -83,7 +86,7 @@ def fit_or_reuse(cfg: DictConfig, ctx: RunContext, trainer: Any, space: Any, dat
     with cache.lock(key):
         result = cache.lookup(key, workdir)
         if result is not None:
-            source = result.get("source", {})
+            source = cache.source(key)
             log.info(
                 "train: reusing the training of run %s (%s) — same data, space, trainer, seed and code (cache key %s"
                 " in %s); set cache.train=false to train again",
@@ -94,7 +97,7 @@ def fit_or_reuse(cfg: DictConfig, ctx: RunContext, trainer: Any, space: Any, dat
             )
             tracker.set_tags({"train.cache": "hit", "train.cache_source_run": str(source.get("mlflow_run_id", ""))})
             log.info("train: cache lookup and copy took %.1f s", time.perf_counter() - t0)
-            return {**result, "cache_hit": True}
+            return result
         result = trainer.fit(space, data, workdir, tracker)
         source = {"output_dir": str(ctx.output_dir), "mlflow_run_id": str(getattr(tracker, "parent_id", "") or "")}
         with contextlib.suppress(OSError):  # a full or read-only cache disk must not fail a finished training

@@ -6,7 +6,8 @@ the key — the data, search-space and trainer options, the seed, the (width, re
 the torch version and the source code of tinyflow and its plugins — so jobs with equal keys share one training.
 Jobs of a parallel sweep that want the same key wait on a file lock while the first one trains.
 
-An entry is a directory `<cache.dir>/train/<key>/` holding the trainer's result (`result.json`) and its checkpoint;
+An entry is a directory `<cache.dir>/train/<key>/` holding the trainer's `TrainResult` (`result.json`, with the run
+that trained it) and its checkpoint;
 it is written under a temporary name and renamed into place, so a crash never leaves half an entry.
 """
 
@@ -18,7 +19,7 @@ import json
 import logging
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tinyflow.atomic import atomic_copy, atomic_path
+from tinyflow.contracts import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +132,18 @@ class TrainCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def lookup(self, key: str, workdir: str | Path) -> dict[str, Any] | None:
-        """The cached result of `key` with its checkpoint copied into `workdir`, or None on a miss."""
+    def lookup(self, key: str, workdir: str | Path) -> TrainResult | None:
+        """The cached result of `key` with its checkpoint copied into `workdir` (`cache_hit` set), or None on a
+        miss. `source(key)` says which run trained it."""
         entry = self.root / key
         result_file = entry / RESULT_FILE
         if not result_file.is_file():
             return None
         try:
-            result = json.loads(result_file.read_text())
-            cached_ckpt = entry / result["checkpoint_file"]
-        except (OSError, ValueError, KeyError) as exc:
+            stored = json.loads(result_file.read_text())
+            cached_ckpt = entry / stored["checkpoint_file"]
+            result = TrainResult.from_dict(stored["result"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("train cache: ignoring unreadable entry %s (%s); training again", entry, exc)
             return None
         if not cached_ckpt.is_file():
@@ -147,18 +151,27 @@ class TrainCache:
             return None
         target = Path(workdir) / cached_ckpt.name
         atomic_copy(cached_ckpt, target)
-        result["checkpoint"] = str(target)
-        return result
+        return replace(result, checkpoint=str(target), cache_hit=True)
 
-    def store(self, key: str, result: dict[str, Any], source: dict[str, str]) -> Path | None:
+    def source(self, key: str) -> dict[str, str]:
+        """`{"output_dir", "mlflow_run_id"}` of the run that trained `key` (empty when unknown)."""
+        try:
+            return dict(json.loads((self.root / key / RESULT_FILE).read_text()).get("source", {}))
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def store(self, key: str, result: TrainResult, source: dict[str, str]) -> Path | None:
         """Save `result` (with its checkpoint) under `key`; returns the entry, or None if the result cannot be saved."""
         entry = self.root / key
         if entry.exists():
             return entry
-        ckpt = Path(result["checkpoint"])
+        ckpt = Path(result.checkpoint)
         try:
-            text = json.dumps({**result, "checkpoint_file": ckpt.name, "source": source}, sort_keys=True)
-        except TypeError as exc:
+            text = json.dumps(
+                {"result": replace(result, cache_hit=False).to_dict(), "checkpoint_file": ckpt.name, "source": source},
+                sort_keys=True,
+            )
+        except (TypeError, ValueError) as exc:
             log.warning("train cache: result not JSON-serialisable (%s); not cached", exc)
             return None
         with atomic_path(entry, directory=True) as tmp:

@@ -1,4 +1,5 @@
-"""Checkpoints written atomically (temp file + rename) and read back with a clear error when corrupt."""
+"""Checkpoints written atomically (temp file + rename) and read back with a clear error when corrupt, and the one
+reader of model checkpoints (`read_model` / `load_model`: weights + the `DeployedNetwork` they belong to)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import pickle
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from tinyflow.atomic import atomic_open
-from tinyflow.errors import CheckpointError
+from tinyflow.errors import CheckpointError, ConfigError
+from tinyflow.network import DeployedNetwork
 
 
 def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> Path:
@@ -65,72 +68,140 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 MODEL_FORMAT = "tinyflow.static_model/1"
 
 
-def save_static_model(
-    path: str | os.PathLike[str], model: nn.Module, arch: Any, metrics: dict[str, float] | None = None
-) -> Path:
-    """`model.pt`: the state_dict of a `StaticNet` with its arch as JSON (enough to rebuild it), atomically.
+def network_of(model: nn.Module, arch: Any) -> DeployedNetwork:
+    """The `DeployedNetwork` a trained model is: `rnnpool` with its resolved options for an `RNNPoolNet` (it has
+    `rnnpool_arch`), else the plain network of `arch`."""
+    rarch = getattr(model, "rnnpool_arch", None)
+    if rarch is None:
+        return DeployedNetwork.plain(arch)
+    return DeployedNetwork("rnnpool", arch.to_dict(), rarch.options())
 
-    A network that rewrites the arch (an `RNNPoolNet`) also records how (`network_json`, see `network_spec`)."""
+
+def save_model(
+    path: str | os.PathLike[str], model: nn.Module, network: DeployedNetwork, metrics: dict[str, float] | None = None
+) -> Path:
+    """`model.pt`, atomically: the model's state_dict, the network it is (`network_json`: `DeployedNetwork.to_dict()`,
+    enough to rebuild it) and its arch as JSON (`arch_json`, for readers of the arch alone)."""
     payload = {
         "format": MODEL_FORMAT,
-        "arch_json": arch.to_json(),
-        **({"network_json": json.dumps(spec)} if (spec := network_spec(model)) else {}),
+        "arch_json": network.to_arch().to_json(),
+        "network_json": json.dumps(network.to_dict()),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
     }
     return save_checkpoint(payload, path)
 
 
-def load_static_model(path: str | os.PathLike[str]) -> tuple[nn.Module, Any, dict[str, float]]:
-    """Rebuild `(model, Arch, metrics)` from a `model.pt` (a `StaticNet`, or the `RNNPoolNet` it records);
-    CheckpointError when it is corrupt or foreign."""
+def save_static_model(
+    path: str | os.PathLike[str], model: nn.Module, arch: Any, metrics: dict[str, float] | None = None
+) -> Path:
+    """`save_model` for a model of `arch` (its network read off the model: `network_of`)."""
+    return save_model(path, model, network_of(model, arch), metrics)
+
+
+@dataclass
+class ModelFile:
+    """What a model checkpoint holds: the weights (keys as the file has them), the network they belong to (None for
+    a bare state_dict or Lightning checkpoint) and the metrics recorded with them."""
+
+    state_dict: dict[str, torch.Tensor]
+    network: DeployedNetwork | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    tinyflow_format: bool = False  # written by `save_model` (not a foreign state_dict)
+
+
+def read_model(path: str | os.PathLike[str]) -> ModelFile:
+    """The one reader of model checkpoints: a tinyflow `model.pt` (`save_model`, or older ones whose `network_json`
+    held only kind + options), `{"state_dict", "arch"}`, a Lightning checkpoint or a plain state_dict.
+    CheckpointError naming the file when it is missing, corrupt or holds no tensors."""
+    payload = load_checkpoint(path, weights_only=True)
+    if isinstance(payload, dict) and "state_dict" in payload:
+        state = payload["state_dict"]
+        network = _network(payload, path)
+        metrics = {k: float(v) for k, v in (payload.get("metrics") or {}).items()}
+        tinyflow_format = payload.get("format") == MODEL_FORMAT
+    else:
+        state, network, metrics, tinyflow_format = payload, None, {}, False
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: holds no state_dict of tensors; give a model.pt, .ckpt or state_dict file")
+    return ModelFile(dict(state), network, metrics, tinyflow_format)
+
+
+def _network(payload: dict[str, Any], source: Any) -> DeployedNetwork | None:
     from tinyflow.arch.genome import Arch
 
-    payload = load_checkpoint(path, weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+    arch = payload.get("arch", payload.get("arch_json"))
+    try:
+        arch_dict = Arch.from_json(arch).to_dict() if isinstance(arch, str) else arch
+        if arch_dict is not None:
+            Arch.from_dict(arch_dict)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{source}: the stored arch is invalid ({exc})") from None
+    raw = payload.get("network_json")
+    if raw is None:
+        return None if arch_dict is None else DeployedNetwork("static", dict(arch_dict))
+    try:
+        spec = json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: the stored network description is not JSON ({exc})") from None
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise CheckpointError(f"{source}: the stored network description {spec!r} has no kind")
+    if "arch" not in spec:  # written before model.pt recorded the whole DeployedNetwork
+        if arch_dict is None:
+            raise CheckpointError(f"{source}: the stored network description has no arch")
+        spec = {**spec, "arch": arch_dict}
+    try:
+        return DeployedNetwork.from_dict(spec)
+    except ConfigError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+
+
+def match_keys(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    """`state` with the common prefix a wrapping module adds (`model.` of a Lightning module, `net.`) removed, so
+    its keys are a model's `expected` ones; unchanged when they already are or no prefix makes them so."""
+    if expected <= set(state):
+        return {k: state[k] for k in expected}
+    for key in state:
+        for name in expected:
+            if key.endswith("." + name):
+                prefix = key[: -len(name)]
+                stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                if expected <= set(stripped):
+                    return {k: stripped[k] for k in expected}
+                break
+    return state
+
+
+def load_model(
+    path: str | os.PathLike[str], network: DeployedNetwork | None = None
+) -> tuple[nn.Module, DeployedNetwork, dict[str, float]]:
+    """`(model in eval mode, its DeployedNetwork, metrics)` from a model checkpoint. The network is the one the
+    file records, else `network` (needed for a bare state_dict); CheckpointError when the weights do not fit."""
+    return _load(read_model(path), path, network)
+
+
+def _load(
+    file: ModelFile, path: str | os.PathLike[str], network: DeployedNetwork | None
+) -> tuple[nn.Module, DeployedNetwork, dict[str, float]]:
+    net = file.network or network
+    if net is None:
+        raise CheckpointError(
+            f"{path} records no network (a bare state_dict); give the network it belongs to, or the model.pt written "
+            "by the finetune stage or the standalone trainer"
+        )
+    model = net.build_model()
+    load_weights(model, match_keys(file.state_dict, set(model.state_dict())), source=str(path))
+    return model.eval(), net, file.metrics
+
+
+def load_static_model(path: str | os.PathLike[str]) -> tuple[nn.Module, Any, dict[str, float]]:
+    """Rebuild `(model, Arch, metrics)` from a tinyflow `model.pt` (a `StaticNet`, or the network it records);
+    CheckpointError when it is corrupt or foreign."""
+    file = read_model(path)
+    if not file.tinyflow_format or file.network is None:
         raise CheckpointError(
             f"{path} is not a tinyflow model checkpoint (expected format {MODEL_FORMAT}); it should be the "
             "model.pt written by the finetune stage or the standalone trainer"
         )
-    try:
-        arch = Arch.from_json(payload["arch_json"])
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{path}: the stored arch is invalid ({exc})") from None
-    model = build_network(arch, read_network_spec(payload, path))
-    load_weights(model, payload["state_dict"], source=str(path))
-    model.eval()
-    return model, arch, dict(payload.get("metrics", {}))
-
-
-def network_spec(model: nn.Module) -> dict[str, Any] | None:
-    """How `model` differs from `StaticNet(arch)`: `{"kind": "rnnpool", "options": {...}}` for an `RNNPoolNet`
-    (its resolved options), None for a plain static network."""
-    rarch = getattr(model, "rnnpool_arch", None)
-    if rarch is None:
-        return None
-    return {"kind": "rnnpool", "options": rarch.options()}
-
-
-def read_network_spec(payload: Any, source: Any = "checkpoint") -> dict[str, Any] | None:
-    """The `network_spec` a model.pt payload records (None: a `StaticNet`)."""
-    raw = payload.get("network_json") if isinstance(payload, dict) else None
-    if raw is None:
-        return None
-    try:
-        spec = json.loads(raw)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: the stored network spec is not JSON ({exc})") from None
-    if not isinstance(spec, dict) or spec.get("kind") != "rnnpool":
-        raise CheckpointError(f"{source}: unknown network kind in the stored spec {spec!r} (known: rnnpool)")
-    return spec
-
-
-def build_network(arch: Any, spec: dict[str, Any] | None, dropout: float = 0.0) -> nn.Module:
-    """The untrained network a model.pt describes: `StaticNet(arch)`, or `RNNPoolNet` for an rnnpool spec."""
-    if spec is None:
-        from tinyflow.nn.static import StaticNet
-
-        return StaticNet(arch, dropout=dropout)
-    from tinyflow.nn.rnnpool_net import RNNPoolNet
-
-    return RNNPoolNet.from_arch(arch, spec["options"], dropout=dropout)
+    model, net, metrics = _load(file, path, None)
+    return model, net.to_arch(), metrics

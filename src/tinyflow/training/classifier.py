@@ -170,7 +170,7 @@ def check_arch_fits_data(arch: Any, data: Any) -> None:
 
 
 def fit_static(
-    arch: Any,
+    network: Any,
     data: Any,
     recipe: Recipe,
     workdir: str | Path,
@@ -182,20 +182,27 @@ def fit_static(
     resume: bool = False,
     model_builder: Any = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Build `StaticNet(arch)` (seeded; or `model_builder(arch, dropout=)`, e.g. an RNNPoolNet), load `init_state`
-    if given, train it on `data` at the arch's resolution, and write `model.pt` (state_dict + arch JSON)
-    atomically to `model_path` (default `workdir/model.pt`)."""
-    from tinyflow.nn.static import StaticNet
-    from tinyflow.training.checkpoint import load_weights, save_static_model
+    """Build the model of `network` (a `DeployedNetwork`, or an `Arch` = its plain network; seeded;
+    `model_builder(arch, dropout=)` overrides how it is built), load `init_state` if given, train it on `data` at the
+    arch's resolution, and write `model.pt` (state_dict + the network's description) atomically to `model_path`
+    (default `workdir/model.pt`). The result holds `checkpoint`, `arch` and `network` (a `DeployedNetwork` dict)."""
+    from tinyflow.network import DeployedNetwork
+    from tinyflow.training.checkpoint import load_weights, match_keys, network_of, save_model
     from tinyflow.training.lightning import seed_all
 
+    net = network if isinstance(network, DeployedNetwork) else DeployedNetwork.plain(network)
+    arch = net.to_arch()
     data.setup("fit")  # a missing / malformed dataset fails here with its own DataError
     check_arch_fits_data(arch, data)
     data.set_resolution(arch.resolution)
     seed_all(recipe.seed)
-    model = (model_builder or StaticNet)(arch, dropout=recipe.dropout)
+    if model_builder is None:
+        model = net.build_model(dropout=recipe.dropout)
+    else:
+        model = model_builder(arch, dropout=recipe.dropout)
+        net = network_of(model, arch)
     if init_state is not None:
-        load_weights(model, init_state, source=init_source)
+        load_weights(model, match_keys(init_state, set(model.state_dict())), source=init_source)
     tracker.log_params(
         {
             f"{prefix}init": init_source if init_state is not None else "scratch",
@@ -207,7 +214,7 @@ def fit_static(
     )
     result = train_classifier(model, data, recipe, workdir, tracker, prefix=prefix, resume=resume)
     path = Path(model_path) if model_path else Path(workdir) / MODEL_FILE
-    save_static_model(path, model, arch, {"val_accuracy": result["val_accuracy"]})
+    save_model(path, model, net, {"val_accuracy": result["val_accuracy"]})
     tracker.log_metrics(
         {
             f"{prefix}final_val_accuracy": result["val_accuracy"],
@@ -215,4 +222,4 @@ def fit_static(
             f"{prefix}train_images_per_s": result["train_images_per_s"],
         }
     )
-    return model, {**result, "checkpoint": str(path), "arch": arch.to_dict()}
+    return model, {**result, "checkpoint": str(path), "arch": arch.to_dict(), "network": net.to_dict()}
