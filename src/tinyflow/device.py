@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import Enum
-from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
+from typing import TYPE_CHECKING, Any
 
 from tinyflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 #: CPU cores tinyflow knows: config name -> display name
 CORES: dict[str, str] = {
@@ -92,8 +93,7 @@ class Device:
     @classmethod
     def from_config(cls, node: DictConfig | Mapping[str, Any]) -> Device:
         """The validated `Device` of a `device` config node (a DictConfig or a plain mapping)."""
-        d = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-        assert isinstance(d, dict)
+        d = _plain(node)
         name = d.get("name", "?")
         known = {f.name for f in fields(cls)}
         unknown = sorted(str(k) for k in d if k not in known)
@@ -146,3 +146,12 @@ def _check(dev: Device) -> None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    """A config node as a plain dict (interpolations resolved, `???` left as is); omegaconf imported on use."""
+    from omegaconf import DictConfig, OmegaConf
+
+    d = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    assert isinstance(d, dict)
+    return d

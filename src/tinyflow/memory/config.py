@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from tinyflow.errors import ConfigError
 
 #: how a step's working set is counted (see tinyflow.memory.lifetimes)
@@ -42,12 +40,11 @@ class MemoryConfig:
         check_memory_config(self)
 
     @classmethod
-    def from_config(cls, node: Mapping[str, Any] | None) -> MemoryConfig:
+    def from_config(cls, node: Mapping[str, Any] | None) -> MemoryConfig:  # a DictConfig is a Mapping
         """The validated `MemoryConfig` of a `memory` config node (DictConfig, mapping, or None for the defaults)."""
         if not node:
             return cls()
-        d = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-        assert isinstance(d, dict)
+        d = _plain(node)
         known = [f.name for f in fields(cls)]
         unknown = sorted(str(k) for k in d if k not in known)
         if unknown:
@@ -79,3 +76,12 @@ def check_memory_config(memory: MemoryConfig) -> None:
         if not isinstance(getattr(memory, flag), bool):
             raise ConfigError(f"memory.{flag}: {getattr(memory, flag)!r} must be true or false.")
     check_arena_algorithm(memory.arena_algorithm)
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    """A config node as a plain dict (interpolations resolved, `???` left as is); omegaconf imported on use."""
+    from omegaconf import DictConfig, OmegaConf
+
+    d = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    assert isinstance(d, dict)
+    return d
