@@ -199,5 +199,10 @@ def test_latency_budget_through_the_cost_model_plugin():
     assert all(r["latency_ms"] <= budget for r in res.evaluated)
     assert cost_model.estimate(from_arch(res.best), device).latency_ms <= budget
     with pytest.raises(ConfigError, match="cost_model=micronets"):
-        p2 = SearchProblem(space, toy_accuracy, make_costs(compose_cfg(), settings, device)[0], Budgets(latency_ms=1.0))
+        p2 = SearchProblem(
+            space,
+            toy_accuracy,
+            make_costs(compose_cfg("cost_model=analytic"), settings, device)[0],
+            Budgets(latency_ms=1.0),
+        )
         p2.feasible(p2.sample(rng))
