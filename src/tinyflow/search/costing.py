@@ -87,7 +87,8 @@ class SchedulerCosts:
         """The scheduler's closed form, when it has one and the network is `arch`'s plain one."""
         if self.metric != "peak_live":
             return None
-        if self.network_of is not None and self.network_of(arch) != DeployedNetwork.plain(arch):
+        custom = self.network_of is not None and self.network_of != DeployedNetwork.plain
+        if custom and self.network_of(arch) != DeployedNetwork.plain(arch):
             return None
         c = scheduler.arch_costs(arch, self.memory)
         if c is None:
