@@ -1,8 +1,9 @@
 """Plugin contracts: one `typing.Protocol` per plugin kind, and the dataclasses passed between them.
 
-Core code depends on these, never on a plugin module. A plugin is built by `hydra.utils.instantiate` from its
-config group option and checked with `tinyflow.plugins.instantiate_plugin(group, cfg)` against the Protocol
-named in `PROTOCOLS`.
+Core code depends on these, never on a plugin module, and calls on a plugin only what its Protocol declares
+(`SchedulerBase` gives a scheduler the defaults). A plugin is built by `hydra.utils.instantiate` from its config
+group option and checked with `tinyflow.plugins.build_plugin(cfg, group)` against the Protocol named in
+`PROTOCOLS`; `tinyflow.testing` holds a behaviour suite per kind (docs/design.md §4).
 """
 
 from __future__ import annotations
