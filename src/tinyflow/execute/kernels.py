@@ -51,11 +51,6 @@ class ConvParams:
     bias: torch.Tensor | None
 
 
-def pad_value(node: Node) -> float:
-    """The value a padded border holds for this op (zero, or -inf for max pooling)."""
-    return float("-inf") if node.op == "maxpool" else 0.0
-
-
 def node_padding(node: Node) -> tuple[int, int, int, int]:
     """The node's own padding as (top, bottom, left, right)."""
     pt, pl, pb, pr = node.attrs.get("padding", (0, 0, 0, 0))

@@ -76,11 +76,6 @@ class RNNPoolOp(OpKind):
         return _gates(node) * (node.attrs["hidden1"] + node.attrs["hidden2"])
 
     @staticmethod
-    def patch_input_elems(node: Node, in_channels: int) -> int:
-        r, c = node.attrs["patch"]
-        return r * c * in_channels
-
-    @staticmethod
     def scratch_elems(node: Node) -> int:
         a = node.attrs
         (r, c), h1, h2 = a["patch"], a["hidden1"], a["hidden2"]

@@ -107,11 +107,6 @@ class RNNCell(nn.Module):
                 h = (1.0 - z) * n + z * h
         return h
 
-    def macs_per_step(self) -> int:
-        """Multiply-accumulates of the matrix products of one step (element-wise gating not counted)."""
-        gates = 1 if self.cell == "fastgrnn" else 3
-        return gates * (self.input_size * self.hidden_size + self.hidden_size * self.hidden_size)
-
 
 class RNNPool(nn.Module):
     """Pool every (r, c) patch, taken with stride (sr, sc), into 4·hidden2 channels with two small RNNs."""
