@@ -63,7 +63,7 @@ def supernet(tmp_path_factory):
     space = build_plugin(cfg, "search_space").bind(data)
     trainer = build_plugin(cfg, "trainer")
     out = trainer.fit(space, data, str(tmp_path_factory.mktemp("supernet")), NullTracker())
-    return space, out["checkpoint"]
+    return space, out.checkpoint
 
 
 def _median_layer_peak(space, n: int = 60) -> int:

@@ -1,0 +1,113 @@
+"""`tinyflow.supernet.Supernet` from a checkpoint alone: space, stem and recalibration settings as recorded, scores
+equal to the extracted networks', the network it deploys (plain or RNNPool), clear errors; the shared LR schedule
+and parameter groups the `ofa` trainer uses; `TrainResult`."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiny_spaces import tiny_space
+from tinyflow.contracts import TrainResult
+from tinyflow.errors import CheckpointError
+from tinyflow.network import DeployedNetwork
+from tinyflow.nn.elastic import ElasticSupernet, space_to_dict
+from tinyflow.nn.rnnpool_net import RNNPoolNet
+from tinyflow.nn.static import StaticNet
+from tinyflow.supernet import Supernet
+from tinyflow.supernet.checkpoint import CKPT_KEY
+from tinyflow.training.evaluation import evaluate_accuracy
+from tinyflow.training.optim import cosine_lr, cosine_schedule, param_groups
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+STEM = {"patch": 4, "stride": 2, "hidden1": 4, "hidden2": 4}
+
+
+@pytest.fixture(scope="module")
+def data():
+    from tinyflow_plugins.data import DigitsData
+
+    d = DigitsData(batch_size=32, eval_batch_size=100, max_train_samples=96, max_eval_samples=100, seed=0)
+    d.setup()
+    return d
+
+
+def write(path: Path, stem: dict | None = None, evaluation: dict | None = None) -> tuple[Path, ElasticSupernet]:
+    """A supernet checkpoint as a supernet trainer writes it: weights under `supernet.`, space, stem, settings."""
+    torch.manual_seed(0)
+    net = ElasticSupernet(tiny_space(), **(stem or {}))
+    meta = {"space": space_to_dict(net.space), "stem": net.stem_config, "dropout": 0.0}
+    if evaluation is not None:
+        meta["evaluation"] = evaluation
+    torch.save({"state_dict": {f"supernet.{k}": v for k, v in net.state_dict().items()}, CKPT_KEY: meta}, path)
+    return path, net
+
+
+def test_load_evaluate_extract_network(tmp_path, data):
+    path, net = write(tmp_path / "s.ckpt", evaluation={"recalib_batches": 2, "seed": 5})
+    supernet = Supernet.load(path, data)
+    assert supernet.stem == {"stem": "conv"} and supernet.space.max_arch() == net.space.max_arch()
+    assert (supernet.evaluator.recalib_batches, supernet.evaluator.seed) == (2, 5)  # as recorded
+    assert Supernet.load(path, data, recalib_batches=1).evaluator.recalib_batches == 1  # or as asked
+    for arch in (supernet.space.max_arch(), supernet.space.sample(random.Random(3))):
+        acc = supernet.evaluate(arch)
+        assert supernet.evaluate(arch) == acc  # cached
+        extracted = supernet.extract(arch)
+        assert isinstance(extracted, StaticNet) and not extracted.training
+        assert evaluate_accuracy(extracted, data.val_dataloader()) == pytest.approx(acc, abs=1e-9)
+        assert supernet.network(arch) == DeployedNetwork.plain(arch)
+
+
+def test_rnnpool_stem_network_is_what_extract_gives(tmp_path, data):
+    path, _ = write(tmp_path / "r.ckpt", stem={"stem": "rnnpool", "rnnpool": STEM})
+    supernet = Supernet.load(path, data)  # no evaluation entry: the defaults
+    assert supernet.stem["stem"] == "rnnpool" and supernet.evaluator.recalib_batches == 4
+    arch = supernet.space.sample(random.Random(1))
+    net = supernet.network(arch)
+    extracted = supernet.extract(arch)
+    assert isinstance(extracted, RNNPoolNet)
+    assert net.kind == "rnnpool" and net.options == extracted.rnnpool_arch.options() == supernet.stem["rnnpool"]
+    built = net.build_model()
+    built.load_state_dict(extracted.state_dict())  # strict: the network description builds the same modules
+    x = torch.randn(2, 1, 16, 16)
+    torch.testing.assert_close(built.eval()(x), extracted(x))
+
+
+def test_load_errors_name_the_file(tmp_path, data):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        Supernet.load(tmp_path / "missing.ckpt", data)
+    foreign = tmp_path / "model.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a tinyflow supernet checkpoint"):
+        Supernet.load(foreign, data)
+
+
+def test_cosine_lr_is_the_schedule_of_both_trainers():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    schedule = cosine_schedule(opt, total_steps=10, warmup_steps=3, min_lr_ratio=0.1)
+    for step in range(10):
+        assert opt.param_groups[0]["lr"] == pytest.approx(cosine_lr(0.2, step, 10, 3, 0.1), rel=1e-12)
+        opt.step()
+        schedule.step()
+    assert cosine_lr(1.0, 0, 10, 3) == 0.25 and cosine_lr(1.0, 3, 10, 3) == 1.0 and cosine_lr(1.0, 10, 10, 3) == 0.0
+
+
+def test_param_groups_leave_named_parameters_undecayed():
+    net = ElasticSupernet(tiny_space())
+    decay, no_decay = param_groups(net, 1e-3, no_decay_names=("transforms",))
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert not any("transforms" in names[id(p)] for p in decay["params"])
+    assert any("transforms" in names[id(p)] for p in no_decay["params"])
+    assert all(p.ndim > 1 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(net.parameters()))
+
+
+def test_train_result_kinds_and_round_trip():
+    result = TrainResult("model", "m.pt", {"val_accuracy": 0.5}, 2.0, {"kind": "static", "arch": {}, "options": {}})
+    assert TrainResult.from_dict(result.to_dict()) == result
+    with pytest.raises(ValueError, match="supernet"):
+        TrainResult("weights", "x")
