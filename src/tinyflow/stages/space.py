@@ -16,6 +16,7 @@ from tinyflow.errors import ConfigError
 from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.search.costing import SchedulerCosts
 from tinyflow.search.space_opt import optimize_space
+from tinyflow.search.space_table import cells_table
 from tinyflow.stages import stage
 from tinyflow.tracking import active_tracker
 
@@ -111,6 +112,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
         result.n_evaluations,
         result.seconds,
     )
+    log.info("space: %s", cells_table(result, settings.min_fit_share))
     for i, c in enumerate(result.cells):
         tracker.log_metrics({"cell_fit_share": c.fit_share, "cell_mean_macs": c.mean_macs}, step=i)
     tracker.log_metrics(
