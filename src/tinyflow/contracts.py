@@ -96,7 +96,6 @@ class SearchSettings:
 class SearchSpace(Protocol):
     """A family of archs with a fixed width multiplier and resolution (TinyNAS stage 1 chooses those).
 
-
     A genome is `{"depths": [...], "kernels": [...], "expands": [...]}` (empty lists for a one-arch space);
     `fixed_stages` pins the first N elastic stages at their largest choices (0: none pinned).
     """
