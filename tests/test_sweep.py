@@ -134,7 +134,7 @@ def test_the_grid_table_figure_and_trends_of_a_binding_sweep(tmp_path):
 
     _, _, g = grids(rows)
     assert {"width", "resolution", "int8 accuracy (%)", "SRAM used (kB)"} <= set(g)
-    out = summarize(tmp_path, tracking={"_target_": "none"}, print_table=False)
+    out = summarize(tmp_path, tracking={"_target_": "tinyflow.tracking.NullTracker"}, print_table=False)
     assert out["trends"]["distinct_choices"] == 4 and out["mlflow_run_id"] is None
     text = (tmp_path / "sweep_summary.md").read_text()
     assert "| SRAM \\ flash |" in text and "resolution non-decreasing in SRAM at every flash: yes" in text

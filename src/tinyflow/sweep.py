@@ -315,30 +315,27 @@ def _print(rows: list[dict[str, Any]]) -> None:
 def _log_mlflow(
     root: Path, md: str, fig: Any, rows: list[dict[str, Any]], tracking: Any, found: dict[str, Any]
 ) -> str | None:
-    from tinyflow.tracking import MlflowTracker
+    """Log the summary as its own run of the configured tracker (the jobs' `tracking:` node when none is given);
+    returns the run id, or None for a tracker without runs (`tracking=none`)."""
+    from hydra.utils import instantiate
 
     node = tracking if tracking is not None else _tracking_of_jobs(root)
-    if node is not None and not str(node.get("_target_", "")).endswith("MlflowTracker"):
-        return None  # tracking=none
-    tracker = MlflowTracker(
-        uri=node.get("uri") if node else None,
-        experiment=node.get("experiment", "tinyflow") if node else "tinyflow",
-        log_config=False,
-    )
-    with tracker.job(
-        None, {"run_name": f"sweep-summary {root.name}", "kind": "sweep_summary", "multirun_dir": str(root)}
-    ):
-        tracker.log_text(md, "sweep_summary.md")
-        tracker.log_artifact(str(root / "sweep_summary.json"))
-        tracker.log_figure(fig, "sweep_summary.png")
-        tracker.log_metrics(
+    if node is None:
+        node = {"_target_": "tinyflow.tracking.MlflowTracker"}
+    tracker = instantiate(node)
+    tags = {"run_name": f"sweep-summary {root.name}", "kind": "sweep_summary", "multirun_dir": str(root)}
+    with tracker.job(None, tags) as run:
+        run.log_text(md, "sweep_summary.md")
+        run.log_artifact(str(root / "sweep_summary.json"))
+        run.log_figure(fig, "sweep_summary.png")
+        run.log_metrics(
             {
                 "jobs": float(len(rows)),
                 "jobs_fit": float(sum(r["status"] == "ok" for r in rows)),
                 **{k: float(v) for k, v in found.items()},
             }
         )
-        return tracker.parent_id
+        return getattr(run, "parent_id", None)
 
 
 def _tracking_of_jobs(root: Path) -> Any:

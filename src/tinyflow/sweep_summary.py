@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from omegaconf import OmegaConf
 
-        tracking = OmegaConf.create({"_target_": "none"}) if args.no_mlflow else None
+        tracking = OmegaConf.create({"_target_": "tinyflow.tracking.NullTracker"}) if args.no_mlflow else None
         out = summarize(args.multirun_dir, tracking)
     except TinyflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
