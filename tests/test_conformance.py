@@ -1,5 +1,6 @@
-"""Every option of every plugin group passes its kind's behaviour suite (`tinyflow.testing`); a scheduler written
-outside tinyflow passes the scheduler suite; a tracker written only to the Protocol receives the pipeline's calls."""
+"""Every option of every plugin group passes its kind's behaviour suite (`tinyflow.testing`; the backend, which needs
+an exported model, is covered by test_backend); a scheduler written outside tinyflow passes the scheduler suite; a
+tracker written only to the Protocol receives the pipeline's calls."""
 
 from __future__ import annotations
 
@@ -28,6 +29,18 @@ def test_every_group_with_a_suite_has_options() -> None:
 @pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_option_passes_its_suite(group: str, option: str) -> None:
     run_suite(group, option)
+
+
+@pytest.mark.parametrize("option", group_options("device"))
+def test_device_option_passes_its_suite(option: str) -> None:
+    run_suite("device", option)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option", group_options("trainer"))
+def test_trainer_option_passes_its_suite(option: str, tmp_path: Path) -> None:
+    overrides = ("data=digits", "cache.train=false", f"cache.dir={tmp_path / 'cache'}")
+    run_suite("trainer", option, *overrides, workdir=str(tmp_path / "train"))
 
 
 # ---------------------------------------------------------------- data: debug-size data for every option

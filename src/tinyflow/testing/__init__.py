@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from tinyflow.testing.compose import build, compose, group_options
-from tinyflow.testing.kinds import RecordingTracker, check_data_module, check_tracker
+from tinyflow.testing.kinds import (
+    RecordingTracker,
+    check_data_module,
+    check_device,
+    check_tracker,
+    check_trainer,
+)
 from tinyflow.testing.suites import (
     check_cost_model,
     check_plan,
@@ -41,11 +47,26 @@ SUITES: dict[str, Callable[[Any], Any]] = {
     "search_space": check_search_space,
     "data": check_data_module,
     "tracking": check_tracker,
+    "device": check_device,
+    "trainer": check_trainer,
 }
 
 
-def run_suite(group: str, option: str, *overrides: str, conf: Sequence[str | Path] = ()) -> Any:
-    """Compose and build `group=option` (`overrides` as on the command line) and run the group's suite."""
+def run_suite(group: str, option: str, *overrides: str, conf: Sequence[str | Path] = (), workdir: str = "") -> Any:
+    """Compose and build `group=option` (`overrides` as on the command line) and run the group's suite.
+
+    `device` is validated by `tinyflow.plugins.build_device`; a `trainer` fits on the configured data (debug
+    size) in `workdir`.
+    """
+    if group == "device":
+        from tinyflow.plugins import build_device
+
+        return check_device(build_device(compose(group, option, *overrides, conf=conf)))
+    if group == "trainer":
+        cfg = compose(group, option, *overrides, conf=conf)
+        from tinyflow.plugins import build_plugin
+
+        return check_trainer(build_plugin(cfg, "trainer"), build_plugin(cfg, "data"), workdir)
     plugin = build(group, option, *overrides, conf=conf)
     if group == "scheduler":  # the options a joint search varies must build and plan too
         options = {name: next(iter(choices)) for name, choices in plugin.search_options().items()}
@@ -60,11 +81,13 @@ __all__ = [
     "build",
     "check_cost_model",
     "check_data_module",
+    "check_device",
     "check_plan",
     "check_scheduler",
     "check_search_space",
     "check_strategy",
     "check_tracker",
+    "check_trainer",
     "compose",
     "group_options",
     "run_suite",

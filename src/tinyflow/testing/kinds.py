@@ -131,3 +131,33 @@ def check_tracker(tracker: Tracker, cfg: Any = None) -> None:
             tracker.log_parent_metrics({"score": 0.5})
         plt.close(fig)
     assert active_tracker() is not tracker, "the tracker stays active after its block"
+
+
+# ---------------------------------------------------------------- device
+def check_device(device: Any) -> None:
+    """Budgets are positive and within the part's totals (the reserves are non-negative); a clock to time with."""
+    assert 0 < device.sram_budget_bytes <= device.sram_total_bytes, f"{device.name}: SRAM budget outside (0, total]"
+    assert 0 < device.flash_budget_bytes <= device.flash_total_bytes, f"{device.name}: flash budget outside (0, total]"
+    assert device.clock_mhz > 0, f"{device.name}: clock_mhz must be positive"
+
+
+# ---------------------------------------------------------------- trainer
+def check_trainer(trainer: Any, data: DataModule, workdir: str, space: Any = None) -> Any:
+    """`training_space` gives a space of the same kind; `fit` on a tiny space returns a `TrainResult` whose
+    checkpoint exists, a model result with its network description. Returns the result."""
+    from tinyflow.contracts import TrainResult
+    from tinyflow.network import DeployedNetwork
+    from tinyflow.testing.suites import tiny_space
+
+    check_protocol(trainer, "trainer", type(trainer).__name__)
+    space = (space or tiny_space()).bind(data)
+    trained = trainer.training_space(space)
+    assert trained.resolution == space.resolution, "training_space must keep the space's resolution"
+    result = trainer.fit(space, data, workdir, RecordingTracker())
+    assert isinstance(result, TrainResult), f"fit() returned {type(result).__name__}, not a TrainResult"
+    assert Path(result.checkpoint).is_file(), f"the checkpoint {result.checkpoint} does not exist"
+    assert all(isinstance(v, int | float) for v in result.metrics.values()), "metrics must be numbers"
+    if result.kind == "model":
+        assert result.network is not None, "a model result carries its network description"
+        DeployedNetwork.from_dict(result.network)
+    return result
