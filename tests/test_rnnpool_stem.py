@@ -264,8 +264,9 @@ def test_rnnpool_stem_pipeline_end_to_end(run_cli, tmp_path: Path) -> None:
     assert isinstance(model, RNNPoolNet) and arch == Arch.from_dict(ctx["arch"])
     options = model.rnnpool_arch.options()
     assert options == stem["rnnpool"]
-    assert report["scheduler"] == ctx["plan"]["scheduler"] == "rnnpool" and "rnnpool" in report["memory_source"]
-    assert ctx["plan"]["applied_schedule_options"] == options
+    assert report["scheduler"] == ctx["plan"]["scheduler"] == "rnnpool"
+    assert ctx["network"] == {"kind": "rnnpool", "arch": ctx["network"]["arch"], "options": options}
+    assert ctx["plan"]["applied_schedule_options"] == {}  # the options are the network's, not the scheduler's
     assert "finetune_test_accuracy_before" in ctx["metrics"]  # started from the supernet's weights
     # above chance (0.1 on 10 classes; 200 test images): 8 supernet steps and 2 fine-tuning steps of training
     assert report["accuracy_float"] > 0.2 and report["accuracy_int8"] > 0.2
