@@ -1,4 +1,4 @@
-"""The `analytic` cost model: MACs, params, flash (DESIGN §3) and a per-layer table; no latency, no energy."""
+"""The `analytic` cost model: MACs, params, flash (docs/design.md §6, §8), a per-layer table; no latency."""
 
 from __future__ import annotations
 

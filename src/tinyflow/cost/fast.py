@@ -1,6 +1,6 @@
 """Fast costing of an MBConv `Arch` for search: MACs, params, flash and the layer-plan peak, without a graph.
 
-It applies the same conventions as `from_arch` + `compute_lifetimes` (DESIGN §3) in closed form per block,
+It applies the same conventions as `from_arch` + `compute_lifetimes` (docs/design.md §6) in closed form per block,
 and is tested to give identical numbers on random archs under every memory switch. Use it where thousands
 of archs are scored (space optimisation, evolution); use the IR where a plan or a table is needed.
 """

@@ -1,9 +1,9 @@
-"""Flash as an int8 runtime stores a model (DESIGN §3, TinyEngine's count).
+"""Flash as an int8 runtime stores a model (docs/design.md §6 "Flash", TinyEngine's count).
 
 Per conv / linear: int8 weights (1 B each) + an int32 bias (4 B) and a 4 B per-channel requantization scale
 per output channel — BatchNorm folded, so every conv gets a bias. Other weighted ops (a stand-alone batch
-norm) store their parameters as int8 scale and int32 shift. The device adds its runtime's own flash
-(`device.flash_reserve_kb`, e.g. ~37 KB for TF Lite Micro per MicroNets).
+norm) store their parameters as int8 scale and int32 shift. A model's flash is this count alone; the device's
+runtime (`device.flash_reserve_kb`, e.g. ~37 KB for TF Lite Micro per MicroNets) is taken off its flash budget.
 """
 
 from __future__ import annotations
