@@ -25,6 +25,6 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     result = backend.deploy(model, arch, data, ctx.output_dir, active_tracker(), files)
     ctx.metrics.update({k: float(v) for k, v in result.get("metrics", {}).items()})
     ctx.extra["deploy_checks"] = result.get("checks", {})
-    ctx.extra["backend"] = getattr(backend, "name", "?")
+    ctx.extra["backend"] = backend.name
     ctx.artifacts.update(result.get("files", {}))
     return ctx

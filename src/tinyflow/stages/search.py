@@ -57,7 +57,7 @@ def check_deploys(scheduler: Any, network_of: Callable[[Arch], DeployedNetwork],
         return
     got = scheduler.network(DeployedNetwork.plain(arch)).kind
     if got != want.kind:
-        name = getattr(scheduler, "name", type(scheduler).__name__)
+        name = scheduler.name
         raise ConfigError(
             f"search: the supernet's subnets are {want.kind} networks (its stem), but scheduler={name} deploys "
             f"{got} networks. Use a scheduler that deploys {want.kind} networks (scheduler={want.kind}) to cost and "
@@ -78,7 +78,7 @@ def make_costs(
     scheduler = build_plugin(cfg, "scheduler")
     if network_of is not None and probe is not None:
         check_deploys(scheduler, network_of, probe)
-    name = getattr(scheduler, "name", "?")
+    name = scheduler.name
 
     def make(options: dict[str, int]) -> Any:
         return build_plugin(cfg, "scheduler", **options) if options else scheduler

@@ -73,10 +73,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     settings = SpaceSettings.from_cfg(cfg.get("space"))
     device = build_device(cfg)
     space = build_plugin(cfg, "search_space")
-    if hasattr(space, "bind"):  # the data's channels and classes change the input and classifier sizes
-        data = build_plugin(cfg, "data")
-        data.setup()
-        space = space.bind(data)
+    data = build_plugin(cfg, "data")  # the data's channels and classes change the input and classifier sizes
+    data.setup()
+    space = space.bind(data)
     space = training_space(cfg, space)
     costs = scheduler_costs(cfg)
     tracker = active_tracker()

@@ -27,14 +27,12 @@ log = logging.getLogger(__name__)
 
 
 def build_space(cfg: DictConfig, ctx: RunContext, data: Any) -> Any:
-    """The configured search space at the context's (width, resolution), bound to the data when it can be."""
+    """The configured search space at the context's (width, resolution), bound to the data."""
     space = build_plugin(cfg, "search_space")
     if ctx.width_mult is not None and ctx.resolution is not None:
         space = space.with_width_resolution(ctx.width_mult, ctx.resolution)
-    if hasattr(space, "bind"):
-        data.setup()
-        space = space.bind(data)
-    return space
+    data.setup()
+    return space.bind(data)
 
 
 @stage("train")
@@ -99,7 +97,7 @@ def fit_or_reuse(cfg: DictConfig, ctx: RunContext, trainer: Any, space: Any, dat
             log.info("train: cache lookup and copy took %.1f s", time.perf_counter() - t0)
             return result
         result = trainer.fit(space, data, workdir, tracker)
-        source = {"output_dir": str(ctx.output_dir), "mlflow_run_id": str(getattr(tracker, "parent_id", "") or "")}
+        source = {"output_dir": str(ctx.output_dir), "mlflow_run_id": str(tracker.parent_id or "")}
         with contextlib.suppress(OSError):  # a full or read-only cache disk must not fail a finished training
             cache.store(key, result, source)
         tracker.set_tags({"train.cache": "miss"})
