@@ -123,6 +123,8 @@ class CostModel(Protocol):
     recomputes (patch-based inference) does more work than the graph's own count.
     """
 
+    name: str
+
     def estimate(self, graph: Graph, device: Device, plan: ExecutionPlan | None = None) -> CostReport: ...
 
 
