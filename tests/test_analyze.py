@@ -115,9 +115,8 @@ def test_schedule_stage_on_arch_and_onnx(tmp_path: Path) -> None:
 
 
 def test_schedule_stage_without_model(tmp_path: Path) -> None:
-    from tinyflow.stages.schedule import run
-
     from tinyflow.deploy.model import MissingStageError
+    from tinyflow.stages.schedule import run
 
     with pytest.raises(MissingStageError, match="needs arch from stage 'search'"):
         run(_cfg("tracking=none"), RunContext(output_dir=str(tmp_path)))
@@ -156,3 +155,29 @@ def test_schedule_stage_in_the_pipeline(run_cli, tmp_path: Path, store_uri: str)
     (run,) = client.search_runs([exp.experiment_id], filter_string="tags.stage = 'schedule'")
     assert run.data.metrics["peak_live_bytes"] == ctx.plan["peak_live_bytes"]
     assert "memory_profile.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_deployed_graph_falls_back_to_the_description_on_an_unsupported_op(tmp_path: Path) -> None:
+    """An int8 file the importer cannot read (an op it lacks) is planned from the network's description, and the
+    source names the op; any other import error is raised."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tinyflow.ir.onnx_import import OnnxImportError
+    from tinyflow.network import DeployedNetwork
+    from tinyflow.stages.schedule import deployed_graph
+
+    net = DeployedNetwork.plain(mobilenetv2(0.35, 64, num_classes=10))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+    node = helper.make_node("Einsum", ["x"], ["y"], equation="nchw->nchw")
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "odd.onnx"
+    onnx.save(model, str(path))
+    graph, source = deployed_graph(net, str(path))
+    assert source.startswith("network description") and "Einsum" in source
+    assert graph.macs() == net.graph().macs()
+    assert deployed_graph(net, None)[1] == "network description"
+    (tmp_path / "bad.onnx").write_text("not onnx")
+    with pytest.raises(OnnxImportError, match="is not an ONNX model"):
+        deployed_graph(net, str(tmp_path / "bad.onnx"))
