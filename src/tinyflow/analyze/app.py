@@ -68,7 +68,7 @@ def run_analyze(cfg: DictConfig) -> dict[str, Any]:
     cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
     tracker = build_plugin(cfg, "tracking")
     tags = {
-        "run_name": f"analyze-{given.name}-{getattr(scheduler, 'name', '?')}",
+        "run_name": f"analyze-{given.name}-{scheduler.name}",
         "app": "analyze",
         "network": choices.get("network", "?"),
         "scheduler": choices.get("scheduler", "?"),

@@ -58,7 +58,7 @@ def analyze(
     one the analytic counts, no latency). The layer plan is of `baseline` (the network before the scheduler
     changed it; default `graph`), and left out when it would be the scheduler's own plan of the same graph."""
     plan: ExecutionPlan = scheduler.plan(graph, memory)
-    name = getattr(scheduler, "name", plan.scheduler)
+    name = scheduler.name
     base = graph if baseline is None else baseline
     layer = layer_plan(base, memory) if compare_layer else None
     if layer is not None and base is graph and layer.scheduler == plan.scheduler:
@@ -71,7 +71,7 @@ def analyze(
     out: dict[str, Any] = {
         "network": base.name,
         "scheduler": name,
-        "cost_model": getattr(cost_model, "name", "analytic"),
+        "cost_model": cost_model.name if cost_model is not None else "analytic",
         "device": device.name,
         "memory": asdict(memory),
         "peak_live_bytes": plan.peak_live_bytes,
