@@ -39,8 +39,11 @@ def _write_distribution(root: Path) -> None:
     (pkg / "__init__.py").write_text(
         textwrap.dedent(
             '''
-            class TheirScheduler:
-                """A scheduler from outside tinyflow."""
+            from tinyflow.contracts import SchedulerBase
+
+
+            class TheirScheduler(SchedulerBase):
+                """A scheduler from outside tinyflow (the base class gives network, search_options, arch_costs)."""
 
                 def __init__(self, name: str = "theirs", knob: int = 0):
                     self.name = name
