@@ -124,3 +124,26 @@ def test_fast_cost_of_mobilenetv2() -> None:
     c = arch_cost(mobilenetv2())
     assert (c.macs, c.peak_live_bytes, c.peak_layer) == (300_774_272, 1_404_928, "blocks.1.expand")
     assert arch_cost(mobilenetv2(), MemoryConfig(inplace_depthwise=False)).peak_live_bytes == 1470 * 1024
+
+
+def test_cost_models_price_the_plan_that_runs() -> None:
+    """With a plan, MACs (and latency) are the plan's: a patch schedule's recomputation costs time; the analysis
+    takes them from the cost model only (analytic: no latency)."""
+    from tinyflow.analyze.core import analyze
+    from tinyflow_plugins.schedulers.patch import PatchScheduler
+
+    cfg = _cfg("cost_model=micronets", "device=stm32f746")
+    micronets, analytic = build_plugin(cfg, "cost_model"), build_plugin(_cfg("cost_model=analytic"), "cost_model")
+    device = build_device(cfg)
+    g = from_arch(mobilenetv2(0.35, 96))
+    plan = PatchScheduler(n_patches=3, patch_blocks=4).plan(g, MemoryConfig())
+    assert plan.macs > g.macs()
+    report = micronets.estimate(g, device, plan)
+    assert report.macs == plan.macs and report.flash_bytes == model_flash_bytes(g)
+    assert report.latency_ms == pytest.approx(micronets.estimate(g, device).latency_ms * plan.macs / g.macs())
+    sched = PatchScheduler(n_patches=3, patch_blocks=4)
+    timed, _, _ = analyze(g, sched, MemoryConfig(), device, micronets)
+    untimed, _, _ = analyze(g, sched, MemoryConfig(), device, analytic)
+    assert timed["latency_ms"] == report.latency_ms and timed["macs"] == untimed["macs"] == plan.macs
+    assert untimed["latency_ms"] is None and untimed["energy_mj"] is None
+    assert untimed["flash_budget_bytes"] == device.flash_budget_bytes
