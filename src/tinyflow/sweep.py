@@ -335,7 +335,7 @@ def _log_mlflow(
                 **{k: float(v) for k, v in found.items()},
             }
         )
-        return getattr(run, "parent_id", None)
+        return tracker.parent_id
 
 
 def _tracking_of_jobs(root: Path) -> Any:
