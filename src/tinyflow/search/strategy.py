@@ -1,5 +1,5 @@
 """What every strategy plugin shares: the settings the `search` stage reads (`SearchSettings`, defined with the
-contracts), the joint-search choices, and turning a finished search into a `SearchResult`."""
+contracts), option checks, history rows, and turning a finished search into a `SearchResult`."""
 
 from __future__ import annotations
 
