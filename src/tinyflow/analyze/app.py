@@ -21,23 +21,9 @@ ANALYSIS_FILE = "analysis.json"
 
 
 def headline_metrics(analysis: dict[str, Any]) -> dict[str, float]:
-    keys = (
-        "peak_live_bytes",
-        "arena_bytes",
-        "flash_bytes",
-        "macs",
-        "params",
-        "latency_ms",
-        "energy_mj",
-        "layer_peak_live_bytes",
-        "peak_reduction",
-        "extra_macs_ratio",
-        "n_patches",
-        "patch_blocks",
-        "patch_stage_macs",
-        "patch_stage_macs_layerwise",
-    )
-    return {k: float(analysis[k]) for k in keys if isinstance(analysis.get(k), int | float)}
+    """The analysis's numbers as tracker metrics: every number at its top level (figures, budgets, the layer
+    comparison and the scheduler's own figures)."""
+    return {k: float(v) for k, v in analysis.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def log_analysis(

@@ -17,8 +17,6 @@ from tinyflow.memory.layer_plan import layer_plan
 from tinyflow.memory.plan import ExecutionPlan
 from tinyflow.network import DeployedNetwork
 
-PATCH_KEYS = ("n_patches", "patch_blocks", "input_patch_hw", "patch_stage_macs", "patch_stage_macs_layerwise")
-
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
@@ -89,12 +87,9 @@ def analyze(
     if cost.latency_ms is not None:
         out["latency_source"] = device.coefficient_source or "derived from clock"
     set_fits(out)
-    for key in PATCH_KEYS:
-        if key in plan.extra:
-            out[key] = _jsonable(plan.extra[key])
-    for key, value in plan.extra.items():
-        if key not in PATCH_KEYS:
-            out.setdefault(key, _jsonable(value))
+    for key, value in plan.extra.items():  # the scheduler's own figures (patch grid, RNNPool cut, ...)
+        out.setdefault(key, _jsonable(value))
+    out["scheduler_figures"] = [k for k in plan.extra if out[k] is not None and not isinstance(out[k], dict)]
     if layer is not None:
         out["layer_peak_live_bytes"] = layer.peak_live_bytes
         out["layer_arena_bytes"] = layer.arena_bytes

@@ -67,13 +67,9 @@ def summary_table(analysis: dict[str, Any]) -> Table:
     table.add_row("MACs", f"{a['macs'] / 1e6:,.2f} M", f"params {a['params']:,}")
     if a.get("latency_ms") is not None:
         table.add_row("latency (est.)", f"{a['latency_ms']:,.1f} ms", str(a.get("latency_source", "")))
-    if a.get("n_patches") is not None:
-        hw = a.get("input_patch_hw")
-        table.add_row(
-            "patches",
-            f"{a['n_patches']}×{a['n_patches']}",
-            f"over blocks 0..{a['patch_blocks'] - 1}; input patch {hw[0]}×{hw[1]}" if hw else "",
-        )
+    extra = [k for k in a.get("scheduler_figures", []) if a.get(k) is not None]
+    if extra:
+        table.add_row(f"{a['scheduler']} plan", "", ", ".join(f"{k} {a[k]}" for k in extra))
     if a.get("layer_peak_live_bytes") is not None:
         table.add_row(
             "vs layer",
