@@ -27,12 +27,11 @@ from hydra import compose, initialize_config_dir
 
 from tinyflow.arch.genome import Arch
 from tinyflow.contracts import Device
-from tinyflow.nn.elastic import space_from_dict
-from tinyflow.nn.supernet_checkpoint import CKPT_KEY, read_checkpoint
 from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.search.costing import SchedulerCosts
 from tinyflow.search.predictor import AccuracyPredictor, PredictorConfig, sample_pairs
 from tinyflow.search.problem import Budgets, SearchProblem
+from tinyflow.supernet import Supernet
 from tinyflow_plugins.strategies.evolution import EvolutionStrategy
 from tinyflow_plugins.strategies.random_search import RandomStrategy
 
@@ -99,11 +98,10 @@ def main() -> None:
         cfg = compose("config", overrides=["tracking=none", *args.overrides])
     device: Device = build_device(cfg)
     memory = build_memory(cfg)
-    space = space_from_dict(read_checkpoint(args.checkpoint)[CKPT_KEY]["space"])
-    trainer = build_plugin(cfg, "trainer")
-    trainer.load(space, build_plugin(cfg, "data"), args.checkpoint)
+    supernet = Supernet.load(args.checkpoint, build_plugin(cfg, "data"))
+    space = supernet.space
     Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
-    sup = DiskCache(Path(args.cache), trainer)
+    sup = DiskCache(Path(args.cache), supernet)
     print(
         f"supernet {args.checkpoint}: space w{space.width_mult:g} r{space.resolution}, "
         f"{space.in_channels} ch, {space.num_classes} classes; device {device.name} "
