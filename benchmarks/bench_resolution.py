@@ -7,7 +7,7 @@ resolution shrinks a digit to a few pixels, so test accuracy should rise with re
 SRAM, which caps the resolution, changes the answer. The last line is `resolution_accuracy_gain: <points> pct`, the
 test accuracy at the highest resolution minus the lowest.
 
-    .venv/bin/python benchmarks/bench_resolution.py [--epochs 6] [--width 0.35] [--resolutions 32,48,64]
+    .venv/bin/python benchmarks/bench_resolution.py [--epochs 8] [--width 0.35] [--resolutions 32,48,64]
         [--genome mid|min|max] [override ...]     # Hydra overrides, e.g. data=cluttered_mnist data.canvas=64
 """
 
@@ -61,7 +61,7 @@ def train_and_test(model: torch.nn.Module, data: object, epochs: int, lr: float,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--width", type=float, default=None, help="width multiplier; default: the grid's smallest")
     ap.add_argument("--resolutions", default=None, help="comma-separated; default: the config's space.resolutions")
