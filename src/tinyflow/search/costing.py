@@ -35,12 +35,10 @@ class SchedulerCosts:
     `cost_model` (a cost model plugin) adds latency and energy on `device` (needed only for those budgets); a
     patch plan's recomputed MACs scale them (the cost models are linear in MACs, MicroNets).
     `metric`: `peak_live` or `arena` (see the module docstring).
-    `fast_layer` is ignored (the scheduler's `arch_costs` decides); kept so older callers still build.
     """
 
     memory: MemoryConfig
     make_scheduler: Callable[[dict[str, int]], Scheduler]
-    fast_layer: bool | None = None
     device: Device | None = None
     cost_model: CostModel | None = None
     metric: str = "peak_live"
