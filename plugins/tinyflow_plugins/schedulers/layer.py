@@ -11,7 +11,7 @@ from tinyflow.memory.plan import ExecutionPlan
 
 
 class LayerScheduler(SchedulerBase):
-    """Plans a graph layer by layer: DESIGN §3 lifetimes, an arena placement, checked for overlaps."""
+    """Plans a graph layer by layer: lifetimes (docs/design.md §6), an arena placement, checked for overlaps."""
 
     name = "layer"
 
