@@ -3,8 +3,9 @@
 For every (width, resolution) cell, sample subnets, keep those that fit the device (peak SRAM of the chosen
 scheduler and flash within budget) and pick the cell whose fitting subnets have the largest mean MACs: the
 space most likely to hold a large model that still fits. Capacity is the network's own MACs
-(`Costs.capacity_macs`), never the recomputation a patch plan adds to run it. The same sampled genomes are resolved in every cell
-(common random numbers), so cells differ only by width and resolution, not by sampling luck.
+(`Costs.capacity_macs`), never the recomputation a patch plan adds to run it. The same sampled genomes are
+resolved in every cell (common random numbers), so cells differ only by width and resolution, not by sampling
+luck.
 """
 
 from __future__ import annotations
