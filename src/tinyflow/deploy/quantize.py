@@ -91,23 +91,13 @@ def collect_images(loader: Iterable[Any], n: int | None = None) -> tuple[np.ndar
     return (images[:n], labels[:n]) if n is not None else (images, labels)
 
 
-def calibration_images(data: Any, n: int, seed: int = 0) -> np.ndarray:
-    """`n` normalised training images for calibration, at the data's current resolution.
-
-    Uses the data module's `calibration_batch(n)` (un-augmented images picked by a seeded permutation) when it
-    has one; otherwise the first `n` images of its training loader, drawn under a fixed torch seed so that the
-    shuffle and augmentation are the same on every run.
-    """
+def calibration_images(data: Any, n: int) -> np.ndarray:
+    """`n` normalised training images for calibration, at the data's current resolution: the data module's
+    `calibration_batch(n)` (un-augmented images picked by a seeded permutation, the same on every run)."""
     if n <= 0:
         raise ConfigError(f"quantize.calibration_images = {n}: it must be a positive number of training images.")
-    if hasattr(data, "calibration_batch"):
-        batch = data.calibration_batch(n, split="train")
-        return np.ascontiguousarray(batch.detach().cpu().numpy() if hasattr(batch, "detach") else batch, np.float32)
-    import torch
-
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return collect_images(data.train_dataloader(), n)[0]
+    batch = data.calibration_batch(n, split="train")
+    return np.ascontiguousarray(batch.detach().cpu().numpy() if hasattr(batch, "detach") else batch, np.float32)
 
 
 def quantize_int8(

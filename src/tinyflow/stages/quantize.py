@@ -42,7 +42,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     shape = (1, arch.in_channels, arch.resolution, arch.resolution)
 
     float_path = export_onnx(model, shape, out / FLOAT_FILE, opset=settings.opset)
-    calib = calibration_images(data, settings.calibration_images, seed=int(cfg.get("seed", 0)))
+    calib = calibration_images(data, settings.calibration_images)
     int8_path = quantize_int8(
         float_path,
         out / INT8_FILE,

@@ -32,21 +32,14 @@ class SubnetEvaluator:
         self._calib: dict[int, list[torch.Tensor]] = {}
 
     def calibration_batches(self, resolution: int) -> list[torch.Tensor]:
-        """The same train images every time, cached per resolution: un-augmented (like the images evaluated)
-        when the data module offers `calibration_batch`, else the first shuffled train batches (seeded)."""
+        """The same train images every time, cached per resolution: un-augmented (like the images evaluated), from
+        the data module's `calibration_batch`."""
         if resolution not in self._calib:
             with torch.random.fork_rng(), data_resolution(self.data, resolution, self.base_resolution):
                 torch.manual_seed(self.seed)
                 batch_size = int(getattr(self.data, "batch_size", 128))
-                if hasattr(self.data, "calibration_batch"):
-                    images = self.data.calibration_batch(self.recalib_batches * batch_size, split="train")
-                    batches = list(images.split(batch_size))
-                else:
-                    batches = []
-                    for x, _ in self.data.train_dataloader():
-                        batches.append(x)
-                        if len(batches) >= self.recalib_batches:
-                            break
+                images = self.data.calibration_batch(self.recalib_batches * batch_size, split="train")
+                batches = list(images.split(batch_size))
             self._calib[resolution] = [b for b in batches if len(b) > 1]  # BatchNorm needs 2+ samples
         return self._calib[resolution]
 
