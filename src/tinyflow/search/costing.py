@@ -65,7 +65,7 @@ class SchedulerCosts:
             return {}
         options = self.search_options()
         if not options:
-            name = getattr(self.scheduler(), "name", type(self.scheduler()).__name__)
+            name = self.scheduler().name
             raise ConfigError(
                 f"strategy.joint=true searches the scheduler's options with the arch, but scheduler={name} offers "
                 "none (Scheduler.search_options() is empty); add scheduler=patch (or set strategy.joint=false)."

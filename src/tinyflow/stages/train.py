@@ -45,7 +45,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     tracker = active_tracker()
     tracker.log_params(
         {
-            "train.space": getattr(space, "name", "?"),
+            "train.space": space.name,
             "train.width_mult": space.width_mult,
             "train.resolution": space.resolution,
         }
