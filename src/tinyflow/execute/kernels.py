@@ -16,9 +16,6 @@ import torch.nn.functional as F
 from tinyflow.errors import ConfigError
 from tinyflow.ir.graph import Node
 
-# ops whose output pixel depends only on a local window of its inputs: they can run patch by patch
-SPATIAL_OPS = frozenset({"conv2d", "maxpool", "avgpool", "act", "batchnorm", "add", "mul", "concat"})
-
 
 def activation(x: torch.Tensor, fn: str | None, params: dict[str, Any] | None = None) -> torch.Tensor:
     """Apply a (fused or stand-alone) activation by name; `params` are the IR's `act_params`."""

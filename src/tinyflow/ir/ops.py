@@ -269,21 +269,6 @@ class GlobalAvgPool(OpKind):
         return (x[0], x[1], 1, 1)
 
 
-ACTIVATIONS = (
-    "relu",
-    "relu6",
-    "hardswish",
-    "hardsigmoid",
-    "sigmoid",
-    "tanh",
-    "leakyrelu",
-    "clip",
-    "softmax",
-    "add_const",
-    "mul_const",
-)
-
-
 @register_op
 class Activation(OpKind):
     """A stand-alone elementwise activation (attrs: fn); runs in place when its input dies here."""

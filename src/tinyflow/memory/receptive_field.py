@@ -132,10 +132,6 @@ class PatchGeometry:
     def extra_macs(self) -> int:
         return self.patch_stage_macs - self.patch_stage_macs_layerwise
 
-    @property
-    def extra_macs_ratio(self) -> float:
-        return self.extra_macs / self.patch_stage_macs_layerwise if self.patch_stage_macs_layerwise else 0.0
-
 
 def split_axis(length: int, n: int) -> list[Interval]:
     """Split [0, length) into n contiguous parts whose sizes differ by at most one."""

@@ -1,4 +1,4 @@
-"""Figures of the search: MACs CDF per (w, r) cell, Pareto front, best-so-far history, sweep heatmaps."""
+"""Figures of the search: MACs CDF per (w, r) cell, Pareto front, best-so-far history."""
 
 from __future__ import annotations
 
@@ -113,28 +113,5 @@ def history_figure(histories: dict[str, Sequence[dict[str, Any]]]) -> Any:
     ax.set_ylabel("best accuracy so far")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def heatmap_figure(srams: Sequence[float], flashes: Sequence[float], grids: dict[str, np.ndarray]) -> Any:
-    """One heatmap per named grid (rows: flash, columns: SRAM), each cell annotated with its value."""
-    ncols = min(3, len(grids))
-    nrows = -(-len(grids) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 4 * nrows), squeeze=False)
-    for ax in axes.flat[len(grids) :]:
-        ax.axis("off")
-    for ax, (title, grid) in zip(axes.flat, grids.items()):
-        im = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(srams)), [f"{s:g}" for s in srams])
-        ax.set_yticks(range(len(flashes)), [f"{f:g}" for f in flashes])
-        ax.set_xlabel("SRAM (kB)")
-        ax.set_ylabel("flash (kB)")
-        ax.set_title(title)
-        for i in range(grid.shape[0]):
-            for j in range(grid.shape[1]):
-                v = grid[i, j]
-                ax.text(j, i, "—" if np.isnan(v) else f"{v:g}", ha="center", va="center", color="white", fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
