@@ -1,7 +1,7 @@
 """Benchmark: RNNPool on MobileNetV2 w0.35 — peak SRAM of the `rnnpool` plan against `layer` and `patch`, and
 mnist5k accuracy of the network with and without RNNPool at the same training budget (standalone trainer).
 
-Memory (int8, DESIGN §3 conventions, both `memory.count_input` settings) at the resolutions given; accuracy on
+Memory (int8, docs/design.md §6 conventions, both `memory.count_input` settings) at the resolutions given; accuracy on
 mnist5k upscaled to `--acc-res` (1 channel, 10 classes), both networks trained with the same recipe, seed and
 number of epochs. RNNPool options: the paper's Visual Wake Words setting (stem 8 channels, hidden 8/8, 6×6
 patches, stride 4) and a width-matched variant (hidden2 4: 16 channels, what MobileNetV2 w0.35 has there).

@@ -1,4 +1,4 @@
-"""Cost models (analytic, micronets), flash per DESIGN §3, latency coefficients and `tinyflow.cost.fit`."""
+"""Cost models (analytic, micronets), flash per docs/design.md §6, latency coefficients and `tinyflow.cost.fit`."""
 
 from __future__ import annotations
 

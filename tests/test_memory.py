@@ -1,4 +1,4 @@
-"""Lifetimes, peak live bytes, arena placement and the overlap checker (DESIGN §3), with REFERENCE calibration."""
+"""Lifetimes, peak live bytes, arena placement, the overlap checker (docs/design.md §6), REFERENCE calibration."""
 
 from __future__ import annotations
 

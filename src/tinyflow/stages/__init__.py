@@ -19,7 +19,7 @@ StageFn = Callable[[Any, RunContext], RunContext]
 
 _REGISTRY: dict[str, StageFn] = {}
 
-# the order the full pipeline runs in (docs/design.md §1); `stages:` in the config picks from these
+# the order the full pipeline runs in (docs/design.md §2); `stages:` in the config picks from these
 KNOWN_STAGES: tuple[str, ...] = ("space", "train", "search", "finetune", "quantize", "schedule", "deploy")
 
 
