@@ -1,4 +1,4 @@
-"""Stage `schedule`: the one place the pipeline's deployed network is planned and costed (docs/design.md).
+"""Stage `schedule`: the one place the pipeline's deployed network is planned and costed (docs/design.md §5).
 
 The network is the run context's (`ctx.network`, a `DeployedNetwork`: what finetune trained, or the plain network
 of the searched arch); the configured scheduler, built with the options a joint search chose
