@@ -60,6 +60,7 @@ def run_cli(tmp_path: Path, store_uri: str) -> Callable[..., subprocess.Complete
 #: the full pipeline on debug=fast with a smaller space grid and search budget (well under a minute on 2 cores)
 SMALL_PIPELINE = (
     "debug=fast",
+    "data=mnist5k",  # the quick task: a few batches learn it (the default cluttered_mnist needs the full budget)
     "space.widths=[0.35,0.5]",
     "space.resolutions=[32]",
     "strategy.n_evaluations=16",

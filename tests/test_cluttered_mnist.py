@@ -85,3 +85,34 @@ def test_bad_options_are_config_errors(tmp_path: Path) -> None:
         ClutteredMnistData(digit_scale=[0.9, 0.5], cache_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="clutter"):
         ClutteredMnistData(clutter_size=30, cache_dir=str(tmp_path))
+
+
+def test_on_the_default_config_the_budget_binds() -> None:
+    """The default task, grid and device: some cells do not fit and the space stage does not take the top corner."""
+    from hydra import compose, initialize_config_dir
+
+    import tinyflow
+    from tinyflow.plugins import build_device, build_plugin
+    from tinyflow.search.space_opt import optimize_space
+    from tinyflow.stages.space import scheduler_costs
+
+    with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["tracking=none"])
+    assert cfg.data._target_.endswith("ClutteredMnistData")
+    device = build_device(cfg)
+    space = build_plugin(cfg, "search_space")  # 1 channel, 10 classes: the same as the bound cluttered data
+    result = optimize_space(
+        space,
+        cfg.space.widths,
+        cfg.space.resolutions,
+        scheduler_costs(cfg),
+        device.sram_budget_bytes,
+        device.flash_budget_bytes,
+        samples_per_cell=200,
+        min_fit_share=cfg.space.min_fit_share,
+        progress=False,
+    )
+    top = (max(cfg.space.widths), max(cfg.space.resolutions))
+    assert (result.best.width_mult, result.best.resolution) != top
+    assert any(c.fit_share < cfg.space.min_fit_share for c in result.cells)
+    assert result.best.resolution < max(cfg.space.resolutions)  # the SRAM caps the resolution

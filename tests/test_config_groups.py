@@ -68,7 +68,7 @@ def test_recipes_compose(group: str) -> None:
 def test_default_config_builds_memory_and_device() -> None:
     cfg = _compose([])
     assert build_memory(cfg).inplace_depthwise is True
-    assert build_device(cfg).name == "stm32f746"
+    assert build_device(cfg).name == "samd21"
 
 
 def test_stm32h7_alias_selects_h743() -> None:

@@ -57,7 +57,13 @@ def write_supernet(path: Path, space: MBConvSpace = SPACE, seed: int = 3) -> Pat
 
 
 def test_finetune_from_scratch_writes_model_and_accuracy(tmp_path: Path) -> None:
-    cfg = _cfg("finetune.epochs=2", "finetune.limit_train_batches=null", "finetune.lr=0.2", "data.batch_size=32")
+    cfg = _cfg(
+        "data=mnist5k",
+        "finetune.epochs=2",
+        "finetune.limit_train_batches=null",
+        "finetune.lr=0.2",
+        "data.batch_size=32",
+    )
     arch = SPACE.min_arch()
     ctx = finetune(cfg, RunContext(output_dir=str(tmp_path), arch=arch.to_dict()))
     assert ctx.model_checkpoint == str(tmp_path / "model.pt")

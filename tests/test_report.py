@@ -38,7 +38,7 @@ def test_report_with_no_stages_shows_dashes(tmp_path: Path) -> None:
     assert (tmp_path / REPORT_MD).read_text() == md
     for label in ("accuracy (float)", "accuracy (int8)", "peak SRAM (live)", "flash", "MACs", "fits"):
         assert _row(md, label)[1] == DASH, label
-    assert _row(md, "device")[1] == "stm32f746"
+    assert _row(md, "device")[1] == "samd21"
     assert json.loads((tmp_path / REPORT_JSON).read_text())["fits"] is None
 
 
@@ -52,7 +52,7 @@ def test_report_after_quantize_and_schedule_has_the_deployed_figures(quantized) 
     assert plan["flash_bytes"] == m["onnx_flash_bytes"]  # the int8 file's own count
     assert _row(md, "peak SRAM (live)")[1] == f"{plan['peak_live_bytes'] / 1024:,.1f} KiB"
     assert "int8 ONNX" in _row(md, "scheduler")[2]
-    assert _row(md, "fits")[1] == "yes"  # a few KiB on a 320 KB / 1 MB board
+    assert _row(md, "fits")[1] == "yes"  # a few KiB on the default 32 KB / 256 KB board
     assert _row(md, "file: onnx (int8)")[1] == ctx.onnx_int8_path
     summary = json.loads((Path(ctx.output_dir) / REPORT_JSON).read_text())
     assert summary["flash_bytes"] == plan["flash_bytes"] and summary["fits"] is True

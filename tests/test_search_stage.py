@@ -156,7 +156,7 @@ def test_space_stage_chooses_fitting_cell(tmp_path):
     base = compose_cfg("scheduler=layer")
     space = build_plugin(base, "search_space")
     budget = _median_layer_peak(space.with_width_resolution(0.5, 16))
-    cfg = compose_cfg(*_device_overrides(budget), "scheduler=layer")
+    cfg = compose_cfg(*_device_overrides(budget), "scheduler=layer", "space.min_fit_share=0.0")
     from tinyflow.stages.space import run
 
     ctx = run(cfg, RunContext(output_dir=str(tmp_path)))

@@ -1,4 +1,4 @@
-"""Built-in data plugins: `mnist5k` (default), `cluttered_mnist`, `digits`, `cifar10`, `imagefolder`.
+"""Built-in data plugins: `cluttered_mnist` (default), `mnist5k` (the quick task), `digits`, `cifar10`, `imagefolder`.
 
 Each is a `pytorch_lightning.LightningDataModule` satisfying `tinyflow.contracts.DataModule`. Images are held
 in memory as uint8 tensors; every batch is resized to the arch's resolution (elastic resolution) and augmented

