@@ -100,6 +100,10 @@ def test_a_full_pipeline_sweep_tabulates_and_maps_what_was_deployed(tmp_path):
     assert rows[64]["acc_int8_%"] == 96.5 and rows[64]["sram_used_kb"] == 14.0 and rows[64]["fits"] is True
     assert rows[128]["sram_used_kb"] == round(13000 / 1024, 2)  # no arena: the live peak
     assert "acc_int8_%" not in rows[256]
+    assert rows[256]["status"] == "failed: no reason in its tinyflow.log"
+    (tmp_path / "2" / "tinyflow.log").write_text("[x][tinyflow][ERROR] - failed: scheduler.n_patches = 4: too fine\n")
+    rows = {r["sram_kb"]: r for r in collect(tmp_path)}
+    assert rows[256]["status"] == "failed: scheduler.n_patches = 4: too fine"  # the reason, not a guess
     md = table_markdown(list(rows.values()))
     assert "acc_int8_%" in md.splitlines()[0] and "flash_used_kb" in md.splitlines()[0]
     _, _, g = grids(list(rows.values()))

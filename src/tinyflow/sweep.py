@@ -82,7 +82,8 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
                 if m in ctx.metrics:
                     row[m] = ctx.metrics[m]
         row.update(_deployed(job))
-        row["status"] = "ok" if row.get("width_mult") is not None else "failed / nothing fits"
+        # every job that finishes writes its report (tinyflow.pipeline); one without it stopped on an error
+        row["status"] = "ok" if _has_report(job) else f"failed: {_failure(job)}"
         rows.append(row)
     if not rows:
         raise TinyflowError(
@@ -90,6 +91,23 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
             "printed by `python -m tinyflow -m ...` (under outputs/multirun/)."
         )
     return rows
+
+
+def _has_report(job: Path) -> bool:
+    from tinyflow.report import REPORT_JSON
+
+    return (job / REPORT_JSON).exists()
+
+
+def _failure(job: Path) -> str:
+    """Why a job stopped: the error its log recorded (`tinyflow.app` writes `failed: <reason>`), or `no context`."""
+    log_file = job / "tinyflow.log"
+    reason = ""
+    if log_file.exists():
+        for line in log_file.read_text(errors="replace").splitlines():
+            if "] - failed: " in line:
+                reason = line.split("] - failed: ", 1)[1].strip()
+    return reason or "no reason in its tinyflow.log"
 
 
 def _deployed(job: Path) -> dict[str, Any]:
@@ -169,7 +187,9 @@ def _grid_cell(r: dict[str, Any] | None) -> str:
     if r is None:
         return "—"
     if r.get("width_mult") is None:
-        return "nothing fits"
+        reason = str(r.get("status", ""))
+        known = reason.startswith("failed: ") and "no reason in" not in reason
+        return "failed" if known and "fit" not in reason else "nothing fits"
     text = f"w{r['width_mult']:g} r{r['resolution']}"
     if r.get("acc_int8_%") is not None:
         text += f": {r['acc_int8_%']:.1f} %"
