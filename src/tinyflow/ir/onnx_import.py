@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tinyflow.errors import TinyflowError
+from tinyflow.ir.blocks import assign_blocks
 from tinyflow.ir.graph import Graph, Node
+from tinyflow.ir.model_errors import ModelImportError
+from tinyflow.ir.model_errors import UnsupportedOpError as BaseUnsupportedOpError
 from tinyflow.ir.ops import IRError
 
 MIN_OPSET = 13
@@ -66,19 +67,17 @@ SUPPORTED = [
     "Tanh",
 ]
 _PASS = {"Identity", "Dropout", "QuantizeLinear", "DequantizeLinear"}
-_BLOCK_RE = re.compile(r"(?:^|[/._])blocks[./_](\d+)(?:[/._]|$)")
 
 
-class OnnxImportError(TinyflowError):
+class OnnxImportError(ModelImportError):
     """An ONNX file cannot be imported (not ONNX, too old an opset, an unsupported op or shape)."""
 
 
-class UnsupportedOpError(OnnxImportError):
+class UnsupportedOpError(OnnxImportError, BaseUnsupportedOpError):
     """The file holds an op type the importer does not read (`op`)."""
 
     def __init__(self, message: str, op: str):
-        super().__init__(message)
-        self.op = op
+        BaseUnsupportedOpError.__init__(self, message, op)
 
 
 def _load(path: str | Path) -> Any:
@@ -530,46 +529,6 @@ class _Importer:
             known = math.prod(d for d in target if d != -1)
             target[target.index(-1)] = math.prod(x.shape) // max(known, 1)
         self.add(node, "reshape", [x.name], {"shape": tuple(target)})
-
-
-def assign_blocks(graph: Graph) -> None:
-    """Give every node its `block` (see the module docstring): from `blocks.<i>` in names, else structurally."""
-    order = [n for n in graph.topological_order() if n.op != "input"]
-    named = {n.name: int(m.group(1)) + 1 for n in order if (m := _BLOCK_RE.search(n.name))}
-    if named:
-        last = max(named.values())
-        seen_block = False
-        for n in order:
-            if n.name in named:
-                n.block = named[n.name]
-                seen_block = True
-            else:
-                n.block = last + 1 if seen_block else 0
-        return
-    block, stem_done = 0, False
-    tail = {"global_avgpool", "flatten", "linear", "reshape"}
-    in_tail = False
-    for i, n in enumerate(order):
-        if n.op in tail or in_tail:
-            in_tail = True
-            n.block = block
-            continue
-        n.block = block
-        if n.op == "conv2d" and not stem_done:
-            stem_done = True
-            block = 1
-        elif n.op == "conv2d" and n.attrs.get("act") is None and n.attrs["kernel"] == (1, 1):
-            nxt = order[i + 1] if i + 1 < len(order) else None
-            if not (nxt is not None and nxt.op == "add" and n.name in nxt.inputs):  # else the add closes the block
-                block += 1
-        elif n.op == "add":
-            block += 1
-    # a conv right before the global pool is the head: it belongs to the tail
-    for n in order:
-        if n.op == "global_avgpool":
-            src = graph[n.inputs[0]]
-            if src.op == "conv2d" and src.attrs["kernel"] == (1, 1) and src.attrs.get("act") is not None:
-                src.block = n.block
 
 
 def from_onnx(path: str | Path, input_shape: tuple[int, ...] | list[int] | None = None) -> Graph:

@@ -327,6 +327,44 @@ class Reshape(OpKind):
 
 
 @register_op
+class Pad(OpKind):
+    """attrs: padding (top, left, bottom, right), value (default 0). A zero pad that only convolutions read is
+    folded into their padding by the importers; this is a pad that is a tensor of its own (TF Lite Micro's PAD)."""
+
+    name = "pad"
+
+    def shape(self, node: Node, inputs: list[Shape]) -> Shape:
+        x = inputs[0]
+        _need_rank(node, x, 4)
+        pt, pl, pb, pr = node.attrs["padding"]
+        return (x[0], x[1], x[2] + pt + pb, x[3] + pl + pr)
+
+
+@register_op
+class Transpose(OpKind):
+    """attrs: perm. A real transpose: a new tensor (a layout change on the network input is folded instead)."""
+
+    name = "transpose"
+
+    def shape(self, node: Node, inputs: list[Shape]) -> Shape:
+        perm = tuple(int(p) for p in node.attrs["perm"])
+        if sorted(perm) != list(range(len(inputs[0]))):
+            raise IRError(f"node '{node.name}' (transpose): perm {list(perm)} does not fit shape {list(inputs[0])}")
+        return tuple(inputs[0][p] for p in perm)
+
+
+@register_op
+class Convert(OpKind):
+    """A (de)quantization that is an op of its own (TFLite QUANTIZE / DEQUANTIZE): same shape, a new tensor whose
+    element size is the node's `elem_bytes` (attrs: to, the element type name)."""
+
+    name = "convert"
+
+    def shape(self, node: Node, inputs: list[Shape]) -> Shape:
+        return inputs[0]
+
+
+@register_op
 class Input(OpKind):
     """The network input (attrs: shape)."""
 

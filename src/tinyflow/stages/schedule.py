@@ -35,15 +35,16 @@ INT8_SOURCE = "int8 ONNX"
 
 
 def deployed_graph(net: DeployedNetwork, onnx_int8_path: str | None) -> tuple[Graph, str]:
-    """The IR of the deployed network and where it came from: the int8 ONNX file when there is one and the
-    importer reads it, else the network's description (`net.graph()`)."""
+    """The IR of the deployed network and where it came from: the int8 model file (ONNX or TFLite, by its
+    suffix) when there is one and the importer reads it, else the network's description (`net.graph()`)."""
     if onnx_int8_path and Path(onnx_int8_path).is_file():
-        from tinyflow.ir.onnx_import import UnsupportedOpError, from_onnx
+        from tinyflow.ir import import_model
+        from tinyflow.ir.model_errors import UnsupportedOpError
 
         try:
-            return from_onnx(onnx_int8_path), INT8_SOURCE
+            return import_model(onnx_int8_path), INT8_SOURCE
         except UnsupportedOpError as exc:
-            source = f"network description (the ONNX importer does not read op {exc.op} of the int8 file)"
+            source = f"network description (the importer does not read op {exc.op} of the int8 file)"
             log.info("schedule: %s; planning the %s network's IR instead", source, net.kind)
             return net.graph(), source
     return net.graph(), "network description"
