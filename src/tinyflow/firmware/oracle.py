@@ -1,0 +1,84 @@
+"""The NumPy oracle: exactly the integer arithmetic of the generated C, vectorised over a batch of images.
+
+Every tensor is int8 NHWC, shape (N, H, W, C) (a flat tensor is (N, 1, 1, F)); accumulators are int64 here and
+int32 in C (they never exceed int32 for int8 layers of these sizes). The firmware's output must equal this bit for
+bit; that is what `bit_exact` counts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from tinyflow.firmware.fixedpoint import requantize
+from tinyflow.firmware.qmodel import ADD_LEFT_SHIFT, QLayer, QModel, hwc
+
+
+def _finish(acc: np.ndarray, p: dict, lo: int | None = None, hi: int | None = None) -> np.ndarray:
+    out = requantize(acc, p["mult"], p["shift"]) + p["zp_out"]
+    lo = p.get("act_min", -128) if lo is None else lo
+    hi = p.get("act_max", 127) if hi is None else hi
+    return np.clip(out, lo, hi).astype(np.int8)
+
+
+def _pad(x: np.ndarray, pad: tuple[int, int, int, int], value: int) -> np.ndarray:
+    t, left, b, r = pad
+    return np.pad(x, ((0, 0), (t, b), (left, r), (0, 0)), constant_values=value)
+
+
+def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """(N, Ho, Wo, C, kh, kw) windows of a padded NHWC map."""
+    win = sliding_window_view(x, kernel, axis=(1, 2))
+    return win[:, :: stride[0], :: stride[1]][:, : out_hw[0], : out_hw[1]]
+
+
+def run_layer(layer: QLayer, xs: list[np.ndarray]) -> np.ndarray:
+    p, kind = layer.p, layer.kind
+    x = xs[0].astype(np.int64)
+    ho, wo, _ = hwc(layer.out_shape)
+    if kind == "pointwise":
+        return _finish(x @ p["weight"].astype(np.int64).T + p["bias"], p)
+    if kind == "linear":
+        flat = x.reshape(len(x), -1)
+        return _finish((flat @ p["weight"].astype(np.int64).T + p["bias"]).reshape(len(x), 1, 1, -1), p)
+    if kind == "depthwise":
+        win = _windows(_pad(x, p["pad"], p["zp_in"]), p["kernel"], p["stride"], (ho, wo))
+        w = p["weight"].astype(np.int64).reshape(-1, *p["kernel"])  # (C, kh, kw)
+        return _finish(np.einsum("nhwcyx,cyx->nhwc", win, w) + p["bias"], p)
+    if kind == "conv":
+        win = _windows(_pad(x - p["zp_in"], p["pad"], 0), p["kernel"], p["stride"], (ho, wo))
+        w = p["weight"].astype(np.int64)  # (O, kh, kw, I)
+        return _finish(np.einsum("nhwcyx,oyxc->nhwo", win, w) + p["bias"], p)
+    if kind == "global_avgpool":
+        return _finish((x - p["zp_in"]).sum(axis=(1, 2), keepdims=True), p)
+    if kind == "avgpool":
+        win = _windows(_pad(x - p["zp_in"], p["pad"], 0), p["kernel"], p["stride"], (ho, wo))
+        ones = np.ones((1, *x.shape[1:3], 1), np.int64)
+        count = _windows(_pad(ones, p["pad"], 0), p["kernel"], p["stride"], (ho, wo)).sum(axis=(-1, -2))
+        idx = np.broadcast_to(count - 1, win.shape[:4])
+        acc = win.sum(axis=(-1, -2))
+        out = requantize(acc, p["mult"][idx], p["shift"][idx]) + p["zp_out"]
+        return np.clip(out, -128, 127).astype(np.int8)
+    if kind == "maxpool":
+        win = _windows(_pad(x, p["pad"], -(1 << 20)), p["kernel"], p["stride"], (ho, wo))
+        return _finish(win.max(axis=(-1, -2)) - p["zp_in"], p, -128, 127)
+    if kind == "act":
+        return _finish(x - p["zp_in"], p)
+    if kind == "add":
+        y = xs[1].astype(np.int64)
+        a = requantize((x - p["zp1"]) << ADD_LEFT_SHIFT, p["m1"], p["sh1"])
+        b = requantize((y - p["zp2"]) << ADD_LEFT_SHIFT, p["m2"], p["sh2"])
+        out = requantize(a + b, p["mo"], p["sho"]) + p["zp_out"]
+        return np.clip(out, -128, 127).astype(np.int8)
+    if kind == "view":
+        return xs[0].reshape(len(x), *hwc(layer.out_shape))
+    raise ValueError(f"no oracle for layer kind {kind!r}")
+
+
+def run_oracle(model: QModel, x_nhwc: np.ndarray, keep: bool = False) -> np.ndarray | dict[str, np.ndarray]:
+    """The int8 output (N, H, W, C) for int8 NHWC inputs; every tensor by name with `keep`."""
+    n = len(x_nhwc)
+    values: dict[str, np.ndarray] = {model.input_name: np.asarray(x_nhwc, np.int8).reshape(n, *hwc(model.input_shape))}
+    for layer in model.layers:
+        values[layer.name] = run_layer(layer, [values[i] for i in layer.inputs])
+    return values if keep else values[model.output_name]

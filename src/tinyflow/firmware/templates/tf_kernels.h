@@ -1,0 +1,213 @@
+/* tinyflow int8 kernels: TF Lite / CMSIS-NN integer semantics, NHWC activations, portable C99.
+ *
+ * Generated layer functions call these `static inline` kernels with compile-time constant shapes, strides and
+ * quantization constants, so the compiler specialises each call (TinyEngine's per-layer code, without an
+ * interpreter). On a core with the DSP extension (__ARM_FEATURE_DSP: Cortex-M4/M7) the pointwise and linear dot
+ * products use dual 16-bit MACs (SMLAD); elsewhere plain C. Both give the same integers.
+ *
+ * Requantization is TF Lite's MultiplyByQuantizedMultiplier (SaturatingRoundingDoublingHighMul, then
+ * RoundingDivideByPOT); a left shift that would overflow int32 saturates. Signed right shifts are arithmetic on
+ * every compiler tinyflow targets (GCC, Clang, Arm Compiler).
+ */
+#ifndef TF_KERNELS_H
+#define TF_KERNELS_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#include <arm_acle.h>
+#define TF_DSP 1
+#else
+#define TF_DSP 0
+#endif
+
+#define TF_INLINE static inline __attribute__((always_inline))
+
+TF_INLINE int32_t tf_srdhm(int32_t a, int32_t b) {
+    int64_t ab = (int64_t)a * (int64_t)b;
+    int64_t q = ab + (ab >= 0 ? (INT64_C(1) << 30) : (1 - (INT64_C(1) << 30)));
+    return (int32_t)(q >= 0 ? (q >> 31) : -((-q) >> 31));
+}
+
+TF_INLINE int32_t tf_rdbpot(int32_t x, int32_t e) {
+    if (e <= 0) return x;
+    int32_t mask = (int32_t)((UINT32_C(1) << e) - 1u);
+    int32_t remainder = x & mask;
+    int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> e) + (remainder > threshold ? 1 : 0);
+}
+
+TF_INLINE int32_t tf_requant(int32_t x, int32_t m, int32_t shift) {
+    if (shift > 0) {
+        int64_t s = (int64_t)x * (INT64_C(1) << shift);
+        x = s > INT32_MAX ? INT32_MAX : (s < INT32_MIN ? INT32_MIN : (int32_t)s);
+        return tf_srdhm(x, m);
+    }
+    return tf_rdbpot(tf_srdhm(x, m), -shift);
+}
+
+TF_INLINE int8_t tf_clamp(int32_t v, int32_t lo, int32_t hi) {
+    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+TF_INLINE int32_t tf_ror8(int32_t v) { return (int32_t)(((uint32_t)v >> 8) | ((uint32_t)v << 24)); }
+
+/* dot product of two int8 vectors of length n, added to acc */
+TF_INLINE int32_t tf_dot(const int8_t *x, const int8_t *w, int32_t n, int32_t acc) {
+    int32_t k = 0;
+#if TF_DSP
+    for (; k + 4 <= n; k += 4) {
+        int32_t xv, wv;
+        memcpy(&xv, x + k, 4);
+        memcpy(&wv, w + k, 4);
+        /* bytes 0,2 and 1,3 sign-extended to 16-bit pairs; the pairing is the same for x and w */
+        acc = __smlad(__sxtb16(xv), __sxtb16(wv), acc);
+        acc = __smlad(__sxtb16(tf_ror8(xv)), __sxtb16(tf_ror8(wv)), acc);
+    }
+#endif
+    for (; k < n; k++) acc += (int32_t)x[k] * (int32_t)w[k];
+    return acc;
+}
+
+/* 1x1 convolution, stride 1: out[p][o] = requant(bias[o] + sum_k in[p][k] * w[o][k]); zp_in folded into bias */
+TF_INLINE void tf_pointwise(const int8_t *in, int8_t *out, int32_t npix, int32_t cin, int32_t cout,
+                            const int8_t *w, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                            int32_t zp_out, int32_t lo, int32_t hi) {
+    for (int32_t p = 0; p < npix; p++) {
+        const int8_t *x = in + p * cin;
+        int8_t *y = out + p * cout;
+        for (int32_t o = 0; o < cout; o++) {
+            int32_t acc = tf_dot(x, w + o * cin, cin, bias[o]);
+            y[o] = tf_clamp(tf_requant(acc, mult[o], shift[o]) + zp_out, lo, hi);
+        }
+    }
+}
+
+/* general convolution (groups 1), weights OHWI; padding rows/columns are skipped (they are real zeros) */
+TF_INLINE void tf_conv(const int8_t *in, int8_t *out, int32_t h, int32_t w, int32_t cin, int32_t ho, int32_t wo,
+                       int32_t cout, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt, int32_t pl,
+                       const int8_t *wt, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                       int32_t zp_in, int32_t zp_out, int32_t lo, int32_t hi) {
+    for (int32_t oy = 0; oy < ho; oy++) {
+        for (int32_t ox = 0; ox < wo; ox++) {
+            int8_t *y = out + (oy * wo + ox) * cout;
+            for (int32_t o = 0; o < cout; o++) {
+                int32_t acc = bias[o];
+                for (int32_t ky = 0; ky < kh; ky++) {
+                    int32_t iy = oy * sh - pt + ky;
+                    if (iy < 0 || iy >= h) continue;
+                    for (int32_t kx = 0; kx < kw; kx++) {
+                        int32_t ix = ox * sw - pl + kx;
+                        if (ix < 0 || ix >= w) continue;
+                        const int8_t *x = in + (iy * w + ix) * cin;
+                        const int8_t *k = wt + ((o * kh + ky) * kw + kx) * cin;
+                        for (int32_t c = 0; c < cin; c++) acc += ((int32_t)x[c] - zp_in) * (int32_t)k[c];
+                    }
+                }
+                y[o] = tf_clamp(tf_requant(acc, mult[o], shift[o]) + zp_out, lo, hi);
+            }
+        }
+    }
+}
+
+/* depthwise convolution, one channel at a time through a zero-point padded plane (scratch, ph*pw bytes).
+ * Safe in place (out == in): writing output channel ch overwrites only input elements of channel ch, which
+ * are already in the plane. Weights [c][kh*kw]; zp_in folded into bias (padding holds zp_in). */
+TF_INLINE void tf_depthwise(const int8_t *in, int8_t *out, int32_t h, int32_t w, int32_t c, int32_t ho, int32_t wo,
+                            int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt, int32_t pl, int32_t pb,
+                            int32_t pr, const int8_t *wt, const int32_t *bias, const int32_t *mult,
+                            const int32_t *shift, int32_t zp_in, int32_t zp_out, int32_t lo, int32_t hi,
+                            int8_t *plane) {
+    const int32_t ph = h + pt + pb, pw = w + pl + pr;
+    memset(plane, zp_in, (size_t)(ph * pw));
+    for (int32_t ch = 0; ch < c; ch++) {
+        for (int32_t y = 0; y < h; y++) {
+            int8_t *row = plane + (y + pt) * pw + pl;
+            const int8_t *src = in + (y * w) * c + ch;
+            for (int32_t x = 0; x < w; x++) row[x] = src[x * c];
+        }
+        const int8_t *k = wt + ch * kh * kw;
+        const int32_t b = bias[ch], m = mult[ch], s = shift[ch];
+        for (int32_t oy = 0; oy < ho; oy++) {
+            for (int32_t ox = 0; ox < wo; ox++) {
+                const int8_t *base = plane + (oy * sh) * pw + ox * sw;
+                int32_t acc = b;
+                for (int32_t ky = 0; ky < kh; ky++)
+                    for (int32_t kx = 0; kx < kw; kx++) acc += (int32_t)base[ky * pw + kx] * (int32_t)k[ky * kw + kx];
+                out[(oy * wo + ox) * c + ch] = tf_clamp(tf_requant(acc, m, s) + zp_out, lo, hi);
+            }
+        }
+    }
+}
+
+/* TF Lite's int8 add: both inputs scaled up by 2^20, rescaled to a common scale, summed, rescaled to the output */
+TF_INLINE void tf_add(const int8_t *a, const int8_t *b, int8_t *out, int32_t n, int32_t zp1, int32_t m1, int32_t sh1,
+                      int32_t zp2, int32_t m2, int32_t sh2, int32_t mo, int32_t sho, int32_t zp_out) {
+    for (int32_t i = 0; i < n; i++) {
+        int32_t x = tf_requant(((int32_t)a[i] - zp1) * (1 << 20), m1, sh1);
+        int32_t y = tf_requant(((int32_t)b[i] - zp2) * (1 << 20), m2, sh2);
+        out[i] = tf_clamp(tf_requant(x + y, mo, sho) + zp_out, -128, 127);
+    }
+}
+
+TF_INLINE void tf_global_avgpool(const int8_t *in, int8_t *out, int32_t npix, int32_t c, int32_t zp_in, int32_t m,
+                                 int32_t s, int32_t zp_out) {
+    for (int32_t ch = 0; ch < c; ch++) {
+        int32_t acc = 0;
+        for (int32_t p = 0; p < npix; p++) acc += (int32_t)in[p * c + ch] - zp_in;
+        out[ch] = tf_clamp(tf_requant(acc, m, s) + zp_out, -128, 127);
+    }
+}
+
+/* average pooling without counting padding: the multiplier is chosen by the window's count of real pixels */
+TF_INLINE void tf_avgpool(const int8_t *in, int8_t *out, int32_t h, int32_t w, int32_t c, int32_t ho, int32_t wo,
+                          int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt, int32_t pl,
+                          const int32_t *mult, const int32_t *shift, int32_t zp_in, int32_t zp_out) {
+    for (int32_t oy = 0; oy < ho; oy++)
+        for (int32_t ox = 0; ox < wo; ox++)
+            for (int32_t ch = 0; ch < c; ch++) {
+                int32_t acc = 0, count = 0;
+                for (int32_t ky = 0; ky < kh; ky++) {
+                    int32_t iy = oy * sh - pt + ky;
+                    if (iy < 0 || iy >= h) continue;
+                    for (int32_t kx = 0; kx < kw; kx++) {
+                        int32_t ix = ox * sw - pl + kx;
+                        if (ix < 0 || ix >= w) continue;
+                        acc += (int32_t)in[(iy * w + ix) * c + ch] - zp_in;
+                        count++;
+                    }
+                }
+                out[(oy * wo + ox) * c + ch] =
+                    tf_clamp(tf_requant(acc, mult[count - 1], shift[count - 1]) + zp_out, -128, 127);
+            }
+}
+
+TF_INLINE void tf_maxpool(const int8_t *in, int8_t *out, int32_t h, int32_t w, int32_t c, int32_t ho, int32_t wo,
+                          int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt, int32_t pl, int32_t m,
+                          int32_t s, int32_t zp_in, int32_t zp_out) {
+    for (int32_t oy = 0; oy < ho; oy++)
+        for (int32_t ox = 0; ox < wo; ox++)
+            for (int32_t ch = 0; ch < c; ch++) {
+                int32_t best = -(1 << 20);
+                for (int32_t ky = 0; ky < kh; ky++) {
+                    int32_t iy = oy * sh - pt + ky;
+                    if (iy < 0 || iy >= h) continue;
+                    for (int32_t kx = 0; kx < kw; kx++) {
+                        int32_t ix = ox * sw - pl + kx;
+                        if (ix < 0 || ix >= w) continue;
+                        int32_t v = in[(iy * w + ix) * c + ch];
+                        if (v > best) best = v;
+                    }
+                }
+                out[(oy * wo + ox) * c + ch] = tf_clamp(tf_requant(best - zp_in, m, s) + zp_out, -128, 127);
+            }
+}
+
+/* a stand-alone activation: requantize to the output's scale, clamp to the activation's range */
+TF_INLINE void tf_act(const int8_t *in, int8_t *out, int32_t n, int32_t zp_in, int32_t m, int32_t s, int32_t zp_out,
+                      int32_t lo, int32_t hi) {
+    for (int32_t i = 0; i < n; i++) out[i] = tf_clamp(tf_requant((int32_t)in[i] - zp_in, m, s) + zp_out, lo, hi);
+}
+
+#endif /* TF_KERNELS_H */
