@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyflow.errors import TinyflowError
 from tinyflow.ir.blocks import assign_blocks
 from tinyflow.ir.graph import Graph, Node
 from tinyflow.ir.model_errors import ModelImportError
@@ -65,6 +66,9 @@ SUPPORTED = [
     "Softmax",
     "LeakyRelu",
     "Tanh",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
 ]
 _PASS = {"Identity", "Dropout", "QuantizeLinear", "DequantizeLinear"}
 
@@ -142,6 +146,7 @@ class _Importer:
         self.graph_outputs = {o.name for o in g.output}
         self.tensor_node: dict[str, str] = {}  # onnx tensor -> IR node producing it
         self.pending_pad: dict[str, tuple[str, tuple[int, int, int, int]]] = {}  # Pad output -> (input, t/l/b/r)
+        self.pending_tr: dict[str, tuple[str, tuple[int, ...]]] = {}  # Transpose output -> (input, perm)
         self.ir = Graph(Path(path).stem)
         self.ir.meta["onnx_path"] = str(path)
         self.input_shape = input_shape
@@ -151,15 +156,37 @@ class _Importer:
         return OnnxImportError(f"{self.path}: node '{node.name or node.output[0]}' ({node.op_type}): {msg}")
 
     def readers(self, tensor: str) -> list[Any]:
-        """ONNX nodes reading `tensor`, looking through Identity / Dropout / Q / DQ."""
-        out = []
-        for c in self.consumers.get(tensor, []):
-            out.extend(self.readers(c.output[0]) if c.op_type in _PASS else [c])
-        if tensor in self.graph_outputs:
-            out.append(None)
+        """ONNX nodes reading `tensor`, looking through Identity / Dropout / Q / DQ (iteratively: a long chain of
+        pass-through nodes must not hit Python's recursion limit)."""
+        out: list[Any] = []
+        stack, seen = [tensor], set()
+        while stack:
+            t = stack.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            for c in self.consumers.get(t, []):
+                if c.op_type in _PASS and c.output:
+                    stack.append(c.output[0])
+                else:
+                    out.append(c)
+            if t in self.graph_outputs:
+                out.append(None)
         return out
 
     def src(self, node: Any, tensor: str) -> Node:
+        if tensor in self.pending_tr:  # a real transpose: an op with its own tensor (or a view, if order-preserving)
+            base, perm = self.pending_tr.pop(tensor)
+            x = self.src(node, base)
+            shape = tuple(x.shape[p] for p in perm)
+            moved = [p for p in perm if x.shape[p] != 1]
+            name = self.unique(f"{tensor}.transpose")
+            if moved == sorted(moved):
+                ir_node = self.ir.add(name, "reshape", [x.name], {"shape": shape}, block=0, elem_bytes=x.elem_bytes)
+            else:
+                ir_node = self.ir.add(name, "transpose", [x.name], {"perm": perm}, block=0, elem_bytes=x.elem_bytes)
+            self.tensor_node[tensor] = ir_node.name
+            return ir_node
         try:
             return self.ir.nodes[self.tensor_node[tensor]]
         except KeyError:
@@ -171,7 +198,9 @@ class _Importer:
         return self.consts[tensor]
 
     def name_of(self, node: Any) -> str:
-        base = node.name or f"{node.op_type}_{node.output[0]}"
+        return self.unique(node.name or f"{node.op_type}_{node.output[0]}")
+
+    def unique(self, base: str) -> str:
         name, k = base, 1
         while name in self.ir.nodes:
             k += 1
@@ -179,8 +208,10 @@ class _Importer:
         return name
 
     def add(self, node: Any, op: str, inputs: list[str], attrs: dict, weights: dict | None = None) -> Node:
+        # a view holds its input's bytes, so it has the input's element size
+        elem = self.ir.nodes[inputs[0]].elem_bytes if op in ("reshape", "flatten") and inputs else None
         try:
-            ir_node = self.ir.add(self.name_of(node), op, inputs, attrs, block=0, weights=weights)
+            ir_node = self.ir.add(self.name_of(node), op, inputs, attrs, block=0, weights=weights, elem_bytes=elem)
         except IRError as exc:
             raise OnnxImportError(f"{self.path}: {exc}") from None
         self.bind(node.output[0], ir_node)
@@ -200,6 +231,19 @@ class _Importer:
         """An activation / BN on `tensor` can fold into `producer` (a conv or linear read by nothing else)."""
         return producer.op in ("conv2d", "linear") and len(self.readers(tensor)) == 1
 
+    def fold_input_layout(self, node: Any, x: Node, target: tuple[int, ...]) -> bool:
+        """A Transpose / Reshape that only turns the NHWC network input into NCHW: the input is declared NCHW
+        (the file's layout kept in `graph.meta["input_layout"]`) and the op is no tensor of its own."""
+        if x.op != "input" or len(x.shape) != 4 or any(x.name in n.inputs for n in self.ir):
+            return False
+        n, h, w, c = x.shape
+        if tuple(target) != (n, c, h, w) or self.readers(x.name) != [node]:
+            return False
+        x.shape = x.attrs["shape"] = (n, c, h, w)
+        self.ir.meta["input_layout"] = "NHWC"
+        self.tensor_node[node.output[0]] = x.name
+        return True
+
     # ---- ops ---------------------------------------------------------------------------------------
     def run(self) -> Graph:
         g = self.model.graph
@@ -216,10 +260,12 @@ class _Importer:
                     f"{self.path}: graph input '{vi.name}' has shape {dims}; give a static shape with "
                     "network.input_shape=[1,C,H,W]"
                 )
-            node = self.ir.add(vi.name, "input", (), {"shape": tuple(dims)}, block=0)
+            elem = {2: 1, 3: 1, 4: 2, 5: 2}.get(vi.type.tensor_type.elem_type)  # uint8/int8/uint16/int16 inputs
+            node = self.ir.add(vi.name, "input", (), {"shape": tuple(dims)}, block=0, elem_bytes=elem)
             self.tensor_node[vi.name] = node.name
         if not self.ir.inputs:
             raise OnnxImportError(f"{self.path}: the graph has no (non-initializer) input")
+        self.check_ssa()
         for node in g.node:
             handler = getattr(self, f"op_{node.op_type}", None)
             if handler is None or node.domain not in ("", "ai.onnx"):
@@ -229,15 +275,39 @@ class _Importer:
                     f"supported by tinyflow's ONNX importer; supported: {', '.join(SUPPORTED)}",
                 )
                 raise UnsupportedOpError(str(err), node.op_type)
-            handler(node)
+            try:
+                handler(node)
+            except TinyflowError:
+                raise
+            except Exception as exc:  # a malformed node: name it, never "cannot build the network from its config"
+                raise self.fail(node, f"cannot be read ({type(exc).__name__}: {str(exc)[:160]})") from None
         outs = []
         for o in g.output:
+            if o.name in self.pending_tr:  # a transposed graph output is a real transpose
+                self.src(g.node[-1], o.name)
             if o.name not in self.tensor_node:
                 raise OnnxImportError(f"{self.path}: graph output '{o.name}' is not computed from the input")
             outs.append(self.tensor_node[o.name])
         self.ir.set_outputs(list(dict.fromkeys(outs)))
         assign_blocks(self.ir)
         return self.ir
+
+    def check_ssa(self) -> None:
+        """Every tensor has one producer (ONNX graphs are in SSA form); a second one is an import error."""
+        g = self.model.graph
+        producer: dict[str, str] = {vi.name: "graph input" for vi in g.input}
+        producer.update({name: "initializer" for name in self.consts})
+        for node in g.node:
+            for out in node.output:
+                if not out:
+                    continue
+                if out in producer:
+                    raise self.fail(
+                        node,
+                        f"writes tensor '{out}', which {producer[out]} already produces; an ONNX graph assigns "
+                        "each tensor once (SSA). Re-export the model, or run onnx.checker.check_model on it",
+                    )
+                producer[out] = f"node '{node.name or node.op_type}'"
 
     def op_Constant(self, node: Any) -> None:
         from onnx import numpy_helper
@@ -248,12 +318,22 @@ class _Importer:
         self.consts[node.output[0]] = numpy_helper.to_array(a["value"].t)
         self.const_name[node.output[0]] = node.output[0]
 
+    def pending(self, x: str, out: str) -> bool:
+        """Carry a folded Pad or a not yet materialized Transpose through a pass-through node."""
+        if x in self.pending_pad:
+            self.pending_pad[out] = self.pending_pad[x]
+            return True
+        if x in self.pending_tr:
+            self.pending_tr[out] = self.pending_tr[x]
+            return True
+        return False
+
     def _passthrough(self, node: Any) -> None:
         x = node.input[0]
         if x in self.consts:
             self.consts[node.output[0]] = self.consts[x]
             self.const_name[node.output[0]] = self.const_name[x]
-        else:
+        elif not self.pending(x, node.output[0]):
             self.tensor_node[node.output[0]] = self.src(node, x).name
 
     op_Identity = _passthrough
@@ -265,12 +345,18 @@ class _Importer:
             self.consts[node.output[0]] = self.consts[x]
             self.const_name[node.output[0]] = self.const_name[x]
             return
+        if x in self.pending_tr:
+            x = self.pending_tr[x][0]
+            self.pending(node.input[0], node.output[0])
+        elif self.pending(x, node.output[0]):
+            return
         producer = self.src(node, x)
         zp_bytes = 1
         if len(node.input) > 2 and node.input[2] in self.consts:
             zp_bytes = self.consts[node.input[2]].dtype.itemsize
         producer.elem_bytes = zp_bytes  # the tensor is stored quantized
-        self.tensor_node[node.output[0]] = producer.name
+        if node.output[0] not in self.pending_tr:
+            self.tensor_node[node.output[0]] = producer.name
 
     def op_DequantizeLinear(self, node: Any) -> None:
         x = node.input[0]
@@ -287,7 +373,8 @@ class _Importer:
             self.consts[node.output[0]] = ((q - zp) * scale).astype(np.float32)
             self.const_name[node.output[0]] = self.const_name[x]
             return
-        self.tensor_node[node.output[0]] = self.src(node, x).name
+        if not self.pending(x, node.output[0]):
+            self.tensor_node[node.output[0]] = self.src(node, x).name
 
     def op_Pad(self, node: Any) -> None:
         """A zero Pad that only convolutions read folds into their padding (TF-converted models)."""
@@ -345,6 +432,8 @@ class _Importer:
             "dilation": (int(dil[0]), int(dil[1])),
             "act": None,
         }
+        if any(pre_pad):
+            attrs["explicit_pad"] = pre_pad
         self.add(node, "conv2d", [x.name], attrs, weights)
 
     @staticmethod
@@ -421,7 +510,8 @@ class _Importer:
     def _act(self, node: Any, fn: str, extra: dict | None = None) -> None:
         x_name = node.input[0]
         x = self.src(node, x_name)
-        if x.attrs.get("act") is None and self.fusable(x, x_name):
+        residual = x.op == "add" and len(self.readers(x_name)) == 1  # TFLite's ADD with a fused activation
+        if x.attrs.get("act") is None and (self.fusable(x, x_name) or residual):
             x.attrs["act"] = fn
             if extra:
                 x.attrs["act_params"] = extra
@@ -518,7 +608,69 @@ class _Importer:
     def op_Flatten(self, node: Any) -> None:
         self.add(node, "flatten", [self.src(node, node.input[0]).name], {"axis": int(_attrs(node).get("axis", 1))})
 
+    def _squeeze(self, node: Any, squeeze: bool) -> None:
+        x_name = node.input[0]
+        axes = _attrs(node).get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.const(node, node.input[1], "axes").tolist()
+        if x_name in self.consts:
+            c = self.consts[x_name]
+            self.consts[node.output[0]] = (
+                np.squeeze(c, tuple(axes) if axes else None) if squeeze else np.expand_dims(c, tuple(axes))
+            )
+            self.const_name[node.output[0]] = node.output[0]
+            return
+        x = self.src(node, x_name)
+        shape = list(x.shape)
+        if squeeze:
+            drop = {int(a) % len(shape) for a in axes} if axes else {i for i, d in enumerate(shape) if d == 1}
+            target = [d for i, d in enumerate(shape) if i not in drop]
+        else:
+            target = shape
+            for a in sorted(int(v) % (len(shape) + len(axes)) for v in axes):
+                target.insert(a, 1)
+        if tuple(target) == tuple(x.shape):
+            self.tensor_node[node.output[0]] = x.name
+            return
+        self.add(node, "reshape", [x.name], {"shape": tuple(target)})
+
+    def op_Squeeze(self, node: Any) -> None:
+        self._squeeze(node, True)
+
+    def op_Unsqueeze(self, node: Any) -> None:
+        self._squeeze(node, False)
+
+    def op_Transpose(self, node: Any) -> None:
+        x = node.input[0]
+        perm = _attrs(node).get("perm")
+        if x in self.consts:
+            self.consts[node.output[0]] = np.transpose(self.consts[x], perm)
+            self.const_name[node.output[0]] = node.output[0]
+            return
+        # two transposes in a row compose (and cancel when they are inverse)
+        base, p0 = self.pending_tr.get(x, (x, None))
+        src = self.src(node, base)
+        p0 = p0 if p0 is not None else tuple(range(len(src.shape)))
+        perm = tuple(int(v) for v in (perm if perm is not None else reversed(range(len(p0)))))
+        combined = tuple(p0[p] for p in perm)
+        if combined == tuple(range(len(combined))):
+            self.tensor_node[node.output[0]] = src.name
+            return
+        if self.fold_input_layout(node, src, tuple(src.shape[p] for p in combined)):
+            return
+        self.pending_tr[node.output[0]] = (base, combined)
+
     def op_Reshape(self, node: Any) -> None:
+        tr = self.pending_tr.get(node.input[0])
+        if tr is not None and tr[1] == (0, 2, 3, 1):  # NCHW -> NHWC, then flatten: a view read in NHWC order
+            x = self.src(node, tr[0])
+            target = [int(v) for v in self.const(node, node.input[1], "shape").tolist()]
+            if -1 in target:
+                known = math.prod(d for d in target if d != -1)
+                target[target.index(-1)] = math.prod(x.shape) // max(known, 1)
+            if len(target) < 4:
+                self.add(node, "reshape", [x.name], {"shape": tuple(target), "nhwc": True})
+                return
         x = self.src(node, node.input[0])
         target = [int(v) for v in self.const(node, node.input[1], "shape").tolist()]
         allowzero = _attrs(node).get("allowzero", 0)
@@ -528,6 +680,12 @@ class _Importer:
         if -1 in target:
             known = math.prod(d for d in target if d != -1)
             target[target.index(-1)] = math.prod(x.shape) // max(known, 1)
+        if tuple(target) == tuple(x.shape):  # an identity reshape passes through
+            self.tensor_node[node.output[0]] = x.name
+            return
+        order_kept = len(x.shape) == 4 and (x.shape[3] == 1 or x.shape[1] * x.shape[2] == 1)  # NHWC, C or HW = 1
+        if order_kept and self.fold_input_layout(node, x, tuple(target)):
+            return
         self.add(node, "reshape", [x.name], {"shape": tuple(target)})
 
 

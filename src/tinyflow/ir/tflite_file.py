@@ -63,6 +63,11 @@ _OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "MEAN": ("ReducerOptions", ("KeepDims",)),
     "SQUEEZE": ("SqueezeOptions", ("SqueezeDimsAsNumpy",)),
     "RESHAPE": ("ReshapeOptions", ("NewShapeAsNumpy",)),
+    "STRIDED_SLICE": (
+        "StridedSliceOptions",
+        ("BeginMask", "EndMask", "EllipsisMask", "NewAxisMask", "ShrinkAxisMask"),
+    ),
+    "PACK": ("PackOptions", ("ValuesCount", "Axis")),
 }
 
 

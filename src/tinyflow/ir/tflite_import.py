@@ -376,6 +376,9 @@ class _Importer:
     op_PADV2 = op_PAD
 
     def _view(self, op: TfliteOperator) -> None:
+        if self.t(op.inputs[0]).data is not None:  # a reshape of a constant is that constant
+            self.set_const(op, np.asarray(self.t(op.inputs[0]).data).reshape(self.t(op.outputs[0]).shape))
+            return
         x = self.src(op, op.inputs[0])
         out = self.t(op.outputs[0])
         target = nchw(out.shape)
@@ -434,6 +437,29 @@ class _Importer:
 
     op_QUANTIZE = _convert
     op_DEQUANTIZE = _convert
+
+    # ---- shape arithmetic on static shapes (Keras' Reshape layer): evaluated here, no op at run time
+    def set_const(self, op: TfliteOperator, value: np.ndarray) -> None:
+        self.t(op.outputs[0]).data = np.asarray(value)
+
+    def op_SHAPE(self, op: TfliteOperator) -> None:
+        self.set_const(op, np.asarray(self.t(op.inputs[0]).shape, np.int32))
+
+    def op_STRIDED_SLICE(self, op: TfliteOperator) -> None:
+        x, begin, end, strides = (
+            np.asarray(self.const(op, i, w).data) for i, w in enumerate(("input", "begin", "end", "strides"))
+        )
+        o = op.options
+        if x.ndim != 1 or o.get("EllipsisMask") or o.get("NewAxisMask"):
+            raise self.fail(op, "only a 1-D slice of a constant (a static shape) is supported")
+        lo = None if int(o.get("BeginMask", 0)) & 1 else int(begin[0])
+        hi = None if int(o.get("EndMask", 0)) & 1 else int(end[0])
+        out = x[lo : hi : int(strides[0])]
+        self.set_const(op, out[0] if int(o.get("ShrinkAxisMask", 0)) & 1 else out)
+
+    def op_PACK(self, op: TfliteOperator) -> None:
+        parts = [np.asarray(self.const(op, i, "value").data) for i in range(len(op.inputs))]
+        self.set_const(op, np.stack(parts, axis=int(op.options.get("Axis", 0))))
 
 
 def from_tflite(path: str | Path, require_int8: bool = False) -> Graph:
