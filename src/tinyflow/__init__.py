@@ -19,6 +19,10 @@ def _register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("tf_outputs"):
         OmegaConf.register_new_resolver("tf_outputs", lambda: OUTPUTS_DIR.as_posix())
+    if not OmegaConf.has_resolver("tf_run_id"):  # unique run folders (tinyflow.run_dirs)
+        from tinyflow.run_dirs import run_id
+
+        OmegaConf.register_new_resolver("tf_run_id", run_id, use_cache=True)
     if not OmegaConf.has_resolver("tf_stem_options"):
         OmegaConf.register_new_resolver("tf_stem_options", _stem_options)
 

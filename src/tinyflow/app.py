@@ -1,19 +1,22 @@
-"""Shared entry-point plumbing for tinyflow's Hydra apps: clean errors, exit codes."""
+"""Shared entry-point plumbing for tinyflow's Hydra apps: clean errors, signals, exit codes (docs/design.md §13)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from tinyflow import console
-from tinyflow.errors import TinyflowError
+from tinyflow.errors import JobInterrupted, TinyflowError, environment_problem
 
 log = logging.getLogger("tinyflow")
 
@@ -43,27 +46,85 @@ def _log_to_file(exc: BaseException) -> None:
             handler.handle(record)
 
 
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise JobInterrupted(signum)
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGTERM and SIGINT raise `JobInterrupted` inside the block (main thread only), so every `with` on the way out
+    runs — the tracker closes its runs FAILED with the signal as the reason — and the job exits 128 + signal.
+
+    Lightning adds its own SIGTERM notifier in front of this handler and calls it too; without it, Lightning turns
+    SIGTERM into a `SystemExit` with code 0 and SIGINT into exit code 1, both without a reason."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def refuse_code_arguments(argv: list[str] | None = None) -> None:
+    """Before Hydra parses the command line (it instantiates callbacks first): refuse overrides that choose code
+    (`_target_`, `_args_`, ..., `hydra.callbacks`) with one paragraph and exit code 2."""
+    from tinyflow.errors import ConfigError
+    from tinyflow.plugins import refuse_code_overrides
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        refuse_code_overrides(a for a in args if "=" in a and not a.startswith("-"))
+    except ConfigError as exc:
+        console.error_paragraph(str(exc))
+        sys.exit(2)
+
+
+def _lightning_sigterm(exc: SystemExit) -> bool:
+    return type(exc).__name__ == "SIGTERMException"
+
+
 def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn any error in a Hydra task into one clear paragraph and a non-zero exit.
 
-    A TinyflowError is the user's to fix, so its message is all they see. Anything else is a bug: the
-    traceback goes to the job log (and to the screen with HYDRA_FULL_ERROR=1). In a multirun the job is
-    reported failed and the sweep goes on with the other jobs.
+    A TinyflowError is the user's to fix, so its message is all they see; so is a failure of the machine (a
+    read-only folder or store, a full disk: `environment_problem`). Anything else is a bug: the traceback goes to
+    the job log (and to the screen with HYDRA_FULL_ERROR=1). SIGTERM / SIGINT end the job with exit code
+    128 + signal. In a multirun a failed job is reported failed and the sweep goes on with the other jobs.
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
-        except (KeyboardInterrupt, SystemExit):
+            with signals_raise():
+                return fn(*args, **kwargs)
+        except JobInterrupted as exc:
+            _log_to_file(exc)
+            console.error_paragraph(
+                f"{exc}: the job stopped. Finished stages and the last training checkpoint are kept; continue with "
+                "`resume=last` (or `resume=<this run's folder>`)."
+            )
+            sys.exit(exc.exit_code)
+        except SystemExit as exc:
+            if _lightning_sigterm(exc):  # Lightning saw SIGTERM before our handler was installed
+                sys.exit(128 + signal.SIGTERM)
+            raise
+        except KeyboardInterrupt:
             raise
         except Exception as exc:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             _log_to_file(exc)
             where = _job_log_file()
+            problem = None if isinstance(exc, TinyflowError) else environment_problem(exc)
             if isinstance(exc, TinyflowError):
                 console.error_paragraph(str(exc))
+            elif problem is not None:
+                console.error_paragraph(str(problem))
             else:
                 console.error_paragraph(
                     f"{type(exc).__name__}: {exc}",

@@ -1,7 +1,8 @@
 """Atomic file writes: a temporary name in the target's folder, renamed over the target when complete.
 
 A reader of the target sees either the old file (or none) or the whole new one, never a torn write: the rename
-is atomic within one file system, which is why the temporary name is made next to the target.
+is atomic within one file system, which is why the temporary name is made next to the target. The file (folder)
+gets the mode a plain `open()` (`mkdir`) would give it under the umask, not `tempfile`'s private 0600 (0700).
 (docs/design.md §11)
 """
 
@@ -18,6 +19,13 @@ from typing import IO, Any
 PathLike = str | os.PathLike[str]
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(target: PathLike, suffix: str = "", directory: bool = False) -> Iterator[Path]:
     """A fresh temporary path next to `target` (an empty file, or an empty folder with `directory=True`).
@@ -30,9 +38,13 @@ def atomic_path(target: PathLike, suffix: str = "", directory: bool = False) -> 
     prefix = f".{target.name}."
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=target.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
     else:
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix or ".tmp", dir=target.parent)
-        os.close(fd)
+        try:  # mkstemp makes 0600; the file gets the mode a plain open() would give it
+            os.fchmod(fd, 0o666 & ~_umask())
+        finally:
+            os.close(fd)
         tmp = Path(name)
     try:
         yield tmp

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import time
 import traceback
 from collections.abc import Iterator
@@ -37,7 +38,11 @@ def resolve_uri(uri: str | None) -> str:
     """Default the URI, refuse MLflow's file store, and create the sqlite file's folder."""
     uri = uri or os.environ.get("TINYFLOW_TRACKING_URI") or default_tracking_uri()
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        folder = sqlite_path(uri).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _store_problem(exc, uri) from None
     elif "://" not in uri or uri.startswith("file:"):
         from tinyflow.errors import ConfigError
 
@@ -48,24 +53,70 @@ def resolve_uri(uri: str | None) -> str:
     return uri
 
 
-def ensure_store(uri: str, experiment: str) -> str:
-    """Create the database (schema migrations) and the experiment; return the experiment id.
+def sqlite_path(uri: str) -> Path:
+    """The database file of a `sqlite:///` URI (query string dropped)."""
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
 
-    Called once before parallel jobs start so they never race on creating either.
+
+def default_artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: `<the sqlite file's folder>/mlartifacts` — next to the store
+    `tracking.uri` names, never MLflow's default `<cwd>/mlruns`. None (the server decides) for a server URI."""
+    if uri.startswith("sqlite:///"):
+        return (sqlite_path(uri).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+def _store_problem(exc: BaseException, uri: str) -> BaseException:
+    from tinyflow.errors import environment_problem
+
+    return environment_problem(exc, store=uri) or exc
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An inter-process lock on a sqlite store (`<db>.lock`, fcntl), so one process at a time creates its schema and
+    experiment; a no-op for server URIs (the server serialises) and where fcntl is missing."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock_file = sqlite_path(uri).with_name(sqlite_path(uri).name + ".lock")
+    try:
+        handle = open(lock_file, "a")  # noqa: SIM115 - held for the block
+    except OSError as exc:
+        raise _store_problem(exc, uri) from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_store(uri: str, experiment: str, artifact_location: str | None = None) -> str:
+    """Create the database (schema migrations) and the experiment under `store_lock`; return the experiment id.
+
+    Two jobs starting on a new sqlite file would otherwise both run MLflow's migrations (one fails with alembic's
+    "Online migration expected to match one row"). A store that cannot be written raises `EnvironmentProblem`.
     """
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is not None:
-        return exp.experiment_id
     try:
-        return client.create_experiment(experiment)
-    except Exception:  # another process created it in between
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
+        with store_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            exp = client.get_experiment_by_name(experiment)
+            if exp is not None:
+                return exp.experiment_id
+            return client.create_experiment(experiment, artifact_location or default_artifact_location(uri))
+    except Exception as exc:
+        problem = _store_problem(exc, uri)
+        if problem is exc:
             raise
-        return exp.experiment_id
+        raise problem from None
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -111,10 +162,17 @@ class NullTracker:
 class MlflowTracker:
     """Logs to an MLflow store with explicit run ids (safe in joblib worker processes)."""
 
-    def __init__(self, uri: str | None = None, experiment: str = "tinyflow", log_config: bool = True):
+    def __init__(
+        self,
+        uri: str | None = None,
+        experiment: str = "tinyflow",
+        log_config: bool = True,
+        artifact_location: str | None = None,
+    ):
         self.uri = resolve_uri(uri)
         self.experiment = experiment
         self.log_config = log_config
+        self.artifact_location = artifact_location
         self.parent_id: str | None = None
         self.child_id: str | None = None
         self._client: Any = None
@@ -134,13 +192,22 @@ class MlflowTracker:
 
     def prepare(self) -> None:
         """Create the database and the experiment before parallel jobs start (they would race on them)."""
-        ensure_store(self.uri, self.experiment)
+        ensure_store(self.uri, self.experiment, self.artifact_location)
 
     @contextlib.contextmanager
     def job(self, cfg: Any, tags: dict[str, str]) -> Iterator[MlflowTracker]:
-        """The parent run of one Hydra job: tags, resolved config (artifact + params)."""
-        exp_id = ensure_store(self.uri, self.experiment)
-        run = self.client.create_run(exp_id, run_name=tags.get("run_name"), tags={k: str(v) for k, v in tags.items()})
+        """The parent run of one Hydra job: tags, resolved config (artifact + params). Runs of this host whose
+        process is gone (kill -9) are marked KILLED first; any way out of the block closes the run."""
+        exp_id = ensure_store(self.uri, self.experiment, self.artifact_location)
+        try:
+            close_dead_runs(self.client, exp_id)
+            all_tags = {**{k: str(v) for k, v in tags.items()}, **process_tags()}
+            run = self.client.create_run(exp_id, run_name=tags.get("run_name"), tags=all_tags)
+        except Exception as exc:
+            problem = _store_problem(exc, self.uri)
+            if problem is exc:
+                raise
+            raise problem from None
         self.parent_id = run.info.run_id
         try:
             if isinstance(cfg, DictConfig):
@@ -165,7 +232,7 @@ class MlflowTracker:
         run = self.client.create_run(
             parent.info.experiment_id,
             run_name=name,
-            tags={"mlflow.parentRunId": self.parent_id, "stage": name},
+            tags={"mlflow.parentRunId": self.parent_id, "stage": name, **process_tags()},
         )
         self.child_id = run.info.run_id
         start = time.perf_counter()
@@ -182,12 +249,15 @@ class MlflowTracker:
             self.child_id = None
 
     def _fail(self, run_id: str, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
+        """FAILED with the reason (tag `error`, traceback in `error.txt`) — for errors and signals alike."""
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if type(exc).__name__ == "SIGTERMException":  # Lightning's, without a message
+            message = "SIGTERMException: interrupted by SIGTERM"
         try:
             self.client.set_tag(run_id, "error", message[:5000])
+            self.client.set_terminated(run_id, "FAILED")
             self.client.log_text(run_id, "".join(traceback.format_exception(exc)), "error.txt")
-            self.client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        except Exception:  # never hide the original error behind a tracking error
+        except BaseException:  # never hide the original error behind a tracking error (nor a second signal)
             log.exception("could not mark MLflow run %s as failed", run_id)
 
     # ---- logging ----------------------------------------------------------------------------------------
@@ -245,6 +315,60 @@ class MlflowTracker:
 
             reqs = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"]
             mlflow.onnx.log_model(onnx.load(path), name=name, pip_requirements=reqs)
+
+
+def _proc_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22), '' where unknown: with the
+    pid it names one process, even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming the process that owns a run, so a later job can tell a run whose process died."""
+    return {
+        "tinyflow.host": socket.gethostname(),
+        "tinyflow.pid": str(os.getpid()),
+        "tinyflow.proc": _proc_start(os.getpid()),
+    }
+
+
+def _alive(pid: int, started: str) -> bool:
+    if started and Path("/proc").is_dir():
+        return _proc_start(pid) == started
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_dead_runs(client: Any, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of `experiment_id` started on this host by a process that no longer exists
+    (kill -9, out of memory, power loss); returns their ids. Runs of other hosts are left alone (no way to tell)."""
+    host = socket.gethostname()
+    query = f"attributes.status = 'RUNNING' and tags.`tinyflow.host` = '{host}'"
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string=query, max_results=1000):
+        tags = run.data.tags
+        try:
+            pid = int(tags.get("tinyflow.pid", ""))
+        except ValueError:
+            continue
+        if _alive(pid, tags.get("tinyflow.proc", "")):
+            continue
+        reason = f"process {pid} on {host} ended without closing this run (kill -9, out of memory or power loss)"
+        client.set_tag(run.info.run_id, "error", f"KILLED: {reason}; marked by process {os.getpid()}")
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    if closed:
+        log.warning("tracking: marked %d run(s) KILLED whose process had died: %s", len(closed), ", ".join(closed))
+    return closed
 
 
 _activated: list[Tracker] = []  # innermost last; a module global (not a context variable) so threads see it too

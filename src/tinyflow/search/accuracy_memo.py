@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tinyflow.arch.genome import Arch
-from tinyflow.training.cache import cache_dir, evaluation_key
+from tinyflow.training.cache import cache_dir, evaluation_key, writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,12 @@ class AccuracyMemo:
 def accuracy_memo(cfg: DictConfig, checkpoint: str | Path) -> AccuracyMemo | None:
     """The memo of `checkpoint` under `<cache.dir>/search/` when `cache.search` is on, else None."""
     root = cache_dir(cfg, "search")
-    if root is None:
+    if root is None or not writable_dir(root, "search cache"):  # read-only or full: off, one log line
         return None
     path = root / f"{evaluation_key(cfg, checkpoint)}.sqlite"
     try:
         return AccuracyMemo(path)
-    except sqlite3.DatabaseError as exc:  # a damaged memo costs time, not the run
+    except (sqlite3.DatabaseError, OSError) as exc:  # a damaged memo costs time, not the run
         log.warning(
             "search: accuracy memo %s unusable (%s); measuring without it (delete the file to rebuild)", path, exc
         )

@@ -1,8 +1,10 @@
-"""Pipeline stages: functions `(cfg, context) -> context`, registered by name.
+"""Pipeline stages: functions `(cfg, context) -> context`, found by name in a registry.
 
-A built-in stage `foo` lives in `tinyflow.stages.foo` and registers itself with `@stage("foo")`; the module is
-imported only when the stage runs, so a pipeline that never trains never imports torch. A third-party stage is
-registered the same way from any module named as `module:function` in `stages:`.
+The registry holds the built-in stages (a built-in `foo` lives in `tinyflow.stages.foo` and registers itself with
+`@stage("foo")`; the module is imported only when the stage runs, so a pipeline that never trains never imports
+torch) and the stages that installed distributions declare as entry points in the group `tinyflow.stages`
+(`name = "module:function"`). A name in `stages:` is looked up there and nowhere else: no import string from a
+config runs code (docs/design.md §2, §13).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from tinyflow.context import RunContext
@@ -18,6 +21,9 @@ from tinyflow.errors import TinyflowError
 StageFn = Callable[[Any, RunContext], RunContext]
 
 _REGISTRY: dict[str, StageFn] = {}
+
+#: the entry-point group through which installed distributions add stages
+ENTRY_POINT_GROUP = "tinyflow.stages"
 
 # the order the full pipeline runs in (docs/design.md §2); `stages:` in the config picks from these
 KNOWN_STAGES: tuple[str, ...] = ("space", "train", "search", "finetune", "quantize", "schedule", "deploy")
@@ -33,38 +39,42 @@ def stage(name: str) -> Callable[[StageFn], StageFn]:
     return decorate
 
 
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def get_stage(name: str) -> StageFn:
-    """Find a stage by name (`space`, …) or by `module:function`; a clear error if there is none."""
+    """The stage registered as `name` (built-in or entry point); a clear error listing the stages if there is none."""
     if name in _REGISTRY:
         return _REGISTRY[name]
-    if ":" in name:
-        module, _, attr = name.partition(":")
+    if name in KNOWN_STAGES:
+        importlib.import_module(f"tinyflow.stages.{name}")  # registers itself
+        return _REGISTRY[name]
+    declared = _entry_points().get(name)
+    if declared is not None:
         try:
-            return getattr(importlib.import_module(module), attr)
+            fn = declared.load()
         except (ImportError, AttributeError) as exc:
-            raise TinyflowError(f"stages: cannot load '{name}' ({exc}). Give an importable module:function.") from None
-    try:
-        importlib.import_module(f"tinyflow.stages.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"tinyflow.stages.{name}":
-            raise
-    if name not in _REGISTRY:
-        available = ", ".join(available_stages())
-        raise TinyflowError(
-            f"stages: unknown stage '{name}'. Available stages: {available}. "
-            "Fix the `stages:` list in your config or experiment."
-        )
-    return _REGISTRY[name]
+            raise TinyflowError(
+                f"stages: the stage '{name}' declared by an installed distribution ({declared.value}) cannot be "
+                f"loaded ({exc}). Reinstall the distribution that provides it."
+            ) from None
+        _REGISTRY[name] = fn
+        return fn
+    available = ", ".join(available_stages())
+    hint = (
+        " A `module:function` string is not imported: declare your stage as an entry point in the group "
+        f"`{ENTRY_POINT_GROUP}` of an installed distribution."
+        if ":" in name
+        else ""
+    )
+    raise TinyflowError(
+        f"stages: unknown stage '{name}'. Available stages: {available}. Fix the `stages:` list in your config or "
+        f"experiment.{hint}"
+    )
 
 
 def available_stages() -> list[str]:
-    """Built-in stages that exist in this installation, in pipeline order."""
-    found = []
-    for name in KNOWN_STAGES:
-        try:
-            get_stage_module = importlib.util.find_spec(f"tinyflow.stages.{name}")
-        except ModuleNotFoundError:
-            get_stage_module = None
-        if get_stage_module is not None or name in _REGISTRY:
-            found.append(name)
-    return found + sorted(set(_REGISTRY) - set(found))
+    """Built-in stages of this installation (pipeline order), then entry-point and other registered ones."""
+    found = [name for name in KNOWN_STAGES if importlib.util.find_spec(f"tinyflow.stages.{name}") is not None]
+    return found + sorted((set(_REGISTRY) | set(_entry_points())) - set(found))

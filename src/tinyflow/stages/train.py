@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from tinyflow.atomic import atomic_copy
 from tinyflow.context import RunContext
 from tinyflow.contracts import TrainResult
 from tinyflow.plugins import build_plugin
@@ -42,6 +43,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     trainer = build_plugin(cfg, "trainer")
     if cfg.get("resume") not in (None, False, "false"):
         trainer.resume = True  # a resumed pipeline also continues an interrupted training from its last checkpoint
+        carry_checkpoints(ctx)
     tracker = active_tracker()
     tracker.log_params(
         {
@@ -67,6 +69,25 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     tracker.log_parent_metrics(metrics)
     log.info("train: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return ctx
+
+
+def carry_checkpoints(ctx: RunContext) -> None:
+    """Copy the interrupted run's training folder (`<run>/train/`: the trainer's `last.ckpt` and the rest) into this
+    run's, so the trainer — which looks in its own workdir — continues from the last finished epoch. Nothing to do
+    when this job resumes its own folder (`resume=true`) or the earlier run never reached `train`."""
+    source = ctx.extra.get("resumed_from")
+    if not source:
+        return
+    src, dst = Path(source) / "train", Path(ctx.output_dir) / "train"
+    if not src.is_dir() or src.resolve() == dst.resolve():
+        return
+    copied = 0
+    for path in sorted(src.rglob("*")):
+        target = dst / path.relative_to(src)
+        if path.is_file() and not target.exists():
+            atomic_copy(path, target)
+            copied += 1
+    log.info("train: resuming the training of %s (%d files copied from %s)", source, copied, src)
 
 
 def fit_or_reuse(cfg: DictConfig, ctx: RunContext, trainer: Any, space: Any, data: Any, tracker: Any) -> TrainResult:

@@ -7,8 +7,10 @@ the torch version and the source code of tinyflow and its plugins — so jobs wi
 Jobs of a parallel sweep that want the same key wait on a file lock while the first one trains.
 
 An entry is a directory `<cache.dir>/train/<key>/` holding the trainer's `TrainResult` (`result.json`, with the run
-that trained it) and its checkpoint;
-it is written under a temporary name and renamed into place, so a crash never leaves half an entry.
+that trained it and the checkpoint's SHA-256) and its checkpoint; it is written under a temporary name and renamed
+into place, so a crash never leaves half an entry, and a lookup checks the digest, so a damaged entry is dropped
+(and trained again) rather than served to every later job. A cache folder that cannot be written turns the cache
+off for the job with one log line (docs/design.md §11).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cache
@@ -134,7 +137,9 @@ class TrainCache:
 
     def lookup(self, key: str, workdir: str | Path) -> TrainResult | None:
         """The cached result of `key` with its checkpoint copied into `workdir` (`cache_hit` set), or None on a
-        miss. `source(key)` says which run trained it."""
+        miss. The checkpoint's SHA-256 recorded at `store` is checked first: an entry that fails it (or cannot be
+        read) is dropped with a log line naming it, and the caller trains again. `source(key)` says which run
+        trained it. Call it holding `lock(key)`."""
         entry = self.root / key
         result_file = entry / RESULT_FILE
         if not result_file.is_file():
@@ -143,15 +148,29 @@ class TrainCache:
             stored = json.loads(result_file.read_text())
             cached_ckpt = entry / stored["checkpoint_file"]
             result = TrainResult.from_dict(stored["result"])
+            recorded = str(stored["checkpoint_sha256"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("train cache: ignoring unreadable entry %s (%s); training again", entry, exc)
+            self._drop(entry, f"unreadable or without a checkpoint digest ({type(exc).__name__}: {exc})")
             return None
-        if not cached_ckpt.is_file():
-            log.warning("train cache: entry %s lost its checkpoint; training again", entry)
+        try:
+            actual = file_digest(cached_ckpt)
+        except OSError as exc:
+            self._drop(entry, f"its checkpoint cannot be read ({exc})")
+            return None
+        if actual != recorded:
+            self._drop(
+                entry,
+                f"its checkpoint {cached_ckpt.name} fails its digest (sha256 {actual[:12]}…, recorded "
+                f"{recorded[:12]}…)",
+            )
             return None
         target = Path(workdir) / cached_ckpt.name
         atomic_copy(cached_ckpt, target)
         return replace(result, checkpoint=str(target), cache_hit=True)
+
+    def _drop(self, entry: Path, why: str) -> None:
+        log.warning("train cache: dropping entry %s: %s; training again", entry, why)
+        shutil.rmtree(entry, ignore_errors=True)
 
     def source(self, key: str) -> dict[str, str]:
         """`{"output_dir", "mlflow_run_id"}` of the run that trained `key` (empty when unknown)."""
@@ -168,7 +187,12 @@ class TrainCache:
         ckpt = Path(result.checkpoint)
         try:
             text = json.dumps(
-                {"result": replace(result, cache_hit=False).to_dict(), "checkpoint_file": ckpt.name, "source": source},
+                {
+                    "result": replace(result, cache_hit=False).to_dict(),
+                    "checkpoint_file": ckpt.name,
+                    "checkpoint_sha256": file_digest(ckpt),
+                    "source": source,
+                },
                 sort_keys=True,
             )
         except (TypeError, ValueError) as exc:
@@ -188,7 +212,22 @@ def cache_dir(cfg: DictConfig, part: str) -> Path | None:
     return Path(str(node.dir)).expanduser() / part
 
 
+def writable_dir(root: Path, what: str) -> bool:
+    """Whether files can be created in `root` (made if missing); else one log line saying `what` is off."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        log.warning("%s: %s cannot be written (%s); the cache is off for this job", what, root, exc.strerror or exc)
+        return False
+    return True
+
+
 def train_cache(cfg: DictConfig) -> TrainCache | None:
-    """The configured train cache (`cache.train`, under `cache.dir`), or None when it is off."""
+    """The configured train cache (`cache.train`, under `cache.dir`), or None when it is off — or when its folder
+    cannot be written (a read-only or full disk: one log line, and the job trains without the cache)."""
     root = cache_dir(cfg, "train")
-    return None if root is None else TrainCache(root)
+    if root is None or not writable_dir(root, "train cache"):
+        return None
+    return TrainCache(root)

@@ -1,12 +1,18 @@
-"""Lightning callbacks that report to tinyflow's tracker (MLflow child run of the running stage)."""
+"""Lightning callbacks: `TrackerCallback` reports to tinyflow's tracker (MLflow child run of the running stage);
+`RngStateCallback` puts the random generators' state into every checkpoint and restores it on resume."""
 
 from __future__ import annotations
 
+import logging
+import random
 import time
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class TrackerCallback(pl.Callback):
@@ -46,3 +52,49 @@ def _scalar(value: Any) -> float | None:
     if isinstance(value, int | float):
         return float(value)
     return None
+
+
+class RngStateCallback(pl.Callback):
+    """The state of Python's, NumPy's and torch's generators, saved with every checkpoint (as plain lists and
+    tensors, so `weights_only=True` reads it) and restored when a training resumes from it.
+
+    A checkpoint is written at the end of an epoch; everything random after it (the next epoch's shuffle, dropout,
+    augmentation, subnet sampling) then draws the same numbers as in a run that was never interrupted, so a resumed
+    training ends with the same weights. `restored` says whether the last resume found a state to restore.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.restored: bool | None = None  # None: not resumed
+
+    def state_dict(self) -> dict[str, Any]:
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        version, internal, gauss = random.getstate()
+        return {
+            "python": {"version": version, "state": list(internal), "gauss": gauss},
+            "numpy": {
+                "name": str(name),
+                "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached": float(cached),
+            },
+            "torch": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        try:
+            py, nps = state_dict["python"], state_dict["numpy"]
+            random.setstate((int(py["version"]), tuple(int(v) for v in py["state"]), py["gauss"]))
+            keys = nps["keys"].numpy().astype(np.uint32)
+            np.random.set_state((nps["name"], keys, int(nps["pos"]), int(nps["has_gauss"]), float(nps["cached"])))
+            torch.set_rng_state(state_dict["torch"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            log.warning("resume: the checkpoint's random-generator state is unusable (%s); numbers will differ", exc)
+            self.restored = False
+            return
+        self.restored = True
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.ckpt_path and self.restored is None:
+            self.restored = False  # resumed from a checkpoint without our state (load_state_dict never ran)

@@ -28,8 +28,10 @@ def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike[str], weights_only: bool = False) -> Any:
-    """`torch.load` on CPU; CheckpointError naming the file when it is missing, truncated or not a checkpoint."""
+def load_checkpoint(path: str | os.PathLike[str], weights_only: bool = True) -> Any:
+    """`torch.load(weights_only=True)` on CPU — tensors and plain containers only, so a checkpoint cannot run code
+    while it is read; CheckpointError naming the file when it is missing, truncated, not a checkpoint, or holds
+    objects that would need code to rebuild."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path or rerun the stage that writes it")
@@ -62,7 +64,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         save_checkpoint(checkpoint, path)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        return load_checkpoint(path, weights_only=bool(weights_only))
+        """Always `weights_only=True` (what tinyflow's trainers save is plain data), whatever the caller asks."""
+        return load_checkpoint(path, weights_only=True)
 
 
 MODEL_FORMAT = "tinyflow.static_model/1"

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from tinyflow.training.callbacks import RngStateCallback
 from tinyflow.training.checkpoint import AtomicCheckpointIO
 
 
@@ -16,7 +17,9 @@ def make_trainer(
     **overrides: Any,
 ) -> pl.Trainer:
     """CPU, progress bar on, no Lightning logger (metrics go to the tracker through `TrackerCallback`), atomic
-    checkpoint writes, no sanity validation. `overrides` win (e.g. `strategy="ddp", devices=2`)."""
+    checkpoint writes read back with `weights_only=True`, the random generators' state in every checkpoint
+    (`RngStateCallback`: a resumed training draws what an uninterrupted one would), no sanity validation.
+    `overrides` win (e.g. `strategy="ddp", devices=2`)."""
     kwargs: dict[str, Any] = {
         "max_epochs": max_epochs,
         "default_root_dir": default_root_dir,
@@ -29,7 +32,7 @@ def make_trainer(
         "num_sanity_val_steps": 0,
         "deterministic": True,
         "plugins": [AtomicCheckpointIO()],
-        "callbacks": list(callbacks or []),
+        "callbacks": [*list(callbacks or []), RngStateCallback()],
     }
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     return pl.Trainer(**kwargs)
