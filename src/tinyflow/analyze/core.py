@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from tinyflow.analyze.conventions import apply_memory_convention
 from tinyflow.arch.genome import Arch
 from tinyflow.contracts import Device, MemoryConfig
 from tinyflow.cost.analytic import analytic_report
@@ -86,6 +87,7 @@ def analyze(
     }
     if cost.latency_ms is not None:
         out["latency_source"] = device.coefficient_source or "derived from clock"
+    apply_memory_convention(out, graph, memory)
     set_fits(out)
     for key, value in plan.extra.items():  # the scheduler's own figures (patch grid, RNNPool cut, ...)
         out.setdefault(key, _jsonable(value))
@@ -103,6 +105,7 @@ def analyze(
 def set_fits(analysis: dict[str, Any]) -> None:
     """`fits_sram` (the placed arena within the SRAM budget), `fits_flash` (the model within the flash budget,
     i.e. flash − the runtime's reserve) and `fits`."""
-    analysis["fits_sram"] = analysis["arena_bytes"] <= analysis["sram_budget_bytes"]
+    arena = analysis.get("arena_total_bytes", analysis["arena_bytes"])  # + a runtime's persistent tail
+    analysis["fits_sram"] = arena <= analysis["sram_budget_bytes"]
     analysis["fits_flash"] = analysis["flash_bytes"] <= analysis["flash_budget_bytes"]
     analysis["fits"] = analysis["fits_sram"] and analysis["fits_flash"]

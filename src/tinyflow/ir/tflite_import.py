@@ -225,6 +225,7 @@ class _Importer:
                 "weights_flash_bytes": self.flash,
                 "quantization": self.quant,
                 "weights": dict(self.weight_names),
+                "tflite_counts": {"tensors": len(m.tensors), "operators": len(m.operators)},
             }
         )
         return self.ir

@@ -5,6 +5,7 @@ over time when that changes. No placement beats the lower bound: the most bytes 
 Algorithms (`memory.arena_algorithm`); the first-fit ones put each buffer, in their order, at the lowest offset
 free over its lifetime:
 - `first_fit_decreasing`: largest buffer first.
+- `tflm_greedy`: TF Lite Micro's GreedyMemoryPlanner: largest first, equal sizes in the order they were added.
 - `longest_lived_first`: longest lifetime first (a long-lived buffer, such as a patch stage's assembled output,
   is pinned low before the short-lived ones it would otherwise be stacked on).
 - `largest_area_first`: largest size × lifetime first.
@@ -147,6 +148,13 @@ def first_fit_decreasing(buffers: Sequence[BufferSpec]) -> dict[str, int]:
     return p.named(p.first_fit(_by_size(p)))
 
 
+def tflm_greedy(buffers: Sequence[BufferSpec]) -> dict[str, int]:
+    """TF Lite Micro's GreedyMemoryPlanner: largest first (equal sizes in the order they were added, a stable
+    sort), each at the lowest offset that no buffer alive at the same time occupies."""
+    p = _Problem(buffers)
+    return p.named(p.first_fit(_order(p, lambda i: (-p.sizes[i], i))))
+
+
 def longest_lived_first(buffers: Sequence[BufferSpec]) -> dict[str, int]:
     """First fit, the longest-lived buffer first (ties: larger first): a buffer that spans many steps is pinned
     low before the short-lived ones it would otherwise be stacked on."""
@@ -176,6 +184,7 @@ def greedy_by_breadth(buffers: Sequence[BufferSpec]) -> dict[str, int]:
 
 _BASE: dict[str, Callable[[Sequence[BufferSpec]], dict[str, int]]] = {
     "first_fit_decreasing": first_fit_decreasing,
+    "tflm_greedy": tflm_greedy,
     "greedy_by_breadth": greedy_by_breadth,
     "longest_lived_first": longest_lived_first,
     "largest_area_first": largest_area_first,

@@ -16,9 +16,15 @@ from tinyflow.errors import ConfigError
 RULES = ("liveness", "layer_local")
 #: bytes per activation element: int8, int16/float16, float32
 DTYPE_BYTES = (1, 2, 4)
+#: the runtime's persistent arena tail that is estimated beside the activations (`none`: not counted)
+PERSISTENT = ("none", "tflm")
+#: what flash_bytes counts: the weights and per-channel constants (TinyEngine), or the model file (TF Lite Micro
+#: keeps the whole flatbuffer in flash)
+FLASH = ("weights", "file")
 #: arena placement algorithms (see tinyflow.memory.arena), `best` tries them all
 ARENA_ALGORITHMS = (
     "first_fit_decreasing",
+    "tflm_greedy",
     "greedy_by_breadth",
     "longest_lived_first",
     "largest_area_first",
@@ -28,13 +34,22 @@ ARENA_ALGORITHMS = (
 
 @dataclass(frozen=True)
 class MemoryConfig:
-    """Memory conventions. Construction validates every field (`ConfigError` naming the field)."""
+    """Memory conventions. Construction validates every field (`ConfigError` naming the field).
+
+    The defaults are the `tinyengine` preset (conf/memory/tinyengine.yaml); conf/memory/tflm.yaml is TF Lite
+    Micro's (no in-place ops, its greedy planner, 16-byte aligned buffers, the persistent tail, the file in flash).
+    """
 
     dtype_bytes: int = 1
     inplace_depthwise: bool = True
     count_input: bool = True
     rule: str = "liveness"  # or "layer_local"
     arena_algorithm: str = "best"  # one of ARENA_ALGORITHMS
+    inplace_elementwise: bool = True  # an activation / batch norm writes over its input when the input dies there
+    alignment: int = 1  # every arena buffer's size is rounded up to a multiple of this many bytes
+    persistent: str = "none"  # one of PERSISTENT
+    flash: str = "weights"  # one of FLASH
+    convention: str = "tinyengine"  # the preset these values started from (a label for reports)
 
     def __post_init__(self) -> None:
         check_memory_config(self)
@@ -44,7 +59,7 @@ class MemoryConfig:
         """The validated `MemoryConfig` of a `memory` config node (DictConfig, mapping, or None for the defaults)."""
         if not node:
             return cls()
-        d = _plain(node)
+        d = {k: v for k, v in _plain(node).items() if k != "_target_"}
         known = [f.name for f in fields(cls)]
         unknown = sorted(str(k) for k in d if k not in known)
         if unknown:
@@ -72,7 +87,15 @@ def check_memory_config(memory: MemoryConfig) -> None:
             f"memory.dtype_bytes: {memory.dtype_bytes!r} is not one of 1 (int8), 2 (16-bit) or 4 (float32). "
             f"Fix it, e.g. `memory.dtype_bytes=1`."
         )
-    for flag in ("inplace_depthwise", "count_input"):
+    if isinstance(memory.alignment, bool) or not isinstance(memory.alignment, int) or memory.alignment < 1:
+        raise ConfigError(f"memory.alignment: {memory.alignment!r} must be a positive integer (bytes), e.g. 16.")
+    if memory.alignment & (memory.alignment - 1):
+        raise ConfigError(f"memory.alignment: {memory.alignment} is not a power of two; use e.g. 1, 4 or 16.")
+    if memory.persistent not in PERSISTENT:
+        raise ConfigError(f"memory.persistent: '{memory.persistent}' is not one of {list(PERSISTENT)}.")
+    if memory.flash not in FLASH:
+        raise ConfigError(f"memory.flash: '{memory.flash}' is not one of {list(FLASH)}.")
+    for flag in ("inplace_depthwise", "count_input", "inplace_elementwise"):
         if not isinstance(getattr(memory, flag), bool):
             raise ConfigError(f"memory.{flag}: {getattr(memory, flag)!r} must be true or false.")
     check_arena_algorithm(memory.arena_algorithm)

@@ -4,7 +4,8 @@
   alive through its block, because the block's `add` reads it). Graph outputs live to the last step; graph
   inputs from step 0.
 - In-place ops share their input's storage when the input dies at that op (depthwise conv only with
-  `memory.inplace_depthwise`); views (flatten/reshape) always share it. Tensors sharing storage form a buffer;
+  `memory.inplace_depthwise`, element-wise ops only with `memory.inplace_elementwise`); views (flatten/reshape)
+  always share it. Sizes are rounded up to `memory.alignment`. Tensors sharing storage form a buffer;
   at any step a buffer holds max(size of its live members).
 - `memory.count_input: false` gives the network input size 0 (a streamed input is not in the arena).
 - `rule: liveness` counts every live buffer at a step; `rule: layer_local` only the op's own inputs and output.
@@ -68,10 +69,13 @@ def buffers_of(tensors: Sequence[TensorAlloc]) -> list[tuple[str, int, int, int,
 
 
 def tensor_bytes(node: Node, memory: MemoryConfig) -> int:
+    """Bytes of `node`'s tensor, rounded up to `memory.alignment` (TF Lite Micro aligns every buffer to 16)."""
     n = 1
     for d in node.shape:
         n *= d
-    return n * (node.elem_bytes or memory.dtype_bytes)
+    size = n * (node.elem_bytes or memory.dtype_bytes)
+    a = memory.alignment
+    return -(-size // a) * a
 
 
 def compute_lifetimes(graph: Graph, memory: MemoryConfig, order: Sequence[Node] | None = None) -> Lifetimes:
@@ -98,7 +102,9 @@ def compute_lifetimes(graph: Graph, memory: MemoryConfig, order: Sequence[Node] 
         if not is_input and len(n.inputs) == 1:
             src = tensors[n.inputs[0]]
             kind = get_op(n.op).alias_kind(n, [graph.nodes[n.inputs[0]].shape])
-            inplace = kind == "inplace" or (kind == "inplace_depthwise" and memory.inplace_depthwise)
+            inplace = (kind == "inplace" and memory.inplace_elementwise) or (
+                kind == "inplace_depthwise" and memory.inplace_depthwise
+            )
             if kind == "view" or (inplace and buffer_last[src.buffer] == first and 0 < size <= src.size):
                 if kind == "view":
                     t.size = src.size  # the same bytes (an uncounted input stays uncounted)
