@@ -169,3 +169,69 @@ def from_onnx(path: str | Path, graph: Graph | None = None) -> Executor:
     ex = bind(graph, onnx_initializers(path))
     ex.clamps = onnx_activation_ranges(path, graph)
     return ex
+
+
+def _dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int) -> np.ndarray:
+    """(q - zero_point) · scale, per channel along `axis` when there are several scales (an axis past the
+    tensor's rank, as converters write for a depthwise's 1-D bias, means its last axis)."""
+    zp = np.asarray(zero_point if zero_point is not None else [0], np.float64)
+    if scale.size == 1 or q.ndim == 0:
+        return (q - zp.reshape(-1)[0]) * float(scale.reshape(-1)[0])
+    axis = axis if axis < q.ndim else q.ndim - 1
+    shape = [1] * q.ndim
+    shape[axis] = -1
+    zp = zp.reshape(shape) if zp.size > 1 else zp.reshape(-1)[0]
+    return (q - zp) * scale.reshape(shape)
+
+
+def tflite_tensors(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
+    """IR weight name -> float array of a TFLite file's constants, dequantized ((q - zero_point) · scale, per
+    channel along the tensor's quantized dimension) and in the layout the executor runs: a conv's OHWI weight as
+    OIHW, a depthwise's 1HWO as O1HW, an element-wise constant in NCHW."""
+    from tinyflow.ir.tflite_file import read_tflite
+
+    model = read_tflite(path)
+    index = graph.meta.get("weights", {})
+    layout = {w: n for n in graph for w in n.weights.values()}
+    out: dict[str, np.ndarray] = {}
+    for name, i in index.items():
+        t = model.tensors[i]
+        if t.data is None:
+            continue
+        v = np.asarray(t.data, np.float64)
+        if t.scale is not None and t.type_name in ("int8", "uint8", "int16", "int32"):
+            v = _dequantize(v, t.scale, t.zero_point, t.quantized_dimension)
+        node = layout.get(name)
+        kind = node.attrs.get("weight_layout") if node is not None else None
+        if kind == "OHWI" and node is not None and node.weights.get("weight") == name:
+            v = v.transpose(0, 3, 1, 2)
+        elif kind == "1HWO" and node is not None and node.weights.get("weight") == name:
+            v = v.transpose(3, 0, 1, 2)
+        elif node is not None and node.op == "act" and len(node.shape) == 4:  # broadcast against an NCHW map
+            v = v.transpose(0, 3, 1, 2) if v.ndim == 4 else v.reshape(1, -1, 1, 1) if v.ndim == 1 else v
+        out[name] = v.astype(np.float32)
+    return out
+
+
+def tflite_activation_ranges(graph: Graph) -> dict[str, tuple[float, float]]:
+    """IR node -> the float range its int8 output can represent (the imported quantization), as clamps."""
+    bounds = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+    out = {}
+    for name, q in graph.meta.get("quantization", {}).items():
+        if q.get("type") in bounds and len(q["scale"]) == 1:
+            lo, hi = bounds[q["type"]]
+            zp, scale = q["zero_point"][0], q["scale"][0]
+            out[name] = ((lo - zp) * scale, (hi - zp) * scale)
+    return out
+
+
+def from_tflite(path: str | Path, graph: Graph | None = None) -> Executor:
+    """An Executor running a TFLite file's weights (dequantized, float) on the graph tinyflow imports from it,
+    each activation clamped to its quantization range."""
+    if graph is None:
+        from tinyflow.ir.tflite_import import from_tflite as import_tflite
+
+        graph = import_tflite(path)
+    ex = bind(graph, tflite_tensors(path, graph))
+    ex.clamps = tflite_activation_ranges(graph)
+    return ex

@@ -34,8 +34,15 @@ def activation(x: torch.Tensor, fn: str | None, params: dict[str, Any] | None = 
         return torch.clamp(x * params.get("alpha", 0.2) + params.get("beta", 0.5), 0.0, 1.0)
     if fn == "sigmoid":
         return torch.sigmoid(x)
+    if fn == "tanh":
+        return torch.tanh(x)
+    if fn == "relu_n1_to_1":
+        return torch.clamp(x, -1.0, 1.0)
+    if fn == "leakyrelu":
+        return F.leaky_relu(x, params.get("alpha", 0.01))
     raise ConfigError(
-        f"executor: activation '{fn}' is not supported; supported: relu, relu6, clip, hardswish, hardsigmoid, sigmoid"
+        f"executor: activation '{fn}' is not supported; supported: relu, relu6, relu_n1_to_1, clip, hardswish, "
+        "hardsigmoid, sigmoid, tanh, leakyrelu, softmax"
     )
 
 
@@ -82,20 +89,25 @@ def run_valid(
         )
         return activation(y, a.get("act"), a.get("act_params"))
     if op == "maxpool":
-        return F.max_pool2d(pad(xs[0], pads, float("-inf")), tuple(a["kernel"]), tuple(a.get("stride", a["kernel"])))
+        y = F.max_pool2d(pad(xs[0], pads, float("-inf")), tuple(a["kernel"]), tuple(a.get("stride", a["kernel"])))
+        return activation(y, a.get("act"), a.get("act_params"))
     if op == "avgpool":
         k, s = tuple(a["kernel"]), tuple(a.get("stride", a["kernel"]))
         x = pad(xs[0], pads)
         total = F.avg_pool2d(x, k, s, divisor_override=1)
         if a.get("count_include_pad", False):
-            return total / (k[0] * k[1])
+            return activation(total / (k[0] * k[1]), a.get("act"), a.get("act_params"))
         # border cells do not count: divide by the number of real cells under each window
         ones = pad(torch.ones_like(xs[0][:1, :1]), pads)
-        return total / F.avg_pool2d(ones, k, s, divisor_override=1)
+        return activation(total / F.avg_pool2d(ones, k, s, divisor_override=1), a.get("act"), a.get("act_params"))
     if op == "act":
         if a.get("fn") in ("add_const", "mul_const"):
             assert conv is not None  # the constant operand, broadcast NumPy-style
-            return xs[0] + conv.weight if a["fn"] == "add_const" else xs[0] * conv.weight
+            y = xs[0] + conv.weight if a["fn"] == "add_const" else xs[0] * conv.weight
+            return activation(y, a.get("then"))
+        if a.get("fn") == "softmax":
+            beta = (a.get("act_params") or {}).get("beta", 1.0)
+            return torch.softmax(xs[0] * beta, dim=a.get("axis", -1))
         return activation(xs[0], a.get("fn"), a.get("act_params"))
     if op == "batchnorm":
         assert conv is not None  # folded into a per-channel scale (weight) and shift (bias)
@@ -105,14 +117,20 @@ def run_valid(
         y = xs[0]
         for other in xs[1:]:
             y = y + other
-        return y
+        return activation(y, a.get("act"))
     if op == "mul":
         y = xs[0]
         for other in xs[1:]:
             y = y * other
-        return y
+        return activation(y, a.get("act"))
     if op == "concat":
-        return torch.cat(xs, dim=a.get("axis", 1))
+        return activation(torch.cat(xs, dim=a.get("axis", 1)), a.get("act"))
+    if op == "pad":
+        return pad(xs[0], node_padding(node), float(a.get("value", 0.0)))
+    if op == "transpose":
+        return xs[0].permute(*a["perm"])
+    if op == "convert":  # (de)quantization: float execution keeps the value
+        return xs[0]
     if op == "global_avgpool":
         return xs[0].mean(dim=(2, 3), keepdim=True)
     if op == "flatten":
@@ -120,7 +138,13 @@ def run_valid(
     if op == "reshape":
         target = list(a["shape"])
         target[0] = xs[0].shape[0]  # any batch size
-        return xs[0].reshape(target)
+        x = xs[0]
+        if a.get("nhwc") and x.dim() == 4:  # the file's reshape reads NHWC order
+            x = x.permute(0, 2, 3, 1)
+        if a.get("nhwc") and len(target) == 4:  # and writes an NHWC map: back to NCHW
+            n, c, h, w = target
+            return x.reshape(n, h, w, c).permute(0, 3, 1, 2)
+        return x.reshape(target)
     if op == "linear":
         assert conv is not None
         return activation(F.linear(xs[0], conv.weight, conv.bias), a.get("act"), a.get("act_params"))
