@@ -271,10 +271,12 @@ class Strategy(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """Checks, measures and logs the final model's exported files (ONNX + onnxruntime; later C code for Cortex-M).
+    """Checks, measures and logs the final model's exported files (onnxruntime on the host; C firmware on qemu).
 
-    `files` names what the `quantize` stage exported (`onnx`: float, `onnx_int8`: QDQ int8). Returns
-    `{"metrics": {name: float}, "checks": {name: value}, "files": {name: path}}`; raises a TinyflowError when a
+    `files` names what the `quantize` stage exported (`onnx`: float, `onnx_int8`: QDQ int8) and the `schedule`
+    stage's placed plan (`plan`: plan.json) when it ran. Returns
+    `{"metrics": {name: float}, "checks": {name: value}, "files": {name: path}}` and optionally `"extra"`: report
+    sections by name (stored in the run context's `extra`, e.g. `firmware`); raises a TinyflowError when a
     check fails loudly (e.g. the float file does not compute what the PyTorch model computes).
     """
 

@@ -138,8 +138,8 @@ def link(folder: Path, objs: list[str], cflags: list[str], script: str, elf: str
 
 
 def _overflow_message(over: dict[str, int]) -> str:
-    parts = [f"{region} by {nbytes:,} B" for region, nbytes in over.items()]
-    return f"the firmware does not fit the device: the linker's {' and '.join(parts)} over"
+    parts = [f"region {region} overflowed by {nbytes:,} B" for region, nbytes in over.items()]
+    return f"the firmware does not fit the device: the linker's {' and '.join(parts)}"
 
 
 @dataclass

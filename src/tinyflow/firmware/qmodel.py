@@ -323,7 +323,8 @@ class _Builder:
         what = self.what(node)
         if fn not in ("relu", "relu6", "clip"):
             raise UnsupportedLayerError(
-                f"{what}: activation '{fn}' has no int8 kernel in the C generator ({SUPPORTED})"
+                f"{self.o.path}: {what}: activation '{fn}' has no int8 kernel in the C generator; supported: "
+                f"{SUPPORTED}. Replace the op in the network, or deploy with backend=onnxruntime."
             )
         onode = self.o.node(node)
         s_in, zp_in = self.o.input_q(onode.input[0], what)

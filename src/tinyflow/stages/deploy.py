@@ -17,6 +17,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     files = {
         "onnx": require(ctx, "onnx_path", "quantize", "deploy"),
         "onnx_int8": require(ctx, "onnx_int8_path", "quantize", "deploy"),
+        **({"plan": ctx.artifacts["plan"]} if ctx.artifacts.get("plan") else {}),  # the schedule stage's plan.json
     }
     backend = build_plugin(cfg, "backend")
     data = build_plugin(cfg, "data")
@@ -27,4 +28,5 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     ctx.extra["deploy_checks"] = result.get("checks", {})
     ctx.extra["backend"] = backend.name
     ctx.artifacts.update(result.get("files", {}))
+    ctx.extra.update(result.get("extra", {}))  # a backend's own report section (backend=c: `firmware`)
     return ctx

@@ -1,0 +1,123 @@
+"""The body of `python -m tinyflow.firmware`: import the int8 model, plan it, make the firmware, report, track."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from tinyflow.analyze.networks import build_network
+from tinyflow.context import atomic_write_text
+from tinyflow.errors import ConfigError
+from tinyflow.firmware.project import FirmwareSettings, make_firmware
+from tinyflow.firmware.qmodel import QModel, build_qmodel
+from tinyflow.ir.graph import Graph
+from tinyflow.plugins import build_device, build_memory, build_plugin
+from tinyflow.tracking import activate
+
+RESULT_FILE = "firmware.json"
+#: the firmware figures shown in the table, in order
+TABLE_KEYS = (
+    "plan_arena_bytes",
+    "arena_bytes",
+    "scratch_bytes",
+    "text_bytes",
+    "rodata_bytes",
+    "data_bytes",
+    "bss_bytes",
+    "stack_bytes",
+    "sram_bytes",
+    "device_sram_bytes",
+    "flash_bytes",
+    "device_flash_bytes",
+    "fits",
+    "images",
+    "bit_exact",
+    "top1_agreement_onnxruntime",
+    "max_diff_steps_onnxruntime",
+    "macs",
+    "instructions_per_inference",
+    "instructions_per_mac",
+)
+
+
+def test_images(model: QModel, n: int, seed: int, path: str | None) -> np.ndarray:
+    """Float NCHW test images: a .npy file's, else seeded random int8 values dequantized (so quantizing them on
+    the host and in onnxruntime gives back the same int8 input)."""
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"images_path: '{p}' is not a file; give a .npy array of float NCHW images")
+        x = np.load(p).astype(np.float32)
+        if tuple(x.shape[1:]) != tuple(model.input_shape[1:]):
+            raise ConfigError(
+                f"images_path: '{p}' holds shape {list(x.shape)}; the model takes {list(model.input_shape)}"
+            )
+        return x[:n]
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-128, 128, size=(n, *model.input_shape[1:]))
+    return ((q - model.input_zp) * np.float32(model.input_scale)).astype(np.float32)
+
+
+def model_file(graph: Any) -> str:
+    path = graph.meta.get("onnx_path") if isinstance(graph, Graph) else None
+    if not path:
+        raise ConfigError(
+            "network: the firmware needs an int8 model file (its weights and quantization); give one with "
+            "`network=onnx network.path=model_int8.onnx` (tinyflow's quantize stage writes one)."
+        )
+    return str(path)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"firmware for {result['device']} ({result['target']} on qemu {result['machine']}, {result['opt']})")
+    if not result.get("built"):
+        print(f"  {result.get('skipped')}")
+    for key in TABLE_KEYS:
+        if key in result:
+            value = result[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                text = str(value)
+            else:
+                text = f"{value:.4f}" if isinstance(value, float) else f"{value:,}"
+            print(f"  {key:<30} {text}")
+    if result.get("overflow"):
+        print(f"  {result['overflow']}")
+    print(f"  project: {result['project_dir']}")
+
+
+def run_firmware(cfg: DictConfig) -> dict[str, Any]:
+    output = str(cfg.get("output", "table"))
+    if output not in ("table", "json"):
+        raise ConfigError(f"output: '{output}' is not one of table, json")
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    settings = FirmwareSettings(**dict(cfg.firmware))
+    graph = build_network(cfg.network)
+    path = model_file(graph)
+    model = build_qmodel(path, graph)
+    scheduler = build_plugin(cfg, "scheduler")
+    plan = scheduler.plan(graph, build_memory(cfg))
+    device = build_device(cfg)
+    images = test_images(model, settings.images, int(cfg.get("seed", 0)), cfg.get("images_path"))
+    tracker = build_plugin(cfg, "tracking")
+    tags = {"run_name": f"firmware-{graph.name}-{scheduler.name}", "app": "firmware", "output_dir": str(out_dir)}
+    with activate(tracker), tracker.job(cfg, tags), tracker.stage("firmware"):
+        result = make_firmware(path, plan, device, out_dir, images, settings, qmodel=model)
+        result["network"] = graph.name
+        atomic_write_text(out_dir / RESULT_FILE, json.dumps(result, indent=2))
+        numbers = {f"firmware_{k}": float(v) for k, v in result.items() if isinstance(v, int | float)}
+        tracker.log_metrics(numbers)
+        tracker.log_parent_metrics(numbers)
+        tracker.log_artifact(str(out_dir / RESULT_FILE))
+        for key in ("project_zip", "map_file"):
+            if result.get(key):
+                tracker.log_artifact(result[key], "firmware")
+    if output == "json":
+        print(json.dumps(result))
+    else:
+        print_table(result)
+    return {"status": "FINISHED", "output_dir": str(out_dir)}

@@ -1,0 +1,219 @@
+"""The firmware (docs/design.md §15): int8 layers, the NumPy oracle, the generated C built with arm-none-eabi-gcc
+and run on qemu — bit-exact to the oracle, top-1 equal to onnxruntime, the arena at the plan's size, the linker's
+memory check; backend=c through the real quantize / schedule / deploy stages; the errors a user can hit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, cli_env
+from deploy_helpers import finetuned_run
+from tinyflow.device import Device
+from tinyflow.firmware import build
+from tinyflow.firmware.fixedpoint import quantize_multiplier, requantize
+from tinyflow.firmware.oracle import run_oracle
+from tinyflow.firmware.project import FirmwareSettings, make_firmware
+from tinyflow.firmware.qmodel import UnsupportedLayerError, build_qmodel
+from tinyflow.memory.config import MemoryConfig
+from tinyflow.memory.layer_plan import layer_plan
+from tinyflow.stages import get_stage
+from tinyflow.tracking import NullTracker, activate
+
+F746 = Device("stm32f746", 320, 1024, "cortex_m7", 216)
+
+
+def _requantize_scalar(x: int, m: int, shift: int) -> int:
+    """TF Lite's MultiplyByQuantizedMultiplier on Python ints: the doubling high multiply rounds half up
+    (toward +inf for a positive product, toward zero for a negative one), the divide by 2^e half away from zero."""
+    x = max(-(2**31), min(2**31 - 1, x * 2 ** max(shift, 0)))
+    ab = x * m
+    high = (ab + 2**30) // 2**31 if ab >= 0 else -((-ab - 1 + 2**30) // 2**31)
+    e = max(-shift, 0)
+    if e == 0:
+        return high
+    return (abs(high) + 2 ** (e - 1)) // 2**e * (1 if high >= 0 else -1)
+
+
+def test_requantize_is_rounded_multiplication():
+    """TF Lite's fixed point: (m, shift) reproduces M to 31 bits; the vectorised requantization equals the scalar
+    definition and is within one step of x·M rounded."""
+    rng = np.random.default_rng(0)
+    for real in [1e-5, 3.1e-3, 0.25, 0.7, 0.9999, 1.0, 1.7, 37.5]:
+        m, shift = quantize_multiplier(real)
+        assert 2**30 <= m < 2**31
+        assert abs(m * 2.0 ** (shift - 31) - real) <= real * 2**-30
+        x = rng.integers(-(2**20), 2**20, 300)
+        got = requantize(x, m, shift)
+        assert got.tolist() == [_requantize_scalar(int(v), m, shift) for v in x]
+        assert np.abs(got - np.rint(x * real)).max() <= 1
+    assert requantize(np.array([-3, -2, 2, 3]), 2**30, 0).tolist() == [-1, -1, 1, 2]  # x / 2: halves round up
+
+
+@pytest.fixture(scope="module")
+def stages_run(tmp_path_factory):
+    """The real quantize and schedule stages on the tiny digits network (the deployment tests' fixture)."""
+    cfg, ctx, _ = finetuned_run(tmp_path_factory.mktemp("fw"), "backend=c", "device=stm32f746")
+    with activate(NullTracker()):
+        ctx = get_stage("quantize")(cfg, ctx)
+        ctx = get_stage("schedule")(cfg, ctx)
+    return cfg, ctx
+
+
+def _test_images(cfg, n: int) -> np.ndarray:
+    from tinyflow.deploy.quantize import collect_images
+    from tinyflow.plugins import build_plugin
+
+    data = build_plugin(cfg, "data")
+    data.set_resolution(16)
+    data.setup("test")
+    return collect_images(data.test_dataloader(), n)[0]
+
+
+def test_oracle_agrees_with_onnxruntime(stages_run):
+    """The integer oracle against onnxruntime on the int8 file (float arithmetic between Q/DQ pairs, rounding
+    half to even): the first layer's int8 output equal but for rare ties, the same top-1 on the test split; the
+    logits drift by a few int8 steps through the layers (TF Lite and onnxruntime round differently)."""
+    import onnx
+    import onnxruntime as ort
+
+    cfg, ctx = stages_run
+    model = build_qmodel(ctx.onnx_int8_path)
+    x = _test_images(cfg, 300)
+    values = run_oracle(model, model.quantize_input(x), keep=True)
+    proto = onnx.load(ctx.onnx_int8_path)
+    first_q = next(n for n in proto.graph.node if n.op_type == "Conv" and n.name == model.layers[0].name).output[0]
+    first = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == first_q)
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(first.output[0], onnx.TensorProto.INT8, None))
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref, ref_first = sess.run(None, {sess.get_inputs()[0].name: x})
+    ours_first = values[model.layers[0].name]
+    assert np.mean(ours_first == ref_first.transpose(0, 2, 3, 1)) >= 0.99
+    ours = model.dequantize_output(values[model.output_name].reshape(len(x), -1))
+    steps = np.rint(np.abs(ours - ref) / model.output_scale)
+    assert np.mean(ours.argmax(1) == ref.argmax(1)) >= 0.995
+    assert steps.max() <= 8
+
+
+@pytest.mark.slow
+def test_backend_c_deploy_stage(stages_run):
+    """backend=c through the deploy stage: the firmware's arena is the plan's, every output equals the oracle's,
+    top-1 equals onnxruntime's on >= 100 test images; SRAM and flash from the map file; a report section."""
+    cfg, ctx = stages_run
+    with activate(NullTracker()):
+        ctx = get_stage("deploy")(cfg, ctx)
+    fw = ctx.extra["firmware"]
+    assert fw["built"] and fw["fits"]
+    assert fw["arena_bytes"] == ctx.plan["arena_bytes"] == fw["plan_arena_bytes"]
+    assert fw["images"] >= 100 and fw["bit_exact"] == fw["images"]
+    assert fw["top1_agreement_onnxruntime"] >= 0.995
+    assert fw["sram_bytes"] == fw["bss_bytes"] + fw["data_bytes"] + fw["stack_bytes"]
+    assert fw["bss_bytes"] >= fw["arena_bytes"] + fw["scratch_bytes"]
+    assert fw["flash_bytes"] > fw["rodata_bytes"] > 0 and fw["instructions_per_inference"] > fw["macs"]
+    assert Path(ctx.artifacts["firmware_zip"]).is_file() and Path(ctx.artifacts["firmware_map"]).is_file()
+    assert ctx.metrics["firmware_bit_exact"] == fw["images"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("memory", "target"),
+    [
+        ({"inplace_depthwise": False, "count_input": False}, "cortex_m7"),
+        ({"inplace_depthwise": True, "arena_algorithm": "first_fit_decreasing"}, "cortex_m4"),
+    ],
+)
+def test_other_plans_and_the_m4(stages_run, tmp_path, memory, target):
+    """Other placements of the same network (no in-place depthwise, input not in the arena) and the Cortex-M4
+    target: still bit-exact, arena still the plan's."""
+    _, ctx = stages_run
+    model = build_qmodel(ctx.onnx_int8_path)
+    plan = layer_plan(model.graph, MemoryConfig(**memory))
+    x = np.random.default_rng(5).standard_normal((12, *model.input_shape[1:])).astype(np.float32)
+    fw = make_firmware(ctx.onnx_int8_path, plan, F746, tmp_path, x, FirmwareSettings(target=target, opt="-Os"))
+    assert fw["arena_bytes"] == plan.arena_bytes and fw["bit_exact"] == 12
+    assert fw["machine"] == {"cortex_m7": "mps2-an500", "cortex_m4": "mps2-an386"}[target]
+
+
+def test_overflow_names_the_region_and_bytes(stages_run, tmp_path):
+    _, ctx = stages_run
+    model = build_qmodel(ctx.onnx_int8_path)
+    plan = layer_plan(model.graph, MemoryConfig())
+    tiny = Device("tiny", 2, 1024, "cortex_m7", 100)
+    x = np.zeros((2, *model.input_shape[1:]), np.float32)
+    with pytest.raises(build.LinkOverflowError, match=r"region RAM overflowed by [0-9,]+ B") as info:
+        make_firmware(ctx.onnx_int8_path, plan, tiny, tmp_path, x, FirmwareSettings())
+    assert info.value.region == "RAM" and info.value.over_bytes > plan.arena_bytes - 2048
+    assert (tmp_path / "firmware" / "model.c").is_file()
+    fw = make_firmware(ctx.onnx_int8_path, plan, tiny, tmp_path, x, FirmwareSettings(on_overflow="report"))
+    assert fw["fits"] is False and fw["overflow_region"] == "RAM" and fw["bit_exact"] == 2
+
+
+def test_missing_toolchain_writes_the_project(stages_run, tmp_path, monkeypatch):
+    _, ctx = stages_run
+    model = build_qmodel(ctx.onnx_int8_path)
+    plan = layer_plan(model.graph, MemoryConfig())
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    x = np.zeros((1, *model.input_shape[1:]), np.float32)
+    fw = make_firmware(ctx.onnx_int8_path, plan, F746, tmp_path, x, FirmwareSettings())
+    assert fw["built"] is False and "arm-none-eabi-gcc" in fw["skipped"] and "not built or run" in fw["skipped"]
+    assert (tmp_path / "firmware" / "model.c").is_file() and (tmp_path / "firmware.zip").is_file()
+    with pytest.raises(build.ToolchainMissing, match="apt-get install gcc-arm-none-eabi"):
+        build.require_tools()
+
+
+def test_unsupported_op_is_one_paragraph(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+        helper.make_node("Sigmoid", ["xd"], ["h"], name="the_sigmoid"),
+        helper.make_node("QuantizeLinear", ["h", "s", "z"], ["hq"]),
+        helper.make_node("DequantizeLinear", ["hq", "s", "z"], ["y"]),
+    ]
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [0])]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    path = tmp_path / "sig.onnx"
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedLayerError, match=r"node 'the_sigmoid' \(act\).*supported: conv2d"):
+        build_qmodel(path)
+
+
+@pytest.mark.slow
+def test_firmware_cli_json(stages_run, tmp_path):
+    _, ctx = stages_run
+    cmd = [sys.executable, "-m", "tinyflow.firmware", f"network.path={ctx.onnx_int8_path}", "output=json"]
+    cmd += ["tracking=none", "firmware.images=20", f"hydra.run.dir={tmp_path / 'run'}"]
+    res = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    fw = json.loads(res.stdout)
+    assert fw["bit_exact"] == fw["images"] == 20 and fw["fits"] is True
+    assert json.loads((tmp_path / "run" / "firmware.json").read_text())["arena_bytes"] == fw["arena_bytes"]
+    bad = subprocess.run(
+        [
+            *cmd[:4],
+            "tracking=none",
+            "device=custom",
+            "device.sram_kb=2",
+            "device.flash_kb=64",
+            f"hydra.run.dir={tmp_path / 'r2'}",
+        ],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode != 0 and "overflowed by" in bad.stderr and "Traceback" not in bad.stderr
+    assert os.path.isfile(tmp_path / "r2" / "firmware" / "model.c")
