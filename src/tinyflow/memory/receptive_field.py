@@ -300,6 +300,13 @@ def patch_stage(graph: Graph, patch_blocks: int) -> tuple[list[SpatialOp], str]:
     patched, or does not end in a single tensor that the rest of the network reads.
     """
     top = max_patch_blocks(graph)
+    if top < 1:  # not even the stem can run patch by patch: no range to offer
+        first = next(n for n in graph.topological_order() if n.op != "input" and not _patchable(graph, n))
+        raise ConfigError(
+            f"scheduler.patch_blocks = {patch_blocks!r}: no block of the network '{graph.name}' can run patch by "
+            f"patch — its stem (block 0) already holds node '{first.name}' ({first.op}), which is not a windowed or "
+            "element-wise op on feature maps; use scheduler=layer for this network"
+        )
     if not isinstance(patch_blocks, int) or isinstance(patch_blocks, bool) or not 1 <= patch_blocks <= top:
         raise ConfigError(
             f"scheduler.patch_blocks = {patch_blocks!r} is outside the network '{graph.name}': it has blocks "
