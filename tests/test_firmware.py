@@ -118,6 +118,14 @@ def test_backend_c_deploy_stage(stages_run):
     assert fw["flash_bytes"] > fw["rodata_bytes"] > 0 and fw["instructions_per_inference"] > fw["macs"]
     assert Path(ctx.artifacts["firmware_zip"]).is_file() and Path(ctx.artifacts["firmware_map"]).is_file()
     assert ctx.metrics["firmware_bit_exact"] == fw["images"]
+    from tinyflow.report import write_report
+
+    with activate(NullTracker()):
+        markdown = write_report(cfg, ctx)
+    report = json.loads((Path(ctx.output_dir) / "report.json").read_text())
+    assert report["firmware"]["arena_bytes"] == fw["arena_bytes"]
+    assert f"| bit-exact vs oracle | {fw['images']} / {fw['images']} |" in markdown
+    assert "| firmware fits (linker) | yes |" in markdown
 
 
 @pytest.mark.slow

@@ -56,6 +56,7 @@ class Figures:
     host_latency_int8_ms: float | None = None
     onnx_max_abs_diff: float | None = None
     memory_source: str | None = None
+    firmware: dict | None = None  # backend=c: the firmware section (tinyflow.firmware.project.make_firmware)
 
     @property
     def sram_used(self) -> float | None:
@@ -117,6 +118,7 @@ def gather(cfg: DictConfig, ctx: RunContext) -> Figures:
     f.energy_mj = plan.get("energy_mj")
     f.host_latency_int8_ms = m.get("host_latency_int8_ms")
     f.onnx_max_abs_diff = m.get("onnx_max_abs_diff")
+    f.firmware = ctx.extra.get("firmware")
     return f
 
 
@@ -164,6 +166,9 @@ def rows(f: Figures, files: dict[str, str]) -> list[tuple[str, str, str]]:
         ("fits flash", _yes_no(f.fits_flash), ""),
         ("fits", _yes_no(f.fits), ""),
     ]
+    from tinyflow.firmware.report_rows import firmware_rows
+
+    out += firmware_rows(f.firmware, f.sram_budget_bytes, f.flash_budget_bytes)
     out += [(f"file: {name}", path, "") for name, path in files.items()]
     return out
 

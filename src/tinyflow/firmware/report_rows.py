@@ -1,0 +1,47 @@
+"""The report's `firmware` rows (backend=c): the firmware's memory from the map file beside the device's budgets,
+the emulator's checks and instructions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _kib(v: float) -> str:
+    return f"{v / 1024:,.1f} KiB"
+
+
+def _against(used: float, budget: int | None) -> str:
+    return "" if not budget else f"of {_kib(budget)} ({100 * used / budget:.0f} % used)"
+
+
+def firmware_rows(fw: dict[str, Any] | None, sram_budget: int | None, flash_budget: int | None) -> list[tuple]:
+    """(what, value, against / note) rows; none without a firmware section."""
+    if not fw:
+        return []
+    where = f"{fw.get('target')} {fw.get('opt')}, qemu {fw.get('machine')}"
+    if not fw.get("built"):
+        return [("firmware", "written, not built", fw.get("skipped", ""))]
+    fits = fw.get("fits")
+    return [
+        ("firmware", "built and run", where),
+        ("firmware arena", _kib(fw["arena_bytes"]), f"map file; the plan's arena {fw['plan_arena_bytes']:,} B"),
+        (
+            "firmware SRAM",
+            _kib(fw["sram_bytes"]),
+            f"bss {fw['bss_bytes']:,} + data {fw['data_bytes']:,} + stack {fw['stack_bytes']:,} B "
+            + _against(fw["sram_bytes"], sram_budget),
+        ),
+        ("firmware flash", _kib(fw["flash_bytes"]), _against(fw["flash_bytes"], flash_budget)),
+        ("firmware fits (linker)", "yes" if fits else "NO", fw.get("overflow") or f"device {fw.get('device')}"),
+        ("bit-exact vs oracle", f"{fw['bit_exact']} / {fw['images']}", "test images, NumPy integer oracle"),
+        (
+            "top-1 = onnxruntime",
+            "—" if fw.get("top1_agreement_onnxruntime") is None else f"{100 * fw['top1_agreement_onnxruntime']:.1f} %",
+            f"{fw['images']} test images",
+        ),
+        (
+            "instructions / inference",
+            f"{fw['instructions_per_inference']:,}",
+            f"{fw['instructions_per_mac']:.2f} per MAC (qemu -icount: instructions, not cycles)",
+        ),
+    ]
