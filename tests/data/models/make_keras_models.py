@@ -4,7 +4,8 @@ importer's table in docs and notes. Needs TensorFlow, so it runs in a separate e
     python3.11 -m venv /work/tfenv && /work/tfenv/bin/pip install tensorflow-cpu==2.21.* tf2onnx tflite-micro
     OMP_NUM_THREADS=1 /work/tfenv/bin/python tests/data/models/make_keras_models.py OUT_DIR
 
-Weights are random (`weights=None`, seed 0) and quantized with 16 random representative samples: the files are
+Weights are random (`weights=None`, seed 0; BatchNorm statistics from a random batch) and quantized with 16 random
+representative samples: the files are
 right in structure, quantization and size, not in accuracy.
 """
 
@@ -59,8 +60,19 @@ MODELS = {
 }
 
 
+def calibrate_batchnorm(model: tf.keras.Model, rng: np.random.Generator) -> None:
+    """Set every BatchNorm's moving statistics to those of a random batch (momentum 0, one training-mode call):
+    with random init the activations otherwise shrink or grow tenfold per layer, and TF Lite Micro's int8 softmax
+    aborts on an input scale far from 1 (QuantizeMultiplierGreaterThanOne)."""
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(rng.standard_normal((16, *model.input_shape[1:])).astype(np.float32), training=True)
+
+
 def convert(model: tf.keras.Model, path: Path) -> Path:
     rng = np.random.default_rng(0)
+    calibrate_batchnorm(model, rng)
     shape = (1, *model.input_shape[1:])
 
     def representative():

@@ -1,0 +1,235 @@
+"""Real microcontroller models in: TFLite and tf2onnx ONNX import, TF Lite Micro's memory convention, patch plans.
+
+The models (tests/data/models, third-party, Apache-2.0, see its README) carry TF Lite Micro's arena measured with
+the `tflite-micro` wheel: head 55,296 / 16,000 / 768 B (person_detect / kws_ref_model / ad01_int8).
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyflow.errors import TinyflowError
+from tinyflow.ir import from_onnx, from_tflite, import_model
+from tinyflow.ir.model_errors import ModelImportError, UnsupportedOpError
+from tinyflow.memory.config import MemoryConfig
+from tinyflow.memory.layer_plan import layer_plan
+from tinyflow.memory.patch_plan import patch_plan
+
+MODELS = Path(__file__).resolve().parent / "data" / "models"
+#: TF Lite Micro's measured arena head (non-persistent bytes), from the models' README
+TFLM_HEAD = {"person_detect": 55_296, "kws_ref_model": 16_000, "ad01_int8": 768}
+TFLM = MemoryConfig(
+    inplace_depthwise=False,
+    inplace_elementwise=False,
+    arena_algorithm="tflm_greedy",
+    alignment=16,
+    persistent="tflm",
+    flash="file",
+    convention="tflm",
+)
+
+
+def signature(graph) -> list[tuple]:  # type: ignore[no-untyped-def]
+    """What two imports of one model must agree on: per node op, shape, block, element size and attributes."""
+    keys = ("out_channels", "kernel", "stride", "padding", "groups", "act", "out_features", "fn", "axis", "shape")
+    out = []
+    for n in graph.topological_order():
+        attrs = tuple((k, n.attrs[k]) for k in keys if k in n.attrs)
+        out.append((n.op, tuple(n.shape), n.block, n.elem_bytes, attrs))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(TFLM_HEAD))
+def test_tflite_and_onnx_import_to_the_same_ir(name: str) -> None:
+    g_t = from_tflite(MODELS / f"{name}.tflite")
+    g_o = from_onnx(MODELS / f"{name}.onnx")
+    assert signature(g_t) == signature(g_o)
+    assert g_t.macs() == g_o.macs() and g_t.params() == g_o.params()
+    assert import_model(MODELS / f"{name}.tflite").name == name  # by suffix
+
+
+@pytest.mark.parametrize("name", sorted(TFLM_HEAD))
+def test_tflm_convention_gives_tflm_head_and_file_flash(name: str) -> None:
+    from tinyflow.analyze.conventions import apply_memory_convention
+
+    g = from_tflite(MODELS / f"{name}.tflite")
+    plan = layer_plan(g, TFLM)
+    assert plan.arena_bytes == TFLM_HEAD[name]
+    default = layer_plan(g, MemoryConfig())
+    assert default.peak_live_bytes == TFLM_HEAD[name]  # the layer-by-layer bound, TinyEngine's convention
+    analysis = {"flash_bytes": 0, "arena_bytes": plan.arena_bytes}
+    apply_memory_convention(analysis, g, TFLM)
+    assert analysis["flash_bytes"] == (MODELS / f"{name}.tflite").stat().st_size
+    assert analysis["arena_total_bytes"] == plan.arena_bytes + analysis["persistent_bytes"] > plan.arena_bytes
+
+
+def test_tflm_tail_estimate_follows_the_host_layout() -> None:
+    """With the host's 8-byte pointers the struct-based estimate lands within 5 % of the tail the tflite-micro
+    wheel measured (README: 29,968 / 8,272 / 3,216 B); a 32-bit MCU's is smaller."""
+    from tinyflow.memory.runtime_tail import tflm_tail_bytes
+
+    measured = {"person_detect": 29_968, "kws_ref_model": 8_272, "ad01_int8": 3_216}
+    for name, tail in measured.items():
+        g = from_tflite(MODELS / f"{name}.tflite")
+        host, mcu = tflm_tail_bytes(g, pointer_bytes=8)["total"], tflm_tail_bytes(g)["total"]
+        assert abs(host - tail) <= 0.05 * tail and mcu < host
+
+
+def test_nhwc_layout_and_quantization_kept() -> None:
+    g = from_tflite(MODELS / "person_detect.tflite")
+    inp = g[g.inputs[0]]
+    assert inp.shape == (1, 1, 96, 96) and g.meta["input_layout"] == "NHWC" and inp.elem_bytes == 1
+    q = g.meta["quantization"]
+    assert all(len(v["scale"]) == 1 for v in q.values())  # activations: per tensor
+    stem = next(n for n in g if n.op == "conv2d")
+    assert stem.attrs["padding"] == (0, 0, 1, 1) and stem.attrs["stride"] == (2, 2)  # TF's SAME, odd pixel last
+    # weights keep per-channel scales: flash counts one 4-byte scale per output channel of a per-channel conv,
+    # one per tensor of a per-tensor FC (ad01), never a scale per channel it does not have
+    ad01 = from_tflite(MODELS / "ad01_int8.tflite")
+    from tinyflow.ir.tflite_file import read_tflite
+
+    m = read_tflite(MODELS / "ad01_int8.tflite")
+    consts = [m.tensors[i] for i in ad01.meta["weights"].values()]
+    assert all(len(t.scale) == 1 for t in consts)
+    weights = [t for t in consts if t.type_name == "int8"]  # int32 biases: their scale is derived, not stored
+    assert len(weights) == 10
+    assert ad01.meta["weights_flash_bytes"] == sum(t.data.nbytes for t in consts) + 4 * len(weights)
+    from tinyflow.cost import model_flash_bytes
+
+    assert ad01.meta["weights_flash_bytes"] < model_flash_bytes(ad01)  # the IR's count charges per channel
+
+
+def test_structural_blocks_on_mobilenet_v1_and_ds_cnn() -> None:
+    """No `blocks.<i>` names: a depthwise + pointwise pair is a block, the stem block 0, the pool and classifier
+    the tail; block boundaries are single-tensor cuts, so any block prefix can be a patch stage."""
+    g = from_tflite(MODELS / "person_detect.tflite")
+    convs = [n for n in g if n.op == "conv2d"]
+    assert convs[0].block == 0 and [n.block for n in convs[1:27]] == [i // 2 + 1 for i in range(26)]
+    assert g.n_blocks == 14 and {n.op for n in g if n.block == 14} == {"avgpool", "conv2d", "reshape", "act"}
+    kws = from_tflite(MODELS / "kws_ref_model.tflite")
+    assert [n.block for n in kws if n.op == "conv2d"] == [0, 1, 1, 2, 2, 3, 3, 4, 4]
+    from tinyflow.memory.receptive_field import max_patch_blocks
+
+    assert max_patch_blocks(g) == 14
+
+
+def test_person_detect_patch_plan_below_layer_and_executed_equal() -> None:
+    """MCUNetV2 on an imported published model: a patch plan with a lower peak, run in PyTorch from the imported
+    int8 weights (dequantized), gives exactly the layer execution's output."""
+    import torch
+
+    from tinyflow.execute import from_tflite as executor
+
+    path = MODELS / "person_detect.tflite"
+    g = from_tflite(path)
+    layer = layer_plan(g, MemoryConfig())
+    plan = patch_plan(g, MemoryConfig(), patch_blocks=5, n_patches=3)
+    assert plan.peak_live_bytes < layer.peak_live_bytes and plan.extra["extra_macs_ratio"] < 0.5
+    ex = executor(path, g)
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 96, 96) * 2 - 1
+    y_layer, y_patch = ex.run_layer(x), ex.run_plan(plan, x)
+    assert torch.equal(y_layer, y_patch)
+    assert torch.allclose(y_layer.sum(dim=1), torch.ones(2))  # the softmax ran
+
+
+@pytest.mark.slow
+def test_analyze_cli_patch_auto_on_person_detect(run_cli) -> None:  # type: ignore[no-untyped-def]
+    """`scheduler=patch scheduler.n_patches=auto` on person_detect, where the layer plan does not fit 32 KB."""
+    import json
+
+    res = run_cli(
+        "network=tflite",
+        f"network.path={MODELS / 'person_detect.tflite'}",
+        "scheduler=patch",
+        "scheduler.n_patches=auto",
+        "device=custom",
+        "device.sram_kb=32",
+        "device.flash_kb=1024",
+        "output=json",
+        "plot=false",
+        module="tinyflow.analyze",
+    )
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["layer_peak_live_bytes"] == 55_296
+    assert data["peak_live_bytes"] < 32 * 1024 < data["layer_peak_live_bytes"] and data["patch_blocks"] >= 1
+    assert 0 < data["extra_macs_ratio"] <= 0.5  # the default max_extra_macs
+
+
+def test_memory_presets_compose() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from tinyflow.plugins import build_memory
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf), version_base=None):
+        default = build_memory(compose("analyze"))
+        tflm = build_memory(compose("analyze", ["memory=tflm", "memory.alignment=4"]))
+    assert default == MemoryConfig()  # the tinyengine preset is today's default
+    assert tflm.convention == "tflm" and tflm.alignment == 4 and not tflm.inplace_depthwise
+    with pytest.raises(TinyflowError, match="memory.alignment"):
+        MemoryConfig(alignment=12)
+
+
+# ---------------------------------------------------------------- bad input: one clear paragraph each
+def test_truncated_tflite(tmp_path: Path) -> None:
+    bad = tmp_path / "cut.tflite"
+    bad.write_bytes((MODELS / "kws_ref_model.tflite").read_bytes()[:20_000])
+    with pytest.raises(ModelImportError, match=r"cut.tflite' is truncated or corrupt") as err:
+        from_tflite(bad)
+    assert "\n" not in str(err.value)
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"not a model at all")
+    with pytest.raises(ModelImportError, match="not a TFLite flatbuffer"):
+        from_tflite(junk)
+
+
+def _with_builtin(src: Path, dst: Path, operator: int, code: int) -> Path:
+    """A copy of `src` whose `operator`'s opcode says builtin `code` (both the int8 and the int32 field)."""
+    import tflite
+
+    buf = bytearray(src.read_bytes())
+    model = tflite.Model.GetRootAs(bytes(buf), 0)
+    tab = model.OperatorCodes(model.Subgraphs(0).Operators(operator).OpcodeIndex())._tab
+    if (o := tab.Offset(4)) != 0:
+        buf[tab.Pos + o] = code
+    if (o := tab.Offset(10)) != 0:
+        struct.pack_into("<i", buf, tab.Pos + o, code)
+    dst.write_bytes(bytes(buf))
+    return dst
+
+
+def test_unsupported_op_names_op_and_index(tmp_path: Path) -> None:
+    svdf = _with_builtin(MODELS / "kws_ref_model.tflite", tmp_path / "svdf.tflite", operator=1, code=27)
+    with pytest.raises(UnsupportedOpError, match=r"operator 1 is SVDF, which tinyflow's TFLite importer") as err:
+        from_tflite(svdf)
+    assert err.value.op == "SVDF"
+
+
+def test_float_model_where_int8_is_required() -> None:
+    g = from_tflite(MODELS / "tiny_float.tflite")  # a float model imports ...
+    assert g[g.inputs[0]].elem_bytes == 4
+    with pytest.raises(ModelImportError, match=r"is a float32 model .* network.require_int8=true needs an int8"):
+        from_tflite(MODELS / "tiny_float.tflite", require_int8=True)  # ... unless int8 is required
+    from_tflite(MODELS / "kws_ref_model.tflite", require_int8=True)
+
+
+def test_network_config_errors_surface_as_themselves(tmp_path: Path) -> None:
+    """Through the network config (Hydra instantiate), an import error keeps its paragraph."""
+    from omegaconf import OmegaConf
+
+    from tinyflow.analyze.networks import build_network
+
+    shutil.copy(MODELS / "ad01_int8.tflite", tmp_path / "m.tflite")
+    node = OmegaConf.create({"_target_": "tinyflow.ir.tflite_import.from_tflite", "path": str(tmp_path / "x.tflite")})
+    with pytest.raises(ModelImportError, match="does not exist"):
+        build_network(node)
+    node.path = str(tmp_path / "m.tflite")
+    assert build_network(node).name == "m"
+    assert np.isclose(build_network(node).macs(), 264_192)
