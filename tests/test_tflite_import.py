@@ -173,7 +173,7 @@ def test_memory_presets_compose() -> None:
         tflm = build_memory(compose("analyze", ["memory=tflm", "memory.alignment=4"]))
     assert default == MemoryConfig()  # the tinyengine preset is today's default
     assert tflm.convention == "tflm" and tflm.alignment == 4 and not tflm.inplace_depthwise
-    with pytest.raises(TinyflowError, match="memory.alignment"):
+    with pytest.raises(TinyflowError, match=r"memory\.alignment"):
         MemoryConfig(alignment=12)
 
 
