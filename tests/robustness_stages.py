@@ -4,6 +4,7 @@ party's): one that waits to be signalled, one that writes a file the resume chec
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -25,3 +26,8 @@ def write_model(cfg, ctx: RunContext) -> RunContext:
     ctx.model_checkpoint = str(path)
     ctx.metrics["written"] = ctx.metrics.get("written", 0) + 1
     return ctx
+
+
+def plain(console_text: str) -> str:
+    """A rich error panel as one line of words (box characters and line wraps removed)."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", console_text).split())

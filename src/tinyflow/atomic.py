@@ -49,12 +49,21 @@ def atomic_path(target: PathLike, suffix: str = "", directory: bool = False) -> 
     try:
         yield tmp
         os.replace(tmp, target)
-    except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        _remove(tmp)
+        if exc.filename is None:  # a failed write() names no file: name the one being written (a full disk)
+            exc.filename = str(target)
         raise
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(tmp: Path) -> None:
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""`cifar10`: CIFAR-10 from a local folder in the python-pickle format (never downloaded)."""
+"""`cifar10`: CIFAR-10 from a local folder in the python-pickle format (never downloaded), read by an unpickler
+that admits numpy arrays only, so a batch file cannot run code (docs/design.md §13)."""
 
 from __future__ import annotations
 
@@ -56,10 +57,30 @@ class Cifar10Data(InMemoryImageData):
         return {"train": (images, labels), "test": test}
 
 
+#: the only globals a CIFAR-10 batch refers to: numpy's array rebuilders (old and new module names) and the bytes
+#: decoder of protocol 2. Anything else — `os.system`, `builtins.eval`, any class — is refused before it is called.
+_BATCH_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Reads a CIFAR-10 batch (a dict of lists, bytes and numpy arrays) without running code the file names."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _BATCH_GLOBALS:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name} (a CIFAR-10 batch holds only arrays)")
+        return super().find_class(module, name)
+
+
 def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         with path.open("rb") as fh:
-            entry = pickle.load(fh, encoding="bytes")
+            entry = _BatchUnpickler(fh, encoding="bytes").load()
         data = np.asarray(entry[b"data"] if b"data" in entry else entry["data"], dtype=np.uint8)
         labels = entry.get(b"labels", entry.get("labels"))
         images = data.reshape(-1, 3, 32, 32)

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -216,8 +217,10 @@ def writable_dir(root: Path, what: str) -> bool:
     """Whether files can be created in `root` (made if missing); else one log line saying `what` is off."""
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=root):
-            pass
+        with tempfile.TemporaryFile(dir=root) as probe:  # one byte: a full disk still creates empty files
+            probe.write(b"x")
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as exc:
         log.warning("%s: %s cannot be written (%s); the cache is off for this job", what, root, exc.strerror or exc)
         return False
