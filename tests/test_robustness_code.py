@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, cli_env
-from robustness_stages import plain
 from omegaconf import OmegaConf
 
+from conftest import cli_env
+from robustness_stages import plain
 from tinyflow.atomic import atomic_path, atomic_write_text
 from tinyflow.errors import CheckpointError, ConfigError, DataError
 from tinyflow.plugins import build_plugin, refuse_code_overrides
@@ -33,8 +33,14 @@ class Payload:
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "tinyflow", *args, f"hydra.run.dir={tmp_path / 'run'}",
-           f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tinyflow",
+        *args,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
     return subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
 
 
@@ -51,7 +57,7 @@ def test_registry_holds_builtins_and_entry_points_only() -> None:
     assert get_stage("space").__module__ == "tinyflow.stages.space"
     assert get_stage("stages_for_tests:ok").__name__ == "ok"  # declared by tests/tinyflow_test_stages-*.dist-info
     before = set(sys.modules)
-    with pytest.raises(Exception, match="unknown stage 'json.tool:main'"):
+    with pytest.raises(Exception, match=r"unknown stage 'json\.tool:main'"):
         get_stage("json.tool:main")
     assert "json.tool" not in set(sys.modules) - before
 
@@ -66,7 +72,7 @@ def test_a_target_override_on_the_command_line_writes_no_file(tmp_path: Path) ->
     assert "cannot set `tracking._target_`" in message and "Traceback" not in message
     with pytest.raises(ConfigError, match="_args_"):
         refuse_code_overrides(["+data._args_=[x]"])
-    with pytest.raises(ConfigError, match="hydra.callbacks"):
+    with pytest.raises(ConfigError, match=r"hydra\.callbacks"):
         refuse_code_overrides(["+hydra.callbacks.x._target_=os.system"])
     refuse_code_overrides(["device=stm32h7", "trainer.epochs=3", "stages=[space]"])  # values stay allowed
 
@@ -77,7 +83,9 @@ def test_a_target_outside_tinyflow_and_its_plugins_is_not_instantiated(tmp_path:
     with pytest.raises(ConfigError, match="not code of tinyflow or an installed tinyflow plugin"):
         build_plugin(cfg, "tracking")
     assert not made.exists()
-    nested = OmegaConf.create({"trainer": {"_target_": "tinyflow.tracking.NullTracker", "x": {"_target_": "os.getcwd"}}})
+    nested = OmegaConf.create(
+        {"trainer": {"_target_": "tinyflow.tracking.NullTracker", "x": {"_target_": "os.getcwd"}}}
+    )
     with pytest.raises(ConfigError, match=r"trainer\.x\._target_"):
         build_plugin(nested, "trainer")
 
@@ -129,8 +137,14 @@ def test_artifacts_go_beside_the_store_not_into_the_working_directory(tmp_path: 
     store = tmp_path / "store" / "mlflow.db"
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    cmd = [sys.executable, "-m", "tinyflow", "stages=[stages_for_tests:ok]", f"tracking.uri=sqlite:///{store}",
-           f"hydra.run.dir={tmp_path / 'run'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tinyflow",
+        "stages=[stages_for_tests:ok]",
+        f"tracking.uri=sqlite:///{store}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     res = subprocess.run(cmd, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert not (cwd / "mlruns").exists()

@@ -4,7 +4,6 @@ continues the same job (real processes, real signals, a real sqlite store)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
+
 from conftest import REPO, cli_env
 from robustness_stages import plain
-from mlflow.tracking import MlflowClient
 
 
 def _cmd(store_uri: str, run_dir: Path | str, *args: str) -> list[str]:
@@ -123,14 +123,27 @@ def test_resume_last_takes_the_newest_run_of_this_config_and_refuses_another(run
     stages = "stages=[stages_for_tests:ok,stages_for_tests:boom]"
     for name, seed in (("a", 1), ("b", 2)):  # b is newer, of another config
         res = subprocess.run(
-            _cmd(store, tmp_path / "runs" / name, stages, f"seed={seed}"), cwd=REPO, env=env, capture_output=True,
-            text=True, timeout=300,
+            _cmd(store, tmp_path / "runs" / name, stages, f"seed={seed}"),
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert res.returncode == 1
     resumed = subprocess.run(
-        _cmd(store, tmp_path / "runs" / "c", "stages=[stages_for_tests:ok,stages_for_tests:also_ok]", "seed=1",
-             "resume=last"),
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        _cmd(
+            store,
+            tmp_path / "runs" / "c",
+            "stages=[stages_for_tests:ok,stages_for_tests:also_ok]",
+            "seed=1",
+            "resume=last",
+        ),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     log = (tmp_path / "runs" / "c" / "tinyflow.log").read_text()
@@ -140,7 +153,11 @@ def test_resume_last_takes_the_newest_run_of_this_config_and_refuses_another(run
 
     refused = subprocess.run(
         _cmd(store, tmp_path / "runs" / "d", stages, "seed=1", "device=stm32h7", f"resume={tmp_path / 'runs' / 'a'}"),
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert refused.returncode == 1
     message = plain(refused.stderr)
