@@ -7,9 +7,8 @@ import random
 
 import pytest
 
-from tinyflow.contracts import MemoryConfig
+from tinyflow.contracts import MemoryConfig, ScheduleBudget
 from tinyflow.cost import model_flash_bytes
-from tinyflow.errors import ConfigError
 from tinyflow.ir import from_arch
 from tinyflow.network import DeployedNetwork
 from tinyflow.search.costing import SchedulerCosts
@@ -68,13 +67,17 @@ def test_network_of_replaces_the_plain_network() -> None:
     assert _costs(LayerScheduler, network_of=DeployedNetwork.plain)(arch) == _costs(LayerScheduler)(arch)
 
 
-def test_joint_search_varies_what_the_scheduler_offers() -> None:
+def test_joint_search_schedule_comes_from_the_policy_not_from_genes() -> None:
     assert _costs(LayerScheduler).joint_choices(False) == {}
-    with pytest.raises(ConfigError, match="offers none"):
-        _costs(LayerScheduler).joint_choices(True)
-    assert _costs(PatchScheduler).joint_choices(True) == {"n_patches": [1, 2, 3, 4], "patch_blocks": [2, 3, 4, 5]}
-    narrow = SchedulerCosts(MEMORY, lambda options: PatchScheduler(search_choices={"n_patches": [2]}, **options))
-    assert narrow.joint_choices(True) == {"n_patches": [2]}
+    assert _costs(LayerScheduler).joint_choices(True) == {}  # nothing free: the search is the arch's
+    assert _costs(PatchScheduler).joint_choices(True) == {}  # the policy picks each candidate's schedule
+    arch = tiny_arch(largest=True)
+    peak = _costs(LayerScheduler)(arch).peak_sram
+    roomy = _costs(PatchScheduler, budget=ScheduleBudget(peak, metric="peak_live"))(arch)
+    assert roomy.schedule == () and roomy.peak_sram == peak  # the layer plan fits: no patches
+    tight = _costs(PatchScheduler, budget=ScheduleBudget(peak - 1, metric="peak_live"))(arch)
+    assert dict(tight.schedule).keys() == {"n_patches", "patch_blocks"} and tight.peak_sram < peak
+    assert tight.macs > tight.network_macs  # what the chosen schedule recomputes
 
 
 def test_space_scores_capacity_with_the_networks_own_macs() -> None:

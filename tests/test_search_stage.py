@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from tinyflow.arch.genome import Arch
 from tinyflow.context import RunContext
+from tinyflow.contracts import ScheduleBudget
 from tinyflow.cost import arch_cost
 from tinyflow.errors import BudgetError, ConfigError, TinyflowError
 from tinyflow.ir import from_arch
@@ -101,33 +102,24 @@ def test_search_stage_picks_a_fitting_arch(supernet, tmp_path):
 
 
 @pytest.mark.slow
-def test_joint_search_carries_patch_options(supernet, tmp_path):
+def test_patch_search_takes_each_schedule_from_the_policy(supernet, tmp_path):
     space, ckpt = supernet
-    budget = _median_layer_peak(space)
-    cfg = compose_cfg(
-        *_device_overrides(budget),
-        "scheduler=patch",
-        "strategy.joint=true",
-        "scheduler.search_choices.patch_blocks=[2,3]",
-        "scheduler.search_choices.n_patches=[1,2]",
-    )
+    budget = _median_layer_peak(space) * 3 // 4  # most layer plans do not fit; patch plans of many do
+    cfg = compose_cfg(*_device_overrides(budget), "scheduler=patch", "strategy.joint=true")
     from tinyflow.stages.search import run
 
     ctx = run(cfg, RunContext(output_dir=str(tmp_path), supernet_checkpoint=ckpt))
-    opts = ctx.schedule_options
-    assert set(opts) == {"n_patches", "patch_blocks"}
-    plan = build_plugin(cfg, "scheduler", **opts).plan(from_arch(Arch.from_dict(ctx.arch)), build_memory(cfg))
-    assert plan.arena_bytes <= build_device(cfg).sram_budget_bytes
-
-
-@pytest.mark.slow
-def test_joint_needs_patch_scheduler(supernet, tmp_path):
-    _, ckpt = supernet
-    cfg = compose_cfg(*_device_overrides(10**6), "scheduler=layer", "strategy.joint=true")
-    from tinyflow.stages.search import run
-
-    with pytest.raises(ConfigError, match="add scheduler=patch"):
-        run(cfg, RunContext(output_dir=str(tmp_path), supernet_checkpoint=ckpt))
+    summary = json.loads((tmp_path / "search" / "search_summary.json").read_text())
+    arch = Arch.from_dict(ctx.arch)
+    layer_fits = arch_cost(arch).peak_live_bytes <= build_device(cfg).sram_budget_bytes
+    # the layer plan whenever it fits, else the patch options the policy chose (no free genes)
+    assert (ctx.schedule_options == {}) == layer_fits
+    assert summary["schedule_used"].startswith("layer" if layer_fits else "patch")
+    assert summary["schedule_reason"].startswith("the layer plan fits" if layer_fits else "the layer plan needs")
+    sram = build_device(cfg).sram_budget_bytes
+    scheduler = build_plugin(cfg, "scheduler", **ctx.schedule_options).for_budget(ScheduleBudget(sram))
+    plan = scheduler.plan(from_arch(arch), build_memory(cfg))
+    assert plan.arena_bytes <= sram and plan.extra["schedule"] == ctx.schedule_options
 
 
 def test_search_without_supernet_says_run_train(tmp_path):

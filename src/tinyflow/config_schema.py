@@ -79,6 +79,7 @@ CORE: dict[str, dict[str, Field]] = {
         "samples_per_cell": _F(INT, min=1),
         "seed": _F(INT, min=0),
         "min_fit_share": _F(NUM, min=0, max=1),
+        "resolution_range": _F((bool,)),
         "progress": _F((bool,)),
     },
     "finetune": {

@@ -24,6 +24,7 @@ class RunContext:
     # space: chosen width multiplier and resolution, with the per-cell statistics behind the choice
     width_mult: float | None = None
     resolution: int | None = None
+    resolutions: list[int] | None = None  # with space.resolution_range: the range the search picks within
     space_stats: dict[str, Any] = field(default_factory=dict)
     # train: the supernet checkpoint
     supernet_checkpoint: str | None = None

@@ -60,6 +60,22 @@ class SearchResult:
     details: dict[str, Any] = field(default_factory=dict)  # strategy-specific counters (generations, trials, ...)
 
 
+@dataclass(frozen=True)
+class ScheduleBudget:
+    """What a scheduler chooses its plan against (`Scheduler.for_budget`; docs/design.md §7).
+
+    `sram_bytes`: the SRAM budget; `metric`: what must fit, the placed `arena` or `peak_live` (a search's lower
+    bound); `device` and `cost_model` price candidates (latency) when the scheduler ranks by cost; `strict`: an
+    option invalid for this network is an error (analysing one network) instead of clamped with a warning.
+    """
+
+    sram_bytes: int | None
+    metric: str = "arena"
+    device: Device | None = None
+    cost_model: Any = None
+    strict: bool = False
+
+
 @dataclass
 class SearchSettings:
     """Options every `conf/strategy/*.yaml` carries besides the algorithm's own; a strategy's `settings`.
@@ -143,6 +159,7 @@ class Scheduler(Protocol):
     def plan(self, graph: Graph, memory: MemoryConfig) -> ExecutionPlan: ...
     def search_options(self) -> dict[str, list[int]]: ...
     def arch_costs(self, arch: Arch, memory: MemoryConfig) -> ArchCost | None: ...
+    def for_budget(self, budget: ScheduleBudget) -> Scheduler: ...
 
 
 class SchedulerBase:
@@ -160,6 +177,11 @@ class SchedulerBase:
         """Closed-form costs of `arch`'s plain network under this scheduler, equal to its plan's peak live bytes,
         flash and MACs (`tinyflow.cost.ArchCost`), or None when the arch must be planned."""
         return None
+
+    def for_budget(self, budget: ScheduleBudget) -> SchedulerBase:
+        """This scheduler choosing its plans for `budget` (a scheduler with a policy, `patch`, picks the cheapest
+        plan that fits); the default plans as it always does."""
+        return self
 
 
 @runtime_checkable

@@ -57,6 +57,8 @@ class Figures:
     onnx_max_abs_diff: float | None = None
     memory_source: str | None = None
     firmware: dict | None = None  # backend=c: the firmware section (tinyflow.firmware.project.make_firmware)
+    schedule_used: str | None = None  # the plan the scheduler chose (`layer`, `patch 2x2 over 3 blocks`)
+    schedule_reason: str | None = None  # and why (the patch scheduler's policy, docs/design.md §7)
 
     @property
     def sram_used(self) -> float | None:
@@ -109,6 +111,7 @@ def gather(cfg: DictConfig, ctx: RunContext) -> Figures:
     plan = ctx.plan or {}
     f.memory_source = plan.get("source")
     f.scheduler = plan.get("scheduler")
+    f.schedule_used, f.schedule_reason = plan.get("schedule_used"), plan.get("schedule_reason")
     f.peak_sram_bytes = plan.get("peak_live_bytes")
     f.arena_bytes = plan.get("arena_bytes")
     f.flash_bytes = plan.get("flash_bytes")
@@ -152,6 +155,7 @@ def rows(f: Figures, files: dict[str, str]) -> list[tuple[str, str, str]]:
         ("device", f.device or DASH, ""),
         ("arch", DASH if f.arch is None else f"{f.arch} @ {f.resolution}²", ""),
         ("scheduler", f.scheduler or DASH, f"memory from: {f.memory_source}" if f.memory_source else ""),
+        *([("schedule", f.schedule_used or DASH, f.schedule_reason or "")] if f.schedule_reason else []),
         ("accuracy (float)", _pct(f.accuracy_float), "test split"),
         ("accuracy (int8)", _pct(f.accuracy_int8), "" if drop is None else f"drop {100 * drop:+.2f} points"),
         ("peak SRAM (live)", _kib(f.peak_sram_bytes), _against(f.peak_sram_bytes, f.sram_budget_bytes)),

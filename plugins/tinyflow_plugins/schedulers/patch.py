@@ -1,41 +1,32 @@
-"""The `patch` scheduler (MCUNetV2 patch-based inference): option parsing and `auto` over the core planner.
+"""The `patch` scheduler (MCUNetV2 patch-based inference): options, and the policy that picks a plan for a budget.
 
-The planner itself is `tinyflow.memory.patch_plan.patch_plan` (the first `patch_blocks` blocks run on an
-`n_patches × n_patches` grid, the rest layer by layer). This plugin parses the options and, for `auto`, picks
-the block boundary and grid with the lowest peak (falling back to the layer plan when no patch plan beats it).
+The planner is `tinyflow.memory.patch_plan.patch_plan` (the first `patch_blocks` blocks run on an
+`n_patches × n_patches` grid, the rest layer by layer); the choice among layer and patch plans is
+`tinyflow.memory.patch_policy.PatchPolicy` (docs/design.md §7). Bound to a device (`for_budget`, which the
+space, search, schedule and analyze stages call) the scheduler returns the cheapest plan that fits: the layer
+plan when it fits, else the fitting patch plan with the fewest extra MACs (the lowest estimated latency when
+the budget carries a cost model), else the lowest peak, marked "does not fit by N KiB". Options fixed by the
+user narrow the candidates; both fixed, that plan is used whenever it fits. Unbound (a plan on its own), both
+options fixed give exactly that plan and `auto` gives the lowest peak.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from tinyflow.contracts import SchedulerBase
+from tinyflow.arch.genome import Arch
+from tinyflow.contracts import ScheduleBudget, SchedulerBase
+from tinyflow.cost.fast import ArchCost, arch_cost
 from tinyflow.errors import ConfigError
 from tinyflow.ir.graph import Graph
 from tinyflow.memory.config import MemoryConfig
-from tinyflow.memory.layer_plan import layer_plan
 from tinyflow.memory.patch_plan import patch_plan
+from tinyflow.memory.patch_policy import KIB, PatchPolicy, PolicyOptions, schedule_label
 from tinyflow.memory.plan import ExecutionPlan
-from tinyflow.memory.receptive_field import graph_patch_geometry, max_patch_blocks
 
 AUTO = "auto"
-
-
-@dataclass
-class _Candidate:
-    patch_blocks: int
-    n_patches: int
-    peak: int
-    extra_macs: int
-
-
-# ---------------------------------------------------------------- peak-only evaluation for `auto`
-def _peak_only(graph: Graph, memory: MemoryConfig, patch_blocks: int, n_patches: int) -> tuple[int, int]:
-    """(peak_live_bytes, extra MACs) of a patch plan, without arena placement (for the `auto` search)."""
-    plan = patch_plan(graph, memory, patch_blocks, n_patches, check=False, placement=False)
-    return plan.peak_live_bytes, plan.extra["extra_macs"]
+DEFAULT_MAX_EXTRA_MACS = 0.5  # MCUNetV2 keeps the overhead of its searched schedules far below this
 
 
 def _parse(value: Any, option: str) -> int | str:
@@ -52,106 +43,120 @@ def _parse(value: Any, option: str) -> int | str:
     return n
 
 
-def _search_choices(choices: dict[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
-    """`scheduler.search_choices`, checked: only `n_patches` / `patch_blocks`, each a non-empty list of ints ≥ 1."""
-    choices = {"n_patches": (1, 2, 3, 4), "patch_blocks": (2, 3, 4, 5)} if choices is None else dict(choices)
-    unknown = sorted(set(choices) - {"n_patches", "patch_blocks"})
-    if unknown:
-        raise ConfigError(f"scheduler.search_choices: unknown option(s) {unknown}; use n_patches and patch_blocks.")
-    out = {k: tuple(int(v) for v in vs) for k, vs in choices.items()}
-    if any(not vs or min(vs) < 1 for vs in out.values()):
-        raise ConfigError(f"scheduler.search_choices must give non-empty lists of positive integers, got {choices}.")
-    return out
+def _max_extra(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = -1.0
+    if v < 0:
+        raise ConfigError(
+            f"scheduler.max_extra_macs = {value!r}: give a fraction ≥ 0 of the network's MACs (e.g. 0.5 for at most "
+            "+50% recomputation), or null for no limit"
+        )
+    return v
 
 
 class PatchScheduler(SchedulerBase):
-    """`scheduler=patch`: MCUNetV2 patch-based inference; `auto` options pick the lowest peak.
+    """`scheduler=patch`: MCUNetV2 patch-based inference, the schedule chosen by budget and cost.
 
-    `n_patches_choices` is the grid sizes `n_patches: auto` tries; `max_extra_macs` (a fraction of the network's
-    MACs, or None) rejects auto candidates that recompute more than that. `search_choices` are the options a
-    joint search (`strategy.joint=true`) varies with the arch, and the values it draws them from.
+    `n_patches_choices`: the grids `n_patches: auto` tries. `max_extra_macs`: the most recomputation (a fraction of
+    the network's MACs) a chosen patch plan may add; null = no limit.
     """
 
     name = "patch"
 
     def __init__(
         self,
-        n_patches: int | str = 4,
-        patch_blocks: int | str = 5,
+        n_patches: int | str = AUTO,
+        patch_blocks: int | str = AUTO,
         n_patches_choices: Sequence[int] = (2, 3, 4, 5, 6, 7, 8),
-        max_extra_macs: float | None = None,
-        search_choices: dict[str, Sequence[int]] | None = None,
+        max_extra_macs: float | None = DEFAULT_MAX_EXTRA_MACS,
+        budget: ScheduleBudget | None = None,
     ):
         self.n_patches = _parse(n_patches, "n_patches")
         self.patch_blocks = _parse(patch_blocks, "patch_blocks")
         self.n_patches_choices = tuple(int(n) for n in n_patches_choices)
-        self.max_extra_macs = max_extra_macs
-        self.search_choices = _search_choices(search_choices)
+        if not self.n_patches_choices or min(self.n_patches_choices) < 1:
+            raise ConfigError(f"scheduler.n_patches_choices = {list(n_patches_choices)}: give positive integers")
+        self.max_extra_macs = _max_extra(max_extra_macs)
+        self.budget = budget
 
-    def search_options(self) -> dict[str, list[int]]:
-        return {k: list(v) for k, v in self.search_choices.items()}
+    # ---- the Protocol -----------------------------------------------------------------------------------
+    def for_budget(self, budget: ScheduleBudget) -> PatchScheduler:
+        bound = PatchScheduler.__new__(PatchScheduler)
+        bound.__dict__.update(self.__dict__)
+        bound.budget = budget
+        return bound
+
+    def arch_costs(self, arch: Arch, memory: MemoryConfig) -> ArchCost | None:
+        """The layer plan's closed form when the policy would take the layer plan (its peak fits), else None."""
+        b = self.budget
+        if b is None or b.metric != "peak_live" or b.sram_bytes is None:
+            return None
+        cost = arch_cost(arch, memory)
+        return cost if cost.peak_live_bytes <= b.sram_bytes else None
 
     def plan(self, graph: Graph, memory: MemoryConfig) -> ExecutionPlan:
-        if self.n_patches != AUTO and self.patch_blocks != AUTO:
-            return patch_plan(graph, memory, int(self.patch_blocks), int(self.n_patches))
-        return self._auto(graph, memory)
+        fixed = self.n_patches != AUTO and self.patch_blocks != AUTO
+        if self.budget is None and fixed:
+            plan = patch_plan(graph, memory, int(self.patch_blocks), int(self.n_patches))
+            return _configured(plan, "as configured (no budget to choose for)")
+        policy = self._policy()
+        if fixed:
+            return self._fixed(graph, memory, policy)
+        return policy.choose(graph, memory, self._budget_bytes())
 
-    def _candidates(self, graph: Graph) -> list[tuple[int, int]]:
-        top = max_patch_blocks(graph)
-        blocks = range(1, top + 1) if self.patch_blocks == AUTO else [int(self.patch_blocks)]
-        grids = self.n_patches_choices if self.n_patches == AUTO else (int(self.n_patches),)
-        out = []
-        for pb in blocks:
-            try:
-                hw = min(graph_patch_geometry(graph, pb, 1).ops[-1].out_hw)
-            except ConfigError:
-                if self.patch_blocks != AUTO:
-                    raise
-                continue  # this block boundary cannot end a patch stage
-            for n in grids:
-                if n <= hw or self.n_patches != AUTO:
-                    out.append((pb, n))
-        return out
+    # ---- helpers -----------------------------------------------------------------------------------------
+    def _budget_bytes(self) -> int | None:
+        return None if self.budget is None else self.budget.sram_bytes
 
-    def _auto(self, graph: Graph, memory: MemoryConfig) -> ExecutionPlan:
-        base = layer_plan(graph, memory)
-        budget = None if self.max_extra_macs is None else self.max_extra_macs * graph.macs()
-        tried: list[_Candidate] = []
-        for pb, n in self._candidates(graph):
-            peak, extra = _peak_only(graph, memory, pb, n)
-            tried.append(_Candidate(pb, n, peak, extra))
-        ok = [c for c in tried if budget is None or c.extra_macs <= budget]
-        search = {
-            "n_patches": self.n_patches,
-            "patch_blocks": self.patch_blocks,
-            "candidates": len(tried),
-            "layer_peak_live_bytes": base.peak_live_bytes,
-            "layer_arena_bytes": base.arena_bytes,
-        }
-        if ok:
-            best = min(ok, key=lambda c: (c.peak, c.extra_macs, c.patch_blocks, c.n_patches))
-            plan = patch_plan(graph, memory, best.patch_blocks, best.n_patches)
-            if plan.peak_live_bytes < base.peak_live_bytes and plan.arena_bytes <= base.arena_bytes:
-                plan.extra["auto"] = search
-                return plan
-            why = (
-                f"the best patch plan (patch_blocks={best.patch_blocks}, n_patches={best.n_patches}: peak "
-                f"{plan.peak_live_bytes} B, arena {plan.arena_bytes} B) is not better than layer (peak "
-                f"{base.peak_live_bytes} B, arena {base.arena_bytes} B)"
-            )
-        else:
-            why = "no patch grid fits scheduler.max_extra_macs" if tried else "no block boundary can end a patch stage"
-        base.extra.update(
-            {
-                "fallback": f"patch: fell back to the layer plan: {why}",
-                "auto": search,
-                "n_patches": None,
-                "patch_blocks": 0,
-                "input_patch_hw": None,
-                "patch_stage_macs": 0,
-                "patch_stage_macs_layerwise": 0,
-                "extra_macs": 0,
-            }
+    def _policy(self, narrow: bool = True) -> PatchPolicy:
+        b = self.budget
+        options = PolicyOptions(
+            patch_blocks=int(self.patch_blocks) if narrow and self.patch_blocks != AUTO else None,
+            n_patches=int(self.n_patches) if narrow and self.n_patches != AUTO else None,
+            grids=self.n_patches_choices,
+            max_extra_macs=self.max_extra_macs,
+            metric="arena" if b is None else b.metric,
+            strict=bool(b is not None and b.strict),
         )
-        base.scheduler = "patch"
-        return base
+        cost = None
+        if b is not None and b.cost_model is not None and b.device is not None:
+            model, device = b.cost_model, b.device
+
+            def cost(graph: Graph, plan: ExecutionPlan) -> float:
+                report = model.estimate(graph, device, plan)
+                return float(report.latency_ms if report.latency_ms is not None else report.macs)
+
+        return PatchPolicy(options, cost)
+
+    def _fixed(self, graph: Graph, memory: MemoryConfig, policy: PatchPolicy) -> ExecutionPlan:
+        """Both options fixed and a budget: that plan (clamped to the network) when it fits, else the policy's."""
+        budget = self._budget_bytes()
+        (cand,) = policy.candidates(graph)  # one candidate, clamped (or an error when strict)
+        plan = patch_plan(graph, memory, cand.patch_blocks, cand.n_patches, geometry=cand.geometry)
+        used = plan.arena_bytes if policy.options.metric == "arena" else plan.peak_live_bytes
+        label = schedule_label({"n_patches": cand.n_patches, "patch_blocks": cand.patch_blocks})
+        if budget is None or used <= budget:
+            where = "" if budget is None else f": fits at {used / KIB:.1f} KiB ≤ budget {budget / KIB:.1f} KiB"
+            out = _configured(plan, f"{label} as configured{where}")
+            if budget is not None:
+                out.extra.update(schedule_budget_bytes=budget, fits_budget=True, over_budget_bytes=0)
+            return out
+        chosen = self._policy(narrow=False).choose(graph, memory, budget)
+        chosen.extra["schedule_reason"] = (
+            f"the configured {label} needs {used / KIB:.1f} KiB > budget {budget / KIB:.1f} KiB; "
+            + chosen.extra["schedule_reason"]
+        )
+        return chosen
+
+
+def _configured(plan: ExecutionPlan, why: str) -> ExecutionPlan:
+    sched = {"patch_blocks": int(plan.extra["patch_blocks"]), "n_patches": int(plan.extra["n_patches"])}
+    plan.extra.update(schedule=sched, schedule_used=schedule_label(sched), schedule_reason=why)
+    return plan
+
+
+__all__ = ["PatchScheduler"]

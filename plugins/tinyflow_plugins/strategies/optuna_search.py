@@ -62,6 +62,8 @@ class OptunaStrategy:
                 "kernels": [trial.suggest_categorical(f"k{i}", list(sp.kernel_choices)) for i in range(sp.n_slots)],
                 "expands": [trial.suggest_categorical(f"e{i}", list(sp.expand_choices)) for i in range(sp.n_slots)],
             }
+            if sp.elastic_resolution:  # the input resolution is searched with the arch (MCUNetV2)
+                genome["resolution"] = trial.suggest_categorical("resolution", list(sp.resolutions))
             sched = {name: trial.suggest_categorical(name, list(ch)) for name, ch in problem.schedule_choices.items()}
             cand = problem.make(genome, sched)
             costs = problem.costs(cand)

@@ -86,6 +86,8 @@ class OfaTrainer:
             raise ConfigError(
                 f"trainer=ofa needs an elastic MBConv space (search_space=mcunet); got {type(space).__name__}"
             )
+        if self.options.resolutions:  # elastic resolution: the checkpoint's space carries the choices
+            space = space.with_resolutions(self.options.resolutions)
         phases = scale_epochs(parse_phases(self.raw_phases, space), self.options.epochs)
         self._prepare_data(space, data)
         workdir_p = Path(workdir)

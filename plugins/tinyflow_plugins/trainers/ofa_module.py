@@ -43,7 +43,7 @@ class OfaOptions:
     seed: int = 0
     batch_size: int | None = None  # training batch size for the supernet (sets data.batch_size); null: the data's
     epochs: int | None = None  # total epoch budget spread over the phases (null: each phase's own epochs)
-    resolutions: list[int] | None = None  # elastic resolution: random subnets draw one per step (null: fixed)
+    resolutions: list[int] | None = None  # elastic resolution (the space's choices; one drawn per batch); null: fixed
     channels_last: bool = True  # NHWC: 2-3x faster depthwise convs (and their weight gradients) on CPU
     limit_train_batches: int | float | None = None
 
@@ -99,15 +99,15 @@ class OfaModule(pl.LightningModule):
 
     def step_archs(self, phase: Phase, step: int) -> list[Arch]:
         """Largest, smallest of the phase, then random subnets — seeded by the global step, so every DDP rank
-        draws the same ones. Duplicates are dropped."""
+        draws the same ones — all at one resolution drawn for the step when the space's is elastic. Duplicates are
+        dropped."""
         sub = phase.subspace(self.space)
         rng = random.Random(self.options.seed * 1_000_003 + step)
         archs = [self.space.max_arch(), sub.min_arch()]
-        for _ in range(phase.random_subnets):
-            arch = sub.sample(rng)
-            if self.options.resolutions:
-                arch = replace(arch, resolution=int(rng.choice(self.options.resolutions)))
-            archs.append(arch)
+        archs += [sub.sample(rng) for _ in range(phase.random_subnets)]
+        if self.space.elastic_resolution:  # OFA: one input resolution per batch, shared by the step's subnets
+            r = int(rng.choice(self.space.resolutions))
+            archs = [replace(a, resolution=r, genome={**a.genome, "resolution": r}) for a in archs]
         unique: dict[str, Arch] = {}
         for a in archs:
             unique.setdefault(a.key(), a)

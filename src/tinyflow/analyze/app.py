@@ -63,7 +63,9 @@ def run_analyze(cfg: DictConfig) -> dict[str, Any]:
     }
     with activate(tracker), tracker.job(cfg, tags), tracker.stage("analyze"):
         compare = bool(cfg.get("compare_layer", True))
-        analysis, plan, layer = analyze(graph, scheduler, memory, device, cost_model, compare, baseline=given)
+        analysis, plan, layer = analyze(
+            graph, scheduler, memory, device, cost_model, compare, baseline=given, strict=True
+        )
         atomic_write_text(out_dir / ANALYSIS_FILE, json.dumps(analysis, indent=2))
         fig_path = out_dir / "memory_profile.png" if cfg.get("plot", True) else None
         log_analysis(tracker, analysis, plan, layer, device.sram_budget_bytes, fig_path)

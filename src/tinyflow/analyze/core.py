@@ -11,7 +11,7 @@ from typing import Any
 
 from tinyflow.analyze.conventions import apply_memory_convention
 from tinyflow.arch.genome import Arch
-from tinyflow.contracts import Device, MemoryConfig
+from tinyflow.contracts import Device, MemoryConfig, ScheduleBudget
 from tinyflow.cost.analytic import analytic_report
 from tinyflow.ir.graph import Graph
 from tinyflow.memory.layer_plan import layer_plan
@@ -50,13 +50,17 @@ def analyze(
     cost_model: Any = None,
     compare_layer: bool = True,
     baseline: Graph | None = None,
+    strict: bool = False,
 ) -> tuple[dict[str, Any], ExecutionPlan, ExecutionPlan | None]:
     """(analysis dict, the scheduler's plan of `graph`, the layer plan compared against or None).
 
     Costs (MACs, params, flash of the model alone, latency, energy) are the cost model's (`cost_model`; without
     one the analytic counts, no latency). The layer plan is of `baseline` (the network before the scheduler
-    changed it; default `graph`), and left out when it would be the scheduler's own plan of the same graph."""
-    plan: ExecutionPlan = scheduler.plan(graph, memory)
+    changed it; default `graph`), and left out when it would be the scheduler's own plan of the same graph.
+    The scheduler chooses for the device's SRAM budget (`Scheduler.for_budget`); `strict`: an option invalid for
+    this network is an error (analysing one network) rather than clamped (a pipeline's deployed network)."""
+    budget = ScheduleBudget(device.sram_budget_bytes, "arena", device, cost_model, strict)
+    plan: ExecutionPlan = scheduler.for_budget(budget).plan(graph, memory)
     name = scheduler.name
     base = graph if baseline is None else baseline
     layer = layer_plan(base, memory) if compare_layer else None

@@ -1,8 +1,10 @@
 """MBConv search spaces (MCUNet / OFA style): a compact genome resolved into an `Arch`.
 
 A space is a stem conv, one fixed MBConv1 block, elastic stages (depth per stage, kernel and expand per
-block slot), optional fixed tail blocks, and an optional 1x1 head conv. Width multiplier and resolution are
-fixed per space instance (`with_width_resolution` gives the neighbouring space); TinyNAS stage 1 picks them.
+block slot), optional fixed tail blocks, and an optional 1x1 head conv. The width multiplier is fixed per space
+instance (`with_width_resolution` gives the neighbouring space; TinyNAS stage 1 picks it). The resolution is fixed
+too, unless `resolution_choices` makes it elastic (`with_resolutions`): then a genome carries its own input
+resolution, as in MCUNetV2's joint search.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class MBConvSpace:
     expand_choices: tuple[int, ...] = (3, 4, 6)
     depth_choices: tuple[int, ...] = (2, 3, 4)
     fixed_stages: int = 0
+    resolution_choices: tuple[int, ...] = ()  # elastic resolution: the input sizes a genome may choose (MCUNetV2)
     name: str = "mcunet"
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -72,8 +75,8 @@ class MBConvSpace:
             tuple(s if isinstance(s, StageSpec) else StageSpec(**dict(s)) for s in self.stages),
         )
         object.__setattr__(self, "tail_channels", tuple(self.tail_channels))
-        for attr in ("kernel_choices", "expand_choices", "depth_choices"):
-            object.__setattr__(self, attr, tuple(sorted(getattr(self, attr))))
+        for attr in ("kernel_choices", "expand_choices", "depth_choices", "resolution_choices"):
+            object.__setattr__(self, attr, tuple(sorted(int(v) for v in getattr(self, attr))))
 
     # ---- geometry -------------------------------------------------------------------------------------
     @property
@@ -88,8 +91,25 @@ class MBConvSpace:
     def channels(self, base: int) -> int:
         return make_divisible(base * self.width_mult)
 
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """The input resolutions a genome may choose: `resolution_choices`, or the space's one resolution."""
+        return self.resolution_choices or (self.resolution,)
+
+    @property
+    def elastic_resolution(self) -> bool:
+        return len(self.resolutions) > 1
+
     def with_width_resolution(self, width_mult: float, resolution: int) -> MBConvSpace:
-        return replace(self, width_mult=float(width_mult), resolution=int(resolution))
+        return replace(self, width_mult=float(width_mult), resolution=int(resolution), resolution_choices=())
+
+    def with_resolutions(self, resolutions: Sequence[int]) -> MBConvSpace:
+        """The same space with elastic resolution over `resolutions` (its base resolution: the largest, at which
+        data is served and downscaled per batch while a supernet trains)."""
+        rs = tuple(sorted({int(r) for r in resolutions}))
+        if not rs or rs[0] < 8:
+            raise ArchOutsideSpaceError(f"resolutions must be a non-empty list of sizes >= 8, got {list(resolutions)}")
+        return replace(self, resolution=rs[-1], resolution_choices=rs if len(rs) > 1 else ())
 
     def bind(self, data: Any) -> MBConvSpace:
         """The same space for `data`'s input channels and number of classes (`data`: a DataModule)."""
@@ -120,10 +140,16 @@ class MBConvSpace:
             for slot in range(s * self.max_depth, (s + 1) * self.max_depth):
                 kernels[slot], expands[slot] = max(self.kernel_choices), max(self.expand_choices)
 
-    def build(self, depths: Sequence[int], kernels: Sequence[int], expands: Sequence[int]) -> Arch:
-        """Resolve a genome (depth per stage; kernel and expand per slot) into an `Arch`."""
+    def build(
+        self, depths: Sequence[int], kernels: Sequence[int], expands: Sequence[int], resolution: int | None = None
+    ) -> Arch:
+        """Resolve a genome (depth per stage; kernel and expand per slot; the input resolution, one of
+        `resolutions`, default the space's) into an `Arch`."""
         depths, kernels, expands = list(depths), list(kernels), list(expands)
         self.check(depths, kernels, expands)
+        resolution = self.resolution if resolution is None else int(resolution)
+        if resolution not in self.resolutions:
+            raise ArchOutsideSpaceError(f"resolution = {resolution} is not one of {list(self.resolutions)}")
         self.pin(depths, kernels, expands)
         stem = self.channels(self.stem_channels)
         blocks: list[Block] = []
@@ -145,13 +171,13 @@ class MBConvSpace:
         head = make_divisible(self.head_channels * max(1.0, self.width_mult)) if self.head_channels else 0
         genome = {
             "width_mult": self.width_mult,
-            "resolution": self.resolution,
+            "resolution": resolution,
             "depths": depths,
             "kernels": kernels,
             "expands": expands,
         }
         return Arch(
-            resolution=self.resolution,
+            resolution=resolution,
             blocks=tuple(blocks),
             stem_channels=stem,
             head_channels=head,
@@ -164,23 +190,31 @@ class MBConvSpace:
     def from_genome(self, genome: dict[str, Any]) -> Arch:
         """Build from a genome dict; its width/resolution (if present) must match or re-target the space."""
         space = self
-        if "width_mult" in genome or "resolution" in genome:
+        resolution = genome.get("resolution")
+        if genome.get("width_mult", self.width_mult) != self.width_mult or (
+            resolution is not None and resolution not in self.resolutions
+        ):
             space = self.with_width_resolution(
                 genome.get("width_mult", self.width_mult), genome.get("resolution", self.resolution)
             )
-        return space.build(genome["depths"], genome["kernels"], genome["expands"])
+        return space.build(genome["depths"], genome["kernels"], genome["expands"], resolution)
 
     # ---- sampling ------------------------------------------------------------------------------------
-    def sample_genome(self, rng: random.Random) -> dict[str, list[int]]:
-        return {
+    def sample_genome(self, rng: random.Random) -> dict[str, Any]:
+        """Depth per stage, kernel and expand per slot; with elastic resolution also `resolution` (drawn last, so a
+        space with one resolution draws the same genomes as before)."""
+        g: dict[str, Any] = {
             "depths": [rng.choice(self.depth_choices) for _ in self.stages],
             "kernels": [rng.choice(self.kernel_choices) for _ in range(self.n_slots)],
             "expands": [rng.choice(self.expand_choices) for _ in range(self.n_slots)],
         }
+        if self.elastic_resolution:
+            g["resolution"] = rng.choice(self.resolutions)
+        return g
 
     def sample(self, rng: random.Random) -> Arch:
         g = self.sample_genome(rng)
-        return self.build(g["depths"], g["kernels"], g["expands"])
+        return self.build(g["depths"], g["kernels"], g["expands"], g.get("resolution"))
 
     def max_arch(self) -> Arch:
         n = self.n_slots
@@ -206,4 +240,6 @@ class MBConvSpace:
                 active = j < d
                 vec += [1.0 if active and g["kernels"][slot] == c else 0.0 for c in self.kernel_choices]
                 vec += [1.0 if active and g["expands"][slot] == c else 0.0 for c in self.expand_choices]
+        if self.elastic_resolution:  # the input resolution, one-hot (OFA's predictor encodes it too)
+            vec += [1.0 if arch.resolution == r else 0.0 for r in self.resolutions]
         return vec

@@ -57,14 +57,21 @@ def _rest_graph(graph: Graph, geo: PatchGeometry) -> Graph:
 
 
 def patch_plan(
-    graph: Graph, memory: MemoryConfig, patch_blocks: int, n_patches: int, check: bool = True, placement: bool = True
+    graph: Graph,
+    memory: MemoryConfig,
+    patch_blocks: int,
+    n_patches: int,
+    check: bool = True,
+    placement: bool = True,
+    geometry: PatchGeometry | None = None,
 ) -> ExecutionPlan:
     """Plan `graph` with its first `patch_blocks` blocks run on an `n_patches × n_patches` grid.
 
     `placement=False` skips the arena layout (offsets stay -1, arena_bytes 0): a search may rank by peak.
+    `geometry`: the stage's geometry when the caller already has it (the policy computes it to rank candidates).
     """
     check_memory_config(memory)
-    geo = graph_patch_geometry(graph, patch_blocks, n_patches)
+    geo = geometry if geometry is not None else graph_patch_geometry(graph, patch_blocks, n_patches)
     rest = _rest_graph(graph, geo)
     stage_nodes = [graph[op.output] for op in geo.ops]
     inp, out = geo.stage_input, geo.stage_output

@@ -12,16 +12,19 @@ search stage verifies its final choice against the real arena layout (`verify_pl
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tinyflow.arch.genome import Arch
-from tinyflow.contracts import CostModel, Device, MemoryConfig, Scheduler
+from tinyflow.contracts import CostModel, Device, MemoryConfig, ScheduleBudget, Scheduler
 from tinyflow.cost import model_flash_bytes
 from tinyflow.errors import ConfigError
 from tinyflow.network import DeployedNetwork
 from tinyflow.search.problem import Costs
+
+log = logging.getLogger(__name__)
 
 METRICS = ("peak_live", "arena")
 
@@ -30,7 +33,9 @@ METRICS = ("peak_live", "arena")
 class SchedulerCosts:
     """Costs of (arch, scheduler options) from a scheduler's real plan.
 
-    `make_scheduler(options)` builds the scheduler plugin with those options (joint search) or ignores them.
+    `make_scheduler(options)` builds the scheduler plugin with those options (joint search) or ignores them;
+    with a `budget` every scheduler is bound to it (`Scheduler.for_budget`: the patch scheduler's policy picks the
+    cheapest plan that fits, and `Costs.schedule` says which).
     `network_of(arch)` is the network a candidate arch stands for (None: `DeployedNetwork.plain`).
     `cost_model` (a cost model plugin) adds latency and energy on `device` (needed only for those budgets); a
     patch plan's recomputed MACs scale them (the cost models are linear in MACs, MicroNets).
@@ -43,6 +48,7 @@ class SchedulerCosts:
     cost_model: CostModel | None = None
     metric: str = "peak_live"
     network_of: Callable[[Arch], DeployedNetwork] | None = None
+    budget: ScheduleBudget | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -52,7 +58,8 @@ class SchedulerCosts:
     def scheduler(self, options: dict[str, int] | None = None) -> Scheduler:
         key = tuple(sorted((options or {}).items()))
         if key not in self._schedulers:
-            self._schedulers[key] = self.make_scheduler(dict(key))
+            scheduler = self.make_scheduler(dict(key))
+            self._schedulers[key] = scheduler if self.budget is None else scheduler.for_budget(self.budget)
         return self._schedulers[key]
 
     def search_options(self) -> dict[str, list[int]]:
@@ -65,10 +72,10 @@ class SchedulerCosts:
             return {}
         options = self.search_options()
         if not options:
-            name = self.scheduler().name
-            raise ConfigError(
-                f"strategy.joint=true searches the scheduler's options with the arch, but scheduler={name} offers "
-                "none (Scheduler.search_options() is empty); add scheduler=patch (or set strategy.joint=false)."
+            log.info(
+                "search: strategy.joint=true, and scheduler=%s offers no free options: its policy chooses each "
+                "candidate's schedule (docs/design.md §7), so the search is joint through it",
+                self.scheduler().name,
             )
         return options
 
@@ -106,6 +113,7 @@ class SchedulerCosts:
                 flash=int(model_flash_bytes(graph)),
                 macs=int(plan.macs),
                 network_macs=int(graph.macs()),
+                schedule=tuple(sorted(plan.extra.get("schedule", {}).items())),
             )
         if self.cost_model is not None and self.device is not None:
             if graph is None:
@@ -114,7 +122,7 @@ class SchedulerCosts:
             scale = c.macs / report.macs if report.macs else 1.0
             lat = None if report.latency_ms is None else report.latency_ms * scale
             energy = None if report.energy_mj is None else report.energy_mj * scale
-            c = Costs(c.peak_sram, c.flash, c.macs, lat, energy, network_macs=c.network_macs)
+            c = Costs(c.peak_sram, c.flash, c.macs, lat, energy, network_macs=c.network_macs, schedule=c.schedule)
         return c
 
 
@@ -125,4 +133,7 @@ def verify_plan(plan: Any, device: Device) -> dict[str, Any]:
         "plan_arena_bytes": int(plan.arena_bytes),
         "sram_budget_bytes": device.sram_budget_bytes,
         "arena_fits": int(plan.arena_bytes) <= device.sram_budget_bytes,
+        "schedule_used": str(plan.extra.get("schedule_used", plan.scheduler)),
+        "schedule_reason": str(plan.extra.get("schedule_reason", f"scheduler={plan.scheduler} plans it one way")),
+        **({"schedule": dict(plan.extra["schedule"])} if "schedule" in plan.extra else {}),
     }

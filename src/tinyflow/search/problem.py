@@ -1,6 +1,7 @@
 """The search problem every strategy works on: genome operators, costs, constraints, cached accuracy.
 
-A candidate is an MBConv genome (depth per stage, kernel and expand per slot) and, for joint search
+A candidate is an MBConv genome (depth per stage, kernel and expand per slot, and the input resolution when
+the supernet's space has elastic resolution — MCUNetV2 searches it jointly) and, for joint search
 (MCUNetV2), the options the scheduler lets a search vary (`Scheduler.search_options()`, e.g. the patch
 scheduler's `n_patches` and `patch_blocks`). Costs come from a callable supplied by the
 caller (the memory engine's plan of the chosen scheduler); accuracy from another (the supernet or a predictor).
@@ -52,6 +53,7 @@ class Costs:
     energy_mj: float | None = None
     invalid: str = ""  # why the scheduler cannot run this candidate at all (joint search: e.g. a grid too fine)
     network_macs: int | None = None  # the network's own MACs; `macs` adds what the plan recomputes (patch overlap)
+    schedule: tuple[tuple[str, int], ...] = ()  # the options of the plan the scheduler chose (() = its default)
 
     @property
     def capacity_macs(self) -> int:
@@ -144,7 +146,7 @@ class SearchProblem:
     # ---- genome operators ------------------------------------------------------------------------------
     def make(self, genome: dict[str, list[int]], schedule: dict[str, int]) -> Candidate:
         """The candidate of a genome and scheduler options."""
-        arch = self.space.build(genome["depths"], genome["kernels"], genome["expands"])
+        arch = self.space.build(genome["depths"], genome["kernels"], genome["expands"], genome.get("resolution"))
         return Candidate(arch, tuple(sorted(schedule.items())))
 
     def _sample_schedule(self, rng: random.Random) -> dict[str, int]:
@@ -161,11 +163,14 @@ class SearchProblem:
         depths = [rng.choice(sp.depth_choices) if rng.random() < prob else d for d in g["depths"]]
         kernels = [rng.choice(sp.kernel_choices) if rng.random() < prob else k for k in g["kernels"]]
         expands = [rng.choice(sp.expand_choices) if rng.random() < prob else e for e in g["expands"]]
+        genome: dict[str, Any] = {"depths": depths, "kernels": kernels, "expands": expands}
+        if sp.elastic_resolution:  # the input resolution is a gene too (MCUNetV2's joint search)
+            genome["resolution"] = rng.choice(sp.resolutions) if rng.random() < prob else cand.arch.resolution
         sched = cand.schedule_options
         for name, choices in self.schedule_choices.items():
             if rng.random() < prob:
                 sched[name] = rng.choice(choices)
-        return self.make({"depths": depths, "kernels": kernels, "expands": expands}, sched)
+        return self.make(genome, sched)
 
     def crossover(self, a: Candidate, b: Candidate, rng: random.Random) -> Candidate:
         """Each gene from either parent with equal probability (uniform crossover)."""
@@ -173,6 +178,8 @@ class SearchProblem:
         genome = {
             k: [x if rng.random() < 0.5 else y for x, y in zip(ga[k], gb[k])] for k in ("depths", "kernels", "expands")
         }
+        if self.space.elastic_resolution:
+            genome["resolution"] = a.arch.resolution if rng.random() < 0.5 else b.arch.resolution
         sa, sb = a.schedule_options, b.schedule_options
         sched = {k: sa[k] if rng.random() < 0.5 else sb[k] for k in sa}
         return self.make(genome, sched)
@@ -229,7 +236,8 @@ class SearchProblem:
         c = self.costs(cand)
         return {
             "arch": cand.arch,
-            "schedule": cand.schedule_options,
+            "schedule": cand.schedule_options or dict(c.schedule),  # searched genes, else the scheduler's choice
+            "schedule_genes": cand.schedule_options,
             "accuracy": accuracy,
             "peak_sram": c.peak_sram,
             "flash": c.flash,

@@ -25,10 +25,12 @@ from omegaconf import DictConfig
 
 from tinyflow.arch.genome import Arch
 from tinyflow.context import RunContext, atomic_write_text
+from tinyflow.contracts import ScheduleBudget
 from tinyflow.errors import BudgetError, ConfigError, TinyflowError
 from tinyflow.network import DeployedNetwork
 from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.search.accuracy_memo import accuracy_memo
+from tinyflow.search.arch_figure import patch_stage_kernels
 from tinyflow.search.costing import SchedulerCosts, verify_plan
 from tinyflow.search.problem import Budgets, SearchProblem
 from tinyflow.search.strategy import SearchSettings
@@ -84,13 +86,17 @@ def make_costs(
         return build_plugin(cfg, "scheduler", **options) if options else scheduler
 
     timed = settings.latency_budget_ms is not None or settings.energy_budget_mj is not None
+    cost_model = build_plugin(cfg, "cost_model") if timed else None
+    # with a latency budget the patch policy ranks fitting plans by the cost model's latency, else by extra MACs
+    budget = ScheduleBudget(device.sram_budget_bytes, settings.memory_metric, device, cost_model)
     costs = SchedulerCosts(
         memory,
         make,
         device=device,
-        cost_model=build_plugin(cfg, "cost_model") if timed else None,
+        cost_model=cost_model,
         metric=settings.memory_metric,
         network_of=network_of,
+        budget=budget,
     )
     return costs, name
 
@@ -151,7 +157,8 @@ def choose_verified(result: Any, costs: SchedulerCosts, device: Any) -> tuple[di
         if key in seen:
             continue
         seen.add(key)
-        check = verify_plan(costs.plan(row["arch"], row["schedule"]), device)
+        # re-planned as it was costed: with its searched genes, or by the scheduler's own choice (its policy)
+        check = verify_plan(costs.plan(row["arch"], row.get("schedule_genes", row["schedule"])), device)
         if check["arena_fits"]:
             return row, check
         log.info(
@@ -255,6 +262,9 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         **check,
         **predictor_metrics,
     }
+    # MCUNetV2's observation, from this run: the kernels inside the patch stage against those after it
+    patch_blocks = int((check.get("schedule") or best["schedule"] or {}).get("patch_blocks") or 0)
+    summary.update(patch_stage_kernels(best_arch, patch_blocks))
     if memo is not None:  # subnets measured by an earlier job on this supernet are looked up, not measured again
         summary.update(accuracy_memo_hits=memo.hits, accuracy_memo_misses=memo.misses)
         log.info("search: %d subnet accuracies looked up in %s, %d measured", memo.hits, memo.path, memo.misses)
@@ -267,10 +277,11 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         best["peak_sram"],
         check["plan_arena_bytes"],
         best["macs"] / 1e6,
-        best["schedule"] or sched_name,
+        check["schedule_used"],
     )
+    log.info("search: schedule %s — %s", check["schedule_used"], check["schedule_reason"])
     ctx.arch = best_arch.to_dict()
-    ctx.schedule_options = dict(best["schedule"])
+    ctx.schedule_options = dict(check.get("schedule", best["schedule"]))  # what the verified plan runs
     ctx.metrics["search_val_accuracy"] = supernet_best
     ctx.metrics["search_peak_sram_bytes"] = float(best["peak_sram"])
     ctx.metrics["search_arena_bytes"] = float(check["plan_arena_bytes"])
@@ -283,11 +294,17 @@ def _row_json(r: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in r.items() if k != "arch"}, "genome": r["arch"].genome}
 
 
+def _arch_title(summary: dict[str, Any], arch: Arch) -> str:
+    kib = summary["plan_arena_bytes"] / 1024
+    return f"searched at {arch.resolution}²: {summary['schedule_used']}, arena {kib:.1f} KiB"
+
+
 def _log_search(
     tracker: Any, result: Any, best: dict[str, Any], summary: dict[str, Any], device: Any, out: Path
 ) -> None:
     import matplotlib.pyplot as plt
 
+    from tinyflow.search.arch_figure import arch_figure
     from tinyflow.search.plots import history_figure, pareto_figure
 
     for h in result.history:
@@ -313,6 +330,7 @@ def _log_search(
             ylabel=f"accuracy ({summary['objective']})",
         ),
         "search_history.png": history_figure({summary["strategy"]: result.history}),
+        "search_arch.png": arch_figure(best["arch"], summary["patch_blocks"], _arch_title(summary, best["arch"])),
     }
     for name, fig in figs.items():
         fig.savefig(out / name, dpi=120)

@@ -1,5 +1,7 @@
 """Stage `space` (TinyNAS stage 1): choose the width multiplier and resolution whose fitting subnets have the
-most MACs on this device; see `tinyflow.search.space_opt`."""
+most MACs on this device; see `tinyflow.search.space_opt`. With `space.resolution_range: true` it chooses the width
+and a resolution range instead (the resolutions whose cells fit at that width), and the supernet trains with
+elastic resolution over it, so the search picks the resolution with the arch (MCUNetV2)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tinyflow.context import RunContext, atomic_write_text
+from tinyflow.contracts import ScheduleBudget
 from tinyflow.errors import ConfigError
 from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.search.costing import SchedulerCosts
@@ -32,6 +35,7 @@ class SpaceSettings:
     samples_per_cell: int = 1000
     seed: int = 0
     min_fit_share: float = 0.0
+    resolution_range: bool = False
     progress: bool = True
 
     @classmethod
@@ -49,15 +53,17 @@ class SpaceSettings:
             raise ConfigError(f"space: {exc}. Give space.widths and space.resolutions as lists.") from None
 
 
-def scheduler_costs(cfg: DictConfig) -> SchedulerCosts:
-    """Costs under the configured scheduler and memory conventions (its closed form when it offers one)."""
+def scheduler_costs(cfg: DictConfig, device: Any = None) -> SchedulerCosts:
+    """Costs under the configured scheduler and memory conventions (its closed form when it offers one), the
+    scheduler choosing each subnet's plan for `device`'s SRAM budget (`Scheduler.for_budget`)."""
     memory = build_memory(cfg)
     scheduler = build_plugin(cfg, "scheduler")
 
     def make(options: dict[str, int]) -> Any:
         return build_plugin(cfg, "scheduler", **options) if options else scheduler
 
-    return SchedulerCosts(memory, make)
+    budget = None if device is None else ScheduleBudget(device.sram_budget_bytes, metric="peak_live")
+    return SchedulerCosts(memory, make, budget=budget)
 
 
 def training_space(cfg: DictConfig, space: Any) -> Any:
@@ -66,6 +72,16 @@ def training_space(cfg: DictConfig, space: Any) -> Any:
     if cfg.get("trainer") is None:
         return space
     return build_plugin(cfg, "trainer").training_space(space)
+
+
+def resolution_range(result: Any, best: Any, min_fit_share: float) -> list[int]:
+    """MCUNetV2 searches the resolution with the arch: at the chosen width, every resolution of the grid whose cell
+    has at least `min_fit_share` of its sampled subnets fitting (and some), the chosen cell's included."""
+    keep = {best.resolution}
+    for c in result.cells:
+        if c.width_mult == best.width_mult and c.fit_share > 0 and c.fit_share >= min_fit_share:
+            keep.add(c.resolution)
+    return sorted(keep)
 
 
 @stage("space")
@@ -77,7 +93,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     data.setup()
     space = space.bind(data)
     space = training_space(cfg, space)
-    costs = scheduler_costs(cfg)
+    costs = scheduler_costs(cfg, device)
     tracker = active_tracker()
     tracker.log_params(
         {
@@ -141,6 +157,12 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     plt.close(fig)
     ctx.width_mult = best.width_mult
     ctx.resolution = best.resolution
+    ctx.resolutions = None
+    if settings.resolution_range:
+        ctx.resolutions = resolution_range(result, best, settings.min_fit_share)
+        ctx.resolution = max(ctx.resolutions)
+        log.info("space: resolution range %s at w=%g (the search picks within it)", ctx.resolutions, best.width_mult)
+        tracker.log_params({"space.chosen_resolutions": ctx.resolutions})
     ctx.space_stats = stats
     ctx.artifacts["space_cdf"] = str(fig_path)
     ctx.artifacts["space_cells"] = str(out / "space_cells.json")

@@ -32,6 +32,8 @@ def build_space(cfg: DictConfig, ctx: RunContext, data: Any) -> Any:
     space = build_plugin(cfg, "search_space")
     if ctx.width_mult is not None and ctx.resolution is not None:
         space = space.with_width_resolution(ctx.width_mult, ctx.resolution)
+    if ctx.resolutions:  # the range the space stage chose: elastic resolution, the search picks within it
+        space = space.with_resolutions(ctx.resolutions)
     data.setup()
     return space.bind(data)
 
@@ -99,7 +101,7 @@ def fit_or_reuse(cfg: DictConfig, ctx: RunContext, trainer: Any, space: Any, dat
     cache = train_cache(cfg)
     if cache is None:
         return trainer.fit(space, data, workdir, tracker)
-    key = train_key(cfg, ctx.width_mult, ctx.resolution)
+    key = train_key(cfg, ctx.width_mult, ctx.resolutions or ctx.resolution)  # the range, when there is one
     tracker.set_tags({"train.cache_key": key})
     t0 = time.perf_counter()
     with cache.lock(key):
