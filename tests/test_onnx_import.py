@@ -255,3 +255,140 @@ def test_pad_folds_into_conv_and_softmax(tmp_path: Path) -> None:
     ]
     with pytest.raises(OnnxImportError, match=r"node 'pad2' \(Pad\)"):
         from_onnx(_save(tmp_path, bad, inits, [1, 3, 9, 9], [1, 3, 12, 12], name="bad"))
+
+
+# ---------------------------------------------------------------- graphs as converters write them (issues 14, 16)
+def test_long_identity_chain_imports(tmp_path: Path) -> None:
+    """3000 Identity nodes between a Pad and the conv reading it: the walk to the Pad's readers is iterative (it
+    used to recurse once per Identity: RecursionError)."""
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((4, 3, 3, 3)), "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1])}
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["t0"], name="pad")]
+    nodes += [helper.make_node("Identity", [f"t{i}"], [f"t{i + 1}"], name=f"id{i}") for i in range(3000)]
+    nodes += [helper.make_node("Conv", ["t3000", "w"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["y"])]
+    g = from_onnx(_save(tmp_path, nodes, inits, [1, 3, 8, 8], [1, 4, 8, 8]))
+    assert [n.op for n in g] == ["input", "conv2d"] and g["conv"].attrs["padding"] == (1, 1, 1, 1)
+    assert g["conv"].attrs["act"] == "relu"
+
+
+def test_two_producers_of_one_tensor_is_an_import_error(tmp_path: Path) -> None:
+    nodes = [
+        helper.make_node("Relu", ["x"], ["y"], name="first"),
+        helper.make_node("Sigmoid", ["x"], ["y"], name="second"),
+    ]
+    path = tmp_path / "ssa.onnx"
+    graph = helper.make_graph(
+        nodes,
+        "ssa",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(OnnxImportError, match=r"node 'second' \(Sigmoid\): writes tensor 'y', which node 'first'"):
+        from_onnx(path)
+
+
+def test_a_malformed_node_is_named(tmp_path: Path) -> None:
+    """A node the importer cannot read (MaxPool without kernel_shape) is an import error naming it, also through
+    the network config, never 'network: cannot build it from its config'."""
+    from omegaconf import OmegaConf
+
+    from tinyflow.analyze.networks import build_network
+
+    nodes = [helper.make_node("MaxPool", ["x"], ["y"], name="pool")]
+    path = _save(tmp_path, nodes, {}, [1, 3, 8, 8], [1, 3, 4, 4], name="nokernel")
+    with pytest.raises(OnnxImportError, match=r"node 'pool' \(MaxPool\): cannot be read \(KeyError") as err:
+        build_network(OmegaConf.create({"_target_": "tinyflow.ir.onnx_import.from_onnx", "path": str(path)}))
+    assert "cannot build it from its config" not in str(err.value)
+
+
+def test_transposes_fold_cancel_or_are_ops(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((4, 3, 3, 3))}
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], name="to_nchw", perm=[0, 3, 1, 2]),  # the NHWC input
+        helper.make_node("Conv", ["xt", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Transpose", ["c"], ["c_nhwc"], name="to_nhwc", perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["c_nhwc"], ["c2"], name="back", perm=[0, 3, 1, 2]),  # cancels
+        helper.make_node("Relu", ["c2"], ["r"], name="relu"),
+        helper.make_node("Transpose", ["r"], ["y"], name="real", perm=[0, 1, 3, 2]),  # swaps H and W: an op
+    ]
+    g = from_onnx(_save(tmp_path, nodes, inits, [1, 6, 8, 3], [1, 4, 8, 6], name="tr"))
+    assert g.meta["input_layout"] == "NHWC" and g[g.inputs[0]].shape == (1, 3, 6, 8)
+    assert [n.op for n in g] == ["input", "conv2d", "transpose"] and g["conv"].attrs["act"] == "relu"
+    t = next(n for n in g if n.op == "transpose")
+    assert t.shape == (1, 4, 8, 6) and g.outputs == [t.name]
+    lt = layer_plan(g, MemoryConfig())
+    assert lt.peak_live_bytes == 2 * (4 * 6 * 8)  # the transpose is a tensor of its own (memory.dtype_bytes: 1)
+
+
+def test_pad_before_quantize_dequantize(tmp_path: Path) -> None:
+    """tf2onnx's explicit PAD of a QDQ model: Pad -> QuantizeLinear -> DequantizeLinear -> Conv."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "zp"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"], name="q0"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"], name="dq0"),
+        helper.make_node("Pad", ["xd", "pads"], ["p"], name="pad"),
+        helper.make_node("QuantizeLinear", ["p", "s", "zp"], ["pq"], name="q1"),
+        helper.make_node("DequantizeLinear", ["pq", "s", "zp"], ["pd"], name="dq1"),
+        helper.make_node("Conv", ["pd", "w"], ["y"], name="conv", strides=[2, 2]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "padqdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 5])],
+        initializer=inits,
+    )
+    path = tmp_path / "padqdq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    g = from_onnx(path)
+    conv = g["conv"]
+    assert (
+        conv.inputs == ("x",) and conv.attrs["padding"] == (1, 1, 1, 1) and conv.attrs["explicit_pad"] == (1, 1, 1, 1)
+    )
+    assert g["x"].elem_bytes == 1  # stored quantized
+
+
+def test_resnet_blocks_and_identity_reshapes_from_structure(tmp_path: Path) -> None:
+    """A graph without `blocks.<i>` names: residual blocks end at their add, a reshape that changes nothing is no
+    node, and the pool / classifier are the tail."""
+    rng = np.random.default_rng(0)
+    inits = {
+        "w0": rng.standard_normal((8, 3, 3, 3)),
+        "w1": rng.standard_normal((8, 8, 3, 3)),
+        "w2": rng.standard_normal((8, 8, 3, 3)),
+        "same": np.array([1, 8, 8, 8]),
+        "fc": rng.standard_normal((8, 4)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["a"], name="stem", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["ar"], name="stem_relu"),
+        helper.make_node("Reshape", ["ar", "same"], ["ars"], name="noop"),
+        helper.make_node("Conv", ["ars", "w1"], ["b"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["b"], ["br"], name="c1_relu"),
+        helper.make_node("Conv", ["br", "w2"], ["c"], name="c2", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["ars", "c"], ["d"], name="add"),
+        helper.make_node("Relu", ["d"], ["dr"], name="add_relu"),
+        helper.make_node("GlobalAveragePool", ["dr"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("MatMul", ["f", "fc"], ["y"], name="fc"),
+    ]
+    g = from_onnx(_save(tmp_path, nodes, inits, [1, 3, 8, 8], [1, 4], name="res"))
+    assert "noop" not in g.nodes and g["add"].attrs["act"] == "relu"  # TFLite's ADD with a fused ReLU
+    assert {n.name: n.block for n in g if n.op != "input"} == {
+        "stem": 0,
+        "c1": 1,
+        "c2": 1,
+        "add": 1,
+        "pool": 2,
+        "flat": 2,
+        "fc": 2,
+    }
+    assert graph_patch_geometry(g, 2, 2).stage_output == "add"
