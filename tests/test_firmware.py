@@ -148,6 +148,34 @@ def test_other_plans_and_the_m4(stages_run, tmp_path, memory, target):
     assert fw["machine"] == {"cortex_m7": "mps2-an500", "cortex_m4": "mps2-an386"}[target]
 
 
+@pytest.mark.slow
+def test_patch_plan_equals_layer_plan_on_the_emulator(stages_run, tmp_path):
+    """MCUNetV2 patch-by-patch execution of the first blocks in C: the same int8 outputs as the layer plan and the
+    oracle — also with a residual add inside the patch stage —, the patch plan's smaller arena in the map file,
+    more instructions for the recomputed halo (the ratio printed beside the MAC ratio)."""
+    from tinyflow.memory.patch_plan import patch_plan
+
+    _, ctx = stages_run
+    model = build_qmodel(ctx.onnx_int8_path)
+    layer = layer_plan(model.graph, MemoryConfig())
+    small = patch_plan(model.graph, MemoryConfig(), 3, 2)
+    with_add = patch_plan(model.graph, MemoryConfig(), 5, 3)
+    assert small.arena_bytes < layer.arena_bytes and any(s.op == "add" and s.patch for s in with_add.steps)
+    x = np.random.default_rng(7).standard_normal((10, *model.input_shape[1:])).astype(np.float32)
+    outputs, fws = [], []
+    for name, plan in (("layer", layer), ("small", small), ("add", with_add)):
+        fw = make_firmware(ctx.onnx_int8_path, plan, F746, tmp_path / name, x, FirmwareSettings())
+        assert fw["bit_exact"] == 10 and fw["arena_bytes"] == plan.arena_bytes
+        raw = np.fromfile(tmp_path / name / "firmware" / "run_firmware" / "output.bin", np.int8)
+        outputs.append(raw.reshape(10, -1)[:, :-4])
+        fws.append(fw)
+    assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[0], outputs[2])
+    assert fws[1]["bss_bytes"] < fws[0]["bss_bytes"]
+    ratio = fws[1]["instructions_per_inference"] / fws[0]["instructions_per_inference"]
+    print(f"patch/layer: instructions {ratio:.3f}, MACs {small.macs / layer.macs:.3f}")
+    assert ratio > 1.0 and small.macs > layer.macs
+
+
 def test_overflow_names_the_region_and_bytes(stages_run, tmp_path):
     _, ctx = stages_run
     model = build_qmodel(ctx.onnx_int8_path)

@@ -49,31 +49,36 @@ def c_array(ctype: str, name: str, values: np.ndarray) -> str:
 
 
 def check_plan(model: QModel, plan: ExecutionPlan) -> dict[str, Any]:
-    """Every tensor of the model placed by the plan, int8-sized, under the liveness rule; offsets by name."""
+    """Every tensor a step reads or writes placed by the plan, int8-sized, under the liveness rule."""
     if plan.memory.get("rule", "liveness") != "liveness":
         raise FirmwareError(
             f"memory.rule = {plan.memory.get('rule')!r}: that plan lets a tensor kept for later (a residual skip) be "
             "overwritten, so it cannot run as firmware. Plan with memory.rule=liveness."
         )
-    if any(s.patch is not None for s in plan.steps):
-        raise FirmwareError(
-            f"the plan is a {plan.scheduler} plan that runs part of the network patch by patch; the C generator "
-            "runs layer plans (scheduler=layer). Use scheduler=layer with backend=c."
-        )
     placed = {t.name: t for t in plan.tensors}
-    names = [model.input_name, *(layer.name for layer in model.layers)]
-    for name in names:
-        t = placed.get(name)
-        if t is None:
-            raise FirmwareError(f"the plan places no tensor '{name}'; the plan is not of this model's graph")
-        numel = int(np.prod(model.graph[name].shape))
-        if t.size not in (numel, 0) or (t.size == 0 and name != model.input_name):
+    layers = {layer.name for layer in model.layers}
+    for step in plan.steps:
+        if step.node not in layers:
+            raise FirmwareError(f"the plan runs node '{step.node}', which the model does not have; plan this model")
+        for name in [*step.inputs, *step.outputs]:
+            t = placed.get(name)
+            if t is None:
+                raise FirmwareError(f"the plan places no tensor '{name}'; the plan is not of this model's graph")
+            if t.offset < 0 or t.offset + t.size > plan.arena_bytes:
+                raise FirmwareError(f"tensor '{name}' at offset {t.offset} lies outside the plan's arena")
+        out = placed[step.outputs[0]]
+        node = model.graph[step.node]
+        ho, wo, c = hwc(node.shape)
+        if step.patch is not None:
+            r0, r1, c0, c1 = step.extra["region"]
+            need = (r1 - r0) * (c1 - c0) * c if "@" in out.name else ho * wo * c
+        else:
+            need = ho * wo * c
+        if out.size < need:
             raise FirmwareError(
-                f"the plan gives tensor '{name}' {t.size} B but it holds {numel} int8 elements; plan the int8 model "
-                "(memory.dtype_bytes=1)"
+                f"the plan gives tensor '{out.name}' {out.size} B but step {step.index} writes {need} int8 elements "
+                "into it; plan the int8 model (memory.dtype_bytes=1)"
             )
-        if t.offset < 0 or t.offset + t.size > plan.arena_bytes:
-            raise FirmwareError(f"tensor '{name}' at offset {t.offset} lies outside the plan's arena")
     return placed
 
 
@@ -84,93 +89,174 @@ def _ptr(placed: dict[str, Any], name: str, input_name: str) -> str:
     return f"({ARENA} + {t.offset})"
 
 
-def _layer_call(layer: QLayer, ident: str, ptr: dict[str, str]) -> tuple[str, str]:
-    """(constant arrays, the function body) of one layer."""
-    p, kind = layer.p, layer.kind
-    x, y = ptr[layer.inputs[0]], ptr[layer.name]
-    h, w, c = hwc(layer.in_shapes[0])
-    ho, wo, co = hwc(layer.out_shape)
+@dataclass(frozen=True)
+class Views:
+    """C expressions for a kernel's buffers: input views (pointer, first stored row, column, row stride in
+    pixels), the output rectangle (first row, column, rows, columns) and the output view."""
+
+    ins: tuple[tuple[str, ...], ...]
+    rect: tuple[str, str, str, str]
+    out: tuple[str, str, str, str]
+
+
+def whole(layer: QLayer, ptr: dict[str, str]) -> Views:
+    """A layer plan's views: whole tensors, origins 0, strides = widths."""
+    ins = tuple((ptr[name], "0", "0", str(hwc(shape)[1])) for name, shape in zip(layer.inputs, layer.in_shapes))
+    ho, wo, _ = hwc(layer.out_shape)
+    return Views(ins, ("0", "0", str(ho), str(wo)), (ptr[layer.name], "0", "0", str(wo)))
+
+
+def layer_arrays(layer: QLayer, ident: str) -> str:
+    p = layer.p
     arrays = ""
     if "weight" in p:
         arrays += c_array("int8_t", f"{ident}_w", p["weight"]) + c_array("int32_t", f"{ident}_b", p["bias"])
     if isinstance(p.get("mult"), np.ndarray):
         arrays += c_array("int32_t", f"{ident}_m", p["mult"]) + c_array("int32_t", f"{ident}_s", p["shift"])
+    return arrays
+
+
+def kernel_call(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
+    """The kernel call of one layer through the views `v` (constants in a layer plan, parameters in a patch)."""
+    p, kind = layer.p, layer.kind
+    x = v.ins[0][0]
+    y = v.out[0]
+    h, w, c = hwc(layer.in_shapes[0])
+    ho, wo, co = hwc(layer.out_shape)
     q = f"{ident}_b, {ident}_m, {ident}_s"
     act = f"{p.get('act_min', -128)}, {p.get('act_max', 127)}"
+    views = f"{', '.join(v.ins[0])}, {y}, {', '.join(v.rect)}, {', '.join(v.out[1:])}"
+    if kind == "pointwise" and layer_plan:
+        return f"tf_pointwise({x}, {y}, {h * w}, {c}, {co}, {ident}_w, {q}, {p['zp_out']}, {act});"
     if kind == "pointwise":
-        call = f"tf_pointwise({x}, {y}, {h * w}, {c}, {co}, {ident}_w, {q}, {p['zp_out']}, {act});"
-    elif kind == "linear":
-        call = f"tf_pointwise({x}, {y}, 1, {h * w * c}, {co}, {ident}_w, {q}, {p['zp_out']}, {act});"
-    elif kind == "conv":
+        return f"tf_pointwise_rect({views}, {c}, {co}, {ident}_w, {q}, {p['zp_out']}, {act});"
+    if kind == "conv":
         (kh, kw), (sh, sw), (pt, pl, _, _) = p["kernel"], p["stride"], p["pad"]
-        call = (
-            f"tf_conv({x}, {y}, {h}, {w}, {c}, {ho}, {wo}, {co}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}, {ident}_w, {q}, "
+        return (
+            f"tf_conv({views}, {h}, {w}, {c}, {co}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}, {ident}_w, {q}, "
             f"{p['zp_in']}, {p['zp_out']}, {act});"
         )
-    elif kind == "depthwise":
-        (kh, kw), (sh, sw), (pt, pl, pb, pr) = p["kernel"], p["stride"], p["pad"]
-        call = (
-            f"tf_depthwise({x}, {y}, {h}, {w}, {c}, {ho}, {wo}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}, {pb}, {pr}, "
-            f"{ident}_w, {q}, {p['zp_in']}, {p['zp_out']}, {act}, {PLANE});"
-        )
-    elif kind == "add":
-        y2 = ptr[layer.inputs[1]]
-        call = (
-            f"tf_add({x}, {y2}, {y}, {h * w * c}, {p['zp1']}, {p['m1']}, {p['sh1']}, {p['zp2']}, {p['m2']}, "
-            f"{p['sh2']}, {p['mo']}, {p['sho']}, {p['zp_out']});"
-        )
-    elif kind == "global_avgpool":
-        call = f"tf_global_avgpool({x}, {y}, {h * w}, {c}, {p['zp_in']}, {p['mult']}, {p['shift']}, {p['zp_out']});"
-    elif kind == "avgpool":
+    if kind == "depthwise":
         (kh, kw), (sh, sw), (pt, pl, _, _) = p["kernel"], p["stride"], p["pad"]
-        call = (
-            f"tf_avgpool({x}, {y}, {h}, {w}, {c}, {ho}, {wo}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}, {ident}_m, "
-            f"{ident}_s, {p['zp_in']}, {p['zp_out']});"
+        return (
+            f"tf_depthwise({views}, {h}, {w}, {c}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}, {ident}_w, {q}, "
+            f"{p['zp_in']}, {p['zp_out']}, {act}, {PLANE});"
         )
-    elif kind == "maxpool":
+    add_q = (
+        f"{p.get('zp1')}, {p.get('m1')}, {p.get('sh1')}, {p.get('zp2')}, {p.get('m2')}, {p.get('sh2')}, "
+        f"{p.get('mo')}, {p.get('sho')}, {p.get('zp_out')}"
+    )
+    if kind == "add" and layer_plan:
+        return f"tf_add({x}, {v.ins[1][0]}, {y}, {h * w * c}, {add_q});"
+    if kind == "add":
+        return (
+            f"tf_add_rect({', '.join(v.ins[0])}, {', '.join(v.ins[1])}, {y}, {', '.join(v.rect)}, "
+            f"{', '.join(v.out[1:])}, {c}, {add_q});"
+        )
+    if not layer_plan:
+        raise FirmwareError(
+            f"layer '{layer.name}' ({kind}) is inside the patch stage; the C generator runs convolutions and adds "
+            "patch by patch. Choose a smaller scheduler.patch_blocks."
+        )
+    if kind == "linear":
+        return f"tf_pointwise({x}, {y}, 1, {h * w * c}, {co}, {ident}_w, {q}, {p['zp_out']}, {act});"
+    if kind == "global_avgpool":
+        return f"tf_global_avgpool({x}, {y}, {h * w}, {c}, {p['zp_in']}, {p['mult']}, {p['shift']}, {p['zp_out']});"
+    if kind in ("avgpool", "maxpool"):
         (kh, kw), (sh, sw), (pt, pl, _, _) = p["kernel"], p["stride"], p["pad"]
-        call = (
-            f"tf_maxpool({x}, {y}, {h}, {w}, {c}, {ho}, {wo}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}, {p['mult']}, "
-            f"{p['shift']}, {p['zp_in']}, {p['zp_out']});"
-        )
-    elif kind == "act":
-        call = f"tf_act({x}, {y}, {h * w * c}, {p['zp_in']}, {p['mult']}, {p['shift']}, {p['zp_out']}, {act});"
-    elif kind == "view":
-        call = "/* a view: same bytes, same offset as its input */"
-    else:
-        raise FirmwareError(f"no C kernel for layer kind {kind!r}")
-    return arrays, call
+        geo = f"{x}, {y}, {h}, {w}, {c}, {ho}, {wo}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}"
+        if kind == "avgpool":
+            return f"tf_avgpool({geo}, {ident}_m, {ident}_s, {p['zp_in']}, {p['zp_out']});"
+        return f"tf_maxpool({geo}, {p['mult']}, {p['shift']}, {p['zp_in']}, {p['zp_out']});"
+    if kind == "act":
+        return f"tf_act({x}, {y}, {h * w * c}, {p['zp_in']}, {p['mult']}, {p['shift']}, {p['zp_out']}, {act});"
+    if kind == "view":
+        return "/* a view: same bytes, same offset as its input */"
+    raise FirmwareError(f"no C kernel for layer kind {kind!r}")
 
 
-def scratch_bytes(model: QModel) -> int:
-    """The depthwise kernel's padded plane: the largest (H + pads) × (W + pads) of any depthwise layer."""
+def scratch_bytes(rects: list[tuple[QLayer, int, int]]) -> int:
+    """The depthwise kernel's padded plane: the largest input window ((oh−1)·s + k) × ((ow−1)·s + k) it reads."""
     sizes = [0]
-    for layer in model.layers:
+    for layer, oh, ow in rects:
         if layer.kind == "depthwise":
-            h, w, _ = hwc(layer.in_shapes[0])
-            pt, pl, pb, pr = layer.p["pad"]
-            sizes.append((h + pt + pb) * (w + pl + pr))
+            (kh, kw), (sh, sw) = layer.p["kernel"], layer.p["stride"]
+            sizes.append(((oh - 1) * sh + kh) * ((ow - 1) * sw + kw))
     return max(sizes)
 
 
+PATCH_PARAMS = (
+    "const int8_t *in, int32_t iy0, int32_t ix0, int32_t is, int8_t *out, int32_t oy0, int32_t ox0, int32_t oh, "
+    "int32_t ow, int32_t oyb, int32_t oxb, int32_t os"
+)
+PATCH_ADD_PARAMS = (
+    "const int8_t *in, int32_t iy0, int32_t ix0, int32_t is, const int8_t *in2, int32_t jy0, int32_t jx0, "
+    "int32_t js, int8_t *out, int32_t oy0, int32_t ox0, int32_t oh, int32_t ow, int32_t oyb, int32_t oxb, int32_t os"
+)
+
+
+def _patch_function(layer: QLayer, ident: str) -> str:
+    ins = [("in", "iy0", "ix0", "is"), ("in2", "jy0", "jx0", "js")][: len(layer.inputs)]
+    v = Views(tuple(ins), ("oy0", "ox0", "oh", "ow"), ("out", "oyb", "oxb", "os"))
+    params = PATCH_ADD_PARAMS if layer.kind == "add" else PATCH_PARAMS
+    call = kernel_call(layer, ident, v, layer_plan=False)
+    return f"/* {layer.name}: {layer.kind}, one patch */\nstatic void P{ident}({params}) {{\n    {call}\n}}\n"
+
+
+def _patch_call(step: Any, layer: QLayer, ident: str, ptr: dict[str, str], regions: dict[str, tuple]) -> str:
+    args = []
+    for name, shape in zip(step.inputs, layer.in_shapes):
+        if name in regions:  # a per-patch buffer: it holds its producer's region of this patch
+            r0, _, c0, c1 = regions[name]
+            args += [ptr[name], str(r0), str(c0), str(c1 - c0)]
+        else:  # the network input or an assembled tensor: whole
+            args += [ptr[name], "0", "0", str(hwc(shape)[1])]
+    r0, r1, c0, c1 = step.extra["region"]
+    oname = step.outputs[0]
+    args += [ptr[oname], str(r0), str(c0), str(r1 - r0), str(c1 - c0)]
+    if "@" in oname:  # the patch's own buffer
+        regions[oname] = (r0, r1, c0, c1)
+        args += [str(r0), str(c0), str(c1 - c0)]
+    else:  # the stage output: one whole buffer, each patch writes its region
+        args += ["0", "0", str(hwc(layer.out_shape)[1])]
+    return f"    P{ident}({', '.join(args)}); /* patch {step.patch[0]},{step.patch[1]} */"
+
+
 def generate(model: QModel, plan: ExecutionPlan) -> CSources:
-    """model.h, model.c and tf_kernels.h for a layer plan of the model."""
+    """model.h, model.c and tf_kernels.h for a plan of the model: layer steps as one function per layer, patch
+    steps as one function per op called once per patch with that patch's buffers and region."""
     placed = check_plan(model, plan)
     in_bytes = int(np.prod(model.input_shape))
     out_bytes = int(np.prod(model.output_shape))
-    ptr = {name: _ptr(placed, name, model.input_name) for name in [model.input_name, *(x.name for x in model.layers)]}
-    plane = scratch_bytes(model)
-    arrays, funcs, calls = [], [], []
-    for i, layer in enumerate(model.layers):
-        ident = f"L{i:03d}_{c_ident(layer.name)}"
-        a, call = _layer_call(layer, ident, ptr)
-        arrays.append(a)
-        shape = "x".join(str(d) for d in hwc(layer.out_shape))
-        funcs.append(
-            f"/* {layer.name}: {layer.kind} -> {shape} (HxWxC) */\nstatic void {ident}(void) {{\n    {call}\n}}\n"
-        )
-        if layer.kind != "view":
-            calls.append(f"    {ident}();")
+    ptr = {name: _ptr(placed, name, model.input_name) for name in placed}
+    layers = {layer.name: layer for layer in model.layers}
+    idents = {layer.name: f"L{i:03d}_{c_ident(layer.name)}" for i, layer in enumerate(model.layers)}
+    arrays = [layer_arrays(layer, idents[layer.name]) for layer in model.layers]
+    funcs: list[str] = []
+    calls: list[str] = []
+    rects: list[tuple[QLayer, int, int]] = []
+    regions: dict[str, tuple] = {}
+    made: set[str] = set()
+    for step in plan.steps:
+        layer, ident = layers[step.node], idents[step.node]
+        if step.patch is None:
+            ho, wo, _ = hwc(layer.out_shape)
+            rects.append((layer, ho, wo))
+            call = kernel_call(layer, ident, whole(layer, ptr), layer_plan=True)
+            shape = "x".join(str(d) for d in hwc(layer.out_shape))
+            funcs.append(
+                f"/* {layer.name}: {layer.kind} -> {shape} (HxWxC) */\nstatic void {ident}(void) {{\n    {call}\n}}\n"
+            )
+            if layer.kind != "view":
+                calls.append(f"    {ident}();")
+            continue
+        if step.node not in made:
+            made.add(step.node)
+            funcs.append(_patch_function(layer, ident))
+        r0, r1, c0, c1 = step.extra["region"]
+        rects.append((layer, r1 - r0, c1 - c0))
+        calls.append(_patch_call(step, layer, ident, ptr, regions))
+    plane = scratch_bytes(rects)
     header = template("model.h.in").format(
         arena=plan.arena_bytes,
         input_bytes=in_bytes,
@@ -182,7 +268,7 @@ def generate(model: QModel, plan: ExecutionPlan) -> CSources:
         output_scale=repr(model.output_scale),
         output_zp=model.output_zp,
         scheduler=plan.scheduler,
-        layers=len(calls),
+        layers=len(funcs),
     )
     copy_in = (
         "    (void)tf_input;"

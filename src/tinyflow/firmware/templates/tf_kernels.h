@@ -84,14 +84,21 @@ TF_INLINE void tf_pointwise(const int8_t *in, int8_t *out, int32_t npix, int32_t
     }
 }
 
+/* Views: a kernel reads a rectangle of its input held in a buffer whose first stored pixel is global (iy0, ix0)
+ * with a row stride of `is` pixels, and writes output rows [oy0, oy0+oh) x columns [ox0, ox0+ow) into a buffer
+ * whose first stored pixel is (oyb, oxb) with a row stride of `os` pixels. A layer plan passes whole tensors
+ * (origins 0, strides = widths); a patch plan passes one patch's buffers. Rows and columns outside the full
+ * input (h x w) are the image border's zero padding. */
+
 /* general convolution (groups 1), weights OHWI; padding rows/columns are skipped (they are real zeros) */
-TF_INLINE void tf_conv(const int8_t *in, int8_t *out, int32_t h, int32_t w, int32_t cin, int32_t ho, int32_t wo,
-                       int32_t cout, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt, int32_t pl,
-                       const int8_t *wt, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+TF_INLINE void tf_conv(const int8_t *in, int32_t iy0, int32_t ix0, int32_t is, int8_t *out, int32_t oy0, int32_t ox0,
+                       int32_t oh, int32_t ow, int32_t oyb, int32_t oxb, int32_t os, int32_t h, int32_t w,
+                       int32_t cin, int32_t cout, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt,
+                       int32_t pl, const int8_t *wt, const int32_t *bias, const int32_t *mult, const int32_t *shift,
                        int32_t zp_in, int32_t zp_out, int32_t lo, int32_t hi) {
-    for (int32_t oy = 0; oy < ho; oy++) {
-        for (int32_t ox = 0; ox < wo; ox++) {
-            int8_t *y = out + (oy * wo + ox) * cout;
+    for (int32_t oy = oy0; oy < oy0 + oh; oy++) {
+        for (int32_t ox = ox0; ox < ox0 + ow; ox++) {
+            int8_t *y = out + ((oy - oyb) * os + (ox - oxb)) * cout;
             for (int32_t o = 0; o < cout; o++) {
                 int32_t acc = bias[o];
                 for (int32_t ky = 0; ky < kh; ky++) {
@@ -100,7 +107,7 @@ TF_INLINE void tf_conv(const int8_t *in, int8_t *out, int32_t h, int32_t w, int3
                     for (int32_t kx = 0; kx < kw; kx++) {
                         int32_t ix = ox * sw - pl + kx;
                         if (ix < 0 || ix >= w) continue;
-                        const int8_t *x = in + (iy * w + ix) * cin;
+                        const int8_t *x = in + ((iy - iy0) * is + (ix - ix0)) * cin;
                         const int8_t *k = wt + ((o * kh + ky) * kw + kx) * cin;
                         for (int32_t c = 0; c < cin; c++) acc += ((int32_t)x[c] - zp_in) * (int32_t)k[c];
                     }
@@ -111,34 +118,52 @@ TF_INLINE void tf_conv(const int8_t *in, int8_t *out, int32_t h, int32_t w, int3
     }
 }
 
-/* depthwise convolution, one channel at a time through a zero-point padded plane (scratch, ph*pw bytes).
- * Safe in place (out == in): writing output channel ch overwrites only input elements of channel ch, which
- * are already in the plane. Weights [c][kh*kw]; zp_in folded into bias (padding holds zp_in). */
-TF_INLINE void tf_depthwise(const int8_t *in, int8_t *out, int32_t h, int32_t w, int32_t c, int32_t ho, int32_t wo,
-                            int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt, int32_t pl, int32_t pb,
-                            int32_t pr, const int8_t *wt, const int32_t *bias, const int32_t *mult,
+/* depthwise convolution, one channel at a time through a zero-point padded plane (scratch) that holds the input
+ * window of the output rectangle. Safe in place (out == in): writing output channel ch overwrites only input
+ * elements of channel ch, which are already in the plane. Weights [c][kh*kw]; zp_in folded into bias. */
+TF_INLINE void tf_depthwise(const int8_t *in, int32_t iy0, int32_t ix0, int32_t is, int8_t *out, int32_t oy0,
+                            int32_t ox0, int32_t oh, int32_t ow, int32_t oyb, int32_t oxb, int32_t os, int32_t h,
+                            int32_t w, int32_t c, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt,
+                            int32_t pl, const int8_t *wt, const int32_t *bias, const int32_t *mult,
                             const int32_t *shift, int32_t zp_in, int32_t zp_out, int32_t lo, int32_t hi,
                             int8_t *plane) {
-    const int32_t ph = h + pt + pb, pw = w + pl + pr;
+    const int32_t py0 = oy0 * sh - pt, px0 = ox0 * sw - pl;
+    const int32_t ph = (oh - 1) * sh + kh, pw = (ow - 1) * sw + kw;
     memset(plane, zp_in, (size_t)(ph * pw));
     for (int32_t ch = 0; ch < c; ch++) {
-        for (int32_t y = 0; y < h; y++) {
-            int8_t *row = plane + (y + pt) * pw + pl;
-            const int8_t *src = in + (y * w) * c + ch;
-            for (int32_t x = 0; x < w; x++) row[x] = src[x * c];
+        for (int32_t y = 0; y < ph; y++) {
+            int32_t gy = py0 + y;
+            if (gy < 0 || gy >= h) continue;
+            int8_t *row = plane + y * pw;
+            const int8_t *src = in + ((gy - iy0) * is - ix0) * c + ch;
+            for (int32_t x = 0; x < pw; x++) {
+                int32_t gx = px0 + x;
+                if (gx >= 0 && gx < w) row[x] = src[gx * c];
+            }
         }
         const int8_t *k = wt + ch * kh * kw;
         const int32_t b = bias[ch], m = mult[ch], s = shift[ch];
-        for (int32_t oy = 0; oy < ho; oy++) {
-            for (int32_t ox = 0; ox < wo; ox++) {
+        for (int32_t oy = 0; oy < oh; oy++) {
+            int8_t *dst = out + ((oy0 + oy - oyb) * os + (ox0 - oxb)) * c + ch;
+            for (int32_t ox = 0; ox < ow; ox++) {
                 const int8_t *base = plane + (oy * sh) * pw + ox * sw;
                 int32_t acc = b;
                 for (int32_t ky = 0; ky < kh; ky++)
                     for (int32_t kx = 0; kx < kw; kx++) acc += (int32_t)base[ky * pw + kx] * (int32_t)k[ky * kw + kx];
-                out[(oy * wo + ox) * c + ch] = tf_clamp(tf_requant(acc, m, s) + zp_out, lo, hi);
+                dst[ox * c] = tf_clamp(tf_requant(acc, m, s) + zp_out, lo, hi);
             }
         }
     }
+}
+
+/* 1x1 stride-1 convolution over a rectangle (row by row through views) */
+TF_INLINE void tf_pointwise_rect(const int8_t *in, int32_t iy0, int32_t ix0, int32_t is, int8_t *out, int32_t oy0,
+                                 int32_t ox0, int32_t oh, int32_t ow, int32_t oyb, int32_t oxb, int32_t os,
+                                 int32_t cin, int32_t cout, const int8_t *w, const int32_t *bias,
+                                 const int32_t *mult, const int32_t *shift, int32_t zp_out, int32_t lo, int32_t hi) {
+    for (int32_t r = 0; r < oh; r++)
+        tf_pointwise(in + ((oy0 + r - iy0) * is + (ox0 - ix0)) * cin, out + ((oy0 + r - oyb) * os + (ox0 - oxb)) * cout,
+                     ow, cin, cout, w, bias, mult, shift, zp_out, lo, hi);
 }
 
 /* TF Lite's int8 add: both inputs scaled up by 2^20, rescaled to a common scale, summed, rescaled to the output */
@@ -149,6 +174,16 @@ TF_INLINE void tf_add(const int8_t *a, const int8_t *b, int8_t *out, int32_t n, 
         int32_t y = tf_requant(((int32_t)b[i] - zp2) * (1 << 20), m2, sh2);
         out[i] = tf_clamp(tf_requant(x + y, mo, sho) + zp_out, -128, 127);
     }
+}
+
+/* the add over a rectangle: each input through its own view */
+TF_INLINE void tf_add_rect(const int8_t *a, int32_t ay0, int32_t ax0, int32_t as, const int8_t *b, int32_t by0,
+                           int32_t bx0, int32_t bs, int8_t *out, int32_t oy0, int32_t ox0, int32_t oh, int32_t ow,
+                           int32_t oyb, int32_t oxb, int32_t os, int32_t c, int32_t zp1, int32_t m1, int32_t sh1,
+                           int32_t zp2, int32_t m2, int32_t sh2, int32_t mo, int32_t sho, int32_t zp_out) {
+    for (int32_t r = 0; r < oh; r++)
+        tf_add(a + ((oy0 + r - ay0) * as + (ox0 - ax0)) * c, b + ((oy0 + r - by0) * bs + (ox0 - bx0)) * c,
+               out + ((oy0 + r - oyb) * os + (ox0 - oxb)) * c, ow * c, zp1, m1, sh1, zp2, m2, sh2, mo, sho, zp_out);
 }
 
 TF_INLINE void tf_global_avgpool(const int8_t *in, int8_t *out, int32_t npix, int32_t c, int32_t zp_in, int32_t m,
