@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyflow.errors import TinyflowError
 from tinyflow.ir.blocks import assign_blocks
 from tinyflow.ir.graph import Graph, Node
 from tinyflow.ir.model_errors import ModelImportError, UnsupportedOpError
@@ -210,7 +211,12 @@ class _Importer:
                     "the part before it.",
                     op.op,
                 )
-            handler(op)
+            try:
+                handler(op)
+            except TinyflowError:
+                raise
+            except Exception as exc:  # a malformed operator: name it
+                raise self.fail(op, f"cannot be read ({type(exc).__name__}: {str(exc)[:160]})") from None
         outs = []
         for index in m.outputs:
             if index not in self.node_of:

@@ -5,7 +5,7 @@ over time when that changes. No placement beats the lower bound: the most bytes 
 Algorithms (`memory.arena_algorithm`); the first-fit ones put each buffer, in their order, at the lowest offset
 free over its lifetime:
 - `first_fit_decreasing`: largest buffer first.
-- `tflm_greedy`: TF Lite Micro's GreedyMemoryPlanner: largest first, equal sizes in the order they were added.
+- `tflm_greedy`: TF Lite Micro's GreedyMemoryPlanner: largest first, equal sizes the later-created first.
 - `longest_lived_first`: longest lifetime first (a long-lived buffer, such as a patch stage's assembled output,
   is pinned low before the short-lived ones it would otherwise be stacked on).
 - `largest_area_first`: largest size × lifetime first.
@@ -149,10 +149,11 @@ def first_fit_decreasing(buffers: Sequence[BufferSpec]) -> dict[str, int]:
 
 
 def tflm_greedy(buffers: Sequence[BufferSpec]) -> dict[str, int]:
-    """TF Lite Micro's GreedyMemoryPlanner: largest first (equal sizes in the order they were added, a stable
-    sort), each at the lowest offset that no buffer alive at the same time occupies."""
+    """TF Lite Micro's GreedyMemoryPlanner: largest first, each at the lowest offset that no buffer alive at the
+    same time occupies; equal sizes the later-created first (the order that reproduces the arena the tflite-micro
+    wheel measures, e.g. 73,728 B rather than 64,512 B on Keras' MobileNetV1 0.25 at 96²)."""
     p = _Problem(buffers)
-    return p.named(p.first_fit(_order(p, lambda i: (-p.sizes[i], i))))
+    return p.named(p.first_fit(_order(p, lambda i: (-p.sizes[i], -i))))
 
 
 def longest_lived_first(buffers: Sequence[BufferSpec]) -> dict[str, int]:
