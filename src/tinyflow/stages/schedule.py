@@ -50,10 +50,17 @@ def deployed_graph(net: DeployedNetwork, onnx_int8_path: str | None) -> tuple[Gr
     return net.graph(), "network description"
 
 
-def file_flash(analysis: dict[str, Any], onnx_int8_path: str | None) -> None:
-    """Flash is the int8 file's own count (its initializers) when there is a file; the IR's count is kept beside."""
+def file_flash(analysis: dict[str, Any], onnx_int8_path: str | None, memory: Any = None) -> None:
+    """Flash is the int8 file's own count (its initializers) when there is a file — its size under
+    `memory.flash: file` (TF Lite Micro keeps the whole model file in flash); the IR's count is kept beside."""
     if not (onnx_int8_path and Path(onnx_int8_path).is_file()):
-        analysis["flash_source"] = "cost model (IR)"
+        analysis.setdefault("flash_source", "cost model (IR)")
+        return
+    if memory is not None and memory.flash == "file":
+        analysis.setdefault("ir_flash_bytes", analysis["flash_bytes"])
+        analysis["flash_bytes"] = Path(onnx_int8_path).stat().st_size
+        analysis["flash_source"] = "int8 model file size (memory.flash=file)"
+        set_fits(analysis)
         return
     from tinyflow.deploy.quantize import int8_flash_bytes
 
@@ -77,7 +84,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     analysis["source"] = source
     analysis["deployed_network"] = deployed.to_dict()
     analysis["applied_schedule_options"] = dict(ctx.schedule_options or {})
-    file_flash(analysis, ctx.onnx_int8_path)
+    file_flash(analysis, ctx.onnx_int8_path, memory)
 
     out_dir = Path(ctx.output_dir)
     plan_path = out_dir / "plan.json"
