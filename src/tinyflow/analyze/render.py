@@ -60,10 +60,16 @@ def summary_table(analysis: dict[str, Any]) -> Table:
     if mem["rule"] == "layer_local":
         note += " (layer_local leaves held tensors out: not a lower bound)"
     table.add_row("arena", f"{_kib(a['arena_bytes'])} KiB", note)
+    if a.get("persistent_bytes") is not None:  # a runtime's persistent tail (memory.persistent)
+        total = f"arena + tail = {_kib(a['arena_total_bytes'])} KiB (estimated for a 32-bit MCU)"
+        table.add_row("runtime tail", f"{_kib(a['persistent_bytes'])} KiB", total)
     sram_ok = "[green]fits[/green]" if a["fits_sram"] else "[red]does NOT fit[/red]"
     table.add_row("device SRAM", f"{_kib(a['sram_budget_bytes'])} KiB", f"{a['device']}: arena {sram_ok}")
     flash_ok = "[green]fits[/green]" if a["fits_flash"] else "[red]does NOT fit[/red]"
-    table.add_row("flash", f"{_kib(a['flash_bytes'])} KiB", f"of {_kib(a['flash_budget_bytes'])} KiB: {flash_ok}")
+    source = f" ({a['flash_source']})" if a.get("flash_source") else ""
+    table.add_row(
+        "flash", f"{_kib(a['flash_bytes'])} KiB", f"of {_kib(a['flash_budget_bytes'])} KiB: {flash_ok}{source}"
+    )
     table.add_row("MACs", f"{a['macs'] / 1e6:,.2f} M", f"params {a['params']:,}")
     if a.get("latency_ms") is not None:
         table.add_row("latency (est.)", f"{a['latency_ms']:,.1f} ms", str(a.get("latency_source", "")))
