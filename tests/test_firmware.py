@@ -253,3 +253,22 @@ def test_firmware_cli_json(stages_run, tmp_path):
     )
     assert bad.returncode != 0 and "overflowed by" in bad.stderr and "Traceback" not in bad.stderr
     assert os.path.isfile(tmp_path / "r2" / "firmware" / "model.c")
+
+
+KWS = REPO.parent / "shared" / "models" / "kws_ref_model.onnx"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not KWS.is_file(), reason="the MLPerf Tiny models are not beside this checkout (../shared/models)")
+def test_real_tflite_converted_model(tmp_path):
+    """MLPerf Tiny's keyword-spotting DS-CNN (a converted TF Lite model: int8 input and output, reshapes, a
+    MatMul + bias Add, softmax): bit-exact to the oracle, its arena TF Lite Micro's activation arena (16,000 B),
+    top-1 equal to onnxruntime."""
+    model = build_qmodel(KWS)
+    assert model.int8_io == (True, True) and [layer.kind for layer in model.layers][-1] == "softmax"
+    plan = layer_plan(model.graph, MemoryConfig())
+    q = np.random.default_rng(0).integers(-128, 128, (20, *model.input_shape[1:]))
+    x = ((q - model.input_zp) * np.float32(model.input_scale)).astype(np.float32)
+    fw = make_firmware(KWS, plan, F746, tmp_path, x, FirmwareSettings())
+    assert fw["arena_bytes"] == plan.arena_bytes == 16000
+    assert fw["bit_exact"] == 20 and fw["top1_agreement_onnxruntime"] == 1.0

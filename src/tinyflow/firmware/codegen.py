@@ -111,6 +111,8 @@ def layer_arrays(layer: QLayer, ident: str) -> str:
     arrays = ""
     if "weight" in p:
         arrays += c_array("int8_t", f"{ident}_w", p["weight"]) + c_array("int32_t", f"{ident}_b", p["bias"])
+    if "table" in p:
+        arrays += c_array("int32_t", f"{ident}_t", p["table"])
     if isinstance(p.get("mult"), np.ndarray):
         arrays += c_array("int32_t", f"{ident}_m", p["mult"]) + c_array("int32_t", f"{ident}_s", p["shift"])
     return arrays
@@ -170,6 +172,8 @@ def kernel_call(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
         return f"tf_maxpool({geo}, {p['mult']}, {p['shift']}, {p['zp_in']}, {p['zp_out']});"
     if kind == "act":
         return f"tf_act({x}, {y}, {h * w * c}, {p['zp_in']}, {p['mult']}, {p['shift']}, {p['zp_out']}, {act});"
+    if kind == "softmax":
+        return f"tf_softmax({x}, {y}, {h * w * c}, {ident}_t, INT64_C({p['inv']}), {p['zp_out']});"
     if kind == "view":
         return "/* a view: same bytes, same offset as its input */"
     raise FirmwareError(f"no C kernel for layer kind {kind!r}")

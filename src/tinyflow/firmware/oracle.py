@@ -11,7 +11,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tinyflow.firmware.fixedpoint import requantize
-from tinyflow.firmware.qmodel import ADD_LEFT_SHIFT, QLayer, QModel, hwc
+from tinyflow.firmware.qmodel import ADD_LEFT_SHIFT, SOFTMAX_BITS, QLayer, QModel, hwc
 
 
 def _finish(acc: np.ndarray, p: dict, lo: int | None = None, hi: int | None = None) -> np.ndarray:
@@ -70,6 +70,13 @@ def run_layer(layer: QLayer, xs: list[np.ndarray]) -> np.ndarray:
         b = requantize((y - p["zp2"]) << ADD_LEFT_SHIFT, p["m2"], p["sh2"])
         out = requantize(a + b, p["mo"], p["sho"]) + p["zp_out"]
         return np.clip(out, -128, 127).astype(np.int8)
+    if kind == "softmax":
+        flat = x.reshape(len(x), -1)
+        e = p["table"].astype(np.int64)[flat.max(axis=1, keepdims=True) - flat]
+        total = e.sum(axis=1, keepdims=True)
+        bits = SOFTMAX_BITS
+        q = (e * p["inv"] + (total << (bits - 1))) // (total << bits) + p["zp_out"]
+        return np.clip(q, -128, 127).astype(np.int8).reshape(len(x), 1, 1, -1)
     if kind == "view":
         return xs[0].reshape(len(x), *hwc(layer.out_shape))
     raise ValueError(f"no oracle for layer kind {kind!r}")

@@ -51,12 +51,21 @@ class FirmwareSettings:
             raise ConfigError(f"firmware stack_reserve = {self.stack_reserve}: reserve at least 256 bytes.")
 
 
-def onnxruntime_outputs(onnx_path: str | Path, images: np.ndarray) -> np.ndarray | None:
-    """The int8 ONNX file's outputs under onnxruntime, or None when onnxruntime refuses the file."""
+def onnxruntime_outputs(onnx_path: str | Path, images: np.ndarray, model: QModel) -> np.ndarray | None:
+    """The int8 ONNX file's (float) outputs under onnxruntime, or None when onnxruntime refuses the file."""
     try:
-        from tinyflow.deploy.onnx_export import run_onnx, session
+        import onnxruntime as ort
 
-        return run_onnx(session(str(onnx_path)), images)
+        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        int8_in, int8_out = model.int8_io
+        x = model.quantize_nchw(images) if int8_in else images
+        want = sess.get_inputs()[0].shape
+        if x.ndim == 4 and all(isinstance(d, int) for d in want[1:]) and list(want[1:]) != list(x.shape[1:]):
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # a converted TF Lite model takes NHWC
+        out = np.concatenate(
+            [sess.run(None, {sess.get_inputs()[0].name: x[i : i + 64]})[0] for i in range(0, len(x), 64)]
+        )
+        return model.dequantize_output(out) if int8_out else out
     except Exception as exc:  # onnxruntime raises several types for files it rejects
         log.warning("firmware: onnxruntime cannot run %s (%s); no top-1 comparison", onnx_path, str(exc)[:200])
         return None
@@ -129,7 +138,7 @@ def make_firmware(
     x_q = model.quantize_input(x_float)
     run = run_images(elf, tgt.machine, x_q.reshape(n, -1), sources.output_bytes, settings.timeout_s)
     ref = run_oracle(model, x_q).reshape(n, -1)
-    ort = onnxruntime_outputs(onnx_int8, x_float)
+    ort = onnxruntime_outputs(onnx_int8, x_float, model)
     ours = model.dequantize_output(run.outputs)
     result.update(
         built=True,

@@ -22,10 +22,14 @@ from tinyflow.errors import TinyflowError
 from tinyflow.firmware.fixedpoint import quantize_multiplier
 from tinyflow.ir.graph import Graph, Node
 
-SUPPORTED = "conv2d (groups 1 or depthwise), linear, add, avgpool, global_avgpool, maxpool, relu/relu6/clip, flatten"
+SUPPORTED = (
+    "conv2d (groups 1 or depthwise), linear, add, avgpool, global_avgpool, maxpool, relu/relu6/clip, softmax, "
+    "flatten/reshape"
+)
 _PASS = {"Identity", "Dropout"}
 _FUSED_ACTS = {"Relu", "Clip"}
 ADD_LEFT_SHIFT = 20  # TF Lite's int8 add: inputs scaled up by 2^20 before rescaling
+SOFTMAX_BITS = 16  # the softmax's exp table and output division in Q16
 
 
 class FirmwareError(TinyflowError):
@@ -60,6 +64,7 @@ class QModel:
     input_zp: int
     output_scale: float
     output_zp: int
+    int8_io: tuple[bool, bool] = (False, False)  # the ONNX file's input / output are int8 tensors (TF Lite models)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -69,11 +74,14 @@ class QModel:
     def output_shape(self) -> tuple[int, ...]:
         return tuple(self.graph[self.output_name].shape)
 
-    def quantize_input(self, images: np.ndarray) -> np.ndarray:
-        """Float NCHW images -> int8 NHWC, as ONNX QuantizeLinear does it (round half to even, saturate)."""
+    def quantize_nchw(self, images: np.ndarray) -> np.ndarray:
+        """Float NCHW images -> int8, as ONNX QuantizeLinear does it (round half to even, saturate)."""
         q = np.rint(np.asarray(images, np.float32) / np.float32(self.input_scale)) + self.input_zp
-        q = np.clip(q, -128, 127).astype(np.int8)
-        return to_nhwc(q)
+        return np.clip(q, -128, 127).astype(np.int8)
+
+    def quantize_input(self, images: np.ndarray) -> np.ndarray:
+        """Float NCHW images -> the firmware's int8 NHWC input."""
+        return to_nhwc(self.quantize_nchw(images))
 
     def dequantize_output(self, out: np.ndarray) -> np.ndarray:
         return (np.asarray(out, np.float32) - self.output_zp) * np.float32(self.output_scale)
@@ -115,9 +123,31 @@ class _Onnx:
                 k += 1
                 name = f"{base}_{k}"
             self.by_name[name] = n
+        self.output_name = g.output[0].name
+        self.input_name = next(v.name for v in g.input if v.name not in self.consts)
+        self.int8_input = any(
+            v.type.tensor_type.elem_type == onnx.TensorProto.INT8 for v in g.input if v.name not in self.consts
+        )
         self.dq_of_const = {
             n.input[0]: n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in self.consts
         }
+
+    def first_dequantize(self, tensor: str) -> Any:
+        """The DequantizeLinear that reads an int8 graph input, through reshapes (a converter's layout change)."""
+        todo = [tensor]
+        while todo:
+            for c in self.consumers.get(todo.pop(), []):
+                if c.op_type == "DequantizeLinear":
+                    return c
+                if c.op_type in ("Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze"):
+                    todo.append(c.output[0])
+        raise UnsupportedLayerError(f"{self.path}: the int8 input '{tensor}' is never dequantized")
+
+    def is_const(self, tensor: str) -> bool:
+        p = self.producer.get(tensor)
+        return tensor in self.consts or (
+            p is not None and p.op_type == "DequantizeLinear" and p.input[0] in self.consts
+        )
 
     def node(self, ir: Node) -> Any:
         n = self.by_name.get(ir.name)
@@ -162,7 +192,8 @@ class _Onnx:
             if c.op_type == "QuantizeLinear":
                 return self.qparams(c)
         for c in self.consumers.get(tensor, []):
-            if c.op_type in _PASS or c.op_type in _FUSED_ACTS:
+            bias_add = c.op_type == "Add" and any(self.is_const(i) for i in c.input)  # MatMul + Add = Gemm
+            if c.op_type in _PASS or c.op_type in _FUSED_ACTS or bias_add:
                 return self.output_q(c.output[0], what)
         raise UnsupportedLayerError(
             f"{self.path}: the output of {what} ('{tensor}') is not quantized (no QuantizeLinear after it); the C "
@@ -321,6 +352,8 @@ class _Builder:
     def act(self, node: Node) -> QLayer:
         fn = node.attrs.get("fn")
         what = self.what(node)
+        if fn == "softmax":
+            return self.softmax(node)
         if fn not in ("relu", "relu6", "clip"):
             raise UnsupportedLayerError(
                 f"{self.o.path}: {what}: activation '{fn}' has no int8 kernel in the C generator; supported: "
@@ -334,6 +367,21 @@ class _Builder:
         lo, hi = _act_bounds(fake, s_out, zp_out)
         p = {"zp_in": zp_in, "zp_out": zp_out, "mult": m, "shift": sh, "act_min": lo, "act_max": hi}
         return QLayer(node.name, "act", list(node.inputs), [self.g[node.inputs[0]].shape], node.shape, p)
+
+    def softmax(self, node: Node) -> QLayer:
+        """Integer softmax over the last axis: exp from a 256-entry table of exp(−d·s_in) in Q16 (d = max − x),
+        the output q = zp_out + round(e·2^16/s_out / (Σe·2^16)) by int64 division (not TF Lite's gemmlowp exp)."""
+        onode = self.o.node(node)
+        what = self.what(node)
+        shape = self.g[node.inputs[0]].shape
+        axis = node.attrs.get("axis", -1) % len(shape)
+        if axis != len(shape) - 1 or int(np.prod(shape[:-1])) != 1:
+            raise UnsupportedLayerError(f"{what}: softmax only over the last axis of a (1, F) tensor (shape {shape})")
+        s_in, _ = self.o.input_q(onode.input[0], what)
+        s_out, zp_out = self.o.output_q(onode.output[0], what)
+        table = np.array([round(np.exp(-d * s_in) * 2**SOFTMAX_BITS) for d in range(256)], np.int64)
+        p = {"table": table.astype(np.int32), "inv": round(2**SOFTMAX_BITS / s_out), "zp_out": zp_out}
+        return QLayer(node.name, "softmax", list(node.inputs), [shape], node.shape, p)
 
     def view(self, node: Node) -> QLayer:
         src = self.g[node.inputs[0]]
@@ -385,14 +433,14 @@ def build_qmodel(onnx_path: str | Path, graph: Graph | None = None) -> QModel:
             f"(inputs {inputs}, outputs {graph.outputs})"
         )
     layers = [b.layer(n) for n in graph.topological_order() if n.op != "input"]
-    s_in, zp_in = b.o.output_q(inputs[0], "the network input")
-    out_tensor = _graph_output_tensor(o)
-    s_out, zp_out = o.input_q(out_tensor, "the network output")
-    return QModel(graph, layers, inputs[0], graph.outputs[0], s_in, zp_in, s_out, zp_out)
-
-
-def _graph_output_tensor(o: _Onnx) -> str:
-    import onnx
-
-    outs = [v.name for v in onnx.load(o.path, load_external_data=False).graph.output]
-    return outs[0]
+    if o.int8_input:  # an int8 graph input (a converted TF Lite model): its DequantizeLinear has the scale
+        s_in, zp_in = o.qparams(o.first_dequantize(o.input_name))
+    else:
+        s_in, zp_in = o.output_q(inputs[0], "the network input")
+    producer = o.producer.get(o.output_name)
+    if producer is not None and producer.op_type == "QuantizeLinear":  # an int8 graph output
+        s_out, zp_out = o.qparams(producer)
+    else:
+        s_out, zp_out = o.input_q(o.output_name, "the network output")
+    int8_out = producer is not None and producer.op_type == "QuantizeLinear"
+    return QModel(graph, layers, inputs[0], graph.outputs[0], s_in, zp_in, s_out, zp_out, (o.int8_input, int8_out))

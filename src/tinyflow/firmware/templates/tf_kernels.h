@@ -245,4 +245,18 @@ TF_INLINE void tf_act(const int8_t *in, int8_t *out, int32_t n, int32_t zp_in, i
     for (int32_t i = 0; i < n; i++) out[i] = tf_clamp(tf_requant((int32_t)in[i] - zp_in, m, s) + zp_out, lo, hi);
 }
 
+/* integer softmax over n values: e = table[max - x] (exp(-d * s_in) in Q16), q = zp_out + round(e * inv / sum) */
+TF_INLINE void tf_softmax(const int8_t *in, int8_t *out, int32_t n, const int32_t *table, int64_t inv,
+                          int32_t zp_out) {
+    int32_t mx = -128;
+    for (int32_t i = 0; i < n; i++)
+        if (in[i] > mx) mx = in[i];
+    int64_t total = 0;
+    for (int32_t i = 0; i < n; i++) total += table[mx - in[i]];
+    for (int32_t i = 0; i < n; i++) {
+        int64_t q = ((int64_t)table[mx - in[i]] * inv + (total << 15)) / (total << 16) + zp_out;
+        out[i] = (int8_t)(q < -128 ? -128 : (q > 127 ? 127 : q));
+    }
+}
+
 #endif /* TF_KERNELS_H */

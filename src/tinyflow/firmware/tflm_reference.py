@@ -1,0 +1,48 @@
+"""TF Lite Micro's outputs for the inputs a firmware run used, to compare the two in int8 steps.
+
+Run with a Python that has the `tflite-micro` wheel (kept out of tinyflow's environment), e.g.
+    /work/tflmenv/bin/python src/tinyflow/firmware/tflm_reference.py model.tflite <firmware>/run_firmware
+It reads input.bin (int8 NHWC images, the firmware's input order, which is TF Lite's) and output.bin (each image's
+int8 output and 4 bytes of instructions), runs every image through TF Lite Micro's interpreter and prints one JSON
+line: images, max |difference| in int8 steps, how many outputs are equal, top-1 agreement. Imports only numpy and
+tflite_micro.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def main(model: str, run_dir: str) -> dict:
+    from tflite_micro.python.tflite_micro import runtime
+
+    interp = runtime.Interpreter.from_file(model, arena_size=8 * 1024 * 1024)
+    in_detail = interp.get_input_details(0)
+    out_detail = interp.get_output_details(0)
+    shape = tuple(int(d) for d in in_detail["shape"])
+    n_in = int(np.prod(shape))
+    n_out = int(np.prod(out_detail["shape"]))
+    x = np.fromfile(Path(run_dir) / "input.bin", np.int8).reshape(-1, n_in)
+    ours = np.fromfile(Path(run_dir) / "output.bin", np.int8).reshape(len(x), n_out + 4)[:, :n_out]
+    theirs = np.empty_like(ours)
+    for i, image in enumerate(x):
+        interp.set_input(image.reshape(shape).astype(in_detail["dtype"]), 0)
+        interp.invoke()
+        theirs[i] = interp.get_output(0).reshape(-1)
+    diff = np.abs(ours.astype(np.int32) - theirs.astype(np.int32))
+    return {
+        "model": Path(model).name,
+        "images": len(x),
+        "max_diff_steps": int(diff.max()),
+        "equal_outputs": int((diff == 0).all(axis=1).sum()),
+        "equal_values": float((diff == 0).mean()),
+        "top1_agreement": float((ours.argmax(1) == theirs.argmax(1)).mean()),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2])))
