@@ -200,6 +200,15 @@ def test_memory_presets_compose() -> None:
         MemoryConfig(alignment=12)
 
 
+def test_patch_error_never_contradicts_itself() -> None:
+    """A network whose stem cannot run patch by patch (ad01: all fully connected) says so, naming the node, instead
+    of offering 'patch_blocks between 1 and 0'."""
+    g = from_tflite(MODELS / "ad01_int8.tflite")
+    with pytest.raises(TinyflowError, match=r"no block of the network 'ad01_int8' can run patch by patch") as err:
+        patch_plan(g, MemoryConfig(), patch_blocks=2, n_patches=2)
+    assert "between 1 and 0" not in str(err.value)
+
+
 # ---------------------------------------------------------------- bad input: one clear paragraph each
 def test_truncated_tflite(tmp_path: Path) -> None:
     bad = tmp_path / "cut.tflite"

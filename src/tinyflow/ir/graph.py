@@ -3,10 +3,10 @@
 Pure Python: building and costing a graph never imports torch. A node records
 - `op`: its op kind (see `tinyflow.ir.ops`), `attrs`, `inputs` (names of producer nodes), `shape` (its output);
 - `block`: 0 for the stem, 1..N for the MBConv blocks in order, N+1 for the head / pool / classifier
-  (imported graphs: inferred from node names, see `tinyflow.ir.onnx_import`);
+  (imported graphs: from node names or the graph's structure, see `tinyflow.ir.blocks`);
 - `weights`: role -> parameter name, so an executor can bind weights. Arch-built graphs use StaticNet's
   state_dict keys (`{"weight": "blocks.3.expand.0.weight", "bn": "blocks.3.expand.1"}`, the bn entry a module
-  prefix), imported graphs ONNX initializer names (`{"weight": ..., "bias": ...}`);
+  prefix), imported graphs ONNX initializer names or TFLite `t<index>:<tensor name>` (`{"weight": ..., "bias": ...}`);
 - `elem_bytes`: bytes per activation element, or None to use `memory.dtype_bytes`.
 """
 
