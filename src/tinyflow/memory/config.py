@@ -49,6 +49,7 @@ class MemoryConfig:
     alignment: int = 1  # every arena buffer's size is rounded up to a multiple of this many bytes
     persistent: str = "none"  # one of PERSISTENT
     flash: str = "weights"  # one of FLASH
+    fold_pads: bool = True  # a pad read only by convs is their padding (false: a tensor of its own, as TFLM runs it)
     convention: str = "tinyengine"  # the preset these values started from (a label for reports)
 
     def __post_init__(self) -> None:
@@ -95,7 +96,7 @@ def check_memory_config(memory: MemoryConfig) -> None:
         raise ConfigError(f"memory.persistent: '{memory.persistent}' is not one of {list(PERSISTENT)}.")
     if memory.flash not in FLASH:
         raise ConfigError(f"memory.flash: '{memory.flash}' is not one of {list(FLASH)}.")
-    for flag in ("inplace_depthwise", "count_input", "inplace_elementwise"):
+    for flag in ("inplace_depthwise", "count_input", "inplace_elementwise", "fold_pads"):
         if not isinstance(getattr(memory, flag), bool):
             raise ConfigError(f"memory.{flag}: {getattr(memory, flag)!r} must be true or false.")
     check_arena_algorithm(memory.arena_algorithm)

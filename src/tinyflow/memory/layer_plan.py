@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tinyflow.ir.graph import Graph, Node
+from tinyflow.ir.pads import materialize_pads
 from tinyflow.memory.builder import build_plan
 from tinyflow.memory.config import MemoryConfig
 from tinyflow.memory.lifetimes import compute_lifetimes
@@ -37,7 +38,11 @@ def profile_rows(
 def layer_plan(
     graph: Graph, memory: MemoryConfig, order: Sequence[Node] | None = None, check: bool = True
 ) -> ExecutionPlan:
-    """Plan `graph` op by op: lifetimes, working sets, an arena placement, checked for overlaps."""
+    """Plan `graph` op by op: lifetimes, working sets, an arena placement, checked for overlaps.
+
+    With `memory.fold_pads: false` an imported explicit pad is a step and a tensor of its own (TF Lite Micro)."""
+    if not memory.fold_pads and order is None:
+        graph = materialize_pads(graph)
     lt = compute_lifetimes(graph, memory, order)
     macs = [graph.node_macs(n) for n in lt.steps]
     steps = [

@@ -50,6 +50,18 @@ def ds_cnn(shape=(49, 10, 1), classes=12, filters=64, blocks=4) -> tf.keras.Mode
     return tf.keras.Model(inp, tf.keras.layers.Dense(classes, activation="softmax")(x), name="ds_cnn_l")
 
 
+def pads(shape=(32, 32, 3), classes=4) -> tf.keras.Model:
+    """Explicit pads the converter cannot fold into SAME padding: TF Lite PAD ops that convolutions read."""
+    x = inp = tf.keras.Input(shape)
+    x = tf.keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = tf.keras.layers.ZeroPadding2D(2)(x)
+    x = tf.keras.layers.Conv2D(16, 3, activation="relu")(x)
+    x = tf.keras.layers.ZeroPadding2D(((0, 3), (0, 3)))(x)
+    x = tf.keras.layers.DepthwiseConv2D(3, strides=2, activation="relu")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    return tf.keras.Model(inp, tf.keras.layers.Dense(classes)(x), name="pads")
+
+
 MODELS = {
     "mobilenet_v1_025_96": lambda: tf.keras.applications.MobileNet(
         (96, 96, 3), alpha=0.25, weights=None, classes=2, dropout=0.0
@@ -57,6 +69,7 @@ MODELS = {
     "mobilenet_v2_035_96": lambda: tf.keras.applications.MobileNetV2((96, 96, 3), alpha=0.35, weights=None, classes=2),
     "resnet8_32": resnet8,
     "ds_cnn_l": lambda: ds_cnn(filters=96, blocks=5),
+    "pads": pads,
 }
 
 
