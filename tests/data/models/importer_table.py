@@ -20,8 +20,13 @@ from tinyflow.memory.layer_plan import layer_plan
 from tinyflow.memory.patch_plan import patch_plan
 from tinyflow.memory.receptive_field import max_patch_blocks
 
-TFLM = MemoryConfig(
-    inplace_depthwise=False, inplace_elementwise=False, arena_algorithm="tflm_greedy", alignment=16, convention="tflm"
+TFLM = MemoryConfig(  # conf/memory/tflm.yaml
+    inplace_depthwise=False,
+    inplace_elementwise=False,
+    arena_algorithm="tflm_greedy",
+    alignment=16,
+    fold_pads=False,
+    convention="tflm",
 )
 
 
