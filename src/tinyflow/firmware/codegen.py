@@ -136,7 +136,7 @@ def kernel_call(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
         (kh, kw), (sh, sw), (pt, pl, _, _) = p["kernel"], p["stride"], p["pad"]
         return (
             f"tf_conv({views}, {h}, {w}, {c}, {co}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}, {ident}_w, {q}, "
-            f"{p['zp_in']}, {p['zp_out']}, {act});"
+            f"{p['zp_in']}, {p['zp_out']}, {act}, {PLANE});"
         )
     if kind == "depthwise":
         (kh, kw), (sh, sw), (pt, pl, _, _) = p["kernel"], p["stride"], p["pad"]
@@ -180,9 +180,12 @@ def kernel_call(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
 
 
 def scratch_bytes(rects: list[tuple[QLayer, int, int]]) -> int:
-    """The depthwise kernel's padded plane: the largest input window ((oh−1)·s + k) × ((ow−1)·s + k) it reads."""
+    """The kernels' scratch: the depthwise padded plane ((oh−1)·s + k) × ((ow−1)·s + k), the conv's im2col columns."""
     sizes = [0]
     for layer, oh, ow in rects:
+        if layer.kind == "conv":  # im2col of two output pixels
+            (kh, kw), cin = layer.p["kernel"], hwc(layer.in_shapes[0])[2]
+            sizes.append(2 * kh * kw * cin)
         if layer.kind == "depthwise":
             (kh, kw), (sh, sw) = layer.p["kernel"], layer.p["stride"]
             sizes.append(((oh - 1) * sh + kh) * ((ow - 1) * sw + kw))

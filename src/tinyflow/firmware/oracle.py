@@ -45,8 +45,8 @@ def run_layer(layer: QLayer, xs: list[np.ndarray]) -> np.ndarray:
         win = _windows(_pad(x, p["pad"], p["zp_in"]), p["kernel"], p["stride"], (ho, wo))
         w = p["weight"].astype(np.int64).reshape(-1, *p["kernel"])  # (C, kh, kw)
         return _finish(np.einsum("nhwcyx,cyx->nhwc", win, w) + p["bias"], p)
-    if kind == "conv":
-        win = _windows(_pad(x - p["zp_in"], p["pad"], 0), p["kernel"], p["stride"], (ho, wo))
+    if kind == "conv":  # padding holds zp_in; the bias has −zp_in·Σw folded in
+        win = _windows(_pad(x, p["pad"], p["zp_in"]), p["kernel"], p["stride"], (ho, wo))
         w = p["weight"].astype(np.int64)  # (O, kh, kw, I)
         return _finish(np.einsum("nhwcyx,oyxc->nhwo", win, w) + p["bias"], p)
     if kind == "global_avgpool":

@@ -283,6 +283,8 @@ class _Builder:
         geo = {"kernel": (kh, kw), "stride": tuple(a.get("stride", (1, 1))), "pad": tuple(a.get("padding", (0,) * 4))}
         cin, groups = in_shape[1], a.get("groups", 1)
         if groups == cin == cout and cin > 1:
+            if kh * kw > 49:
+                raise UnsupportedLayerError(f"{what}: a {kh}x{kw} depthwise kernel; the C kernel takes up to 7x7")
             wd = np.ascontiguousarray(w.reshape(cout, kh * kw), np.int8)  # [c][ky*kw+kx]
             p.update(geo, weight=wd, bias=fold(bias, wd, zp_in))
             return QLayer(node.name, "depthwise", list(node.inputs), [in_shape], node.shape, p)
@@ -293,7 +295,7 @@ class _Builder:
             p.update(weight=wp, bias=fold(bias, wp, zp_in))
             return QLayer(node.name, "pointwise", list(node.inputs), [in_shape], node.shape, p)
         wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1), np.int8)  # OHWI
-        p.update(geo, weight=wc, bias=bias.astype(np.int32))  # borders skip padding: no zero-point fold
+        p.update(geo, weight=wc, bias=fold(bias, wc, zp_in))  # im2col pads with zp_in: the fold is exact
         return QLayer(node.name, "conv", list(node.inputs), [in_shape], node.shape, p)
 
     def _flatten_order(self, node: Node, w: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@
 #endif
 
 #define TF_INLINE static inline __attribute__((always_inline))
+#define TF_MAX_KERNEL_AREA 49 /* depthwise kernels up to 7x7 */
 
 TF_INLINE int32_t tf_srdhm(int32_t a, int32_t b) {
     int64_t ab = (int64_t)a * (int64_t)b;
@@ -70,11 +71,62 @@ TF_INLINE int32_t tf_dot(const int8_t *x, const int8_t *w, int32_t n, int32_t ac
     return acc;
 }
 
+#if TF_DSP
+/* 2 pixels x 2 output channels at a time: each loaded word of x and w feeds two dual MACs (CMSIS-NN's blocking) */
+TF_INLINE void tf_pointwise_2x2(const int8_t *x0, const int8_t *x1, const int8_t *w0, const int8_t *w1, int32_t cin,
+                                int32_t *acc) {
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    int32_t k = 0;
+    for (; k + 4 <= cin; k += 4) {
+        int32_t xa, xb, wa, wb;
+        memcpy(&xa, x0 + k, 4);
+        memcpy(&xb, x1 + k, 4);
+        memcpy(&wa, w0 + k, 4);
+        memcpy(&wb, w1 + k, 4);
+        const int32_t xa0 = __sxtb16(xa), xa1 = __sxtb16(tf_ror8(xa));
+        const int32_t xb0 = __sxtb16(xb), xb1 = __sxtb16(tf_ror8(xb));
+        const int32_t wa0 = __sxtb16(wa), wa1 = __sxtb16(tf_ror8(wa));
+        const int32_t wb0 = __sxtb16(wb), wb1 = __sxtb16(tf_ror8(wb));
+        a00 = __smlad(xa1, wa1, __smlad(xa0, wa0, a00));
+        a01 = __smlad(xa1, wb1, __smlad(xa0, wb0, a01));
+        a10 = __smlad(xb1, wa1, __smlad(xb0, wa0, a10));
+        a11 = __smlad(xb1, wb1, __smlad(xb0, wb0, a11));
+    }
+    for (; k < cin; k++) {
+        a00 += (int32_t)x0[k] * w0[k];
+        a01 += (int32_t)x0[k] * w1[k];
+        a10 += (int32_t)x1[k] * w0[k];
+        a11 += (int32_t)x1[k] * w1[k];
+    }
+    acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
+}
+#endif
+
 /* 1x1 convolution, stride 1: out[p][o] = requant(bias[o] + sum_k in[p][k] * w[o][k]); zp_in folded into bias */
 TF_INLINE void tf_pointwise(const int8_t *in, int8_t *out, int32_t npix, int32_t cin, int32_t cout,
                             const int8_t *w, const int32_t *bias, const int32_t *mult, const int32_t *shift,
                             int32_t zp_out, int32_t lo, int32_t hi) {
-    for (int32_t p = 0; p < npix; p++) {
+    int32_t p = 0;
+#if TF_DSP
+    for (; p + 2 <= npix; p += 2) {
+        const int8_t *x0 = in + p * cin, *x1 = x0 + cin;
+        int8_t *y0 = out + p * cout, *y1 = y0 + cout;
+        int32_t o = 0;
+        for (; o + 2 <= cout; o += 2) {
+            int32_t acc[4] = {bias[o], bias[o + 1], bias[o], bias[o + 1]};
+            tf_pointwise_2x2(x0, x1, w + o * cin, w + (o + 1) * cin, cin, acc);
+            y0[o] = tf_clamp(tf_requant(acc[0], mult[o], shift[o]) + zp_out, lo, hi);
+            y0[o + 1] = tf_clamp(tf_requant(acc[1], mult[o + 1], shift[o + 1]) + zp_out, lo, hi);
+            y1[o] = tf_clamp(tf_requant(acc[2], mult[o], shift[o]) + zp_out, lo, hi);
+            y1[o + 1] = tf_clamp(tf_requant(acc[3], mult[o + 1], shift[o + 1]) + zp_out, lo, hi);
+        }
+        for (; o < cout; o++) {
+            y0[o] = tf_clamp(tf_requant(tf_dot(x0, w + o * cin, cin, bias[o]), mult[o], shift[o]) + zp_out, lo, hi);
+            y1[o] = tf_clamp(tf_requant(tf_dot(x1, w + o * cin, cin, bias[o]), mult[o], shift[o]) + zp_out, lo, hi);
+        }
+    }
+#endif
+    for (; p < npix; p++) {
         const int8_t *x = in + p * cin;
         int8_t *y = out + p * cout;
         for (int32_t o = 0; o < cout; o++) {
@@ -90,30 +142,41 @@ TF_INLINE void tf_pointwise(const int8_t *in, int8_t *out, int32_t npix, int32_t
  * (origins 0, strides = widths); a patch plan passes one patch's buffers. Rows and columns outside the full
  * input (h x w) are the image border's zero padding. */
 
-/* general convolution (groups 1), weights OHWI; padding rows/columns are skipped (they are real zeros) */
+/* general convolution (groups 1), weights OHWI, by im2col: two output pixels' input windows are copied into
+ * `col` (2 x kh*kw*cin bytes of scratch; padding holds zp_in, so zp_in is folded into the bias), then every
+ * pair of output channels takes the pointwise kernel's blocked dot products */
+TF_INLINE void tf_im2col(const int8_t *in, int32_t iy0, int32_t ix0, int32_t is, int32_t oy, int32_t ox, int32_t h,
+                         int32_t w, int32_t cin, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt,
+                         int32_t pl, int32_t zp_in, int8_t *col) {
+    for (int32_t ky = 0; ky < kh; ky++) {
+        int32_t iy = oy * sh - pt + ky;
+        for (int32_t kx = 0; kx < kw; kx++, col += cin) {
+            int32_t ix = ox * sw - pl + kx;
+            if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                memset(col, zp_in, (size_t)cin);
+            else
+                memcpy(col, in + ((iy - iy0) * is + (ix - ix0)) * cin, (size_t)cin);
+        }
+    }
+}
+
 TF_INLINE void tf_conv(const int8_t *in, int32_t iy0, int32_t ix0, int32_t is, int8_t *out, int32_t oy0, int32_t ox0,
                        int32_t oh, int32_t ow, int32_t oyb, int32_t oxb, int32_t os, int32_t h, int32_t w,
                        int32_t cin, int32_t cout, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt,
                        int32_t pl, const int8_t *wt, const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                       int32_t zp_in, int32_t zp_out, int32_t lo, int32_t hi) {
+                       int32_t zp_in, int32_t zp_out, int32_t lo, int32_t hi, int8_t *col) {
+    const int32_t k = kh * kw * cin;
     for (int32_t oy = oy0; oy < oy0 + oh; oy++) {
-        for (int32_t ox = ox0; ox < ox0 + ow; ox++) {
-            int8_t *y = out + ((oy - oyb) * os + (ox - oxb)) * cout;
-            for (int32_t o = 0; o < cout; o++) {
-                int32_t acc = bias[o];
-                for (int32_t ky = 0; ky < kh; ky++) {
-                    int32_t iy = oy * sh - pt + ky;
-                    if (iy < 0 || iy >= h) continue;
-                    for (int32_t kx = 0; kx < kw; kx++) {
-                        int32_t ix = ox * sw - pl + kx;
-                        if (ix < 0 || ix >= w) continue;
-                        const int8_t *x = in + ((iy - iy0) * is + (ix - ix0)) * cin;
-                        const int8_t *k = wt + ((o * kh + ky) * kw + kx) * cin;
-                        for (int32_t c = 0; c < cin; c++) acc += ((int32_t)x[c] - zp_in) * (int32_t)k[c];
-                    }
-                }
-                y[o] = tf_clamp(tf_requant(acc, mult[o], shift[o]) + zp_out, lo, hi);
-            }
+        int8_t *row = out + ((oy - oyb) * os - oxb) * cout;
+        int32_t ox = ox0;
+        for (; ox + 2 <= ox0 + ow; ox += 2) {
+            tf_im2col(in, iy0, ix0, is, oy, ox, h, w, cin, kh, kw, sh, sw, pt, pl, zp_in, col);
+            tf_im2col(in, iy0, ix0, is, oy, ox + 1, h, w, cin, kh, kw, sh, sw, pt, pl, zp_in, col + k);
+            tf_pointwise(col, row + ox * cout, 2, k, cout, wt, bias, mult, shift, zp_out, lo, hi);
+        }
+        for (; ox < ox0 + ow; ox++) {
+            tf_im2col(in, iy0, ix0, is, oy, ox, h, w, cin, kh, kw, sh, sw, pt, pl, zp_in, col);
+            tf_pointwise(col, row + ox * cout, 1, k, cout, wt, bias, mult, shift, zp_out, lo, hi);
         }
     }
 }
@@ -131,25 +194,25 @@ TF_INLINE void tf_depthwise(const int8_t *in, int32_t iy0, int32_t ix0, int32_t 
     const int32_t ph = (oh - 1) * sh + kh, pw = (ow - 1) * sw + kw;
     memset(plane, zp_in, (size_t)(ph * pw));
     for (int32_t ch = 0; ch < c; ch++) {
+        const int32_t x_lo = px0 < 0 ? -px0 : 0, x_hi = px0 + pw > w ? w - px0 : pw; /* columns inside the map */
         for (int32_t y = 0; y < ph; y++) {
             int32_t gy = py0 + y;
             if (gy < 0 || gy >= h) continue;
             int8_t *row = plane + y * pw;
-            const int8_t *src = in + ((gy - iy0) * is - ix0) * c + ch;
-            for (int32_t x = 0; x < pw; x++) {
-                int32_t gx = px0 + x;
-                if (gx >= 0 && gx < w) row[x] = src[gx * c];
-            }
+            const int8_t *src = in + ((gy - iy0) * is + (px0 - ix0)) * c + ch;
+            for (int32_t x = x_lo; x < x_hi; x++) row[x] = src[x * c];
         }
-        const int8_t *k = wt + ch * kh * kw;
+        int32_t k[TF_MAX_KERNEL_AREA]; /* the channel's weights in locals: stores to `out` cannot alias them */
+        for (int32_t i = 0; i < kh * kw; i++) k[i] = wt[ch * kh * kw + i];
         const int32_t b = bias[ch], m = mult[ch], s = shift[ch];
         for (int32_t oy = 0; oy < oh; oy++) {
             int8_t *dst = out + ((oy0 + oy - oyb) * os + (ox0 - oxb)) * c + ch;
+            const int8_t *prow = plane + (oy * sh) * pw;
             for (int32_t ox = 0; ox < ow; ox++) {
-                const int8_t *base = plane + (oy * sh) * pw + ox * sw;
+                const int8_t *base = prow + ox * sw;
                 int32_t acc = b;
                 for (int32_t ky = 0; ky < kh; ky++)
-                    for (int32_t kx = 0; kx < kw; kx++) acc += (int32_t)base[ky * pw + kx] * (int32_t)k[ky * kw + kx];
+                    for (int32_t kx = 0; kx < kw; kx++) acc += (int32_t)base[ky * pw + kx] * k[ky * kw + kx];
                 dst[ox * c] = tf_clamp(tf_requant(acc, m, s) + zp_out, lo, hi);
             }
         }
