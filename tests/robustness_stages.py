@@ -31,3 +31,11 @@ def write_model(cfg, ctx: RunContext) -> RunContext:
 def plain(console_text: str) -> str:
     """A rich error panel as one line of words (box characters and line wraps removed)."""
     return " ".join(re.sub(r"[│╭╮╰╯─]", " ", console_text).split())
+
+
+def fill(cfg, ctx: RunContext) -> RunContext:
+    """Write 8 MiB into the run folder (atomically, as stages do): on a small disk it fills it."""
+    from tinyflow.atomic import atomic_write_text
+
+    atomic_write_text(Path(ctx.output_dir, "big.bin"), "x" * (8 << 20))
+    return ctx

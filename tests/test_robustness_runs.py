@@ -161,5 +161,5 @@ def test_resume_last_takes_the_newest_run_of_this_config_and_refuses_another(run
     )
     assert refused.returncode == 1
     message = plain(refused.stderr)
-    assert "ran with another config" in message and "device.name: 'samd21' → 'stm32h7'" in message
+    assert "ran with another config" in message and "device.name: 'samd21' → 'stm32h743'" in message
     assert "Traceback" not in refused.stderr
