@@ -203,6 +203,17 @@ def test_analyze_cli_patch_auto_on_person_detect(run_cli) -> None:  # type: igno
     assert 0 < data["extra_macs_ratio"] <= 0.5  # the default max_extra_macs
 
 
+def test_schedule_stage_reads_a_tflite_file() -> None:
+    """The pipeline's one function from description to IR imports a `.tflite` by its suffix."""
+    from tinyflow.arch import mobilenetv2
+    from tinyflow.network import DeployedNetwork
+    from tinyflow.stages.schedule import INT8_SOURCE, deployed_graph
+
+    net = DeployedNetwork.plain(mobilenetv2(0.35, 64, num_classes=10))
+    graph, source = deployed_graph(net, str(MODELS / "kws_ref_model.tflite"))
+    assert source == INT8_SOURCE and graph.meta["tflite_path"].endswith("kws_ref_model.tflite")
+
+
 def test_memory_presets_compose() -> None:
     from hydra import compose, initialize_config_dir
 
