@@ -37,6 +37,7 @@ from tinyflow.search.strategy import SearchSettings
 from tinyflow.stages import stage
 from tinyflow.supernet import Supernet
 from tinyflow.tracking import active_tracker
+from tinyflow.training.remote_cache import pull_accuracies, push_accuracies
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,7 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         return supernet.evaluate(arch, "val")
 
     memo = accuracy_memo(cfg, ctx.supernet_checkpoint)
+    pull_accuracies(tracker, memo)  # through a tracking server: rows measured on other machines (§16)
     supernet_acc = measure if memo is None else memo.wrap(measure, "val")
 
     problem = SearchProblem(
@@ -268,6 +270,7 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
     if memo is not None:  # subnets measured by an earlier job on this supernet are looked up, not measured again
         summary.update(accuracy_memo_hits=memo.hits, accuracy_memo_misses=memo.misses)
         log.info("search: %d subnet accuracies looked up in %s, %d measured", memo.hits, memo.path, memo.misses)
+        push_accuracies(tracker, memo)
         memo.close()
     _log_search(tracker, result, best, summary, device, Path(ctx.output_dir) / "search")
     log.info(

@@ -23,6 +23,8 @@ from tinyflow.plugins import build_plugin
 from tinyflow.stages import stage
 from tinyflow.tracking import active_tracker
 from tinyflow.training.cache import train_cache, train_key
+from tinyflow.training.callbacks import RESUMES
+from tinyflow.training.remote_cache import shared_training
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,8 @@ def fit_or_reuse(cfg: DictConfig, ctx: RunContext, trainer: Any, space: Any, dat
     key = train_key(cfg, ctx.width_mult, ctx.resolutions or ctx.resolution)  # the range, when there is one
     tracker.set_tags({"train.cache_key": key})
     t0 = time.perf_counter()
-    with cache.lock(key):
+    # shared_training: through a tracking server, also with jobs on other machines (docs/design.md §16)
+    with cache.lock(key), shared_training(tracker, cache, key):
         result = cache.lookup(key, workdir)
         if result is not None:
             source = cache.source(key)
@@ -119,9 +122,13 @@ def fit_or_reuse(cfg: DictConfig, ctx: RunContext, trainer: Any, space: Any, dat
             tracker.set_tags({"train.cache": "hit", "train.cache_source_run": str(source.get("mlflow_run_id", ""))})
             log.info("train: cache lookup and copy took %.1f s", time.perf_counter() - t0)
             return result
+        resumes = len(RESUMES)
         result = trainer.fit(space, data, workdir, tracker)
+        tracker.set_tags({"train.cache": "miss"})
+        if not all(RESUMES[resumes:]):
+            log.warning("train: resumed without the random generators' state; the result is not cached")
+            return result
         source = {"output_dir": str(ctx.output_dir), "mlflow_run_id": str(tracker.parent_id or "")}
         with contextlib.suppress(OSError):  # a full or read-only cache disk must not fail a finished training
             cache.store(key, result, source)
-        tracker.set_tags({"train.cache": "miss"})
         return result
