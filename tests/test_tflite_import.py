@@ -92,6 +92,17 @@ def test_explicit_pads_are_tensors_under_tflm() -> None:
     assert layer_plan(g, MemoryConfig()).peak_live_bytes == 26_688
 
 
+def test_logistic_fuses_as_onnx_sigmoid_and_se_pool_is_no_tail() -> None:
+    """A squeeze-excite (pool → 1×1 conv → LOGISTIC → MUL) and a sigmoid head: TFLite's stand-alone LOGISTIC fuses
+    into the conv / linear it follows as the ONNX importer fuses tf2onnx's Sigmoid, so the IRs agree; the SE's global
+    pool is not a cut (the map it scales stays alive), so the tail starts at the final pool."""
+    g = from_tflite(MODELS / "sigmoid_se.tflite")
+    assert signature(g) == signature(from_onnx(MODELS / "sigmoid_se.onnx"))
+    assert [n.attrs.get("act") for n in g if n.op in ("conv2d", "linear")] == ["relu", "sigmoid", "sigmoid"]
+    pools = [n for n in g if n.op == "global_avgpool"]
+    assert pools[0].block < pools[1].block == g.n_blocks
+
+
 def test_resnet8_from_tf2onnx_transpose_input_and_blocks() -> None:
     """tf2onnx puts a Transpose at the input of a 3-channel NHWC model: it folds into the IR's input, and the
     ResNet's blocks come from its residual adds (stem, three residual blocks, the tail)."""

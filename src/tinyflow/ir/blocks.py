@@ -11,10 +11,10 @@ never cut inside). A cut ends a block when the node there closes one:
 - a 1×1 conv whose input comes from a depthwise conv (the pointwise of a MobileNetV1 / DS-CNN pair, the
   projection of an MBConv);
 - a full (not depthwise, not 1×1) conv: the stem, a plain conv layer;
-and pools, activations and pads right after such a boundary join the block before it. The tail starts at the global
-pool (or the first flatten / linear leaving the 4-D maps), plus a 1×1 conv with an activation that feeds the
-global pool (a head conv, unless it is a depthwise's pointwise); a reshape that keeps 4 dims (a layout change)
-never starts the tail.
+and pools, activations and pads right after such a boundary join the block before it. The tail starts at the first
+global pool (or flatten / linear leaving the 4-D maps) that is a cut — a squeeze-excite's pool is not — plus a 1×1
+conv with an activation that feeds it (a head conv, unless it is a depthwise's pointwise); a reshape that keeps
+4 dims (a layout change) never starts the tail.
 """
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ def structural_blocks(graph: Graph, order: list[Node] | None = None) -> None:
         n.block = 0
     if not ops:
         return
-    tail_from = next((i for i, n in enumerate(ops) if _starts_tail(graph, n)), len(ops))
+    cuts = cut_points(order, graph)
+    # the tail starts at a global pool after which nothing else is alive (not a squeeze-excite's pool)
+    tail_from = next((i for i, n in enumerate(ops) if _starts_tail(graph, n) and n.name in cuts), len(ops))
     # a head conv (1×1 with an activation) right before the global pool belongs to the tail
     while tail_from > 0:
         prev = ops[tail_from - 1]
@@ -121,7 +123,6 @@ def structural_blocks(graph: Graph, order: list[Node] | None = None) -> None:
         if not head:
             break
         tail_from -= 1
-    cuts = cut_points(order, graph)
     block, seen_conv, closed = 0, False, False
     for i, n in enumerate(ops):
         if i >= tail_from:

@@ -415,7 +415,19 @@ class _Importer:
         self.add(op, "concat", [x.name for x in ins], attrs)
 
     def _act(self, op: TfliteOperator, fn: str, extra: dict[str, Any] | None = None) -> None:
-        x = self.src(op, op.inputs[0])
+        """A stand-alone activation; fused into a conv / linear / residual add that nothing else reads, as the ONNX
+        importer fuses the same op after tf2onnx (so both give one IR)."""
+        x_index = op.inputs[0]
+        x = self.src(op, x_index)
+        only_reader = len(self.readers.get(x_index, [])) == 1 and x_index not in self.m.outputs
+        if only_reader and x.op in ("conv2d", "linear", "add") and x.attrs.get("act") is None:
+            x.attrs["act"] = fn
+            if extra:
+                x.attrs["act_params"] = extra
+            x.elem_bytes = self.t(op.outputs[0]).elem_bytes
+            self.quant.pop(x.name, None)
+            self.bind(op, op.outputs[0], x)  # the stored tensor is the activation's output
+            return
         self.add(op, "act", [x.name], {"fn": fn, **(extra or {})})
 
     def op_SOFTMAX(self, op: TfliteOperator) -> None:

@@ -62,6 +62,16 @@ def pads(shape=(32, 32, 3), classes=4) -> tf.keras.Model:
     return tf.keras.Model(inp, tf.keras.layers.Dense(classes)(x), name="pads")
 
 
+def sigmoid_se(shape=(16, 16, 3)) -> tf.keras.Model:
+    """A conv with a squeeze-excite (pool, 1×1 conv, sigmoid, multiply) and a sigmoid head: TFLite LOGISTIC ops."""
+    x = inp = tf.keras.Input(shape)
+    x = tf.keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    pooled = tf.keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    x = tf.keras.layers.Multiply()([x, tf.keras.layers.Conv2D(8, 1, activation="sigmoid")(pooled)])
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    return tf.keras.Model(inp, tf.keras.layers.Dense(1, activation="sigmoid")(x), name="sigmoid_se")
+
+
 MODELS = {
     "mobilenet_v1_025_96": lambda: tf.keras.applications.MobileNet(
         (96, 96, 3), alpha=0.25, weights=None, classes=2, dropout=0.0
@@ -70,6 +80,7 @@ MODELS = {
     "resnet8_32": resnet8,
     "ds_cnn_l": lambda: ds_cnn(filters=96, blocks=5),
     "pads": pads,
+    "sigmoid_se": sigmoid_se,
 }
 
 
