@@ -135,7 +135,15 @@ class PatchScheduler(SchedulerBase):
     def _fixed(self, graph: Graph, memory: MemoryConfig, policy: PatchPolicy) -> ExecutionPlan:
         """Both options fixed and a budget: that plan (clamped to the network) when it fits, else the policy's."""
         budget = self._budget_bytes()
-        (cand,) = policy.candidates(graph)  # one candidate, clamped (or an error when strict)
+        cands = policy.candidates(graph)  # one candidate, clamped (or an error when strict)
+        if not cands:  # lenient, and the configured boundary cannot end a patch stage in this network
+            chosen = self._policy(narrow=False).choose(graph, memory, budget)
+            chosen.extra["schedule_reason"] = (
+                f"scheduler.patch_blocks = {self.patch_blocks} cannot end a patch stage in '{graph.name}'; "
+                + chosen.extra["schedule_reason"]
+            )
+            return chosen
+        cand = cands[0]
         plan = patch_plan(graph, memory, cand.patch_blocks, cand.n_patches, geometry=cand.geometry)
         used = plan.arena_bytes if policy.options.metric == "arena" else plan.peak_live_bytes
         label = schedule_label({"n_patches": cand.n_patches, "patch_blocks": cand.patch_blocks})

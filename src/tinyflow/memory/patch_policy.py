@@ -157,8 +157,11 @@ class PatchPolicy:
             f"scheduler.patch_blocks = {pb} is outside the network '{graph.name}': only blocks 0..{top - 1} (the "
             f"stem is block 0) can run patch by patch; choose patch_blocks between 1 and {top}, or 'auto'"
         )
-        if self.options.strict or top < 1:
+        if self.options.strict:
             raise ConfigError(msg)
+        if top < 1:
+            self.warn(f"{msg} — no patch stage is possible in this network")
+            return []
         self.warn(f"{msg} — clamped to {top} for this network")
         return [top]
 
