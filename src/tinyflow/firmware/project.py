@@ -104,6 +104,7 @@ def make_firmware(
         "opt": settings.opt,
         "plan_arena_bytes": plan.arena_bytes,
         "scheduler": plan.scheduler,
+        **{k: plan.extra[k] for k in ("n_patches", "patch_blocks", "extra_macs_ratio") if k in plan.extra},
         "macs": plan.macs,
         "scratch_bytes": sources.scratch_bytes,
         "device": device.name,
