@@ -62,11 +62,15 @@ def test_store_then_lookup_copies_the_checkpoint_into_the_new_run(tmp_path: Path
 
 def test_a_damaged_entry_is_a_miss_not_an_error(tmp_path: Path) -> None:
     cache = TrainCache(tmp_path / "cache")
-    cache.store("k", _result(tmp_path), {})
+    result = _result(tmp_path)
+    cache.store("k", result, {})
     (cache.root / "k" / "supernet.ckpt").unlink()
     assert cache.lookup("k", tmp_path / "job1") is None
+    assert not (cache.root / "k").exists()  # dropped, so the next store writes it again
+    cache.store("k", result, {})
     (cache.root / "k" / "result.json").write_text("{not json")
     assert cache.lookup("k", tmp_path / "job1") is None
+    assert not (cache.root / "k").exists()
 
 
 def test_the_lock_makes_a_second_job_wait(tmp_path: Path) -> None:

@@ -121,9 +121,15 @@ def fit_or_reuse(cfg: DictConfig, ctx: RunContext, trainer: Any, space: Any, dat
             tracker.set_tags({"train.cache": "hit", "train.cache_source_run": str(source.get("mlflow_run_id", ""))})
             log.info("train: cache lookup and copy took %.1f s", time.perf_counter() - t0)
             return result
+        from tinyflow.training.callbacks import RESUMES  # Lightning: imported once the job trains
+
+        resumes = len(RESUMES)
         result = trainer.fit(space, data, workdir, tracker)
+        tracker.set_tags({"train.cache": "miss"})
+        if not all(RESUMES[resumes:]):
+            log.warning("train: resumed without the random generators' state; the result is not cached")
+            return result
         source = {"output_dir": str(ctx.output_dir), "mlflow_run_id": str(tracker.parent_id or "")}
         with contextlib.suppress(OSError):  # a full or read-only cache disk must not fail a finished training
             cache.store(key, result, source)
-        tracker.set_tags({"train.cache": "miss"})
         return result

@@ -54,6 +54,11 @@ def _scalar(value: Any) -> float | None:
     return None
 
 
+#: one entry per resumed fit in this process: whether the checkpoint's generator state was restored (the train
+#: stage does not cache a training resumed without it: its numbers may differ from an uninterrupted one)
+RESUMES: list[bool] = []
+
+
 class RngStateCallback(pl.Callback):
     """The state of Python's, NumPy's and torch's generators, saved with every checkpoint (as plain lists and
     tensors, so `weights_only=True` reads it) and restored when a training resumes from it.
@@ -95,6 +100,9 @@ class RngStateCallback(pl.Callback):
             return
         self.restored = True
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.ckpt_path and self.restored is None:
-            self.restored = False  # resumed from a checkpoint without our state (load_state_dict never ran)
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.ckpt_path:
+            if self.restored is None:  # resumed from a checkpoint without our state (load_state_dict never ran)
+                log.warning("resume: %s holds no random-generator state; numbers will differ", trainer.ckpt_path)
+                self.restored = False
+            RESUMES.append(bool(self.restored))
