@@ -47,14 +47,9 @@ def run_analyze(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"output: '{output}' is not one of table, json")
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     choices = {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
-    scheduler = build_plugin(cfg, "scheduler")
-    graph, given = network_graphs(build_network(cfg.network), scheduler)
-    memory = build_memory(cfg)
-    device = build_device(cfg)
-    cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
     tracker = build_plugin(cfg, "tracking")
     tags = {
-        "run_name": f"analyze-{given.name}-{scheduler.name}",
+        "run_name": f"analyze-{choices.get('network', '?')}-{choices.get('scheduler', '?')}",
         "app": "analyze",
         "network": choices.get("network", "?"),
         "scheduler": choices.get("scheduler", "?"),
@@ -62,6 +57,13 @@ def run_analyze(cfg: DictConfig) -> dict[str, Any]:
         "output_dir": str(out_dir),
     }
     with activate(tracker), tracker.job(cfg, tags), tracker.stage("analyze"):
+        # built inside the run: a network or plugin that cannot be built still leaves a FAILED run that says why
+        scheduler = build_plugin(cfg, "scheduler")
+        graph, given = network_graphs(build_network(cfg.network), scheduler)
+        memory = build_memory(cfg)
+        device = build_device(cfg)
+        cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
+        tracker.set_tags({"mlflow.runName": f"analyze-{given.name}-{scheduler.name}"})
         compare = bool(cfg.get("compare_layer", True))
         analysis, plan, layer = analyze(
             graph, scheduler, memory, device, cost_model, compare, baseline=given, strict=True
