@@ -36,6 +36,7 @@ class CBackend:
         stack_reserve: int = 2048,
         on_overflow: str = "report",
         timeout_s: float = 900.0,
+        **host_options: Any,  # the onnxruntime backend's keys (latency_runs, …) that debug=fast sets: unused here
     ):
         self.device = Device.from_config(device)
         self.settings = FirmwareSettings(target, opt, int(images), int(stack_reserve), on_overflow, float(timeout_s))

@@ -74,10 +74,15 @@ def read_rows(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, np.n
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinyflow.cost.fit", description=__doc__.splitlines()[0])
     parser.add_argument("csv", help="CSV: model, macs or ops, latency_ms[, energy_mj]")
+    parser.add_argument(
+        "--through-origin",
+        action="store_true",
+        help="fit latency with no intercept (device files hold only intercepts >= 0)",
+    )
     args = parser.parse_args(argv)
     try:
         names, mops, lat, energy = read_rows(args.csv)
-        fit = fit_line(mops, lat)
+        fit = fit_line(mops, lat, through_origin=args.through_origin)
         efit = fit_line(mops, energy, through_origin=True) if energy is not None else None
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -93,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"latency_intercept_ms: {fit.intercept:.6g}")
     if efit is not None:
         print(f"energy_mj_per_mop: {efit.slope:.6g}")
-    print(f"coefficient_source: fitted by tinyflow.cost.fit on {Path(args.csv).name} ({fit.n} models, r2 {fit.r2:.3f})")
+    how = ", through the origin" if args.through_origin else ""
+    print(
+        f"coefficient_source: fitted by tinyflow.cost.fit on {Path(args.csv).name} ({fit.n} models{how}, "
+        f"r2 {fit.r2:.3f})"
+    )
     return 0
 
 
