@@ -52,7 +52,12 @@ def _fill(point: Path) -> None:
 
 def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tinyflow", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "tinyflow", *args],
+        cwd=cwd,
+        env={**cli_env(), "COLUMNS": "1000"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
