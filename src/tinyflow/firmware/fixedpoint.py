@@ -55,3 +55,11 @@ def requantize(acc: np.ndarray, m: np.ndarray | int, shift: np.ndarray | int) ->
     right = np.maximum(-shift, 0)
     shifted = np.clip(np.asarray(acc, np.int64) << left, INT32_MIN, INT32_MAX)
     return rdbpot(srdhm(shifted, m), right)
+
+
+def requantize_single(acc: np.ndarray, m: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
+    """One rounding (CMSIS-NN's CMSIS_NN_USE_SINGLE_ROUNDING): (acc·m + 2^(30−shift)) >> (31 − shift), half up.
+    The pools use it: their small sums hit TF Lite's double rounding (high multiply, then divide) often."""
+    total = 31 - np.asarray(shift, np.int64)
+    prod = np.asarray(acc, np.int64) * np.asarray(m, np.int64)
+    return (prod + (np.int64(1) << (total - 1))) >> total

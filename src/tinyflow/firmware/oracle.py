@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from tinyflow.firmware.fixedpoint import requantize
+from tinyflow.firmware.fixedpoint import requantize, requantize_single
 from tinyflow.firmware.qmodel import ADD_LEFT_SHIFT, SOFTMAX_BITS, QLayer, QModel, hwc
 
 
@@ -50,14 +50,15 @@ def run_layer(layer: QLayer, xs: list[np.ndarray]) -> np.ndarray:
         w = p["weight"].astype(np.int64)  # (O, kh, kw, I)
         return _finish(np.einsum("nhwcyx,oyxc->nhwo", win, w) + p["bias"], p)
     if kind == "global_avgpool":
-        return _finish((x - p["zp_in"]).sum(axis=(1, 2), keepdims=True), p)
+        acc = (x - p["zp_in"]).sum(axis=(1, 2), keepdims=True)
+        return np.clip(requantize_single(acc, p["mult"], p["shift"]) + p["zp_out"], -128, 127).astype(np.int8)
     if kind == "avgpool":
         win = _windows(_pad(x - p["zp_in"], p["pad"], 0), p["kernel"], p["stride"], (ho, wo))
         ones = np.ones((1, *x.shape[1:3], 1), np.int64)
         count = _windows(_pad(ones, p["pad"], 0), p["kernel"], p["stride"], (ho, wo)).sum(axis=(-1, -2))
         idx = np.broadcast_to(count - 1, win.shape[:4])
         acc = win.sum(axis=(-1, -2))
-        out = requantize(acc, p["mult"][idx], p["shift"][idx]) + p["zp_out"]
+        out = requantize_single(acc, p["mult"][idx], p["shift"][idx]) + p["zp_out"]
         return np.clip(out, -128, 127).astype(np.int8)
     if kind == "maxpool":
         win = _windows(_pad(x, p["pad"], -(1 << 20)), p["kernel"], p["stride"], (ho, wo))

@@ -48,6 +48,12 @@ TF_INLINE int32_t tf_requant(int32_t x, int32_t m, int32_t shift) {
     return tf_rdbpot(tf_srdhm(x, m), -shift);
 }
 
+/* one rounding (CMSIS-NN's CMSIS_NN_USE_SINGLE_ROUNDING), for the pools' small sums: (x*m + half) >> (31 - shift) */
+TF_INLINE int32_t tf_requant_single(int32_t x, int32_t m, int32_t shift) {
+    const int32_t total = 31 - shift;
+    return (int32_t)(((int64_t)x * m + (INT64_C(1) << (total - 1))) >> total);
+}
+
 TF_INLINE int8_t tf_clamp(int32_t v, int32_t lo, int32_t hi) {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
@@ -254,7 +260,7 @@ TF_INLINE void tf_global_avgpool(const int8_t *in, int8_t *out, int32_t npix, in
     for (int32_t ch = 0; ch < c; ch++) {
         int32_t acc = 0;
         for (int32_t p = 0; p < npix; p++) acc += (int32_t)in[p * c + ch] - zp_in;
-        out[ch] = tf_clamp(tf_requant(acc, m, s) + zp_out, -128, 127);
+        out[ch] = tf_clamp(tf_requant_single(acc, m, s) + zp_out, -128, 127);
     }
 }
 
@@ -277,7 +283,7 @@ TF_INLINE void tf_avgpool(const int8_t *in, int8_t *out, int32_t h, int32_t w, i
                     }
                 }
                 out[(oy * wo + ox) * c + ch] =
-                    tf_clamp(tf_requant(acc, mult[count - 1], shift[count - 1]) + zp_out, -128, 127);
+                    tf_clamp(tf_requant_single(acc, mult[count - 1], shift[count - 1]) + zp_out, -128, 127);
             }
 }
 
