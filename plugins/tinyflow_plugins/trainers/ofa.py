@@ -34,7 +34,14 @@ from tinyflow.training.checkpoint import load_weights
 from tinyflow.training.lightning import make_trainer, seed_all
 from tinyflow_plugins.trainers.ofa_module import LAST_CKPT, OfaModule, OfaOptions
 from tinyflow_plugins.trainers.ofa_phases import Phase, parse_phases, scale_epochs
-from tinyflow_plugins.trainers.ofa_runtime import channels_last, ddp_strategy, history_figure, replay, spawns
+from tinyflow_plugins.trainers.ofa_runtime import (
+    channels_last,
+    ddp_strategy,
+    history_figure,
+    replay,
+    share_checkpoint,
+    spawns,
+)
 
 FINAL_CKPT = "supernet.ckpt"
 
@@ -136,6 +143,7 @@ class OfaTrainer:
                 replay(tracker, read_checkpoint(last)[CKPT_KEY]["history"], start_epoch)
             raise
         wall = time.perf_counter() - t0
+        share_checkpoint(last)  # torchrun across nodes: rank 0 wrote it on its own disk
         # weights and history from disk: the same path whether training ran here or in spawned DDP workers
         ckpt = read_checkpoint(last)
         load_weights(module.supernet, supernet_state(ckpt), source=str(last))

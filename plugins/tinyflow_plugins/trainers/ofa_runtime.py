@@ -29,6 +29,25 @@ def ddp_strategy(strategy: Any, accelerator: str) -> Any:
     )
 
 
+def share_checkpoint(path: Any) -> None:
+    """After a DDP fit that torchrun started on several nodes, give every rank rank 0's checkpoint: Lightning writes
+    it on rank 0 only, and another node's disk lacks it (docs/design.md §16). A no-op outside such a job."""
+    import torch.distributed as dist
+
+    if not (launched_externally() and dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    from pathlib import Path
+
+    from tinyflow.atomic import atomic_path
+
+    target = Path(path)
+    payload = [target.read_bytes() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(payload, src=0)
+    if dist.get_rank() != 0 and (not target.exists() or target.read_bytes() != payload[0]):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(payload[0])
+
+
 def spawns(strategy: Any) -> bool:
     """Whether a (built) strategy trains in worker processes this process starts (their tracker calls are lost)."""
     return (
