@@ -1,4 +1,5 @@
-"""`hydra/launcher=ray`: a sweep's jobs as Ray tasks on a local Ray instance of 2 CPUs, logging to an `mlflow server`.
+"""`hydra/launcher=ray`: a sweep's jobs as Ray tasks on a local Ray instance of 2 CPUs, logging to an `mlflow server`
+whose artifacts are proxied (`tracking.uri=http://...`: runs, metrics, figures and models, no disk in common).
 
 The launcher is src/hydra_plugins/tinyflow_ray_launcher (why not hydra-ray-launcher: its docstring). Skipped
 only when ray is not installed (it is in the `test` extra).
@@ -51,6 +52,18 @@ def test_ray_sweep_logs_four_jobs_to_a_tracking_server(tmp_path: Path) -> None:
         client = MlflowClient(tracking_uri=server.url)
         exp = client.get_experiment_by_name("tinyflow")
         runs = client.search_runs([exp.experiment_id])
+        # artifacts went through the server (proxied): a figure and the ONNX models read back from it
+        assert exp.artifact_location.startswith("mlflow-artifacts:"), exp.artifact_location
+        schedule = next(r for r in runs if r.data.tags.get("stage") == "schedule")
+        png = Path(client.download_artifacts(schedule.info.run_id, "memory_profile.png", str(tmp_path)))
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        models = client.search_logged_models(experiment_ids=[exp.experiment_id])
+        assert sorted(m.name for m in models) == ["model_float"] * 4 + ["model_int8"] * 4
+        import mlflow.onnx
+
+        mlflow.set_tracking_uri(server.url)
+        int8 = mlflow.onnx.load_model(f"models:/{next(m for m in models if m.name == 'model_int8').model_id}")
+        assert any(n.op_type == "QuantizeLinear" for n in int8.graph.node)
 
     summaries = [r for r in runs if r.data.tags.get("kind") == "sweep_summary"]
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and r not in summaries]
@@ -70,6 +83,10 @@ def test_ray_sweep_logs_four_jobs_to_a_tracking_server(tmp_path: Path) -> None:
     assert {r.data.tags["tinyflow.pid"] for r in parents} <= workers, workers
     rows = json.loads((tmp_path / "multirun" / "sweep_summary.json").read_text())
     assert [r["status"] for r in rows] == ["ok"] * 4
+    stored = {p.name for p in (server_dir / "artifacts").rglob("*") if p.is_file()}
+    assert {"memory_profile.png", "model.onnx", "config.yaml", "sweep_summary.png"} <= stored, sorted(stored)
+    local = [*tmp_path.glob("mlruns"), *tmp_path.glob("mlartifacts")]
+    assert not local, f"artifacts written on the jobs' disk: {local}"
 
 
 def test_a_job_whose_worker_dies_is_reported_failed(tmp_path: Path, store_uri: str) -> None:
