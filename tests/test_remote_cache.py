@@ -69,3 +69,24 @@ def test_two_machines_train_once_and_share_accuracies(tmp_path: Path) -> None:
     assert search["c"].data.metrics["accuracy_memo_misses"] == 0
     assert search["c"].data.metrics["accuracy_memo_hits"] > 0
     assert "subnet accuracies pulled from" in logs["c"]
+
+
+def test_a_server_whose_artifacts_are_on_its_own_disk_keeps_the_caches_local(tmp_path: Path, caplog) -> None:
+    """An experiment made before the server (straight in the sqlite file) keeps artifacts at a local path that other
+    machines cannot reach: the remote caches turn off with one log line, however often they are asked."""
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from tinyflow.training import remote_cache
+
+    store = f"sqlite:///{(tmp_path / 'store.db').as_posix()}"
+    MlflowClient(tracking_uri=store).create_experiment("tinyflow", (tmp_path / "local").as_uri())
+    with mlflow_server(store, tmp_path / "server") as server:
+        run = MlflowClient(tracking_uri=server.url).create_run("1")
+        tracker = SimpleNamespace(uri=server.url, experiment="tinyflow", run_id=run.info.run_id)
+        with caplog.at_level("WARNING", logger="tinyflow.training.remote_cache"):
+            assert remote_cache.RemoteStore.of(tracker) is None
+            assert remote_cache.RemoteStore.of(tracker) is None
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "a path on one machine's disk" in lines[0] and "stay local" in lines[0], lines

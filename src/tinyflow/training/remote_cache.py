@@ -43,6 +43,7 @@ STALE_S = 300.0
 POLL_S = 3.0
 #: how many of the latest published memos of one key are merged (each holds everything its job had seen)
 MEMOS_PULLED = 5
+_WARNED: set[str] = set()  # servers already reported unusable by this process (one log line each)
 
 
 def server_uri(tracker: Any) -> str | None:
@@ -61,6 +62,13 @@ class RemoteStore:
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             raise RuntimeError(f"experiment {experiment!r} not found on {uri}")
+        location = str(exp.artifact_location)
+        if location.startswith(("file:", "/")) or ":" not in location:  # a local path, absolute or relative
+            raise RuntimeError(
+                f"experiment {experiment!r} keeps its artifacts at {location}, a path on one machine's disk, not "
+                "reachable through the server; use an experiment created through a server started with "
+                "--serve-artifacts (or an object store)"
+            )
         self.experiment_id = exp.experiment_id
         self.run_id = run_id
 
@@ -73,6 +81,9 @@ class RemoteStore:
         try:
             return cls(uri, str(getattr(tracker, "experiment", "tinyflow")), run_id)
         except Exception as exc:  # the server is the job's store: a failure here shows up in tracking too
+            if uri in _WARNED:
+                return None
+            _WARNED.add(uri)
             log.warning(
                 "remote cache: tracking server %s not usable (%s); the caches stay local to this machine", uri, exc
             )
