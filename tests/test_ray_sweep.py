@@ -19,7 +19,6 @@ from conftest import cli_env
 from mlflow_server import mlflow_server
 
 pytest.importorskip("ray", reason="ray is not installed (it is in the `test` extra: pip install -e '.[test]')")
-pytestmark = pytest.mark.slow
 
 RAY = ("hydra/launcher=ray", "hydra.launcher.num_cpus=2", "hydra.launcher.cpus_per_job=1")
 #: four devices, one trained network: the baseline pipeline (train, quantize, schedule, deploy) on debug=fast
@@ -39,6 +38,7 @@ def _sweep(tmp: Path, tracking_uri: str, *overrides: str) -> subprocess.Complete
     return subprocess.run(cmd, cwd=tmp, env=cli_env(), capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_ray_sweep_logs_four_jobs_to_a_tracking_server(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -89,6 +89,7 @@ def test_ray_sweep_logs_four_jobs_to_a_tracking_server(tmp_path: Path) -> None:
     assert not local, f"artifacts written on the jobs' disk: {local}"
 
 
+@pytest.mark.slow
 def test_a_job_whose_worker_dies_is_reported_failed(tmp_path: Path, store_uri: str) -> None:
     """A worker killed mid-job (as by the OOM killer) fails that job only; the summary names the reason."""
     crash = ("stages=[ray:crash_on_small_sram]", "device=custom", "device.sram_kb=64,256", "device.flash_kb=1024")
@@ -97,3 +98,26 @@ def test_a_job_whose_worker_dies_is_reported_failed(tmp_path: Path, store_uri: s
     rows = {r["sram_kb"]: r for r in json.loads((tmp_path / "multirun" / "sweep_summary.json").read_text())}
     assert rows[256]["status"] == "ok"
     assert rows[64]["status"].startswith("failed: the Ray worker running this job died"), rows[64]["status"]
+
+
+def test_a_job_on_another_machine_sends_its_small_files_back(tmp_path: Path) -> None:
+    """What the sweep summary reads comes back from a node whose disk the launcher does not share; large files
+    (checkpoints) stay there, and files the launching machine already has are left alone."""
+    from hydra_plugins.tinyflow_ray_launcher.launcher import _MAX_FETCHED_FILE, _job_files, _write_missing
+
+    worker, here = tmp_path / "worker" / "3", tmp_path / "here" / "3"
+    (worker / ".hydra").mkdir(parents=True)
+    (worker / ".hydra" / "config.yaml").write_text("device: {sram_kb: 64}\n")
+    (worker / "report.json").write_text('{"fits": true}')
+    (worker / "tinyflow.log").write_text("[t][tinyflow][INFO] - stage train: done\n")
+    (worker / "train").mkdir()
+    (worker / "train" / "supernet.ckpt").write_bytes(b"x" * 10)
+    (worker / "big.onnx").write_bytes(b"x" * (_MAX_FETCHED_FILE + 1))
+    files = _job_files(str(worker))
+    assert sorted(files) == [".hydra/config.yaml", "report.json", "tinyflow.log"]
+    here.mkdir(parents=True)
+    (here / "tinyflow.log").write_text("already here\n")
+    assert _write_missing(str(here), files) == 2
+    assert (here / ".hydra" / "config.yaml").read_text() == "device: {sram_kb: 64}\n"
+    assert (here / "tinyflow.log").read_text() == "already here\n"
+    assert not list(here.glob(".*.tmp")) and not (here / "train").exists()
