@@ -103,9 +103,8 @@ def test_protocol_only_tracker_receives_the_pipeline_calls(tmp_path: Path) -> No
         "tinyflow",
         "debug=fast",
         "stages=[space]",
-        "tracking=none",
-        "tracking._target_=tinyflow.testing.RecordingTracker",
-        f"+tracking.path={out}",
+        "tracking=recording",
+        f"tracking.path={out}",
         f"hydra.run.dir={tmp_path / 'run'}",
         f"cache.dir={tmp_path / 'cache'}",
     ]
@@ -148,6 +147,9 @@ class TheirScheduler:
 
     def arch_costs(self, arch, memory):
         return None
+
+    def for_budget(self, budget):  # no policy: plans the same whatever the budget
+        return self
 '''
 
 
@@ -159,6 +161,11 @@ def _write_plugin(root: Path) -> Path:
     (pkg / "conf" / "scheduler" / "theirs_broken.yaml").write_text(
         "_target_: tfext_conformance.TheirScheduler\nshrink_arena: true\n"
     )
+    # installed as a user installs a plugin: a distribution declaring the `tinyflow.plugins` entry point
+    dist = root / "tfext_conformance-0.0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tfext-conformance\nVersion: 0.0.0\n")
+    (dist / "entry_points.txt").write_text("[tinyflow.plugins]\ntfext = tfext_conformance\n")
     return pkg / "conf"
 
 
