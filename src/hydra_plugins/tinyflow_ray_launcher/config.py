@@ -16,7 +16,7 @@ class RayLauncherConf:
     address: str | None = None
     # CPUs of the local instance (ignored when joining a cluster); null = all of this machine's
     num_cpus: int | None = None
-    # CPUs one job reserves: at most cluster CPUs / cpus_per_job jobs run at once (Ray also sets OMP_NUM_THREADS)
+    # CPUs one job reserves: at most cluster CPUs / cpus_per_job jobs run at once (and OMP_NUM_THREADS, if unset)
     cpus_per_job: float = 1.0
     # times Ray reruns a job whose worker died (0: record it as failed at once)
     max_retries: int = 0
