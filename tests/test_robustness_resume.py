@@ -94,3 +94,52 @@ def test_two_jobs_at_once_on_a_new_store_twice(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert "0 round(s) failed; 4 run folders, 4 distinct" in res.stdout
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_standalone_training_resumed_after_a_crash_ends_with_the_uninterrupted_weights(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The standalone recipe (Lightning's ModelCheckpoint `last.ckpt`): interrupted at the start of its third epoch,
+    resumed with the same recipe, it ends with the same weights as a run that was never interrupted."""
+    import pytorch_lightning as pl
+
+    import tinyflow.training.classifier as classifier
+    from test_standalone import SPACE
+    from tinyflow.tracking import NullTracker
+    from tinyflow_plugins.data import DigitsData
+    from tinyflow_plugins.trainers.standalone import StandaloneTrainer
+
+    budget = {
+        "epochs": 3,
+        "lr": 0.2,
+        "warmup_epochs": 0,
+        "label_smoothing": 0.0,
+        "limit_train_batches": 3,
+        "dropout": 0.1,
+    }
+    torch.set_num_threads(1)
+    whole = StandaloneTrainer(arch="min", **budget)
+    whole.fit(SPACE, DigitsData(seed=0, batch_size=32), str(tmp_path / "whole"), NullTracker())
+
+    class CrashAt(pl.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 2:
+                raise _Crash
+
+    make = classifier.make_trainer
+    monkeypatch.setattr(classifier, "make_trainer", lambda *a, **k: make(a[0], a[1], [*a[2], CrashAt()], **k))
+    with pytest.raises(_Crash):
+        StandaloneTrainer(arch="min", **budget).fit(
+            SPACE, DigitsData(seed=0, batch_size=32), str(tmp_path / "cut"), NullTracker()
+        )
+    monkeypatch.setattr(classifier, "make_trainer", make)
+    torch.manual_seed(12345)  # whatever the process drew meanwhile: the checkpoint's generator state wins
+    again = StandaloneTrainer(arch="min", resume=True, **budget)
+    again.fit(SPACE, DigitsData(seed=0, batch_size=32), str(tmp_path / "cut"), NullTracker())
+    assert again.result["resumed_from"] and [h["epoch"] for h in again.result["history"]] == [2.0]
+    for (name, a), b in zip(whole.model.state_dict().items(), again.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

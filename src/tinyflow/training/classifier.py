@@ -122,7 +122,13 @@ def train_classifier(
     tracking = TrackerCallback(tracker, prefix=prefix)
     callbacks: list[pl.Callback] = [tracking]
     if recipe.save_checkpoints:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1))
+        # `last.ckpt` rewritten after every epoch (save_top_k=0 + save_last wrote it only when training ended, so an
+        # interrupted training had nothing to resume from)
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir, filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False
+            )
+        )
     trainer = make_trainer(
         recipe.epochs,
         str(workdir),
