@@ -153,20 +153,25 @@ def test_backend_c_deploy_stage(stages_run):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("memory", "target"),
+    ("memory", "target", "rounding"),
     [
-        ({"inplace_depthwise": False, "count_input": False}, "cortex_m7"),
-        ({"inplace_depthwise": True, "arena_algorithm": "first_fit_decreasing"}, "cortex_m4"),
+        ({"inplace_depthwise": False, "count_input": False}, "cortex_m7", "single"),
+        ({"inplace_depthwise": True, "arena_algorithm": "first_fit_decreasing"}, "cortex_m4", "tflite"),
     ],
 )
-def test_other_plans_and_the_m4(stages_run, tmp_path, memory, target):
-    """Other placements of the same network (no in-place depthwise, input not in the arena) and the Cortex-M4
-    target: still bit-exact, arena still the plan's."""
+def test_other_plans_and_the_m4(stages_run, tmp_path, memory, target, rounding):
+    """Other placements of the same network (no in-place depthwise, input not in the arena), the Cortex-M4 target
+    and TF Lite's double rounding: still bit-exact, arena still the plan's."""
     _, ctx = stages_run
     model = build_qmodel(ctx.onnx_int8_path)
     plan = layer_plan(model.graph, MemoryConfig(**memory))
     x = np.random.default_rng(5).standard_normal((12, *model.input_shape[1:])).astype(np.float32)
-    fw = make_firmware(ctx.onnx_int8_path, plan, F746, tmp_path, x, FirmwareSettings(target=target, opt="-Os"))
+    settings = FirmwareSettings(target=target, opt="-Os", rounding=rounding)
+    fw = make_firmware(ctx.onnx_int8_path, plan, F746, tmp_path, x, settings)
+    assert (
+        fw["rounding"] == rounding
+        and "TF_SINGLE_ROUNDING " + str(int(rounding == "single")) in (tmp_path / "firmware" / "model.c").read_text()
+    )
     assert fw["arena_bytes"] == plan.arena_bytes and fw["bit_exact"] == 12
     assert fw["machine"] == {"cortex_m7": "mps2-an500", "cortex_m4": "mps2-an386"}[target]
 

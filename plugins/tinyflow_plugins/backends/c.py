@@ -35,11 +35,20 @@ class CBackend:
         images: int = 100,
         stack_reserve: int = 2048,
         on_overflow: str = "report",
+        rounding: str = "single",
         timeout_s: float = 900.0,
         **host_options: Any,  # the onnxruntime backend's keys (latency_runs, …) that debug=fast sets: unused here
     ):
         self.device = Device.from_config(device)
-        self.settings = FirmwareSettings(target, opt, int(images), int(stack_reserve), on_overflow, float(timeout_s))
+        self.settings = FirmwareSettings(
+            target=target,
+            opt=opt,
+            images=int(images),
+            stack_reserve=int(stack_reserve),
+            on_overflow=on_overflow,
+            rounding=rounding,
+            timeout_s=float(timeout_s),
+        )
 
     def deploy(
         self, model: Any, arch: Arch, data: Any, workdir: str, tracker: Any, files: dict[str, str]

@@ -287,6 +287,8 @@ def generate(model: QModel, plan: ExecutionPlan) -> CSources:
     source = source.replace("@ARRAYS@", "\n".join(a for a in arrays if a))
     source = source.replace("@FUNCTIONS@", "\n".join(funcs)).replace("@COPY_IN@", copy_in)
     source = source.replace("@CALLS@", "\n".join(calls))
+    single = model.rounding == "single"
+    source = source.replace("@ROUNDING@", f"#define TF_SINGLE_ROUNDING {int(single)} /* requantization rounding */")
     source = source.replace("@COPY_OUT@", f"    memcpy(output, {ptr[model.output_name]}, TF_OUTPUT_BYTES);")
     files = {"model.h": header, "model.c": source, "tf_kernels.h": template("tf_kernels.h")}
     return CSources(files, plan.arena_bytes, plane, in_bytes, out_bytes)

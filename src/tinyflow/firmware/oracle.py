@@ -13,9 +13,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tinyflow.firmware.fixedpoint import requantize, requantize_single
 from tinyflow.firmware.qmodel import ADD_LEFT_SHIFT, SOFTMAX_BITS, QLayer, QModel, hwc
 
+ROUNDING = {"tflite": requantize, "single": requantize_single}
+
 
 def _finish(acc: np.ndarray, p: dict, lo: int | None = None, hi: int | None = None) -> np.ndarray:
-    out = requantize(acc, p["mult"], p["shift"]) + p["zp_out"]
+    out = ROUNDING[p.get("rounding", "tflite")](acc, p["mult"], p["shift"]) + p["zp_out"]
     lo = p.get("act_min", -128) if lo is None else lo
     hi = p.get("act_max", 127) if hi is None else hi
     return np.clip(out, lo, hi).astype(np.int8)
@@ -67,9 +69,10 @@ def run_layer(layer: QLayer, xs: list[np.ndarray]) -> np.ndarray:
         return _finish(x - p["zp_in"], p)
     if kind == "add":
         y = xs[1].astype(np.int64)
-        a = requantize((x - p["zp1"]) << ADD_LEFT_SHIFT, p["m1"], p["sh1"])
-        b = requantize((y - p["zp2"]) << ADD_LEFT_SHIFT, p["m2"], p["sh2"])
-        out = requantize(a + b, p["mo"], p["sho"]) + p["zp_out"]
+        rq = ROUNDING[p.get("rounding", "tflite")]
+        a = rq((x - p["zp1"]) << ADD_LEFT_SHIFT, p["m1"], p["sh1"])
+        b = rq((y - p["zp2"]) << ADD_LEFT_SHIFT, p["m2"], p["sh2"])
+        out = rq(a + b, p["mo"], p["sho"]) + p["zp_out"]
         return np.clip(out, -128, 127).astype(np.int8)
     if kind == "softmax":
         flat = x.reshape(len(x), -1)

@@ -22,7 +22,7 @@ from tinyflow.firmware import build, linker
 from tinyflow.firmware.codegen import generate
 from tinyflow.firmware.emulator import run_images
 from tinyflow.firmware.oracle import run_oracle
-from tinyflow.firmware.qmodel import QModel, build_qmodel
+from tinyflow.firmware.qmodel import ROUNDINGS, QModel, build_qmodel
 from tinyflow.memory.plan import ExecutionPlan
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class FirmwareSettings:
     images: int = 100  # test images run on the emulator (one qemu run)
     stack_reserve: int = 2048  # bytes the linker script reserves for the stack at least
     on_overflow: str = "error"  # error: a link overflow stops the job; report: record it, measure on the board
+    rounding: str = "single"  # single (CMSIS-NN single rounding) | tflite (TF Lite's double rounding, as TFLM)
     timeout_s: float = 900.0
 
     def __post_init__(self) -> None:
@@ -47,6 +48,8 @@ class FirmwareSettings:
             raise ConfigError(f"firmware images = {self.images}: run at least one test image on the emulator.")
         if self.on_overflow not in ON_OVERFLOW:
             raise ConfigError(f"firmware on_overflow = '{self.on_overflow}': use one of {', '.join(ON_OVERFLOW)}.")
+        if self.rounding not in ROUNDINGS:
+            raise ConfigError(f"firmware rounding = '{self.rounding}': use one of {', '.join(ROUNDINGS)}.")
         if self.stack_reserve < 256:
             raise ConfigError(f"firmware stack_reserve = {self.stack_reserve}: reserve at least 256 bytes.")
 
@@ -91,6 +94,7 @@ def make_firmware(
     """Generate, build, run and check; `images` are float NCHW test images (the first `settings.images`)."""
     out = Path(out_dir)
     model = qmodel if qmodel is not None else build_qmodel(onnx_int8)
+    model.set_rounding(settings.rounding)
     sources = generate(model, plan)
     tgt = linker.target(settings.target)
     flags = build.compile_flags(tgt, settings.opt)
@@ -102,6 +106,7 @@ def make_firmware(
         "target": settings.target,
         "machine": tgt.machine,
         "opt": settings.opt,
+        "rounding": settings.rounding,
         "plan_arena_bytes": plan.arena_bytes,
         "scheduler": plan.scheduler,
         **{k: plan.extra[k] for k in ("n_patches", "patch_blocks", "extra_macs_ratio") if k in plan.extra},

@@ -30,6 +30,7 @@ _PASS = {"Identity", "Dropout"}
 _FUSED_ACTS = {"Relu", "Clip"}
 ADD_LEFT_SHIFT = 20  # TF Lite's int8 add: inputs scaled up by 2^20 before rescaling
 SOFTMAX_BITS = 16  # the softmax's exp table and output division in Q16
+ROUNDINGS = ("tflite", "single")
 
 
 class FirmwareError(TinyflowError):
@@ -65,6 +66,18 @@ class QModel:
     output_scale: float
     output_zp: int
     int8_io: tuple[bool, bool] = (False, False)  # the ONNX file's input / output are int8 tensors (TF Lite models)
+
+    def set_rounding(self, rounding: str) -> None:
+        """`tflite` (TF Lite's double rounding, TF Lite Micro's default) or `single` (CMSIS-NN's
+        CMSIS_NN_USE_SINGLE_ROUNDING): how convs, linears, adds and activations requantize (pools: single)."""
+        if rounding not in ROUNDINGS:
+            raise FirmwareError(f"firmware rounding = '{rounding}': use one of {', '.join(ROUNDINGS)}.")
+        for layer in self.layers:
+            layer.p["rounding"] = rounding
+
+    @property
+    def rounding(self) -> str:
+        return next((la.p["rounding"] for la in self.layers if "rounding" in la.p), "tflite")
 
     @property
     def input_shape(self) -> tuple[int, ...]:

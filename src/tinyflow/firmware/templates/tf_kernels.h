@@ -39,19 +39,22 @@ TF_INLINE int32_t tf_rdbpot(int32_t x, int32_t e) {
     return (x >> e) + (remainder > threshold ? 1 : 0);
 }
 
+/* one rounding (CMSIS-NN's CMSIS_NN_USE_SINGLE_ROUNDING): (x*m + half) >> (31 - shift); the pools always use it */
+TF_INLINE int32_t tf_requant_single(int32_t x, int32_t m, int32_t shift) {
+    const int32_t total = 31 - shift;
+    return (int32_t)(((int64_t)x * m + (INT64_C(1) << (total - 1))) >> total);
+}
+
 TF_INLINE int32_t tf_requant(int32_t x, int32_t m, int32_t shift) {
+#if defined(TF_SINGLE_ROUNDING) && TF_SINGLE_ROUNDING
+    return tf_requant_single(x, m, shift);
+#endif
     if (shift > 0) {
         int64_t s = (int64_t)x * (INT64_C(1) << shift);
         x = s > INT32_MAX ? INT32_MAX : (s < INT32_MIN ? INT32_MIN : (int32_t)s);
         return tf_srdhm(x, m);
     }
     return tf_rdbpot(tf_srdhm(x, m), -shift);
-}
-
-/* one rounding (CMSIS-NN's CMSIS_NN_USE_SINGLE_ROUNDING), for the pools' small sums: (x*m + half) >> (31 - shift) */
-TF_INLINE int32_t tf_requant_single(int32_t x, int32_t m, int32_t shift) {
-    const int32_t total = 31 - shift;
-    return (int32_t)(((int64_t)x * m + (INT64_C(1) << (total - 1))) >> total);
 }
 
 TF_INLINE int8_t tf_clamp(int32_t v, int32_t lo, int32_t hi) {
