@@ -65,7 +65,14 @@ def test_registry_holds_builtins_and_entry_points_only() -> None:
 def test_a_target_override_on_the_command_line_writes_no_file(tmp_path: Path) -> None:
     """`tracking._target_=shutil.copyfile '+tracking._args_=[a,b]'` copied a before the Protocol check failed."""
     (tmp_path / "a").write_text("secret")
-    res = _cli(tmp_path, "tracking._target_=shutil.copyfile", "+tracking._args_=[a,b]", "stages=[stages_for_tests:ok]")
+    # tracking=none: its node has no other keys, so the old code called copyfile(a, b) (measured on 34c4e3d)
+    res = _cli(
+        tmp_path,
+        "tracking=none",
+        "tracking._target_=shutil.copyfile",
+        "+tracking._args_=[a,b]",
+        "stages=[stages_for_tests:ok]",
+    )
     assert res.returncode == 2
     assert not (tmp_path / "b").exists()
     message = plain(res.stderr)
