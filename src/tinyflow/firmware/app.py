@@ -65,6 +65,16 @@ def test_images(model: QModel, n: int, seed: int, path: str | None) -> np.ndarra
 
 def model_file(graph: Any) -> str:
     path = graph.meta.get("onnx_path") if isinstance(graph, Graph) else None
+    tflite = graph.meta.get("tflite_path") if isinstance(graph, Graph) else None
+    if tflite and not path:
+        onnx_twin = Path(str(tflite)).with_suffix(".onnx")
+        hint = f" ({onnx_twin} is there)" if onnx_twin.is_file() else ""
+        raise ConfigError(
+            f"network.path: the firmware reads an int8 model's weights and quantization from its QDQ ONNX form, not "
+            f"from '{tflite}' (reading .tflite weights is not implemented). Convert it with `python -m "
+            f"tf2onnx.convert --tflite {Path(str(tflite)).name} --opset 13 --output model.onnx` and give "
+            f"`network=onnx network.path=model.onnx`{hint}."
+        )
     if not path:
         raise ConfigError(
             "network: the firmware needs an int8 model file (its weights and quantization); give one with "
