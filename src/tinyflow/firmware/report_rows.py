@@ -18,7 +18,7 @@ def firmware_rows(fw: dict[str, Any] | None, sram_budget: int | None, flash_budg
     """(what, value, against / note) rows; none without a firmware section."""
     if not fw:
         return []
-    where = f"{fw.get('target')} {fw.get('opt')}, qemu {fw.get('machine')}"
+    where = f"{fw.get('target')} {fw.get('opt')}, {fw.get('rounding', 'tflite')} rounding, qemu {fw.get('machine')}"
     if not fw.get("built"):
         return [("firmware", "written, not built", fw.get("skipped", ""))]
     fits = fw.get("fits")
