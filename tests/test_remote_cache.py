@@ -15,8 +15,8 @@ from mlflow_server import mlflow_server
 pytestmark = pytest.mark.slow
 
 
-def _job(tmp: Path, name: str, url: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "tinyflow", *SMALL_PIPELINE, "stages=[space,train,search]", "device=stm32f746"]
+def _job(tmp: Path, name: str, url: str, stages: str = "[space,train,search]") -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "tinyflow", *SMALL_PIPELINE, f"stages={stages}", "device=stm32f746"]
     cmd += [f"tracking.uri={url}", f"hydra.run.dir={tmp / name / 'run'}", f"cache.dir={tmp / name / 'cache'}"]
     (tmp / name).mkdir()
     return subprocess.Popen(
@@ -33,11 +33,11 @@ def test_two_machines_train_once_and_share_accuracies(tmp_path: Path) -> None:
         client = MlflowClient(tracking_uri=server.url)
         client.create_experiment("tinyflow")  # as EnsureTrackingStore does before a sweep's jobs start
         # two jobs at once, each with its own cache folder: one trains, the other waits for it and downloads
-        jobs = {name: _job(tmp_path, name, server.url) for name in ("a", "b")}
+        jobs = {"a": _job(tmp_path, "a", server.url), "b": _job(tmp_path, "b", server.url, "[space,train]")}
         logs = {name: job.communicate(timeout=600)[0] for name, job in jobs.items()}
         for name, job in jobs.items():
             assert job.returncode == 0, logs[name][-4000:]
-        # a third, later: the training downloaded, every subnet accuracy looked up
+        # a third, later: the training downloaded, every subnet accuracy that a measured looked up
         late = _job(tmp_path, "c", server.url)
         logs["c"] = late.communicate(timeout=600)[0]
         assert late.returncode == 0, logs["c"][-4000:]
@@ -54,7 +54,10 @@ def test_two_machines_train_once_and_share_accuracies(tmp_path: Path) -> None:
     assert len({r.data.tags["train.cache_key"] for r in parents.values()}) == 1
     trainer = next(n for n in "ab" if by_dir[n].data.tags["train.cache"] == "miss")
     waiter = "b" if trainer == "a" else "a"
-    assert "is training" in logs[waiter] and "on another machine" in logs[waiter], logs[waiter][-3000:]
+    # started together, the waiter normally finds the key claimed and waits ("... is training ... on another
+    # machine; waiting for its result"); on a very slow host it may arrive after the entry was published. Either
+    # way it does not train: its tag is `hit` (above) and it reused the trainer's run
+    assert f"reusing the training of run {by_dir[trainer].info.run_id}" in logs[waiter], logs[waiter][-3000:]
     assert "published" in logs[trainer]
     # the waiter's supernet is the trainer's, byte for byte: both searched the same checkpoint
     ckpts = {n: next((tmp_path / n / "cache" / "train").glob("*/*.ckpt")).read_bytes() for n in "abc"}
@@ -66,6 +69,8 @@ def test_two_machines_train_once_and_share_accuracies(tmp_path: Path) -> None:
         for r in runs
         if r.data.tags.get("stage") == "search"
     }
+    assert sorted(search) == ["a", "c"]  # b trains (or waits) only
+    assert search["a"].data.metrics["accuracy_memo_misses"] > 0
     assert search["c"].data.metrics["accuracy_memo_misses"] == 0
     assert search["c"].data.metrics["accuracy_memo_hits"] > 0
     assert "subnet accuracies pulled from" in logs["c"]
