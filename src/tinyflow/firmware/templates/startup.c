@@ -1,10 +1,9 @@
 /* Minimal Cortex-M start-up: vector table, .data copy, .bss zero, FPU enable, main. Portable to any Cortex-M
- * with the linker script's symbols; faults end the program through sh_exit (the harness's semihosting exit). */
+ * with the linker script's symbols; Fault_Handler is weak (the qemu harness overrides it to exit qemu). */
 #include <stdint.h>
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
 extern int main(void);
-extern void sh_exit(int32_t code);
 
 void Reset_Handler(void);
 void Fault_Handler(void);
@@ -14,7 +13,10 @@ __attribute__((section(".isr_vector"), used)) const void *const tf_vectors[16] =
     (const void *)Fault_Handler, (const void *)Fault_Handler, (const void *)Fault_Handler,
 };
 
-void Fault_Handler(void) { sh_exit(3); }
+__attribute__((weak)) void Fault_Handler(void) {
+    for (;;) {
+    }
+}
 
 void Reset_Handler(void) {
     uint32_t *src = &_sidata, *dst = &_sdata;
@@ -25,5 +27,6 @@ void Reset_Handler(void) {
     __asm__ volatile("dsb\n isb");
 #endif
     main();
-    sh_exit(0);
+    for (;;) {
+    }
 }
