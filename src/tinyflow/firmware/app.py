@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tinyflow.analyze.networks import build_network
 from tinyflow.context import atomic_write_text
@@ -106,6 +106,11 @@ def run_firmware(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"output: '{output}' is not one of table, json")
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     settings = FirmwareSettings(**dict(cfg.firmware))
+    if OmegaConf.is_missing(cfg.network, "path"):
+        raise ConfigError(
+            "network.path: no model given; the firmware needs an int8 model file, e.g. "
+            "`python -m tinyflow.firmware network.path=model_int8.onnx` (tinyflow's quantize stage writes one)."
+        )
     graph = build_network(cfg.network)
     path = model_file(graph)
     model = build_qmodel(path, graph)
