@@ -142,7 +142,7 @@ def figure(budgets: list[int], methods: list[str], rows: dict[tuple[str, int], d
         if pts:
             ax.plot(*zip(*sorted(pts)), marker="o", label=m)
     for b in budgets:
-        ax.axvline(b * 1000 / 1024, color="grey", lw=0.6, ls=":")
+        ax.axvline(b, color="grey", lw=0.6, ls=":")  # device.sram_kb counts KiB
     ax.set_xlabel("SRAM used by the deployed int8 network (KiB; dotted: budgets)")
     ax.set_ylabel("int8 test accuracy (%)")
     ax.set_title("cluttered MNIST: accuracy vs SRAM (same training budget)")
