@@ -99,7 +99,7 @@ def main() -> int:
     )
     print(f"C (resume=last): exit {c.returncode} in {time.time() - t0:.0f} s")
     log = (runs / "C" / "tinyflow.log").read_text() if (runs / "C" / "tinyflow.log").exists() else ""
-    for line in (log + c.stdout).splitlines():
+    for line in dict.fromkeys((log + c.stdout).splitlines()):  # Hydra logs to the file and to stdout
         if any(s in line for s in ("resuming", "Restoring", "[ofa] epoch", "marked")):
             print("   C |", line.strip()[:200])
     epochs_a = [ln for ln in a.stdout.splitlines() if ln.startswith("[ofa] epoch")]
