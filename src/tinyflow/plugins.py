@@ -9,6 +9,7 @@ installed plugins, values from the command line (docs/design.md §13).
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
 from functools import cache
 from importlib.metadata import entry_points
@@ -40,9 +41,14 @@ CODE_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 _OVERRIDE_KEY = re.compile(r"^[~+]{0,2}([^=]+?)(@[^=]*)?=")
 
 
-@cache
 def allowed_roots() -> frozenset[str]:
     """Top-level packages whose code a `_target_` may name: tinyflow's and those of installed plugins."""
+    return _allowed_roots(tuple(sys.path))
+
+
+@cache
+def _allowed_roots(search_path: tuple[str, ...]) -> frozenset[str]:
+    # keyed on sys.path: a plugin whose folder joins the path later (a test, a notebook) is seen then
     roots = {"tinyflow", "tinyflow_plugins"}
     for ep in entry_points(group="tinyflow.plugins"):
         roots.add(ep.value.split(":")[0].split(".")[0])
