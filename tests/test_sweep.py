@@ -143,3 +143,20 @@ def test_the_grid_table_figure_and_trends_of_a_binding_sweep(tmp_path):
     text = (tmp_path / "sweep_summary.md").read_text()
     assert "| SRAM \\ flash |" in text and "resolution non-decreasing in SRAM at every flash: yes" in text
     assert (tmp_path / "sweep_summary.png").stat().st_size > 10_000
+
+
+def test_a_job_without_a_space_stage_is_not_called_nothing_fits(tmp_path):
+    """A finished job that chose no (width, resolution) — it ran no space or search stage — shows what it deployed;
+    a failed one shows `failed`, even when an earlier stage had chosen an arch."""
+    from tinyflow.context import RunContext
+    from tinyflow.sweep import grid_markdown
+
+    _job(tmp_path, 0, 64, 128, {"accuracy_int8": 0.9, "arena_bytes": 20480, "fits": True})
+    ctx = RunContext.load(tmp_path / "0")
+    ctx.width_mult = ctx.resolution = None
+    ctx.save()
+    _job(tmp_path, 1, 32, 128, None)
+    (tmp_path / "1" / "tinyflow.log").write_text("[x][tinyflow][ERROR] - failed: the stage ran out of disk\n")
+    md = grid_markdown(collect(tmp_path))
+    assert "| 64 kB | ok: 90.0 %, 20 kB SRAM |" in md, md
+    assert "| 32 kB | failed |" in md, md

@@ -186,11 +186,12 @@ def grid_markdown(rows: list[dict[str, Any]]) -> str:
 def _grid_cell(r: dict[str, Any] | None) -> str:
     if r is None:
         return "—"
-    if r.get("width_mult") is None:
-        reason = str(r.get("status", ""))
-        known = reason.startswith("failed: ") and "no reason in" not in reason
-        return "failed" if known and "fit" not in reason else "nothing fits"
-    text = f"w{r['width_mult']:g} r{r['resolution']}"
+    status = str(r.get("status", ""))
+    if status != "ok":
+        known = "no reason in" not in status
+        return "failed" if known and "fit" not in status else "nothing fits"
+    # a job without a space/search stage (e.g. stages=[train,...] on a given arch) has no chosen (w, r)
+    text = "ok" if r.get("width_mult") is None else f"w{r['width_mult']:g} r{r['resolution']}"
     if r.get("acc_int8_%") is not None:
         text += f": {r['acc_int8_%']:.1f} %"
     if r.get("sram_used_kb") is not None:
