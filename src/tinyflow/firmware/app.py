@@ -15,6 +15,7 @@ from tinyflow.context import atomic_write_text
 from tinyflow.errors import ConfigError
 from tinyflow.firmware.project import FirmwareSettings, make_firmware
 from tinyflow.firmware.qmodel import QModel, build_qmodel
+from tinyflow.firmware.rnnpool_model import no_description_error, recorded_graph
 from tinyflow.ir.graph import Graph
 from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.tracking import activate
@@ -100,6 +101,21 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"  project: {result['project_dir']}")
 
 
+def network_graph(node: Any) -> Any:
+    """The network config's IR; an int8 file with ops the importer does not read is an RNNPool network when the
+    schedule stage recorded one beside it (`rnnpool_model.recorded_graph`), else one paragraph."""
+    from tinyflow.ir.model_errors import UnsupportedOpError
+
+    try:
+        return build_network(node)
+    except UnsupportedOpError as exc:
+        path = node.get("path")
+        graph = recorded_graph(path) if path else None
+        if graph is None:
+            raise (no_description_error(path, exc.op) if path else exc) from None
+        return graph
+
+
 def run_firmware(cfg: DictConfig) -> dict[str, Any]:
     output = str(cfg.get("output", "table"))
     if output not in ("table", "json"):
@@ -111,7 +127,7 @@ def run_firmware(cfg: DictConfig) -> dict[str, Any]:
             "network.path: no model given; the firmware needs an int8 model file, e.g. "
             "`python -m tinyflow.firmware network.path=model_int8.onnx` (tinyflow's quantize stage writes one)."
         )
-    graph = build_network(cfg.network)
+    graph = network_graph(cfg.network)
     path = model_file(graph)
     model = build_qmodel(path, graph)
     scheduler = build_plugin(cfg, "scheduler")

@@ -69,6 +69,8 @@ def check_plan(model: QModel, plan: ExecutionPlan) -> dict[str, Any]:
         out = placed[step.outputs[0]]
         node = model.graph[step.node]
         ho, wo, c = hwc(node.shape)
+        if step.patch is not None and "region" not in step.extra:
+            continue  # the rnnpool plan's patch loop: rnnpool_codegen checks its buffers
         if step.patch is not None:
             r0, r1, c0, c1 = step.extra["region"]
             need = (r1 - r0) * (c1 - c0) * c if "@" in out.name else ho * wo * c
@@ -176,6 +178,12 @@ def kernel_call(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
         return f"tf_softmax({x}, {y}, {h * w * c}, {ident}_t, INT64_C({p['inv']}), {p['zp_out']});"
     if kind == "view":
         return "/* a view: same bytes, same offset as its input */"
+    if kind == "rnnpool":
+        raise FirmwareError(
+            f"layer '{layer.name}' (rnnpool): the firmware runs RNNPool patch by patch as the rnnpool plan lays it "
+            "out (stem and RNNPool per pooled pixel); a layer or patch plan of an RNNPool network has no C kernel. "
+            "Plan it with scheduler=rnnpool."
+        )
     raise FirmwareError(f"no C kernel for layer kind {kind!r}")
 
 
@@ -244,8 +252,21 @@ def generate(model: QModel, plan: ExecutionPlan) -> CSources:
     rects: list[tuple[QLayer, int, int]] = []
     regions: dict[str, tuple] = {}
     made: set[str] = set()
+    stage = None
+    extra_scratch = 0
     for step in plan.steps:
         layer, ident = layers[step.node], idents[step.node]
+        if step.patch is not None and "region" not in step.extra:  # the rnnpool plan's stem + RNNPool loop
+            if stage is None:
+                from tinyflow.firmware.rnnpool_codegen import rnnpool_stage
+
+                stage = rnnpool_stage(model, plan, placed, ptr, idents)
+                arrays.append(stage.arrays)
+                funcs.append(stage.function)
+                calls.append(stage.call)
+                rects.append((stage.stem, *stage.stem_rect))
+                extra_scratch = stage.scratch_bytes
+            continue
         if step.patch is None:
             ho, wo, _ = hwc(layer.out_shape)
             rects.append((layer, ho, wo))
@@ -291,4 +312,6 @@ def generate(model: QModel, plan: ExecutionPlan) -> CSources:
     source = source.replace("@ROUNDING@", f"#define TF_SINGLE_ROUNDING {int(single)} /* requantization rounding */")
     source = source.replace("@COPY_OUT@", f"    memcpy(output, {ptr[model.output_name]}, TF_OUTPUT_BYTES);")
     files = {"model.h": header, "model.c": source, "tf_kernels.h": template("tf_kernels.h")}
-    return CSources(files, plan.arena_bytes, plane, in_bytes, out_bytes)
+    if stage is not None:
+        files["tf_rnnpool.h"] = template("tf_rnnpool.h")
+    return CSources(files, plan.arena_bytes, plane + extra_scratch, in_bytes, out_bytes)

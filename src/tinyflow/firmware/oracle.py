@@ -12,6 +12,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from tinyflow.firmware.fixedpoint import requantize, requantize_single
 from tinyflow.firmware.qmodel import ADD_LEFT_SHIFT, SOFTMAX_BITS, QLayer, QModel, hwc
+from tinyflow.firmware.rnnpool_float import run_rnnpool
 
 ROUNDING = {"tflite": requantize, "single": requantize_single}
 
@@ -81,6 +82,8 @@ def run_layer(layer: QLayer, xs: list[np.ndarray]) -> np.ndarray:
         bits = SOFTMAX_BITS
         q = (e * p["inv"] + (total << (bits - 1))) // (total << bits) + p["zp_out"]
         return np.clip(q, -128, 127).astype(np.int8).reshape(len(x), 1, 1, -1)
+    if kind == "rnnpool":  # float32 on the FPU, as the firmware computes it
+        return run_rnnpool(p, xs[0])
     if kind == "view":
         return xs[0].reshape(len(x), *hwc(layer.out_shape))
     raise ValueError(f"no oracle for layer kind {kind!r}")

@@ -23,10 +23,12 @@ from tinyflow.firmware.codegen import generate
 from tinyflow.firmware.emulator import run_images
 from tinyflow.firmware.oracle import run_oracle
 from tinyflow.firmware.qmodel import ROUNDINGS, QModel, build_qmodel
+from tinyflow.firmware.rnnpool_model import no_description_error, recorded_graph
 from tinyflow.memory.plan import ExecutionPlan
 
 log = logging.getLogger(__name__)
 ON_OVERFLOW = ("error", "report")
+RNNPOOL_ARITHMETIC = "float32 on the FPU (stem int8, RNNPool float32, output quantized to int8)"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,17 @@ def onnxruntime_outputs(onnx_path: str | Path, images: np.ndarray, model: QModel
         return None
 
 
+def plan_qmodel(onnx_int8: str | Path, plan: ExecutionPlan) -> QModel:
+    """The integer model of the file the plan was made for: an RNNPool plan's network is the description the
+    schedule stage recorded beside the file (the importer does not read RNNPool's ops)."""
+    if not any(step.op == "rnnpool" for step in plan.steps):
+        return build_qmodel(onnx_int8)
+    graph = recorded_graph(onnx_int8)
+    if graph is None:
+        raise no_description_error(onnx_int8, "rnnpool")
+    return build_qmodel(onnx_int8, graph)
+
+
 def _zip(folder: Path, target: Path) -> Path:
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(folder.rglob("*")):
@@ -93,7 +106,7 @@ def make_firmware(
 ) -> dict[str, Any]:
     """Generate, build, run and check; `images` are float NCHW test images (the first `settings.images`)."""
     out = Path(out_dir)
-    model = qmodel if qmodel is not None else build_qmodel(onnx_int8)
+    model = qmodel if qmodel is not None else plan_qmodel(onnx_int8, plan)
     model.set_rounding(settings.rounding)
     sources = generate(model, plan)
     tgt = linker.target(settings.target)
@@ -110,6 +123,7 @@ def make_firmware(
         "plan_arena_bytes": plan.arena_bytes,
         "scheduler": plan.scheduler,
         **{k: plan.extra[k] for k in ("n_patches", "patch_blocks", "extra_macs_ratio") if k in plan.extra},
+        **({"rnnpool_arithmetic": RNNPOOL_ARITHMETIC} if any(la.kind == "rnnpool" for la in model.layers) else {}),
         "macs": plan.macs,
         "scratch_bytes": sources.scratch_bytes,
         "device": device.name,

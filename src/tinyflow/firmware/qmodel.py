@@ -46,7 +46,7 @@ class QLayer:
     """One integer layer: `kind` picks the kernel; `p` holds its constants (ints and NumPy arrays)."""
 
     name: str
-    kind: str  # conv | pointwise | depthwise | linear | add | avgpool | global_avgpool | maxpool | act | view
+    kind: str  # conv | pointwise | depthwise | linear | add | avgpool | global_avgpool | maxpool | act | view | rnnpool
     inputs: list[str]
     in_shapes: list[tuple[int, ...]]
     out_shape: tuple[int, ...]
@@ -435,10 +435,15 @@ def fold(bias: np.ndarray, w: np.ndarray, zp_in: int) -> np.ndarray:
 
 
 def build_qmodel(onnx_path: str | Path, graph: Graph | None = None) -> QModel:
-    """Read the int8 QDQ ONNX file into integer layers (the IR imported from the same file unless given)."""
+    """Read the int8 QDQ ONNX file into integer layers (the IR imported from the same file unless given; a graph
+    with an `rnnpool` node is an RNNPool network's description: `rnnpool_model.build_rnnpool_qmodel`)."""
     from tinyflow.ir.onnx_import import from_onnx
 
     graph = graph if graph is not None else from_onnx(onnx_path)
+    if any(n.op == "rnnpool" for n in graph):  # the description of an RNNPool network (its stem runs in float32)
+        from tinyflow.firmware.rnnpool_model import build_rnnpool_qmodel
+
+        return build_rnnpool_qmodel(onnx_path, graph)
     o = _Onnx(onnx_path)
     b = _Builder(o, graph)
     inputs = graph.inputs
