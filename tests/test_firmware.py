@@ -283,11 +283,10 @@ def test_firmware_cli_json(stages_run, tmp_path):
     assert os.path.isfile(tmp_path / "r2" / "firmware" / "model.c")
 
 
-KWS = REPO.parent / "shared" / "models" / "kws_ref_model.onnx"
+KWS = REPO / "tests" / "data" / "models" / "kws_ref_model.onnx"  # MLPerf Tiny, notice in that folder
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not KWS.is_file(), reason="the MLPerf Tiny models are not beside this checkout (../shared/models)")
 def test_real_tflite_converted_model(tmp_path):
     """MLPerf Tiny's keyword-spotting DS-CNN (a converted TF Lite model: int8 input and output, reshapes, a
     MatMul + bias Add, softmax): bit-exact to the oracle, its arena TF Lite Micro's activation arena (16,000 B),
