@@ -144,7 +144,8 @@ def make_firmware(
     except build.LinkOverflowError as exc:
         message = (
             f"firmware for {device.name} ({device.sram_kb:g} KB SRAM, {device.flash_kb:g} KB flash): {exc}. "
-            f"A smaller network or plan, or a device with more memory, fits; the project is in {folder}."
+            f"A smaller network or plan, or a device with more memory, fits; {_reserve_hint(device, exc)}"
+            f"The project is in {folder}."
         )
         if settings.on_overflow == "error":
             raise build.LinkOverflowError(message, exc.region, exc.over_bytes) from None
@@ -199,3 +200,17 @@ def load_plan(path: str | Path) -> ExecutionPlan:
     steps = [Step(**{**s, "patch": tuple(s["patch"]) if s.get("patch") else None}) for s in data.pop("steps")]
     tensors = [TensorAlloc(**t) for t in data.pop("tensors")]
     return ExecutionPlan(steps=steps, tensors=tensors, **data)
+
+
+def _reserve_hint(device: Device, exc: build.LinkOverflowError) -> str:
+    """How to make a pipeline's search leave room for what the firmware holds beside the plan (stack, scratch,
+    I/O buffers, code): the device's reserve that covers the overflow, in whole KB."""
+    kind = {"RAM": "sram", "FLASH": "flash"}.get(exc.region)
+    if kind is None:
+        return ""
+    current = float(getattr(device, f"{kind}_reserve_kb"))
+    needed = int(np.ceil(current + exc.over_bytes / 1024))
+    return (
+        f"in a pipeline, `device.{kind}_reserve_kb={needed}` (now {current:g}) makes the search keep that much "
+        f"{kind.upper() if kind == 'sram' else kind} free for the firmware beside the plan. "
+    )
