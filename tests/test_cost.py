@@ -80,6 +80,20 @@ def test_every_device_has_sourced_coefficients() -> None:
             assert dev.coefficient_source, f"{path.stem}: coefficient_source says where the numbers come from"
 
 
+def test_a_device_with_a_datasheet_power_figure_gets_an_energy_estimate() -> None:
+    """stm32h743 (and its alias stm32h7) carries DS12110's run-mode power; energy = power x latency. A power figure
+    in a device file must name its source in the comment above it."""
+    g = from_arch(mobilenetv2(0.35, 144))
+    for option in ("stm32h743", "stm32h7"):
+        cfg = _cfg("cost_model=micronets", f"device={option}")
+        report = build_plugin(cfg, "cost_model").estimate(g, build_device(cfg))
+        assert report.energy_mj == pytest.approx(363.0 * report.latency_ms / 1e3)
+    for path in sorted((tinyflow.CONF_DIR / "device").glob("*.yaml")):
+        text = path.read_text()
+        if "\npower_mw:" in text:
+            assert "Table" in text and "typ" in text, f"{path.name}: power_mw without its datasheet table"
+
+
 def test_layer_scheduler_plugin() -> None:
     sched = build_plugin(_cfg("scheduler=layer"), "scheduler")
     assert isinstance(sched, Scheduler) and sched.name == "layer"

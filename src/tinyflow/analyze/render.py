@@ -73,6 +73,9 @@ def summary_table(analysis: dict[str, Any]) -> Table:
     table.add_row("MACs", f"{a['macs'] / 1e6:,.2f} M", f"params {a['params']:,}")
     if a.get("latency_ms") is not None:
         table.add_row("latency (est.)", f"{a['latency_ms']:,.1f} ms", str(a.get("latency_source", "")))
+    if a.get("energy_mj") is not None:
+        source = "cost model: energy per op, or the device's run-mode power x latency"
+        table.add_row("energy (est.)", f"{a['energy_mj']:,.2f} mJ", source)
     extra = [k for k in a.get("scheduler_figures", []) if a.get(k) is not None]
     if extra:
         table.add_row(f"{a['scheduler']} plan", "", ", ".join(f"{k} {a[k]}" for k in extra))
