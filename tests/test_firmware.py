@@ -301,3 +301,35 @@ def test_real_tflite_converted_model(tmp_path):
     fw = make_firmware(KWS, plan, F746, tmp_path, x, FirmwareSettings())
     assert fw["arena_bytes"] == plan.arena_bytes == 16000
     assert fw["bit_exact"] == 20 and fw["top1_agreement_onnxruntime"] == 1.0
+
+
+def test_report_rows_measure_the_firmware_against_the_whole_device():
+    """With a reserve (device.sram_reserve_kb) the plan's budget is smaller than the device; the firmware, which
+    holds what the reserve is for, is measured against the whole SRAM and flash, as its linker script is."""
+    from tinyflow.firmware.report_rows import firmware_rows
+
+    fw = {
+        "built": True,
+        "fits": True,
+        "target": "cortex_m7",
+        "opt": "-O2",
+        "machine": "mps2-an500",
+        "arena_bytes": 23040,
+        "plan_arena_bytes": 23040,
+        "sram_bytes": 24413,
+        "bss_bytes": 23769,
+        "data_bytes": 0,
+        "stack_bytes": 644,
+        "flash_bytes": 227416,
+        "device_sram_bytes": 32768,
+        "device_flash_bytes": 262144,
+        "bit_exact": 100,
+        "images": 100,
+        "top1_agreement_onnxruntime": 1.0,
+        "instructions_per_inference": 24415440,
+        "instructions_per_mac": 5.06,
+        "device": "samd21",
+    }
+    rows = {r[0]: r for r in firmware_rows(fw, sram_budget=27 * 1024, flash_budget=256 * 1024)}
+    assert rows["firmware SRAM"][2].endswith("of 32.0 KiB (75 % used)")
+    assert rows["firmware flash"][2] == "of 256.0 KiB (87 % used)"
