@@ -81,13 +81,16 @@ def test_every_device_has_sourced_coefficients() -> None:
 
 
 def test_a_device_with_a_datasheet_power_figure_gets_an_energy_estimate() -> None:
-    """stm32h743 (and its alias stm32h7) carries DS12110's run-mode power; energy = power x latency. A power figure
-    in a device file must name its source in the comment above it."""
+    """stm32h743 (and its alias stm32h7) and samd21 carry their datasheets' run-mode power; energy = power x
+    latency. A power figure in a device file must name its source in the comment above it."""
     g = from_arch(mobilenetv2(0.35, 144))
     for option in ("stm32h743", "stm32h7"):
         cfg = _cfg("cost_model=micronets", f"device={option}")
         report = build_plugin(cfg, "cost_model").estimate(g, build_device(cfg))
         assert report.energy_mj == pytest.approx(363.0 * report.latency_ms / 1e3)
+    cfg = _cfg("cost_model=micronets", "device=samd21")  # the default device: DS40001882's 11.1 mW
+    report = build_plugin(cfg, "cost_model").estimate(g, build_device(cfg))
+    assert report.energy_mj == pytest.approx(11.1 * report.latency_ms / 1e3)
     for path in sorted((tinyflow.CONF_DIR / "device").glob("*.yaml")):
         text = path.read_text()
         if "\npower_mw:" in text:
