@@ -85,6 +85,7 @@ def main() -> None:
         print(f"  {key:32s} {value:,}" if isinstance(value, int) else f"  {key:32s} {value}")
     same = fw.get("arena_bytes") == fw.get("plan_arena_bytes")
     print(f"arena (map) = plan: {same}; bit-exact {fw.get('bit_exact')} / {fw.get('images')}")
+    print(f"instructions per inference: {fw.get('instructions_per_inference'):,} instructions")
 
 
 if __name__ == "__main__":
