@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import REPO, cli_env
-from deploy_helpers import compose_cfg, tiny_arch
+from deploy_helpers import compose_cfg, fit_adam, tiny_arch
 from tinyflow.context import RunContext
 from tinyflow.device import Device
 from tinyflow.firmware import build
@@ -46,15 +46,7 @@ def _train_rnnpool(cfg, cell: str, epochs: int = 6):
     data = build_plugin(cfg, "data")
     data.set_resolution(arch.resolution)
     data.setup("fit")
-    opt = torch.optim.Adam(net.parameters(), lr=5e-3)
-    net.train()
-    for _ in range(epochs):
-        for x, y in data.train_dataloader():
-            loss = torch.nn.functional.cross_entropy(net(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return arch, net.eval()
+    return arch, fit_adam(net, data, epochs)
 
 
 @pytest.fixture(scope="module")
