@@ -15,7 +15,7 @@ from tinyflow.context import atomic_write_text
 from tinyflow.errors import ConfigError
 from tinyflow.firmware.project import FirmwareSettings, make_firmware
 from tinyflow.firmware.qmodel import QModel, build_qmodel
-from tinyflow.firmware.rnnpool_model import no_description_error, recorded_graph
+from tinyflow.firmware.rnnpool_model import required_graph
 from tinyflow.ir.graph import Graph
 from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.tracking import activate
@@ -109,11 +109,10 @@ def network_graph(node: Any) -> Any:
     try:
         return build_network(node)
     except UnsupportedOpError as exc:
-        path = node.get("path")
-        graph = recorded_graph(path) if path else None
-        if graph is None:
-            raise (no_description_error(path, exc.op) if path else exc) from None
-        return graph
+        path, op = node.get("path"), exc.op
+        if not path:
+            raise
+    return required_graph(path, op)
 
 
 def run_firmware(cfg: DictConfig) -> dict[str, Any]:

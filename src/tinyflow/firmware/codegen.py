@@ -48,6 +48,11 @@ def c_array(ctype: str, name: str, values: np.ndarray) -> str:
     return f"static const {ctype} {name}[{max(1, len(flat))}] = {{\n    {body}\n}};\n"
 
 
+def in_rnnpool_loop(step: Any) -> bool:
+    """A step of the rnnpool plan's stem + RNNPool patch loop: a patch step without a patch-stage region."""
+    return step.patch is not None and "region" not in step.extra
+
+
 def check_plan(model: QModel, plan: ExecutionPlan) -> dict[str, Any]:
     """Every tensor a step reads or writes placed by the plan, int8-sized, under the liveness rule."""
     if plan.memory.get("rule", "liveness") != "liveness":
@@ -69,8 +74,8 @@ def check_plan(model: QModel, plan: ExecutionPlan) -> dict[str, Any]:
         out = placed[step.outputs[0]]
         node = model.graph[step.node]
         ho, wo, c = hwc(node.shape)
-        if step.patch is not None and "region" not in step.extra:
-            continue  # the rnnpool plan's patch loop: rnnpool_codegen checks its buffers
+        if in_rnnpool_loop(step):
+            continue  # rnnpool_codegen checks its buffers
         if step.patch is not None:
             r0, r1, c0, c1 = step.extra["region"]
             need = (r1 - r0) * (c1 - c0) * c if "@" in out.name else ho * wo * c
@@ -256,7 +261,7 @@ def generate(model: QModel, plan: ExecutionPlan) -> CSources:
     extra_scratch = 0
     for step in plan.steps:
         layer, ident = layers[step.node], idents[step.node]
-        if step.patch is not None and "region" not in step.extra:  # the rnnpool plan's stem + RNNPool loop
+        if in_rnnpool_loop(step):
             if stage is None:
                 from tinyflow.firmware.rnnpool_codegen import rnnpool_stage
 

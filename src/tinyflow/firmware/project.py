@@ -23,7 +23,7 @@ from tinyflow.firmware.codegen import generate
 from tinyflow.firmware.emulator import run_images
 from tinyflow.firmware.oracle import run_oracle
 from tinyflow.firmware.qmodel import ROUNDINGS, QModel, build_qmodel
-from tinyflow.firmware.rnnpool_model import no_description_error, recorded_graph
+from tinyflow.firmware.rnnpool_model import required_graph
 from tinyflow.memory.plan import ExecutionPlan
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,7 @@ def plan_qmodel(onnx_int8: str | Path, plan: ExecutionPlan) -> QModel:
     schedule stage recorded beside the file (the importer does not read RNNPool's ops)."""
     if not any(step.op == "rnnpool" for step in plan.steps):
         return build_qmodel(onnx_int8)
-    graph = recorded_graph(onnx_int8)
-    if graph is None:
-        raise no_description_error(onnx_int8, "rnnpool")
-    return build_qmodel(onnx_int8, graph)
+    return build_qmodel(onnx_int8, required_graph(onnx_int8, "rnnpool"))
 
 
 def _zip(folder: Path, target: Path) -> Path:

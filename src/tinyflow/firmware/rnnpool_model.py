@@ -248,3 +248,11 @@ def no_description_error(onnx_path: str | Path, op: str) -> FirmwareError:
         "scheduler=rnnpool backend=c`, or `python -m tinyflow.firmware network.path=<run dir>/model_int8.onnx "
         "scheduler=rnnpool`), or in Python with `make_firmware(..., qmodel=build_rnnpool_qmodel(path, graph))`."
     )
+
+
+def required_graph(onnx_path: str | Path, op: str) -> Graph:
+    """`recorded_graph`, or the one paragraph (`no_description_error`) when the file has no RNNPool description."""
+    graph = recorded_graph(onnx_path)
+    if graph is None:
+        raise no_description_error(onnx_path, op)
+    return graph
