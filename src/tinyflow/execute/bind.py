@@ -17,6 +17,7 @@ import torch
 from tinyflow.errors import ConfigError
 from tinyflow.execute.kernels import ConvParams
 from tinyflow.execute.runner import Executor
+from tinyflow.ir.dequantize import dequantize
 from tinyflow.ir.graph import Graph, Node
 
 _BN_EPS = 1e-5
@@ -109,16 +110,9 @@ def onnx_initializers(path: str | Path) -> dict[str, np.ndarray]:
     for node in model.graph.node:
         if node.op_type != "DequantizeLinear" or node.input[0] not in out:
             continue
-        q = out[node.input[0]].astype(np.float64)
-        scale = np.asarray(out[node.input[1]], np.float64)
-        zp = np.asarray(out[node.input[2]], np.float64) if len(node.input) > 2 and node.input[2] else np.zeros(())
+        zp = out[node.input[2]] if len(node.input) > 2 and node.input[2] else None
         axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
-        if scale.ndim == 1 and q.ndim > 1:
-            shape = [1] * q.ndim
-            shape[axis] = -1
-            scale = scale.reshape(shape)
-            zp = zp.reshape(shape) if zp.ndim == 1 else zp
-        out[node.input[0]] = ((q - zp) * scale).astype(np.float32)
+        out[node.input[0]] = dequantize(out[node.input[0]], out[node.input[1]], zp, axis).astype(np.float32)
     return out
 
 
@@ -171,19 +165,6 @@ def from_onnx(path: str | Path, graph: Graph | None = None) -> Executor:
     return ex
 
 
-def _dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int) -> np.ndarray:
-    """(q - zero_point) · scale, per channel along `axis` when there are several scales (an axis past the
-    tensor's rank, as converters write for a depthwise's 1-D bias, means its last axis)."""
-    zp = np.asarray(zero_point if zero_point is not None else [0], np.float64)
-    if scale.size == 1 or q.ndim == 0:
-        return (q - zp.reshape(-1)[0]) * float(scale.reshape(-1)[0])
-    axis = axis if axis < q.ndim else q.ndim - 1
-    shape = [1] * q.ndim
-    shape[axis] = -1
-    zp = zp.reshape(shape) if zp.size > 1 else zp.reshape(-1)[0]
-    return (q - zp) * scale.reshape(shape)
-
-
 def tflite_tensors(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
     """IR weight name -> float array of a TFLite file's constants, dequantized ((q - zero_point) · scale, per
     channel along the tensor's quantized dimension) and in the layout the executor runs: a conv's OHWI weight as
@@ -200,7 +181,7 @@ def tflite_tensors(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
             continue
         v = np.asarray(t.data, np.float64)
         if t.scale is not None and t.type_name in ("int8", "uint8", "int16", "int32"):
-            v = _dequantize(v, t.scale, t.zero_point, t.quantized_dimension)
+            v = dequantize(v, t.scale, t.zero_point, t.quantized_dimension)
         node = layout.get(name)
         kind = node.attrs.get("weight_layout") if node is not None else None
         if kind == "OHWI" and node is not None and node.weights.get("weight") == name:

@@ -25,6 +25,7 @@ from tinyflow.firmware.qmodel import (
     _Builder,
     _Onnx,
 )
+from tinyflow.ir.dequantize import dequantize
 from tinyflow.ir.graph import Graph, Node
 
 RNNPOOL_SCOPE = "/rnnpool/"
@@ -78,15 +79,9 @@ class _RenamedOnnx(_Onnx):
         dq = self.dq_of_const.get(src)
         if dq is None:
             raise FirmwareError(f"{self.path}: no constant '{name}' (float or dequantized) in the file")
-        q = np.asarray(self.consts[src], np.float64)
-        scale = np.asarray(self.consts[dq.input[1]], np.float64)
-        zp = np.asarray(self.consts[dq.input[2]], np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
-        if scale.size > 1:  # per channel along the DequantizeLinear's axis
-            axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
-            shape = [1] * q.ndim
-            shape[axis] = -1
-            scale, zp = scale.reshape(shape), np.asarray(zp).reshape(shape if np.size(zp) > 1 else ())
-        return (q - zp) * scale
+        zp = self.consts[dq.input[2]] if len(dq.input) > 2 and dq.input[2] else None
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)  # ONNX's default axis
+        return dequantize(self.consts[src], self.consts[dq.input[1]], zp, axis)
 
 
 def map_nodes(graph: Graph, o: _RenamedOnnx) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import numpy as np
 
 from tinyflow.errors import TinyflowError
 from tinyflow.ir.blocks import assign_blocks
+from tinyflow.ir.dequantize import dequantize
 from tinyflow.ir.graph import Graph, Node
 from tinyflow.ir.model_errors import ModelImportError
 from tinyflow.ir.model_errors import UnsupportedOpError as BaseUnsupportedOpError
@@ -361,16 +362,10 @@ class _Importer:
     def op_DequantizeLinear(self, node: Any) -> None:
         x = node.input[0]
         if x in self.consts:  # a quantized weight: keep its name, dequantize the value
-            q = self.consts[x].astype(np.float64)
             scale = self.consts.get(node.input[1], np.array(1.0))
-            zp = self.consts.get(node.input[2], np.array(0)) if len(node.input) > 2 and node.input[2] else 0
+            zp = self.consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
             axis = _attrs(node).get("axis", 1)
-            if np.ndim(scale) == 1 and q.ndim > 1:
-                shape = [1] * q.ndim
-                shape[axis] = -1
-                scale = np.reshape(scale, shape)
-                zp = np.reshape(zp, shape) if np.ndim(zp) == 1 else zp
-            self.consts[node.output[0]] = ((q - zp) * scale).astype(np.float32)
+            self.consts[node.output[0]] = dequantize(self.consts[x], scale, zp, axis).astype(np.float32)
             self.const_name[node.output[0]] = self.const_name[x]
             return
         if not self.pending(x, node.output[0]):
