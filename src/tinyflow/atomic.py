@@ -82,6 +82,12 @@ def atomic_write_text(path: PathLike, text: str) -> None:
         handle.write(text)
 
 
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
 def atomic_copy(src: PathLike, dst: PathLike) -> None:
     """Copy the file `src` to `dst` atomically."""
     with atomic_path(dst) as tmp:

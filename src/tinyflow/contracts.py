@@ -20,6 +20,7 @@ from tinyflow.memory.config import MemoryConfig
 
 if TYPE_CHECKING:  # keep core importable without torch
     from tinyflow.cost.fast import ArchCost
+    from tinyflow.deployment import Deployment
     from tinyflow.ir.graph import Graph
     from tinyflow.memory.plan import ExecutionPlan
     from tinyflow.network import DeployedNetwork
@@ -291,22 +292,57 @@ class Strategy(Protocol):
     def search(self, problem: Problem, rng: random.Random) -> SearchResult: ...
 
 
+@dataclass
+class ReportSection:
+    """A backend's section of the run report: a title, (label, value) rows and, optionally, notes (paragraphs).
+
+    The report renders it as it is, without knowing which backend wrote it."""
+
+    title: str
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "rows": [list(r) for r in self.rows], "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReportSection:
+        return cls(str(d["title"]), [(str(a), str(b)) for a, b in d.get("rows", [])], list(d.get("notes", [])))
+
+
+@dataclass
+class BackendResult:
+    """What a backend returns: `metrics` (name -> number, into the run's metrics and MLflow), `checks` (name ->
+    value: what it verified, e.g. bit_exact, fits), `files` (name -> path it wrote), `sections` (report
+    sections), `details` (its own JSON-ready figures, kept in the run context under the backend's name)."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    sections: list[ReportSection] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 @runtime_checkable
 class Backend(Protocol):
-    """Checks, measures and logs the final model's exported files (onnxruntime on the host; C firmware on qemu).
+    """Deploys the `Deployment` the schedule stage made (onnxruntime on the host; C firmware on qemu; …).
 
-    `files` names what the `quantize` stage exported (`onnx`: float, `onnx_int8`: QDQ int8) and the `schedule`
-    stage's placed plan (`plan`: plan.json) when it ran. Returns
-    `{"metrics": {name: float}, "checks": {name: value}, "files": {name: path}}` and optionally `"extra"`: report
-    sections by name (stored in the run context's `extra`, e.g. `firmware`); raises a TinyflowError when a
-    check fails loudly (e.g. the float file does not compute what the PyTorch model computes).
-    """
+    `deployment` is the planned network (description, int8 IR with its quantization, plan, analysis); `model`
+    the final PyTorch model (None when the run has none); `files` what the `quantize` stage exported (`onnx`:
+    float, `onnx_int8`: QDQ int8). A backend declares its own options as its constructor's keywords (an unknown
+    option is a ConfigError) and raises a TinyflowError when a check fails loudly."""
 
     name: str
 
     def deploy(
-        self, model: Any, arch: Arch, data: DataModule, workdir: str, tracker: Tracker, files: dict[str, str]
-    ) -> dict[str, Any]: ...
+        self,
+        deployment: Deployment,
+        model: Any,
+        data: DataModule,
+        workdir: str,
+        tracker: Tracker,
+        files: dict[str, str],
+    ) -> BackendResult: ...
 
 
 @runtime_checkable

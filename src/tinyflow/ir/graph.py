@@ -8,6 +8,10 @@ Pure Python: building and costing a graph never imports torch. A node records
   state_dict keys (`{"weight": "blocks.3.expand.0.weight", "bn": "blocks.3.expand.1"}`, the bn entry a module
   prefix), imported graphs ONNX initializer names or TFLite `t<index>:<tensor name>` (`{"weight": ..., "bias": ...}`);
 - `elem_bytes`: bytes per activation element, or None to use `memory.dtype_bytes`.
+
+A graph imported from a quantized model file also carries its quantization (`quant`: tensor name ->
+`QuantParams`, activations by producing node, weights and biases by their `node.weights` names) and the stored
+integer values of its weights and biases (`constants`: name -> NumPy array), see `tinyflow.ir.quant`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tinyflow.ir.ops import IRError, Shape, get_op
+from tinyflow.ir.quant import QuantParams
 
 
 class Node:
@@ -60,6 +65,8 @@ class Graph:
         self.nodes: dict[str, Node] = {}
         self.outputs: list[str] = []
         self.meta: dict[str, Any] = {}
+        self.quant: dict[str, QuantParams] = {}  # tensor name -> its quantization (quantized imports)
+        self.constants: dict[str, Any] = {}  # weight / bias name -> stored values (NumPy; quantized imports)
 
     # ---- building ---------------------------------------------------------------------------------------
     def add(

@@ -33,9 +33,16 @@ class TensorAlloc:
         return self.offset + self.size
 
 
+#: what a plan step is, declared by the planner that makes it (codegen and executors read it, never infer it)
+STEP_KINDS = ("layer", "patch", "rnnpool")
+
+
 @dataclass
 class Step:
-    """One op run by the plan (`patch` is None for a whole-tensor op, else (row, col) of the patch grid)."""
+    """One op run by the plan (`patch` is None for a whole-tensor op, else (row, col) of the patch grid).
+
+    `kind` says how the step runs: `layer` (the whole tensor), `patch` (one output region of an MCUNetV2 patch
+    stage, `extra["region"]`), `rnnpool` (one RNNPool patch: stem and pooling on an input window)."""
 
     index: int
     node: str
@@ -47,6 +54,11 @@ class Step:
     working_set_bytes: int
     patch: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "layer"
+
+    def __post_init__(self) -> None:
+        if self.kind not in STEP_KINDS:
+            raise ValueError(f"plan step {self.index} ({self.node}): kind '{self.kind}' is not one of {STEP_KINDS}")
 
 
 @dataclass
@@ -100,3 +112,11 @@ class ExecutionPlan:
             if s["patch"] is not None:
                 s["patch"] = list(s["patch"])
         return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExecutionPlan:
+        """The inverse of `to_dict` (what `plan.json` and the Deployment file hold)."""
+        data = dict(data)
+        steps = [Step(**{**s, "patch": tuple(s["patch"]) if s.get("patch") else None}) for s in data.pop("steps")]
+        tensors = [TensorAlloc(**t) for t in data.pop("tensors")]
+        return cls(steps=steps, tensors=tensors, **data)
