@@ -17,6 +17,10 @@ from tinyflow.errors import ConfigError
 BOARD_FLASH_ORIGIN = 0x00000000
 BOARD_RAM_ORIGIN = 0x20000000
 BOARD_BYTES = 4 * 1024 * 1024  # each of the MPS2 boards' code memory (SSRAM1) and data memory (SSRAM2/3)
+#: where the qemu harness finds its test images (loaded by the host before reset): RAM of each emulated board
+#: outside the code and data memories the linker script uses (mps2-an385/an386: PSRAM; mps2-an500: 0x60000000)
+IMAGES_ADDR = {"mps2-an385": 0x21000000, "mps2-an386": 0x21000000, "mps2-an500": 0x60000000}
+IMAGES_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
