@@ -104,7 +104,8 @@ def compile_flags(tgt: Target, opt: str) -> list[str]:
 
     return [
         *tgt.cflags,
-        f"-DTF_IMAGES_ADDR=0x{IMAGES_ADDR[tgt.machine]:08X}u",  # the harness's test images (the model ignores it)
+        # the harness's test images (the model ignores it; a target with no emulated board is never run: 0)
+        f"-DTF_IMAGES_ADDR=0x{IMAGES_ADDR.get(tgt.machine or '', 0):08X}u",
         opt,
         "-std=c99",
         "-Wall",
