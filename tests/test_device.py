@@ -34,6 +34,13 @@ def _compose(*overrides: str):
         ({"core": "pentium"}, ["device.core", "'pentium'", "cortex_m7"]),
         ({"sram_kb": "???"}, ["device.sram_kb", "not set", "device.sram_kb=256"]),
         ({"sram_kbb": 3}, ["device.sram_kbb", "not a device field", "sram_kb"]),
+        ({"sram_kb": float("nan")}, ["device.sram_kb", "nan", "finite"]),
+        ({"sram_kb": float("inf")}, ["device.sram_kb", "inf", "finite"]),
+        ({"flash_kb": 10**400}, ["device.flash_kb", "finite"]),
+        ({"clock_mhz": float("-inf")}, ["device.clock_mhz", "finite"]),
+        ({"sram_reserve_kb": float("nan")}, ["device.sram_reserve_kb", "finite", "≥ 0"]),
+        ({"power_mw": float("inf")}, ["device.power_mw", "finite"]),
+        ({"sram_kb": 8, "sram_reserve_kb": 11}, ["device.sram_reserve_kb (11)", "(8 kB)", "below 8", "more sram"]),
     ],
 )
 def test_from_config_names_the_field_and_the_fix(change: dict, words: list[str]) -> None:
@@ -41,6 +48,13 @@ def test_from_config_names_the_field_and_the_fix(change: dict, words: list[str])
         Device.from_config({**GOOD, **change})
     msg = str(info.value)
     assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_composed_nan_and_infinity_are_refused() -> None:
+    """Hydra parses `nan` and `inf` on the command line as floats; they passed every range check."""
+    for value in ("nan", "inf"):
+        with pytest.raises(ConfigError, match="finite"):
+            build_device(_compose(f"device.sram_kb={value}"))
 
 
 def test_construction_validates_too() -> None:

@@ -10,7 +10,7 @@ from tinyflow.app import clean_errors, refuse_code_arguments
 
 
 @hydra.main(version_base="1.3", config_path=str(tinyflow.CONF_DIR), config_name="config")
-@clean_errors
+@clean_errors(finite_config=False)  # run_pipeline checks inside its job, so the MLflow run is FAILED with the list
 def main(cfg: DictConfig) -> dict:
     from tinyflow.pipeline import run_pipeline
 

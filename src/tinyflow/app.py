@@ -17,6 +17,7 @@ from hydra.types import RunMode
 
 from tinyflow import console
 from tinyflow.errors import JobInterrupted, TinyflowError, environment_problem
+from tinyflow.validation import refuse_non_finite
 
 log = logging.getLogger("tinyflow")
 
@@ -88,8 +89,12 @@ def _lightning_sigterm(exc: SystemExit) -> bool:
     return type(exc).__name__ == "SIGTERMException"
 
 
-def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+def clean_errors(fn: Callable[..., Any] | None = None, *, finite_config: bool = True) -> Any:
     """Turn any error in a Hydra task into one clear paragraph and a non-zero exit.
+
+    With `finite_config` (the default) the task's config is first refused, as a `ConfigError` listing the fields,
+    when a number in it is NaN or infinite (`validation.refuse_non_finite`); the pipeline turns this off because it
+    checks inside its MLflow job, so the run is FAILED with the list.
 
     A TinyflowError is the user's to fix, so its message is all they see; so is a failure of the machine (a
     read-only folder or store, a full disk: `environment_problem`). Anything else is a bug: the traceback goes to
@@ -97,10 +102,15 @@ def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     128 + signal. In a multirun a failed job is reported failed and the sweep goes on with the other jobs.
     """
 
+    if fn is None:
+        return functools.partial(clean_errors, finite_config=finite_config)
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             with signals_raise():
+                if finite_config and args:
+                    refuse_non_finite(args[0])
                 return fn(*args, **kwargs)
         except JobInterrupted as exc:
             _log_to_file(exc)

@@ -7,6 +7,7 @@ contracts can all depend on it. Flash has one meaning everywhere: a model's `fla
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import Enum
@@ -114,29 +115,25 @@ class Device:
 
 
 def _check(dev: Device) -> None:
-    """Range checks: sizes and clock positive, reserves smaller than the device, a known core."""
+    """Range checks: sizes and clock finite and positive, the rest finite and ≥ 0, reserves smaller than the
+    device, a known core. NaN passes every comparison (`nan <= 0` is false), so finiteness is checked first."""
     name = dev.name
     for key in _POSITIVE:
         value = getattr(dev, key)
-        if not _is_number(value) or value <= 0:
+        if not _is_finite(value) or value <= 0:
             raise ConfigError(
-                f"device.{key} = {value!r} is invalid for device '{name}': it must be a positive number "
+                f"device.{key} = {value!r} is invalid for device '{name}': it must be a finite, positive number "
                 f"({'kB' if key.endswith('_kb') else 'MHz'}). Fix it, e.g. `device.{key}=256`."
             )
     for key in _NON_NEGATIVE:
         value = getattr(dev, key)
-        if not _is_number(value) or value < 0:
+        if not _is_finite(value) or value < 0:
             raise ConfigError(
-                f"device.{key} = {value!r} is invalid for device '{name}': it must be a number ≥ 0. "
+                f"device.{key} = {value!r} is invalid for device '{name}': it must be a finite number ≥ 0. "
                 f"Fix it, e.g. `device.{key}=0`."
             )
     for kind in ("sram", "flash"):
-        reserve, total = getattr(dev, f"{kind}_reserve_kb"), getattr(dev, f"{kind}_kb")
-        if reserve >= total:
-            raise ConfigError(
-                f"device.{kind}_reserve_kb ({reserve}) leaves no {kind} for the model on '{name}' ({total} kB). "
-                f"Lower device.{kind}_reserve_kb."
-            )
+        _check_reserve(dev, kind)
     if dev.core not in CORES:
         raise ConfigError(
             f"device.core = {dev.core!r} is unknown for device '{name}'. Use one of: {', '.join(CORES)} "
@@ -144,8 +141,28 @@ def _check(dev: Device) -> None:
         )
 
 
+def _check_reserve(dev: Device, kind: str) -> None:
+    """A reserve must leave some of the memory to the model; when it cannot, the model does not fit this part."""
+    reserve, total = getattr(dev, f"{kind}_reserve_kb"), getattr(dev, f"{kind}_kb")
+    if reserve >= total:
+        raise ConfigError(
+            f"device.{kind}_reserve_kb ({reserve:g}) leaves no {kind} for the model on '{dev.name}' ({total:g} kB). "
+            f"Lower device.{kind}_reserve_kb below {total:g}. If this reserve came from a firmware overflow hint, "
+            f"the firmware's own buffers and code need more {kind} than the part has beside any model: choose a "
+            f"device with more {kind} (`device=...` or `device.{kind}_kb=...`) or a smaller model."
+        )
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    """A real number that is neither NaN nor ±infinity (nor an integer too large for a float)."""
+    try:
+        return _is_number(value) and math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _plain(node: Any) -> dict[str, Any]:

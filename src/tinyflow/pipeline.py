@@ -23,6 +23,7 @@ from tinyflow.plugins import build_device, build_plugin
 from tinyflow.stages import get_stage
 from tinyflow.tracking import activate, flatten
 from tinyflow.training.cache import file_digest
+from tinyflow.validation import refuse_non_finite
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,7 @@ def run_pipeline(cfg: DictConfig) -> RunContext:
     with activate(tracker), tracker.job(cfg, tags):
         # checks inside the job so a bad config still leaves a FAILED run that says why; all before any stage runs
         validate_config(cfg)
+        refuse_non_finite(cfg)  # NaN passes every range check (`nan <= 0` is false); infinity every lower bound
         build_device(cfg)
         if not stages:
             raise ConfigError("stages: the list is empty. Name the stages to run, e.g. `stages=[space,train]`.")

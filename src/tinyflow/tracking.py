@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import time
 import traceback
@@ -27,6 +28,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MAX_PARAM_LEN = 6000
+#: seconds the first contact with a tracking server may take; MLflow's own retries back off for minutes
+SERVER_CHECK_TIMEOUT_S = 5.0
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_NOT_FAILED = (
+    "Nothing has run yet, and no MLflow run could be opened there or marked FAILED, so this message is the only "
+    "record of the failure."
+)
 
 
 def default_tracking_uri() -> str:
@@ -97,14 +105,70 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def check_store(uri: str) -> None:
+    """Fail in seconds, with one paragraph (`EnvironmentProblem`), on a tracking server that cannot be reached or a
+    `sqlite:///` file that is not a database — before MLflow's retries turn either into minutes or a traceback."""
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    elif uri.startswith("sqlite:///"):
+        _check_sqlite_file(uri)
+
+
+def _check_server(uri: str) -> None:
+    """One request, no retries: any HTTP answer (even 404 or 401) means the server is there."""
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=SERVER_CHECK_TIMEOUT_S, allow_redirects=False)
+    except requests.RequestException as exc:
+        from tinyflow.errors import EnvironmentProblem
+
+        raise EnvironmentProblem(
+            f"the tracking server tracking.uri={uri} cannot be reached ({_why_unreachable(exc)}). Start the server "
+            "(e.g. `mlflow server --host 127.0.0.1 --port 5000`) or fix `tracking.uri=...`; or track locally with "
+            f"`tracking.uri=sqlite:///$PWD/outputs/mlflow.db`, or not at all with `tracking=none`. {_NOT_FAILED}"
+        ) from None
+
+
+def _why_unreachable(exc: BaseException) -> str:
+    """The short reason of a failed request: `Connection refused`, `timed out after 5 s`, ..."""
+    import requests
+
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {SERVER_CHECK_TIMEOUT_S:g} s"
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+    return found.group(1).strip() if found else type(exc).__name__
+
+
+def _check_sqlite_file(uri: str) -> None:
+    """An existing, non-empty store file must start with SQLite's header (an empty or missing one is created)."""
+    path = sqlite_path(uri)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_SQLITE_HEADER))
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return  # created by MLflow, or worded by `environment_problem` when it cannot be
+    if head and head != _SQLITE_HEADER:
+        from tinyflow.errors import EnvironmentProblem
+
+        raise EnvironmentProblem(
+            f"the tracking store {path} (tracking.uri={uri}) is not an SQLite database: the file does not start "
+            "with SQLite's header. Point `tracking.uri` at an MLflow database or a new file, e.g. "
+            "`tracking.uri=sqlite:///$PWD/outputs/mlflow.db`, or move the file away (or use `tracking=none`). "
+            f"{_NOT_FAILED}"
+        )
+
+
 def ensure_store(uri: str, experiment: str, artifact_location: str | None = None) -> str:
-    """Create the database (schema migrations) and the experiment under `store_lock`; return the experiment id.
+    """Check the store (`check_store`), then create the database (schema migrations) and the experiment under
+    `store_lock`; return the experiment id.
 
     Two jobs starting on a new sqlite file would otherwise both run MLflow's migrations (one fails with alembic's
     "Online migration expected to match one row"). A store that cannot be written raises `EnvironmentProblem`.
     """
     from mlflow.tracking import MlflowClient
 
+    check_store(uri)
     try:
         with store_lock(uri):
             client = MlflowClient(tracking_uri=uri)
