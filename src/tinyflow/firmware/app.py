@@ -1,4 +1,5 @@
-"""The body of `python -m tinyflow.firmware`: import the int8 model, plan it, make the firmware, report, track."""
+"""The body of `python -m tinyflow.firmware`: import the int8 model (.onnx or .tflite), plan it with
+`plan_deployment` (the one planning path), save the Deployment, make the firmware from it, report, track."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tinyflow.analyze.networks import build_network
 from tinyflow.context import atomic_write_text
+from tinyflow.deployment import DEPLOYMENT_FILE, plan_deployment
 from tinyflow.errors import ConfigError
 from tinyflow.firmware.project import FirmwareSettings, make_firmware
 from tinyflow.firmware.qmodel import QModel, build_qmodel
@@ -38,8 +40,11 @@ TABLE_KEYS = (
     "fits",
     "images",
     "bit_exact",
+    "reference_check",
     "top1_agreement_onnxruntime",
     "max_diff_steps_onnxruntime",
+    "top1_agreement_tflm",
+    "max_diff_steps_tflm",
     "macs",
     "instructions_per_inference",
     "instructions_per_mac",
@@ -64,26 +69,6 @@ def test_images(model: QModel, n: int, seed: int, path: str | None) -> np.ndarra
     return ((q - model.input_zp) * np.float32(model.input_scale)).astype(np.float32)
 
 
-def model_file(graph: Any) -> str:
-    path = graph.meta.get("onnx_path") if isinstance(graph, Graph) else None
-    tflite = graph.meta.get("tflite_path") if isinstance(graph, Graph) else None
-    if tflite and not path:
-        onnx_twin = Path(str(tflite)).with_suffix(".onnx")
-        hint = f" ({onnx_twin} is there)" if onnx_twin.is_file() else ""
-        raise ConfigError(
-            f"network.path: the firmware reads an int8 model's weights and quantization from its QDQ ONNX form, not "
-            f"from '{tflite}' (reading .tflite weights is not implemented). Convert it with `python -m "
-            f"tf2onnx.convert --tflite {Path(str(tflite)).name} --opset 13 --output model.onnx` and give "
-            f"`network=onnx network.path=model.onnx`{hint}."
-        )
-    if not path:
-        raise ConfigError(
-            "network: the firmware needs an int8 model file (its weights and quantization); give one with "
-            "`network=onnx network.path=model_int8.onnx` (tinyflow's quantize stage writes one)."
-        )
-    return str(path)
-
-
 def print_table(result: dict[str, Any]) -> None:
     print(f"firmware for {result['device']} ({result['target']} on qemu {result['machine']}, {result['opt']})")
     if not result.get("built"):
@@ -101,18 +86,35 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"  project: {result['project_dir']}")
 
 
-def network_graph(node: Any) -> Any:
-    """The network config's IR; an int8 file with ops the importer does not read is an RNNPool network when the
-    schedule stage recorded one beside it (`rnnpool_model.recorded_graph`), else one paragraph."""
+def _importer(path: str) -> Any:
+    """The importer a model file's suffix asks for: `.tflite` TF Lite's, anything else ONNX's."""
+    from tinyflow.ir.onnx_import import from_onnx
+    from tinyflow.ir.tflite_import import from_tflite
+
+    return from_tflite if path.lower().endswith(".tflite") else from_onnx
+
+
+def network_graph(node: Any) -> tuple[Graph, Any, str]:
+    """The int8 model's IR (the importer of the config, or of the file's suffix when the config names the other
+    format), no description network, and the file. An int8 file with ops the importer does not read is an
+    RNNPool network when the schedule stage saved its Deployment beside it (`rnnpool_model.recorded_graph`),
+    else one paragraph."""
     from tinyflow.ir.model_errors import UnsupportedOpError
 
+    path = str(node.get("path"))
+    own = str(node.get("_target_", "")).endswith(_importer(path).__name__)
     try:
-        return build_network(node)
+        graph = build_network(node) if own else _importer(path)(path)
     except UnsupportedOpError as exc:
-        path, op = node.get("path"), exc.op
-        if not path:
-            raise
-    return required_graph(path, op)
+        graph, net = required_graph(path, exc.op)
+        return graph, net, path
+    if not isinstance(graph, Graph):
+        raise ConfigError(
+            "network: the firmware needs an int8 model file (its weights and quantization); give one with "
+            "`network=onnx network.path=model_int8.onnx` (tinyflow's quantize stage writes one) or "
+            "`network=tflite network.path=model.tflite`."
+        )
+    return graph, None, path
 
 
 def run_firmware(cfg: DictConfig) -> dict[str, Any]:
@@ -124,19 +126,23 @@ def run_firmware(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg.network, "path"):
         raise ConfigError(
             "network.path: no model given; the firmware needs an int8 model file, e.g. "
-            "`python -m tinyflow.firmware network.path=model_int8.onnx` (tinyflow's quantize stage writes one)."
+            "`python -m tinyflow.firmware network.path=model_int8.onnx` (tinyflow's quantize stage writes one) or "
+            "`python -m tinyflow.firmware network=tflite network.path=model.tflite`."
         )
-    graph = network_graph(cfg.network)
-    path = model_file(graph)
-    model = build_qmodel(path, graph)
+    graph, network, path = network_graph(cfg.network)
+    model = build_qmodel(graph)  # an op without a kernel is one paragraph before any planning
     scheduler = build_plugin(cfg, "scheduler")
-    plan = scheduler.plan(graph, build_memory(cfg))
     device = build_device(cfg)
+    cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
+    deployment = plan_deployment(
+        graph, scheduler, build_memory(cfg), device, cost_model, network=network, model_path=path, strict=True
+    )
+    deployment.save(out_dir / DEPLOYMENT_FILE)
     images = test_images(model, settings.images, int(cfg.get("seed", 0)), cfg.get("images_path"))
     tracker = build_plugin(cfg, "tracking")
     tags = {"run_name": f"firmware-{graph.name}-{scheduler.name}", "app": "firmware", "output_dir": str(out_dir)}
     with activate(tracker), tracker.job(cfg, tags), tracker.stage("firmware"):
-        result = make_firmware(path, plan, device, out_dir, images, settings, qmodel=model)
+        result = make_firmware(deployment, device, out_dir, images, settings)
         result["network"] = graph.name
         atomic_write_text(out_dir / RESULT_FILE, json.dumps(result, indent=2))
         numbers = {f"firmware_{k}": float(v) for k, v in result.items() if isinstance(v, int | float)}

@@ -1,8 +1,10 @@
 """One firmware from an int8 model and its plan: generate, build, link for the device, run, compare, measure.
 
-`make_firmware` is what `python -m tinyflow.firmware` and `backend=c` both call. It returns the `firmware`
-section of the report: the firmware's memory from the map file and the painted stack, the emulator's outputs
-checked bit for bit against the NumPy oracle and by top-1 against onnxruntime, instructions per inference.
+`make_firmware(deployment, …)` is what `python -m tinyflow.firmware` and `backend=c` both call: the integer
+model is lowered from the deployment's graph, the C from its plan. It returns the `firmware` section of the
+report: the firmware's memory from the map file and the painted stack, the emulator's outputs checked bit for
+bit against the NumPy oracle and against a peer runtime (`reference_check`: onnxruntime on the model's .onnx
+file or a .tflite's .onnx twin, else TF Lite Micro, else "not run: <why>"), instructions per inference.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyflow.deployment import Deployment
 from tinyflow.device import Device
 from tinyflow.errors import ConfigError
 from tinyflow.firmware import build, linker
@@ -23,11 +26,10 @@ from tinyflow.firmware.codegen import generate
 from tinyflow.firmware.emulator import run_images
 from tinyflow.firmware.oracle import run_oracle
 from tinyflow.firmware.qmodel import ROUNDINGS, QModel, build_qmodel
-from tinyflow.firmware.rnnpool_model import required_graph
-from tinyflow.memory.plan import ExecutionPlan
 
 log = logging.getLogger(__name__)
 ON_OVERFLOW = ("error", "report")
+MARKER = ".tinyflow-firmware"  # in every project folder tinyflow writes (the only ones it replaces)
 RNNPOOL_ARITHMETIC = "float32 on the FPU (stem int8, RNNPool float32, output quantized to int8)"
 
 
@@ -56,32 +58,68 @@ class FirmwareSettings:
             raise ConfigError(f"firmware stack_reserve = {self.stack_reserve}: reserve at least 256 bytes.")
 
 
-def onnxruntime_outputs(onnx_path: str | Path, images: np.ndarray, model: QModel) -> np.ndarray | None:
-    """The int8 ONNX file's (float) outputs under onnxruntime, or None when onnxruntime refuses the file."""
+def _ort_session(path: Path) -> Any:
+    """An onnxruntime session on the file; a DequantizeLinear whose axis lies past a 1-D constant's rank (a
+    converter's fault onnxruntime rejects: person_detect.onnx) is read as axis 0, as the importer reads it."""
+    import onnx
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.log_severity_level = 1, 3
     try:
-        import onnxruntime as ort
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception:  # onnxruntime raises several types for files it rejects
+        proto = onnx.load(str(path))
+        ranks = {t.name: len(t.dims) for t in proto.graph.initializer}
+        for node in proto.graph.node:
+            for at in node.attribute:
+                if node.op_type == "DequantizeLinear" and at.name == "axis" and ranks.get(node.input[0]) == 1:
+                    at.i = 0
+        return ort.InferenceSession(proto.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
 
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        int8_in, int8_out = model.int8_io
-        x = model.quantize_nchw(images) if int8_in else images
-        want = sess.get_inputs()[0].shape
-        if x.ndim == 4 and all(isinstance(d, int) for d in want[1:]) and list(want[1:]) != list(x.shape[1:]):
-            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # a converted TF Lite model takes NHWC
-        out = np.concatenate(
-            [sess.run(None, {sess.get_inputs()[0].name: x[i : i + 64]})[0] for i in range(0, len(x), 64)]
-        )
-        return model.dequantize_output(out) if int8_out else out
+
+def onnxruntime_outputs(onnx_path: str | Path, images: np.ndarray, model: QModel) -> np.ndarray:
+    """The int8 ONNX file's (float) outputs under onnxruntime, image by image when its batch is fixed at 1."""
+    sess = _ort_session(Path(onnx_path))
+    int8_in, int8_out = model.int8_io
+    x = model.quantize_nchw(images) if int8_in else images
+    want = sess.get_inputs()[0].shape
+    if x.ndim == 4 and all(isinstance(d, int) for d in want[1:]) and list(want[1:]) != list(x.shape[1:]):
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # a converted TF Lite model takes NHWC
+    step = 1 if want and want[0] == 1 else 64
+    name = sess.get_inputs()[0].name
+    out = np.concatenate([sess.run(None, {name: x[i : i + step]})[0] for i in range(0, len(x), step)])
+    return model.dequantize_output(out) if int8_out else out
+
+
+def reference_outputs(model_path: str | None, images: np.ndarray, model: QModel) -> tuple[np.ndarray | None, str]:
+    """A peer runtime's float outputs for the images and what ran them, or (None, "not run: <why>"): an .onnx
+    model under onnxruntime; a .tflite model's .onnx twin under onnxruntime, else TF Lite Micro if importable."""
+    if not model_path:
+        return None, "not run: the deployment has no model file to compare against"
+    path = Path(model_path)
+    if path.suffix.lower() == ".tflite":
+        twin = path.with_suffix(".onnx")
+        if not twin.is_file():
+            return _tflm_reference(path, images, model)
+        path = twin
+    try:
+        return onnxruntime_outputs(path, images, model), f"onnxruntime ({path.name})"
     except Exception as exc:  # onnxruntime raises several types for files it rejects
-        log.warning("firmware: onnxruntime cannot run %s (%s); no top-1 comparison", onnx_path, str(exc)[:200])
-        return None
+        why = f"not run: onnxruntime cannot run {path.name} ({type(exc).__name__}: {str(exc)[:160]})"
+        log.warning("firmware: reference check %s", why)
+        return None, why
 
 
-def plan_qmodel(onnx_int8: str | Path, plan: ExecutionPlan) -> QModel:
-    """The integer model of the file the plan was made for: an RNNPool plan's network is the description the
-    schedule stage recorded beside the file (the importer does not read RNNPool's ops)."""
-    if not any(step.op == "rnnpool" for step in plan.steps):
-        return build_qmodel(onnx_int8)
-    return build_qmodel(onnx_int8, required_graph(onnx_int8, "rnnpool"))
+def _tflm_reference(path: Path, images: np.ndarray, model: QModel) -> tuple[np.ndarray | None, str]:
+    from tinyflow.firmware.tflm_reference import tflm_available, tflm_outputs
+
+    if not tflm_available():
+        why = f"not run: {path.name} has no .onnx twin beside it and TF Lite Micro (tflite-micro) is not importable"
+        log.warning("firmware: reference check %s", why)
+        return None, why
+    out = tflm_outputs(path, model.quantize_input(images))
+    return model.dequantize_output(out), f"TF Lite Micro ({path.name})"
 
 
 def _zip(folder: Path, target: Path) -> Path:
@@ -92,26 +130,41 @@ def _zip(folder: Path, target: Path) -> Path:
     return target
 
 
+def project_folder(out: Path) -> Path:
+    """`out/firmware`, replaced when tinyflow wrote it (its marker file); a folder tinyflow did not create is never
+    deleted: the project goes to the first free `firmware-<k>` beside it."""
+    folder, k = out / "firmware", 1
+    while folder.exists() and not (folder / MARKER).is_file():
+        k += 1
+        folder = out / f"firmware-{k}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    if k > 1:
+        log.warning(
+            "firmware: %s exists and tinyflow did not write it; the project goes to %s", out / "firmware", folder
+        )
+    return folder
+
+
 def make_firmware(
-    onnx_int8: str | Path,
-    plan: ExecutionPlan,
+    deployment: Deployment,
     device: Device,
     out_dir: str | Path,
     images: np.ndarray,
     settings: FirmwareSettings,
-    qmodel: QModel | None = None,
 ) -> dict[str, Any]:
-    """Generate, build, run and check; `images` are float NCHW test images (the first `settings.images`)."""
+    """Generate, build, run and check the deployment's graph and plan; `images` are float NCHW test images (the
+    first `settings.images`)."""
     out = Path(out_dir)
-    model = qmodel if qmodel is not None else plan_qmodel(onnx_int8, plan)
+    plan = deployment.plan
+    model = build_qmodel(deployment.graph)
     model.set_rounding(settings.rounding)
     sources = generate(model, plan)
     tgt = linker.target(settings.target)
     flags = build.compile_flags(tgt, settings.opt)
-    folder = out / "firmware"
-    if folder.exists():
-        shutil.rmtree(folder)
+    folder = project_folder(out)
     build.write_project(folder, sources, linker.device_script(device, settings.stack_reserve), flags)
+    (folder / MARKER).write_text("written by tinyflow.firmware; replaced on the next run into this folder\n")
     result: dict[str, Any] = {
         "target": settings.target,
         "machine": tgt.machine,
@@ -131,32 +184,18 @@ def make_firmware(
     missing = build.missing_tools()
     if missing:
         result.update(built=False, skipped=f"{', '.join(missing)} not installed: C project written, not built or run")
+        result["reference_check"] = "not run: the firmware was not built"
         log.warning("firmware: %s", result["skipped"])
         result["project_zip"] = str(_zip(folder, out / "firmware.zip"))
         return result
-    objs = build.compile_objects(folder, flags)
-    try:
-        elf = build.link(folder, objs, flags, "target/device.ld", "firmware.elf")
-        result.update(fits=True, overflow=None)
-    except build.LinkOverflowError as exc:
-        message = (
-            f"firmware for {device.name} ({device.sram_kb:g} KB SRAM, {device.flash_kb:g} KB flash): {exc}. "
-            f"A smaller network or plan, or a device with more memory, fits; {_reserve_hint(device, exc)}"
-            f"The project is in {folder}."
-        )
-        if settings.on_overflow == "error":
-            raise build.LinkOverflowError(message, exc.region, exc.over_bytes) from None
-        log.warning("firmware: %s", message)
-        result.update(fits=False, overflow=message, overflow_region=exc.region, overflow_bytes=exc.over_bytes)
-        (folder / "target" / "board.ld").write_text(linker.board_script(settings.stack_reserve))
-        elf = build.link(folder, objs, flags, "target/board.ld", "firmware_board.elf")
+    elf = _link(folder, flags, device, settings, result)
     sections = build.read_map(elf.with_suffix(".map"))
     n = min(settings.images, len(images))
     x_float = np.ascontiguousarray(images[:n], np.float32)
     x_q = model.quantize_input(x_float)
     run = run_images(elf, tgt.machine, x_q.reshape(n, -1), sources.output_bytes, settings.timeout_s)
     ref = run_oracle(model, x_q).reshape(n, -1)
-    ort = onnxruntime_outputs(onnx_int8, x_float, model)
+    ref_out, result["reference_check"] = reference_outputs(deployment.model_path, x_float, model)
     ours = model.dequantize_output(run.outputs)
     result.update(
         built=True,
@@ -178,25 +217,36 @@ def make_firmware(
         map_file=str(elf.with_suffix(".map")),
     )
     result["instructions_per_mac"] = result["instructions_per_inference"] / max(1, plan.macs)
-    if ort is not None:
-        ort = ort.reshape(n, -1)
-        result["top1_agreement_onnxruntime"] = float(np.mean(ours.argmax(1) == ort.argmax(1)))
-        steps = np.abs(np.rint(ort / model.output_scale) - np.rint(ours / model.output_scale))
-        result["max_diff_steps_onnxruntime"] = int(steps.max())
+    if ref_out is not None:
+        ref_out = ref_out.reshape(n, -1)
+        key = "tflm" if result["reference_check"].startswith("TF Lite Micro") else "onnxruntime"
+        result[f"top1_agreement_{key}"] = float(np.mean(ours.argmax(1) == ref_out.argmax(1)))
+        steps = np.abs(np.rint(ref_out / model.output_scale) - np.rint(ours / model.output_scale))
+        result[f"max_diff_steps_{key}"] = int(steps.max())
     result["project_zip"] = str(_zip(folder, out / "firmware.zip"))
     return result
 
 
-def load_plan(path: str | Path) -> ExecutionPlan:
-    """An ExecutionPlan back from the `plan.json` the schedule stage writes (`ExecutionPlan.to_dict`)."""
-    import json
-
-    from tinyflow.memory.plan import Step, TensorAlloc
-
-    data = json.loads(Path(path).read_text())
-    steps = [Step(**{**s, "patch": tuple(s["patch"]) if s.get("patch") else None}) for s in data.pop("steps")]
-    tensors = [TensorAlloc(**t) for t in data.pop("tensors")]
-    return ExecutionPlan(steps=steps, tensors=tensors, **data)
+def _link(folder: Path, flags: list[str], device: Device, settings: FirmwareSettings, result: dict) -> Path:
+    """Compile and link for the device; an overflow is one paragraph (`on_overflow: error`) or recorded in the
+    result and linked for the whole board (`report`)."""
+    objs = build.compile_objects(folder, flags)
+    try:
+        elf = build.link(folder, objs, flags, "target/device.ld", "firmware.elf")
+        result.update(fits=True, overflow=None)
+        return elf
+    except build.LinkOverflowError as exc:
+        message = (
+            f"firmware for {device.name} ({device.sram_kb:g} KB SRAM, {device.flash_kb:g} KB flash): {exc}. "
+            f"A smaller network or plan, or a device with more memory, fits; {_reserve_hint(device, exc)}"
+            f"The project is in {folder}."
+        )
+        if settings.on_overflow == "error":
+            raise build.LinkOverflowError(message, exc.region, exc.over_bytes) from None
+        log.warning("firmware: %s", message)
+        result.update(fits=False, overflow=message, overflow_region=exc.region, overflow_bytes=exc.over_bytes)
+        (folder / "target" / "board.ld").write_text(linker.board_script(settings.stack_reserve))
+        return build.link(folder, objs, flags, "target/board.ld", "firmware_board.elf")
 
 
 def _reserve_hint(device: Device, exc: build.LinkOverflowError) -> str:

@@ -5,7 +5,8 @@ Run with a Python that has the `tflite-micro` wheel (kept out of tinyflow's envi
 It reads input.bin (int8 NHWC images, the firmware's input order, which is TF Lite's) and output.bin (each image's
 int8 output and 4 bytes of instructions), runs every image through TF Lite Micro's interpreter and prints one JSON
 line: images, max |difference| in int8 steps, how many outputs are equal, top-1 agreement. Imports only numpy and
-tflite_micro.
+tflite_micro. `make_firmware` calls `tflm_outputs` in-process for a .tflite model without an .onnx twin when the
+wheel is importable (`tflm_available`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,31 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+
+def tflm_available() -> bool:
+    """Whether the `tflite-micro` wheel is importable here."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("tflite_micro") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def tflm_outputs(model: str | Path, x_nhwc: np.ndarray) -> np.ndarray:
+    """TF Lite Micro's int8 outputs for int8 NHWC inputs (the firmware's input order), image by image."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    interp = runtime.Interpreter.from_file(str(model), arena_size=8 * 1024 * 1024)
+    in_detail = interp.get_input_details(0)
+    shape = tuple(int(d) for d in in_detail["shape"])
+    outs = []
+    for image in np.asarray(x_nhwc).reshape(len(x_nhwc), -1):
+        interp.set_input(image.reshape(shape).astype(in_detail["dtype"]), 0)
+        interp.invoke()
+        outs.append(np.asarray(interp.get_output(0)).reshape(-1))
+    return np.stack(outs)
 
 
 def main(model: str, run_dir: str) -> dict:

@@ -11,6 +11,12 @@ Folding, as an int8 runtime executes the model:
 - QDQ models: a Q/DQ pair on an activation is no tensor of its own (the producer's tensor, stored as int8: its
   node gets `elem_bytes` = 1, 2 for int16); a DequantizeLinear of a constant is that constant (the weight keeps
   the name of the quantized initializer). So an int8 QDQ model costs as int8 whatever `memory.dtype_bytes` says.
+- QDQ models carry their quantization in the IR (`tinyflow.ir.quant`): `graph.quant[node]` is the scale and zero
+  point of the QuantizeLinear after the node's output (through fused activations; for an int8 graph input, the
+  DequantizeLinear reading it), `graph.quant[weight]` a weight's or bias's (per channel along its axis), and
+  `graph.constants[weight]` the stored integer values (int8 weights in the file's layout, OIHW for convs, int32
+  biases; a weight left in float keeps its float values). `graph.meta["int8_io"]`: the file's input and output
+  are int8 tensors (a converted TF Lite model).
 
 Blocks: a node name containing `blocks.<i>` (as `torch.onnx.export(StaticNet)` writes, e.g.
 `/blocks.3/expand/expand.0/Conv`) puts the node in block i+1; unnamed nodes before the first block are the stem
@@ -37,6 +43,7 @@ from tinyflow.ir.graph import Graph, Node
 from tinyflow.ir.model_errors import ModelImportError
 from tinyflow.ir.model_errors import UnsupportedOpError as BaseUnsupportedOpError
 from tinyflow.ir.ops import IRError
+from tinyflow.ir.quant import QuantParams
 
 MIN_OPSET = 13
 SUPPORTED = [
@@ -291,7 +298,42 @@ class _Importer:
             outs.append(self.tensor_node[o.name])
         self.ir.set_outputs(list(dict.fromkeys(outs)))
         assign_blocks(self.ir)
+        self.keep_quantization()
         return self.ir
+
+    def keep_quantization(self) -> None:
+        """`graph.quant` for the IR's tensors and weights only; `graph.constants` for every weight of a QDQ model."""
+        import onnx
+
+        weights = {name for n in self.ir for name in n.weights.values()}
+        self.ir.quant = {k: q for k, q in self.ir.quant.items() if k in self.ir.nodes or k in weights}
+        if not any(k in weights for k in self.ir.quant):  # a float model: nothing quantized to carry
+            return
+        self.ir.constants = {name: np.asarray(self.consts[name]) for name in sorted(weights) if name in self.consts}
+        g = self.model.graph
+        int8 = onnx.TensorProto.INT8
+        first_in = next(vi for vi in g.input if vi.name not in self.consts)
+        self.ir.meta["int8_io"] = [
+            first_in.type.tensor_type.elem_type == int8,
+            bool(g.output) and g.output[0].type.tensor_type.elem_type == int8,
+        ]
+
+    def qparams(self, node: Any, values: np.ndarray | None = None) -> QuantParams:
+        """The scale / zero point (per tensor or per channel) of a QuantizeLinear or DequantizeLinear; `values`:
+        the constant it dequantizes (an axis past a 1-D bias's rank, a converter's fault, is its axis 0)."""
+        scale = np.asarray(self.consts[node.input[1]], np.float64)
+        has_zp = len(node.input) > 2 and node.input[2] in self.consts
+        zp = np.asarray(self.consts[node.input[2]]) if has_zp else np.zeros(1, np.int8)
+        axis = int(_attrs(node).get("axis", 1))
+        if values is not None and values.ndim:
+            axis = axis % values.ndim if axis < 0 else min(axis, values.ndim - 1)
+        dtype = str(values.dtype) if values is not None else str(zp.dtype)
+        return QuantParams.of(scale, zp, axis, dtype)
+
+    def record_activation(self, ir_name: str, node: Any) -> None:
+        """The quantization of an IR tensor, from the first Q (or, for an int8 input, DQ) on it."""
+        if node.input[1] in self.consts and ir_name not in self.ir.quant:
+            self.ir.quant[ir_name] = self.qparams(node)
 
     def check_ssa(self) -> None:
         """Every tensor has one producer (ONNX graphs are in SSA form); a second one is an import error."""
@@ -352,6 +394,7 @@ class _Importer:
         elif self.pending(x, node.output[0]):
             return
         producer = self.src(node, x)
+        self.record_activation(producer.name, node)
         zp_bytes = 1
         if len(node.input) > 2 and node.input[2] in self.consts:
             zp_bytes = self.consts[node.input[2]].dtype.itemsize
@@ -367,7 +410,13 @@ class _Importer:
             axis = _attrs(node).get("axis", 1)
             self.consts[node.output[0]] = dequantize(self.consts[x], scale, zp, axis).astype(np.float32)
             self.const_name[node.output[0]] = self.const_name[x]
+            if node.input[1] in self.consts:
+                self.ir.quant[self.const_name[x]] = self.qparams(node, np.asarray(self.consts[x]))
             return
+        if x in self.pending_tr:  # an int8 input read through a layout change: the quantization is its base's
+            self.record_activation(self.src(node, self.pending_tr[x][0]).name, node)
+        elif x not in self.pending_pad:
+            self.record_activation(self.src(node, x).name, node)
         if not self.pending(x, node.output[0]):
             self.tensor_node[node.output[0]] = self.src(node, x).name
 
@@ -582,6 +631,9 @@ class _Importer:
 
     def op_AveragePool(self, node: Any) -> None:
         self._pool(node, "avgpool")
+        self.ir.nodes[self.tensor_node[node.output[0]]].attrs["count_include_pad"] = int(
+            _attrs(node).get("count_include_pad", 0)
+        )
 
     def op_GlobalAveragePool(self, node: Any) -> None:
         self.add(node, "global_avgpool", [self.src(node, node.input[0]).name], {})

@@ -11,9 +11,12 @@ As the ONNX importer does (the IR of a `.tflite` and of its tf2onnx `.onnx` are 
 - a zero PAD read only by convolutions folds into their padding (the conv keeps it as `explicit_pad`);
 - a RESHAPE / SQUEEZE that does not change the NCHW shape is no node; one that does is a view (`nhwc: true`
   when it reorders a 4-D NHWC tensor, which the executor honours).
-- every activation tensor keeps its element size (`elem_bytes`: 1 for int8) and quantization (scale, zero point
-  per tensor or per channel, in `graph.meta["quantization"]`); weights are named `t<index>:<tensor name>` and
-  the flash of the model's constants is counted from the real buffers (`graph.meta["weights_flash_bytes"]`),
+- every activation tensor keeps its element size (`elem_bytes`: 1 for int8) and quantization (`graph.quant`, see
+  `tinyflow.ir.quant`: scale and zero point per tensor or per channel, a channel axis in NCHW); weights are named
+  `t<index>:<tensor name>`, their stored integers are `graph.constants` in the ONNX importer's layout (a conv's
+  OHWI and a depthwise's 1HWO weight as OIHW, `weight_layout` naming the file's), their quantization
+  `graph.quant` (the axis moved with the layout), so lowering reads both formats alike; the flash of the
+  model's constants is counted from the real buffers (`graph.meta["weights_flash_bytes"]`),
   the file's size is `graph.meta["file_bytes"]` (what TF Lite Micro keeps in flash).
 """
 
@@ -30,6 +33,7 @@ from tinyflow.ir.blocks import assign_blocks
 from tinyflow.ir.graph import Graph, Node
 from tinyflow.ir.model_errors import ModelImportError, UnsupportedOpError
 from tinyflow.ir.ops import IRError
+from tinyflow.ir.quant import QuantParams
 from tinyflow.ir.tflite_file import TfliteModel, TfliteOperator, TfliteTensor, read_tflite
 
 SUPPORTED = (
@@ -57,6 +61,10 @@ SUPPORTED = (
 #: TFLite ActivationFunctionType -> IR activation name
 _FUSED = {0: None, 1: "relu", 2: "relu_n1_to_1", 3: "relu6", 4: "tanh"}
 _INT_TYPES = {"int8", "uint8", "int16"}
+#: a 4-D tensor's NHWC axis -> its NCHW axis
+_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
+#: a weight's file layout -> the permutation to the IR's OIHW
+TO_OIHW = {"OHWI": (0, 3, 1, 2), "1HWO": (3, 0, 1, 2)}
 
 
 def nchw(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -88,7 +96,6 @@ class _Importer:
             for t in op.inputs:
                 if t >= 0:
                     self.readers.setdefault(t, []).append(op)
-        self.quant: dict[str, dict[str, Any]] = {}
         self.weight_names: dict[str, int] = {}
         self.flash = 0
 
@@ -116,14 +123,31 @@ class _Importer:
             raise self.fail(op, f"its {what} (tensor {t.index} '{t.name}') must be a constant stored in the file")
         return t
 
-    def weight(self, t: TfliteTensor, per_channel_ok: bool = True) -> str:
-        """The IR name of a constant tensor; counts its flash once (data + one 4-byte scale per channel)."""
+    def weight(self, t: TfliteTensor, layout: str | None = None) -> str:
+        """The IR name of a constant tensor; counts its flash once (data + one 4-byte scale per channel) and keeps
+        its values (`layout`: the file's weight layout, stored as OIHW) and quantization."""
         name = f"t{t.index}:{t.name}"
         if name not in self.weight_names:
             self.weight_names[name] = t.index
             n_scales = len(t.scale) if t.scale is not None and t.type_name in _INT_TYPES else 0
             self.flash += int(t.data.nbytes) + 4 * n_scales if t.data is not None else 0
+            self.keep_constant(name, t, TO_OIHW.get(layout or ""))
         return name
+
+    def keep_constant(self, name: str, t: TfliteTensor, perm: tuple[int, ...] | None) -> None:
+        """`graph.constants[name]` (transposed by `perm`) and `graph.quant[name]` (its axis moved with it)."""
+        if t.data is None:
+            return
+        value = np.asarray(t.data)
+        axis = t.quantized_dimension
+        if perm is not None and value.ndim == len(perm):
+            value = np.ascontiguousarray(value.transpose(perm))
+            axis = perm.index(axis)
+        axis = min(axis, max(value.ndim - 1, 0))  # a depthwise's 1-D bias names the weight's channel axis (3)
+        self.ir.constants[name] = value
+        if t.scale is not None and len(t.scale):
+            zp = t.zero_point if t.zero_point is not None and len(t.zero_point) else 0
+            self.ir.quant[name] = QuantParams.of(t.scale, zp, axis, t.type_name)
 
     def check_int8(self, op: TfliteOperator, t: TfliteTensor, what: str) -> None:
         if self.require_int8 and t.type_name not in _INT_TYPES:
@@ -163,12 +187,11 @@ class _Importer:
         self.record_quant(node.name, t)
 
     def record_quant(self, name: str, t: TfliteTensor) -> None:
-        if t.scale is not None:
-            self.quant[name] = {
-                "scale": [float(v) for v in t.scale],
-                "zero_point": [int(v) for v in t.zero_point] if t.zero_point is not None else [0],
-                "type": t.type_name,
-            }
+        """`graph.quant` of an activation (a per-channel axis of a 4-D NHWC tensor moved to NCHW)."""
+        if t.scale is not None and len(t.scale):
+            axis = _NCHW_AXIS[t.quantized_dimension] if len(t.shape) == 4 else t.quantized_dimension
+            zp = t.zero_point if t.zero_point is not None and len(t.zero_point) else 0
+            self.ir.quant[name] = QuantParams.of(t.scale, zp, axis, t.type_name)
 
     def unique(self, base: str) -> str:
         name, k = base, 1
@@ -229,7 +252,7 @@ class _Importer:
                 "tflite_path": self.path,
                 "file_bytes": m.file_bytes,
                 "weights_flash_bytes": self.flash,
-                "quantization": self.quant,
+                "int8_io": [self.t(m.inputs[0]).type_name == "int8", self.t(m.outputs[0]).type_name == "int8"],
                 "weights": dict(self.weight_names),
                 "tflite_counts": {"tensors": len(m.tensors), "operators": len(m.operators)},
             }
@@ -262,7 +285,8 @@ class _Importer:
             groups = cin // int(w.shape[3])
         hw = (x.shape[2] + pre[0] + pre[2], x.shape[3] + pre[1] + pre[3])
         pads = same_pads(hw, (kh, kw), stride, dil) if int(o.get("Padding", 1)) == 0 else (0, 0, 0, 0)
-        weights = {"weight": self.weight(w)}
+        layout = "1HWO" if depthwise else "OHWI"
+        weights = {"weight": self.weight(w, layout)}
         if len(op.inputs) > 2 and op.inputs[2] >= 0:
             weights["bias"] = self.weight(self.const(op, 2, "bias"))
         attrs = {
@@ -274,7 +298,7 @@ class _Importer:
             "groups": groups,
             "dilation": dil,
             "act": self.fused(op),
-            "weight_layout": "1HWO" if depthwise else "OHWI",
+            "weight_layout": layout,  # the file's; graph.constants holds it as OIHW
         }
         if any(pre):
             attrs["explicit_pad"] = pre
@@ -338,6 +362,8 @@ class _Importer:
         s = (int(o.get("StrideH", 1)), int(o.get("StrideW", 1)))
         pads = same_pads(tuple(x.shape[2:4]), k, s, (1, 1)) if int(o.get("Padding", 1)) == 0 else (0, 0, 0, 0)
         attrs: dict[str, Any] = {"kernel": k, "stride": s, "padding": pads}
+        if kind == "avgpool":
+            attrs["count_include_pad"] = 0  # TF Lite averages over the window's real pixels
         if self.fused(op):
             attrs["act"] = self.fused(op)
         self.add(op, kind, [x.name], attrs)
@@ -425,7 +451,7 @@ class _Importer:
             if extra:
                 x.attrs["act_params"] = extra
             x.elem_bytes = self.t(op.outputs[0]).elem_bytes
-            self.quant.pop(x.name, None)
+            self.ir.quant.pop(x.name, None)
             self.bind(op, op.outputs[0], x)  # the stored tensor is the activation's output
             return
         self.add(op, "act", [x.name], {"fn": fn, **(extra or {})})
