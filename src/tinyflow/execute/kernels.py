@@ -1,5 +1,8 @@
 """PyTorch kernels for IR nodes, each written as a *valid* op on an already padded input.
 
+Each op kind's kernel is `run_<op>(node, xs, conv, pads)`, declared as that kind's executor in
+`tinyflow.ir.op_registry`; `run_valid` dispatches through the registry.
+
 Layer execution pads a tensor by the node's own padding, then runs the kernel; patch execution pads a patch
 only where it touches the feature map's border (see `tinyflow.memory.receptive_field`), then runs the same
 kernel — so both modes run identical arithmetic on identical values.
@@ -15,6 +18,10 @@ import torch.nn.functional as F
 
 from tinyflow.errors import ConfigError
 from tinyflow.ir.graph import Node
+from tinyflow.ir.op_registry import op_part
+from tinyflow.ir.ops import IRError
+
+Pads = tuple[int, int, int, int]  # (top, bottom, left, right)
 
 
 def activation(x: torch.Tensor, fn: str | None, params: dict[str, Any] | None = None) -> torch.Tensor:
@@ -72,80 +79,116 @@ def pad(x: torch.Tensor, pads: tuple[int, int, int, int], value: float = 0.0) ->
 def run_valid(
     node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: tuple[int, int, int, int] = (0, 0, 0, 0)
 ) -> torch.Tensor:
-    """Run `node` on inputs `xs`, the first padded by `pads` (top, bottom, left, right) and no more."""
+    """Run `node` on inputs `xs`, the first padded by `pads` (top, bottom, left, right) and no more: the executor
+    kernel its op kind declares (`tinyflow.ir.op_registry`)."""
+    try:
+        kernel = op_part(node.op, "executor")
+    except IRError as exc:
+        raise ConfigError(f"executor: node '{node.name}' cannot run in the PyTorch executor: {exc}") from None
+    return kernel(node, xs, conv, pads)
+
+
+def _act(y: torch.Tensor, node: Node) -> torch.Tensor:
+    return activation(y, node.attrs.get("act"), node.attrs.get("act_params"))
+
+
+def run_conv2d(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    assert conv is not None
     a = node.attrs
-    op = node.op
-    if op == "conv2d":
-        assert conv is not None
-        x = pad(xs[0], pads)
-        y = F.conv2d(
-            x,
-            conv.weight,
-            conv.bias,
-            tuple(a.get("stride", (1, 1))),
-            0,
-            tuple(a.get("dilation", (1, 1))),
-            a.get("groups", 1),
-        )
-        return activation(y, a.get("act"), a.get("act_params"))
-    if op == "maxpool":
-        y = F.max_pool2d(pad(xs[0], pads, float("-inf")), tuple(a["kernel"]), tuple(a.get("stride", a["kernel"])))
-        return activation(y, a.get("act"), a.get("act_params"))
-    if op == "avgpool":
-        k, s = tuple(a["kernel"]), tuple(a.get("stride", a["kernel"]))
-        x = pad(xs[0], pads)
-        total = F.avg_pool2d(x, k, s, divisor_override=1)
-        if a.get("count_include_pad", False):
-            return activation(total / (k[0] * k[1]), a.get("act"), a.get("act_params"))
-        # border cells do not count: divide by the number of real cells under each window
-        ones = pad(torch.ones_like(xs[0][:1, :1]), pads)
-        return activation(total / F.avg_pool2d(ones, k, s, divisor_override=1), a.get("act"), a.get("act_params"))
-    if op == "act":
-        if a.get("fn") in ("add_const", "mul_const"):
-            assert conv is not None  # the constant operand, broadcast NumPy-style
-            y = xs[0] + conv.weight if a["fn"] == "add_const" else xs[0] * conv.weight
-            return activation(y, a.get("then"))
-        if a.get("fn") == "softmax":
-            beta = (a.get("act_params") or {}).get("beta", 1.0)
-            return torch.softmax(xs[0] * beta, dim=a.get("axis", -1))
-        return activation(xs[0], a.get("fn"), a.get("act_params"))
-    if op == "batchnorm":
-        assert conv is not None  # folded into a per-channel scale (weight) and shift (bias)
-        shape = (1, -1) + (1,) * (xs[0].dim() - 2)
-        return xs[0] * conv.weight.view(shape) + conv.bias.view(shape)
-    if op == "add":
-        y = xs[0]
-        for other in xs[1:]:
-            y = y + other
-        return activation(y, a.get("act"))
-    if op == "mul":
-        y = xs[0]
-        for other in xs[1:]:
-            y = y * other
-        return activation(y, a.get("act"))
-    if op == "concat":
-        return activation(torch.cat(xs, dim=a.get("axis", 1)), a.get("act"))
-    if op == "pad":
-        return pad(xs[0], node_padding(node), float(a.get("value", 0.0)))
-    if op == "transpose":
-        return xs[0].permute(*a["perm"])
-    if op == "convert":  # (de)quantization: float execution keeps the value
-        return xs[0]
-    if op == "global_avgpool":
-        return xs[0].mean(dim=(2, 3), keepdim=True)
-    if op == "flatten":
-        return torch.flatten(xs[0], a.get("axis", 1))
-    if op == "reshape":
-        target = list(a["shape"])
-        target[0] = xs[0].shape[0]  # any batch size
-        x = xs[0]
-        if a.get("nhwc") and x.dim() == 4:  # the file's reshape reads NHWC order
-            x = x.permute(0, 2, 3, 1)
-        if a.get("nhwc") and len(target) == 4:  # and writes an NHWC map: back to NCHW
-            n, c, h, w = target
-            return x.reshape(n, h, w, c).permute(0, 3, 1, 2)
-        return x.reshape(target)
-    if op == "linear":
-        assert conv is not None
-        return activation(F.linear(xs[0], conv.weight, conv.bias), a.get("act"), a.get("act_params"))
-    raise ConfigError(f"executor: node '{node.name}' has op kind '{op}', which the PyTorch executor cannot run")
+    y = F.conv2d(
+        pad(xs[0], pads),
+        conv.weight,
+        conv.bias,
+        tuple(a.get("stride", (1, 1))),
+        0,
+        tuple(a.get("dilation", (1, 1))),
+        a.get("groups", 1),
+    )
+    return _act(y, node)
+
+
+def run_maxpool(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    a = node.attrs
+    y = F.max_pool2d(pad(xs[0], pads, float("-inf")), tuple(a["kernel"]), tuple(a.get("stride", a["kernel"])))
+    return _act(y, node)
+
+
+def run_avgpool(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    a = node.attrs
+    k, s = tuple(a["kernel"]), tuple(a.get("stride", a["kernel"]))
+    total = F.avg_pool2d(pad(xs[0], pads), k, s, divisor_override=1)
+    if a.get("count_include_pad", False):
+        return _act(total / (k[0] * k[1]), node)
+    # border cells do not count: divide by the number of real cells under each window
+    ones = pad(torch.ones_like(xs[0][:1, :1]), pads)
+    return _act(total / F.avg_pool2d(ones, k, s, divisor_override=1), node)
+
+
+def run_act(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    a = node.attrs
+    if a.get("fn") in ("add_const", "mul_const"):
+        assert conv is not None  # the constant operand, broadcast NumPy-style
+        y = xs[0] + conv.weight if a["fn"] == "add_const" else xs[0] * conv.weight
+        return activation(y, a.get("then"))
+    if a.get("fn") == "softmax":
+        beta = (a.get("act_params") or {}).get("beta", 1.0)
+        return torch.softmax(xs[0] * beta, dim=a.get("axis", -1))
+    return activation(xs[0], a.get("fn"), a.get("act_params"))
+
+
+def run_batchnorm(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    assert conv is not None  # folded into a per-channel scale (weight) and shift (bias)
+    shape = (1, -1) + (1,) * (xs[0].dim() - 2)
+    return xs[0] * conv.weight.view(shape) + conv.bias.view(shape)
+
+
+def run_add(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    y = xs[0]
+    for other in xs[1:]:
+        y = y + other
+    return activation(y, node.attrs.get("act"))
+
+
+def run_mul(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    y = xs[0]
+    for other in xs[1:]:
+        y = y * other
+    return activation(y, node.attrs.get("act"))
+
+
+def run_concat(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    return activation(torch.cat(xs, dim=node.attrs.get("axis", 1)), node.attrs.get("act"))
+
+
+def run_pad(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    return pad(xs[0], node_padding(node), float(node.attrs.get("value", 0.0)))
+
+
+def run_convert(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    return xs[0]  # (de)quantization: float execution keeps the value
+
+
+def run_global_avgpool(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    return xs[0].mean(dim=(2, 3), keepdim=True)
+
+
+def run_flatten(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    return torch.flatten(xs[0], node.attrs.get("axis", 1))
+
+
+def run_reshape(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    a = node.attrs
+    target = list(a["shape"])
+    target[0] = xs[0].shape[0]  # any batch size
+    x = xs[0]
+    if a.get("nhwc") and x.dim() == 4:  # the file's reshape reads NHWC order
+        x = x.permute(0, 2, 3, 1)
+    if a.get("nhwc") and len(target) == 4:  # and writes an NHWC map: back to NCHW
+        n, c, h, w = target
+        return x.reshape(n, h, w, c).permute(0, 3, 1, 2)
+    return x.reshape(target)
+
+
+def run_linear(node: Node, xs: list[torch.Tensor], conv: ConvParams | None, pads: Pads) -> torch.Tensor:
+    assert conv is not None
+    return _act(F.linear(xs[0], conv.weight, conv.bias), node)

@@ -10,9 +10,13 @@ import torch
 from tinyflow.errors import ConfigError
 from tinyflow.execute.kernels import ConvParams, node_padding, run_valid
 from tinyflow.ir.graph import Graph, Node
+from tinyflow.ir.op_registry import rf_rule
 from tinyflow.memory.receptive_field import Interval, PatchGeometry, Region, graph_patch_geometry
 
-_WINDOWED = frozenset({"conv2d", "maxpool", "avgpool"})
+
+def _windowed(node: Node) -> bool:
+    """The op reads a kernel window of its (padded) input: its receptive-field rule says so."""
+    return rf_rule(node.op) == "windowed"
 
 
 class Executor:
@@ -56,11 +60,18 @@ class Executor:
         return self._run_rest({geo.stage_input: x, geo.stage_output: stage_out}, skip=skip)
 
     def run_plan(self, plan: Any, x: torch.Tensor) -> torch.Tensor:
-        """Run an ExecutionPlan: patch execution when its `extra` says it patches, layer execution otherwise."""
-        extra = getattr(plan, "extra", None) or {}
-        if extra.get("n_patches") and extra.get("patch_blocks") and not extra.get("fallback"):
+        """Run an ExecutionPlan by its steps' declared kinds: patch execution (over the grid its `extra` names)
+        when it has `patch` steps, layer execution when all are `layer` steps."""
+        kinds = {step.kind for step in plan.steps}
+        if kinds <= {"layer"}:
+            return self.run_layer(x)
+        if kinds == {"layer", "patch"} or kinds == {"patch"}:
+            extra = plan.extra
             return self.run_patch(x, int(extra["patch_blocks"]), int(extra["n_patches"]))
-        return self.run_layer(x)
+        raise ConfigError(
+            f"executor: the plan '{plan.scheduler}' has steps of kind {sorted(kinds - {'layer', 'patch'})}, which the "
+            "PyTorch executor does not run (it runs layer and patch steps)"
+        )
 
     # ---------------------------------------------------------------- internals
     def _input_name(self) -> str:
@@ -79,7 +90,7 @@ class Executor:
             if node.name in skip:
                 continue
             xs = [tensors[t] for t in node.inputs]
-            pads = node_padding(node) if node.op in _WINDOWED else (0, 0, 0, 0)
+            pads = node_padding(node) if _windowed(node) else (0, 0, 0, 0)
             tensors[node.name] = self._run_node(node, xs, pads)
             for t in self._last_use.get(i, ()):  # free what no later op reads
                 tensors.pop(t, None)
@@ -107,7 +118,7 @@ class Executor:
                     continue
                 node = self.graph[op.output]
                 out_r = patch.tensors[op.output]
-                if node.op in _WINDOWED:
+                if _windowed(node):
                     want = op.input_region(out_r)
                     got = want.clip(op.in_hw)
                     pads = (

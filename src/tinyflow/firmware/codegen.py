@@ -3,7 +3,9 @@
 One static arena of exactly the plan's `arena_bytes`, every tensor at the plan's offset (views and in-place
 depthwise share their input's offset, as the plan says); weights, biases and requantization constants are
 `const` arrays (flash); one function per layer calls a kernel of `tf_kernels.h` with constant arguments. The only
-other RAM is the depthwise kernel's padded plane (scratch, in .bss, counted in the SRAM figure).
+other RAM is the depthwise kernel's padded plane (scratch, in .bss, counted in the SRAM figure). A layer kind's C
+is `emit_<kind>(layer, ident, views, layer_plan)`, declared in `tinyflow.ir.op_registry` (a kind of its own module
+declares its emission there); a plan step runs as its declared `Step.kind` says.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from tinyflow.firmware.qmodel import FirmwareError, QLayer, QModel, hwc
+from tinyflow.ir.op_registry import UnsupportedPart, layer_part, layer_runs_on_patches
+from tinyflow.ir.ops import IRError
 from tinyflow.memory.plan import ExecutionPlan
 
 ARENA = "tf_arena"
@@ -48,9 +52,23 @@ def c_array(ctype: str, name: str, values: np.ndarray) -> str:
     return f"static const {ctype} {name}[{max(1, len(flat))}] = {{\n    {body}\n}};\n"
 
 
+#: the plan step kinds the C generator runs (`Step.kind`, declared by the planner that made the step)
+STEP_KINDS = ("layer", "patch", "rnnpool")
+
+
 def in_rnnpool_loop(step: Any) -> bool:
-    """A step of the rnnpool plan's stem + RNNPool patch loop: a patch step without a patch-stage region."""
-    return step.patch is not None and "region" not in step.extra
+    """A step of the rnnpool plan's stem + RNNPool patch loop (its declared kind)."""
+    return step.kind == "rnnpool"
+
+
+def step_kind(step: Any) -> str:
+    """The step's declared kind; one the C generator does not run is a `FirmwareError` naming it."""
+    if step.kind not in STEP_KINDS:
+        raise FirmwareError(
+            f"plan step {step.index} ({step.node}) has kind '{step.kind}', which the C generator does not run; it "
+            f"runs {', '.join(STEP_KINDS)} steps"
+        )
+    return step.kind
 
 
 def check_plan(model: QModel, plan: ExecutionPlan) -> dict[str, Any]:
@@ -74,9 +92,10 @@ def check_plan(model: QModel, plan: ExecutionPlan) -> dict[str, Any]:
         out = placed[step.outputs[0]]
         node = model.graph[step.node]
         ho, wo, c = hwc(node.shape)
-        if in_rnnpool_loop(step):
+        kind = step_kind(step)
+        if kind == "rnnpool":
             continue  # rnnpool_codegen checks its buffers
-        if step.patch is not None:
+        if kind == "patch":
             r0, r1, c0, c1 = step.extra["region"]
             need = (r1 - r0) * (c1 - c0) * c if "@" in out.name else ho * wo * c
         else:
@@ -126,70 +145,115 @@ def layer_arrays(layer: QLayer, ident: str) -> str:
 
 
 def kernel_call(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
-    """The kernel call of one layer through the views `v` (constants in a layer plan, parameters in a patch)."""
-    p, kind = layer.p, layer.kind
-    x = v.ins[0][0]
-    y = v.out[0]
-    h, w, c = hwc(layer.in_shapes[0])
-    ho, wo, co = hwc(layer.out_shape)
-    q = f"{ident}_b, {ident}_m, {ident}_s"
-    act = f"{p.get('act_min', -128)}, {p.get('act_max', 127)}"
-    views = f"{', '.join(v.ins[0])}, {y}, {', '.join(v.rect)}, {', '.join(v.out[1:])}"
-    if kind == "pointwise" and layer_plan:
-        return f"tf_pointwise({x}, {y}, {h * w}, {c}, {co}, {ident}_w, {q}, {p['zp_out']}, {act});"
-    if kind == "pointwise":
-        return f"tf_pointwise_rect({views}, {c}, {co}, {ident}_w, {q}, {p['zp_out']}, {act});"
-    if kind == "conv":
-        (kh, kw), (sh, sw), (pt, pl, _, _) = p["kernel"], p["stride"], p["pad"]
-        return (
-            f"tf_conv({views}, {h}, {w}, {c}, {co}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}, {ident}_w, {q}, "
-            f"{p['zp_in']}, {p['zp_out']}, {act}, {PLANE});"
+    """The kernel call of one layer through the views `v` (constants in a layer plan, parameters in a patch): the
+    C emission its kind declares (`tinyflow.ir.op_registry`)."""
+    try:
+        emit = layer_part(layer.kind, "emission")
+    except UnsupportedPart as exc:
+        raise FirmwareError(f"layer '{layer.name}' ({layer.kind}): {exc}") from None
+    except IRError:
+        raise FirmwareError(f"no C kernel for layer kind {layer.kind!r} (layer '{layer.name}')") from None
+    if not layer_plan and not layer_runs_on_patches(layer.kind):
+        raise FirmwareError(
+            f"layer '{layer.name}' ({layer.kind}) is inside the patch stage; the C generator runs convolutions and "
+            "adds patch by patch. Choose a smaller scheduler.patch_blocks."
         )
-    if kind == "depthwise":
-        (kh, kw), (sh, sw), (pt, pl, _, _) = p["kernel"], p["stride"], p["pad"]
-        return (
-            f"tf_depthwise({views}, {h}, {w}, {c}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}, {ident}_w, {q}, "
-            f"{p['zp_in']}, {p['zp_out']}, {act}, {PLANE});"
-        )
+    return emit(layer, ident, v, layer_plan)
+
+
+def _io(layer: QLayer, v: Views) -> tuple[str, str, tuple[int, int, int], tuple[int, int, int]]:
+    """Input and output pointers, input (H, W, C), output (H, W, C)."""
+    return v.ins[0][0], v.out[0], hwc(layer.in_shapes[0]), hwc(layer.out_shape)
+
+
+def _q(ident: str) -> str:
+    return f"{ident}_b, {ident}_m, {ident}_s"
+
+
+def _act(p: dict[str, Any]) -> str:
+    return f"{p.get('act_min', -128)}, {p.get('act_max', 127)}"
+
+
+def _views(v: Views) -> str:
+    return f"{', '.join(v.ins[0])}, {v.out[0]}, {', '.join(v.rect)}, {', '.join(v.out[1:])}"
+
+
+def emit_pointwise(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
+    p, (x, y, (h, w, c), (_, _, co)) = layer.p, _io(layer, v)
+    if layer_plan:
+        return f"tf_pointwise({x}, {y}, {h * w}, {c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)});"
+    return f"tf_pointwise_rect({_views(v)}, {c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)});"
+
+
+def _windowed(name: str, layer: QLayer, ident: str, v: Views, cout: str) -> str:
+    p, (_, _, (h, w, c), _) = layer.p, _io(layer, v)
+    (kh, kw), (sh, sw), (pt, pl, _, _) = p["kernel"], p["stride"], p["pad"]
+    return (
+        f"{name}({_views(v)}, {h}, {w}, {c}, {cout}{kh}, {kw}, {sh}, {sw}, {pt}, {pl}, {ident}_w, {_q(ident)}, "
+        f"{p['zp_in']}, {p['zp_out']}, {_act(p)}, {PLANE});"
+    )
+
+
+def emit_conv(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
+    return _windowed("tf_conv", layer, ident, v, f"{hwc(layer.out_shape)[2]}, ")
+
+
+def emit_depthwise(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
+    return _windowed("tf_depthwise", layer, ident, v, "")
+
+
+def emit_add(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
+    p, (x, y, (h, w, c), _) = layer.p, _io(layer, v)
     add_q = (
         f"{p.get('zp1')}, {p.get('m1')}, {p.get('sh1')}, {p.get('zp2')}, {p.get('m2')}, {p.get('sh2')}, "
         f"{p.get('mo')}, {p.get('sho')}, {p.get('zp_out')}"
     )
-    if kind == "add" and layer_plan:
+    if layer_plan:
         return f"tf_add({x}, {v.ins[1][0]}, {y}, {h * w * c}, {add_q});"
-    if kind == "add":
-        return (
-            f"tf_add_rect({', '.join(v.ins[0])}, {', '.join(v.ins[1])}, {y}, {', '.join(v.rect)}, "
-            f"{', '.join(v.out[1:])}, {c}, {add_q});"
-        )
-    if not layer_plan:
-        raise FirmwareError(
-            f"layer '{layer.name}' ({kind}) is inside the patch stage; the C generator runs convolutions and adds "
-            "patch by patch. Choose a smaller scheduler.patch_blocks."
-        )
-    if kind == "linear":
-        return f"tf_pointwise({x}, {y}, 1, {h * w * c}, {co}, {ident}_w, {q}, {p['zp_out']}, {act});"
-    if kind == "global_avgpool":
-        return f"tf_global_avgpool({x}, {y}, {h * w}, {c}, {p['zp_in']}, {p['mult']}, {p['shift']}, {p['zp_out']});"
-    if kind in ("avgpool", "maxpool"):
-        (kh, kw), (sh, sw), (pt, pl, _, _) = p["kernel"], p["stride"], p["pad"]
-        geo = f"{x}, {y}, {h}, {w}, {c}, {ho}, {wo}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}"
-        if kind == "avgpool":
-            return f"tf_avgpool({geo}, {ident}_m, {ident}_s, {p['zp_in']}, {p['zp_out']});"
-        return f"tf_maxpool({geo}, {p['mult']}, {p['shift']}, {p['zp_in']}, {p['zp_out']});"
-    if kind == "act":
-        return f"tf_act({x}, {y}, {h * w * c}, {p['zp_in']}, {p['mult']}, {p['shift']}, {p['zp_out']}, {act});"
-    if kind == "softmax":
-        return f"tf_softmax({x}, {y}, {h * w * c}, {ident}_t, INT64_C({p['inv']}), {p['zp_out']});"
-    if kind == "view":
-        return "/* a view: same bytes, same offset as its input */"
-    if kind == "rnnpool":
-        raise FirmwareError(
-            f"layer '{layer.name}' (rnnpool): the firmware runs RNNPool patch by patch as the rnnpool plan lays it "
-            "out (stem and RNNPool per pooled pixel); a layer or patch plan of an RNNPool network has no C kernel. "
-            "Plan it with scheduler=rnnpool."
-        )
-    raise FirmwareError(f"no C kernel for layer kind {kind!r}")
+    return (
+        f"tf_add_rect({', '.join(v.ins[0])}, {', '.join(v.ins[1])}, {y}, {', '.join(v.rect)}, "
+        f"{', '.join(v.out[1:])}, {c}, {add_q});"
+    )
+
+
+def emit_linear(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
+    p, (x, y, (h, w, c), (_, _, co)) = layer.p, _io(layer, v)
+    return f"tf_pointwise({x}, {y}, 1, {h * w * c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)});"
+
+
+def emit_global_avgpool(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
+    p, (x, y, (h, w, c), _) = layer.p, _io(layer, v)
+    return f"tf_global_avgpool({x}, {y}, {h * w}, {c}, {p['zp_in']}, {p['mult']}, {p['shift']}, {p['zp_out']});"
+
+
+def _pool_geometry(layer: QLayer, v: Views) -> str:
+    p, (x, y, (h, w, c), (ho, wo, _)) = layer.p, _io(layer, v)
+    (kh, kw), (sh, sw), (pt, pl, _, _) = p["kernel"], p["stride"], p["pad"]
+    return f"{x}, {y}, {h}, {w}, {c}, {ho}, {wo}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}"
+
+
+def emit_avgpool(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
+    p = layer.p
+    return f"tf_avgpool({_pool_geometry(layer, v)}, {ident}_m, {ident}_s, {p['zp_in']}, {p['zp_out']});"
+
+
+def emit_maxpool(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
+    p = layer.p
+    return f"tf_maxpool({_pool_geometry(layer, v)}, {p['mult']}, {p['shift']}, {p['zp_in']}, {p['zp_out']});"
+
+
+def emit_act(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
+    p, (x, y, (h, w, c), _) = layer.p, _io(layer, v)
+    return f"tf_act({x}, {y}, {h * w * c}, {p['zp_in']}, {p['mult']}, {p['shift']}, {p['zp_out']}, {_act(p)});"
+
+
+def emit_softmax(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
+    p, (x, y, (h, w, c), _) = layer.p, _io(layer, v)
+    return f"tf_softmax({x}, {y}, {h * w * c}, {ident}_t, INT64_C({p['inv']}), {p['zp_out']});"
+
+
+def emit_view(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
+    return "/* a view: same bytes, same offset as its input */"
 
 
 def scratch_bytes(rects: list[tuple[QLayer, int, int]]) -> int:
@@ -272,7 +336,7 @@ def generate(model: QModel, plan: ExecutionPlan) -> CSources:
                 rects.append((stage.stem, *stage.stem_rect))
                 extra_scratch = stage.scratch_bytes
             continue
-        if step.patch is None:
+        if step.kind == "layer":
             ho, wo, _ = hwc(layer.out_shape)
             rects.append((layer, ho, wo))
             call = kernel_call(layer, ident, whole(layer, ptr), layer_plan=True)

@@ -79,7 +79,7 @@ def check_loop(plan: ExecutionPlan, stem: QLayer, pool: QLayer) -> None:
     (r, c), (sr, sc), (pr, pc) = pool.p["patch"], pool.p["stride"], pool.p["padding"]
     ho, wo = pool.p["pooled_hw"]
     hs, ws, _ = hwc(stem.out_shape)
-    loop = [s for s in plan.steps if s.patch is not None]
+    loop = [s for s in plan.steps if s.kind == "rnnpool"]
     if len(loop) != 2 * ho * wo:
         raise FirmwareError(f"the rnnpool plan runs {len(loop)} patch steps; the C loop runs {2 * ho * wo}")
     for i, (oy, ox) in enumerate((y, x) for y in range(ho) for x in range(wo)):
@@ -114,7 +114,7 @@ def rnnpool_stage(
     hs, ws, f = hwc(stem.out_shape)
     h, w, cin = hwc(stem.in_shapes[0])
     h2 = p["rnn2"]["hidden"]
-    first = next(s for s in plan.steps if s.node == stem.name and s.patch is not None)
+    first = next(s for s in plan.steps if s.node == stem.name and s.kind == "rnnpool")
     patch = _buffer(placed, first.outputs[0], r * c * f)
     out = _buffer(placed, pool.name, ho * wo * 4 * h2)
     ident, sid = idents[pool.name], idents[stem.name]

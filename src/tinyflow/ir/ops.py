@@ -2,13 +2,16 @@
 
 Shapes are NCHW tuples (batch included, normally 1); a flat tensor is (N, F). A new op kind (RNNPool, …) is a
 subclass of `OpKind` registered with `register_op`; the IR, the cost models and the memory planner then handle
-it without further changes.
+it without further changes. What the executors, the firmware and the patch geometry do with a kind (its executor
+kernel, C lowering, oracle, C emission, receptive-field rule, MAC count) is declared beside it in
+`tinyflow.ir.op_registry`: the kinds here in `tinyflow.ir.kinds.builtin`, a further kind in a module of its own
+under `tinyflow.ir.kinds` (e.g. `transpose`) that registers both.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from tinyflow.errors import TinyflowError
 
@@ -16,6 +19,15 @@ if TYPE_CHECKING:
     from tinyflow.ir.graph import Node
 
 Shape = tuple[int, ...]
+
+
+class Window(NamedTuple):
+    """A windowed op's geometry: kernel (kh, kw), stride, padding (top, left, bottom, right), dilation."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
 
 
 class IRError(TinyflowError):
@@ -51,6 +63,10 @@ class OpKind:
 
     def alias_kind(self, node: Node, inputs: list[Shape]) -> str:
         return self.alias
+
+    def window(self, node: Node) -> Window:
+        """The kernel window of a `windowed` kind (see `tinyflow.ir.op_registry`); other kinds have none."""
+        raise IRError(f"node '{node.name}' ({node.op}): op kind '{self.name}' reads no kernel window")
 
 
 OP_KINDS: dict[str, OpKind] = {}
@@ -130,6 +146,15 @@ class Conv2d(OpKind):
 
     def out_channels(self, node: Node, inputs: list[Shape], out: Shape) -> int:
         return node.attrs["out_channels"]
+
+    def window(self, node: Node) -> Window:
+        a = node.attrs
+        return Window(
+            tuple(a["kernel"]),
+            tuple(a.get("stride", (1, 1))),
+            tuple(a.get("padding", (0,) * 4)),
+            tuple(a.get("dilation", (1, 1))),
+        )
 
     def alias_kind(self, node: Node, inputs: list[Shape]) -> str:
         groups = node.attrs.get("groups", 1)
@@ -228,6 +253,11 @@ class Concat(OpKind):
 
 
 class _Pool(OpKind):
+    def window(self, node: Node) -> Window:
+        a = node.attrs
+        kernel = tuple(a["kernel"])
+        return Window(kernel, tuple(a.get("stride", kernel)), tuple(a.get("padding", (0,) * 4)), (1, 1))
+
     def shape(self, node: Node, inputs: list[Shape]) -> Shape:
         x = inputs[0]
         _need_rank(node, x, 4)
@@ -341,19 +371,6 @@ class Pad(OpKind):
 
 
 @register_op
-class Transpose(OpKind):
-    """attrs: perm. A real transpose: a new tensor (a layout change on the network input is folded instead)."""
-
-    name = "transpose"
-
-    def shape(self, node: Node, inputs: list[Shape]) -> Shape:
-        perm = tuple(int(p) for p in node.attrs["perm"])
-        if sorted(perm) != list(range(len(inputs[0]))):
-            raise IRError(f"node '{node.name}' (transpose): perm {list(perm)} does not fit shape {list(inputs[0])}")
-        return tuple(inputs[0][p] for p in perm)
-
-
-@register_op
 class Convert(OpKind):
     """A (de)quantization that is an op of its own (TFLite QUANTIZE / DEQUANTIZE): same shape, a new tensor whose
     element size is the node's `elem_bytes` (attrs: to, the element type name)."""
@@ -379,3 +396,6 @@ def describe_attrs(attrs: dict[str, Any]) -> str:
     """Short human-readable attribute summary for tables."""
     keys = ("kernel", "stride", "groups", "act")
     return " ".join(f"{k}={attrs[k]}" for k in keys if k in attrs and attrs[k] not in (None, 1, (1, 1)))
+
+
+from tinyflow.ir import kinds as _kinds  # noqa: E402, F401  (declares every kind's parts; registers further kinds)

@@ -42,7 +42,7 @@ def build_plan(
     peak_layer = ""
     if steps:
         peak_step = steps[ws.index(peak)]
-        peak_layer = peak_step.node + (patch_peak_suffix if peak_step.patch is not None else "")
+        peak_layer = peak_step.node + (patch_peak_suffix if peak_step.kind != "layer" else "")
     arena = 0
     if placement:
         buffers = buffers_of(tensors) if buffers is None else buffers

@@ -46,7 +46,7 @@ def layer_plan(
     lt = compute_lifetimes(graph, memory, order)
     macs = [graph.node_macs(n) for n in lt.steps]
     steps = [
-        Step(i, n.name, n.op, n.block, list(n.inputs), [n.name], macs[i], lt.working_set[i])
+        Step(i, n.name, n.op, n.block, list(n.inputs), [n.name], macs[i], lt.working_set[i], kind="layer")
         for i, n in enumerate(lt.steps)
     ]
     rows = profile_rows(lt.steps, lt.working_set, lt.tensors, macs)

@@ -130,6 +130,7 @@ def patch_plan(
                     0,
                     patch=(patch.row, patch.col),
                     extra={"region": list(region.as_tuple())},
+                    kind="patch",
                 )
             )
             step_views.append(SimpleNamespace(name=oname, inputs=ins))
@@ -150,7 +151,19 @@ def patch_plan(
         tensors[t.name] = t
     rest_macs = [rest.node_macs(n) for n in lt_rest.steps]
     for j, node in enumerate(lt_rest.steps):
-        steps.append(Step(n_stage + j, node.name, node.op, node.block, list(node.inputs), [node.name], rest_macs[j], 0))
+        steps.append(
+            Step(
+                n_stage + j,
+                node.name,
+                node.op,
+                node.block,
+                list(node.inputs),
+                [node.name],
+                rest_macs[j],
+                0,
+                kind="layer",
+            )
+        )
         step_views.append(SimpleNamespace(name=node.name, inputs=list(node.inputs)))
     if not lt_rest.steps:  # the whole network is the patch stage
         tensors[out].last_step = n_stage - 1

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from tinyflow.errors import ConfigError
 from tinyflow.ir.graph import Graph, Node
+from tinyflow.ir.op_registry import rf_rule
+from tinyflow.ir.ops import get_op
 
 
 @dataclass(frozen=True)
@@ -254,15 +256,13 @@ def chain(
 
 
 # ---------------------------------------------------------------- from the network IR
-_ELEMENTWISE = frozenset({"act", "batchnorm", "add", "mul", "concat"})
-_WINDOWED = frozenset({"conv2d", "maxpool", "avgpool"})
-
-
 def _patchable(graph: Graph, node: Node) -> bool:
-    """Whether `node`'s output pixels depend only on a local window of same-layout NCHW inputs."""
-    if node.op in _WINDOWED:
+    """Whether `node`'s output pixels depend only on a local window of same-layout NCHW inputs: its op kind's
+    receptive-field rule (`tinyflow.ir.op_registry`) is `windowed`, or `elementwise` over same-sized maps."""
+    rule = rf_rule(node.op)
+    if rule == "windowed":
         return True
-    if node.op in _ELEMENTWISE:
+    if rule == "elementwise":
         ins = [graph[i].shape for i in node.inputs]
         return len(node.shape) == 4 and all(len(s) == 4 and s[2:] == node.shape[2:] for s in ins)
     return False
@@ -279,16 +279,22 @@ def max_patch_blocks(graph: Graph) -> int:
 
 def spatial_op(graph: Graph, node: Node) -> SpatialOp:
     """The walk's view of one IR node."""
-    a = node.attrs
     in_hw = tuple(graph[node.inputs[0]].shape[2:4])
     out_hw = tuple(node.shape[2:4])
-    if node.op in _WINDOWED:
-        kernel = tuple(a["kernel"])
-        stride = tuple(a.get("stride", kernel if node.op != "conv2d" else (1, 1)))
-        pt, pl, _, _ = a.get("padding", (0, 0, 0, 0))
-        dilation = tuple(a.get("dilation", (1, 1)))
+    if rf_rule(node.op) == "windowed":
+        win = get_op(node.op).window(node)
+        pt, pl, _, _ = win.padding
         return SpatialOp(
-            node.name, node.inputs, node.name, in_hw, out_hw, kernel, stride, (pt, pl), dilation, graph.node_macs(node)
+            node.name,
+            node.inputs,
+            node.name,
+            in_hw,
+            out_hw,
+            win.kernel,
+            win.stride,
+            (pt, pl),
+            win.dilation,
+            graph.node_macs(node),
         )
     return SpatialOp(node.name, node.inputs, node.name, in_hw, out_hw, macs=graph.node_macs(node))
 

@@ -72,11 +72,32 @@ def rnnpool_plan(graph: Graph, memory: MemoryConfig, check: bool = True) -> Exec
             i = len(steps)
             info = {"stem_rows": [y0, y1], "stem_cols": [x0, x1]}
             steps.append(
-                Step(i, stem.name, stem.op, stem.block, stem_inputs, [stem_patch_name], macs, 0, (oy, ox), info)
+                Step(
+                    i,
+                    stem.name,
+                    stem.op,
+                    stem.block,
+                    stem_inputs,
+                    [stem_patch_name],
+                    macs,
+                    0,
+                    (oy, ox),
+                    info,
+                    kind="rnnpool",
+                )
             )
             steps.append(
                 Step(
-                    i + 1, pool.name, pool.op, pool.block, [stem_patch_name], [pool.name], pool_patch_macs, 0, (oy, ox)
+                    i + 1,
+                    pool.name,
+                    pool.op,
+                    pool.block,
+                    [stem_patch_name],
+                    [pool.name],
+                    pool_patch_macs,
+                    0,
+                    (oy, ox),
+                    kind="rnnpool",
                 )
             )
             ws_nodes.append(Node(stem_patch_name, stem.op, tuple(stem_inputs), {}, (), stem.block))
@@ -106,7 +127,9 @@ def rnnpool_plan(graph: Graph, memory: MemoryConfig, check: bool = True) -> Exec
     tail_nodes = lt.steps[2:]
     for j, node in enumerate(tail_nodes):
         m = graph.node_macs(node)
-        steps.append(Step(loop_end + 1 + j, node.name, node.op, node.block, list(node.inputs), [node.name], m, 0))
+        steps.append(
+            Step(loop_end + 1 + j, node.name, node.op, node.block, list(node.inputs), [node.name], m, 0, kind="layer")
+        )
     ws = working_sets(ws_nodes + tail_nodes, tensors, memory.rule)
     for s, w in zip(steps, ws):
         s.working_set_bytes = w
