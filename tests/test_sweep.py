@@ -160,3 +160,41 @@ def test_a_job_without_a_space_stage_is_not_called_nothing_fits(tmp_path):
     md = grid_markdown(collect(tmp_path))
     assert "| 64 kB | ok: 90.0 %, 20 kB SRAM |" in md, md
     assert "| 32 kB | failed |" in md, md
+
+
+@pytest.mark.slow
+def test_a_multirun_with_a_failed_job_exits_1_but_nothing_fits_does_not(run_cli, tmp_path):
+    """Issue 25: a multirun whose jobs failed exited 0. Job 2's device is invalid (a failure); job 0's 2 kB SRAM fits
+    nothing (not a failure); job 1 finishes."""
+    res = run_cli(
+        "stages=[space]", "debug=fast", "device=custom", "device.sram_kb=2,64,-1", "device.flash_kb=1024", multirun=True
+    )
+    assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
+    text = " ".join(res.stderr.split())
+    assert "1 job(s) of the multirun" in text and "job 2: device.sram_kb = -1" in text, text[-3000:]
+    assert "sweep.fail_on_error=false" in text and "Traceback" not in res.stderr
+    root = tmp_path / "multirun"
+    assert (root / "sweep_summary.json").exists()  # the summary is written before the exit
+    assert json.loads((root / "0" / "job_failed.json").read_text())["nothing_fits"] is True
+
+
+@pytest.mark.slow
+def test_the_switch_keeps_a_failed_multirun_at_exit_0(run_cli, tmp_path):
+    res = run_cli("stages=[stages_for_tests:ok]", "debug=fast", "seed=0,-1", "sweep.fail_on_error=false", multirun=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (tmp_path / "multirun" / "1" / "job_failed.json").exists()
+
+
+def test_failed_jobs_reads_the_markers(tmp_path):
+    from tinyflow.sweep import failed_jobs
+
+    for job, record in {
+        "0": {"nothing_fits": True, "error": "no fit"},
+        "1": {"nothing_fits": False, "error": "x"},
+    }.items():
+        (tmp_path / job).mkdir()
+        (tmp_path / job / "job_failed.json").write_text(json.dumps(record))
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / "job_failed.json").write_text("{broken")
+    failed = failed_jobs(tmp_path)
+    assert set(failed) == {"1", "2"} and failed["1"] == "x" and "unreadable" in failed["2"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import signal
@@ -45,6 +46,24 @@ def _log_to_file(exc: BaseException) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+#: written into a multirun job's folder when it fails: what `tinyflow.sweep` reads to set the sweep's exit code
+JOB_FAILED_FILE = "job_failed.json"
+
+
+def _record_failure(exc: BaseException) -> None:
+    """In a multirun, leave `job_failed.json` (the error's kind, whether it was "nothing fits", the message) in the
+    job's folder, so the launching process can tell a failed job after the sweep."""
+    from tinyflow.errors import BudgetError
+
+    try:
+        folder = HydraConfig.get().runtime.output_dir
+        record = {"error_type": type(exc).__name__, "nothing_fits": isinstance(exc, BudgetError), "error": str(exc)}
+        with open(os.path.join(folder, JOB_FAILED_FILE), "w") as handle:
+            json.dump(record, handle, indent=2)
+    except (ValueError, KeyError, OSError) as problem:  # no Hydra job, or a folder that cannot be written
+        log.warning("could not record the job's failure for the sweep: %s", problem)
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
@@ -142,6 +161,7 @@ def clean_errors(fn: Callable[..., Any] | None = None, *, finite_config: bool = 
                     "set HYDRA_FULL_ERROR=1 to see it here.",
                 )
             if _is_multirun():
+                _record_failure(exc)
                 return {"status": "FAILED", "error": str(exc)}
             sys.exit(1)
 

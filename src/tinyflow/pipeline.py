@@ -58,7 +58,7 @@ def _job_info() -> tuple[str, int, dict[str, str]]:
 #: the resolved config of a run, written when it starts, so a resume can tell whether it continues the same job
 RUN_CONFIG_FILE = "run_config.json"
 #: top-level keys that change how a job runs or is shown, never its results (a resume may change them)
-NEUTRAL_KEYS = ("resume", "tracking", "cache", "stages")
+NEUTRAL_KEYS = ("resume", "tracking", "cache", "stages", "sweep")
 #: RunContext fields that name files a stage produced (their digests are checked when a run resumes)
 FILE_FIELDS = ("supernet_checkpoint", "model_checkpoint", "onnx_path", "onnx_int8_path")
 

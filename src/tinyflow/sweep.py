@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -369,11 +370,54 @@ def _tracking_of_jobs(root: Path) -> Any:
     return None
 
 
+def failed_jobs(root: str | Path) -> dict[str, str]:
+    """`{job folder: reason}` of the multirun's jobs that failed for a reason other than "nothing fits" (read from
+    the `job_failed.json` that `tinyflow.app.clean_errors` leaves in a failed job's folder)."""
+    from tinyflow.app import JOB_FAILED_FILE
+
+    root = Path(root)
+    failed = {}
+    for marker in sorted(root.glob(f"**/{JOB_FAILED_FILE}")):
+        try:
+            record = json.loads(marker.read_text())
+        except (OSError, ValueError) as exc:
+            record = {"nothing_fits": False, "error": f"unreadable {JOB_FAILED_FILE}: {exc}"}
+        if not record.get("nothing_fits", False):
+            failed[marker.parent.relative_to(root).as_posix() or "."] = str(record.get("error", "?"))
+    return failed
+
+
+def exit_if_jobs_failed(config: DictConfig) -> None:
+    """End the multirun with exit code 1 when a job failed for a reason other than "nothing fits" (a cluster's
+    scheduler sees the failure); `sweep.fail_on_error=false` keeps exit code 0 (the failures stay in the table)."""
+    switch = OmegaConf.select(config, "sweep.fail_on_error", default=True)
+    failed = failed_jobs(config.hydra.sweep.dir)
+    if not failed or switch is False:
+        return
+    from tinyflow.console import error_paragraph
+
+    jobs = "; ".join(f"job {job}: {reason.splitlines()[0] if reason else '?'}" for job, reason in failed.items())
+    error_paragraph(
+        f"{len(failed)} job(s) of the multirun in {config.hydra.sweep.dir} failed: {jobs}. Each job's folder has its "
+        "log. Jobs where nothing fits the device do not count; `sweep.fail_on_error=false` makes failed jobs exit 0."
+    )
+    sys.exit(1)
+
+
 class SweepSummary(Callback):
-    """Hydra callback: at the end of a multirun, summarise it (a failure here never fails the sweep)."""
+    """Hydra callback: at the end of a multirun, summarise it (a failure of the summary never fails the sweep),
+    then exit 1 if a job failed for a reason other than "nothing fits" (`exit_if_jobs_failed`)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             summarize(config.hydra.sweep.dir, config.get("tracking"))
         except Exception as exc:  # the jobs are done and logged; the summary must not turn them into a failure
             log.warning("sweep summary skipped: %s", exc)
+        exit_if_jobs_failed(config)
+
+
+class FailedJobsExit(Callback):
+    """Hydra callback for apps without a sweep summary (`tinyflow.analyze`): the multirun's exit code only."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        exit_if_jobs_failed(config)
