@@ -19,6 +19,7 @@ from tinyflow.context import RunContext
 from tinyflow.deploy.latency import host_latency
 from tinyflow.deploy.model import MissingStageError
 from tinyflow.deploy.onnx_export import OnnxCheckError, check_onnx_against_torch, export_onnx
+from tinyflow.deployment import Deployment
 from tinyflow.plugins import build_plugin
 from tinyflow.stages import get_stage
 from tinyflow.tracking import MlflowTracker, NullTracker, activate
@@ -27,7 +28,8 @@ from tinyflow.tracking import MlflowTracker, NullTracker, activate
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory: pytest.TempPathFactory):
     cfg, ctx, model = finetuned_run(tmp_path_factory.mktemp("run"), "backend.latency_runs=20")
-    return cfg, get_stage("quantize")(cfg, ctx), model
+    ctx = get_stage("quantize")(cfg, ctx)
+    return cfg, get_stage("schedule")(cfg, ctx), model
 
 
 def _perturb_first_conv(src: str, dst: Path, delta: float) -> None:
@@ -84,6 +86,9 @@ def test_deploy_stage_checks_measures_and_logs(quantized, tmp_path_factory: pyte
     assert m["accuracy_float_onnx"] == pytest.approx(ctx.metrics["accuracy_float"], abs=1e-9)
     assert m["host_latency_float_ms"] > 0 and m["host_latency_int8_ms"] > 0
     assert run_ctx.extra["deploy_checks"]["onnx_matches_torch"] is True
+    assert run_ctx.extra["backend"] == "onnxruntime"
+    (section,) = run_ctx.extra["report_sections"]  # the backend's own report section, as a dict
+    assert dict((r[0], r[1]) for r in section["rows"])["host latency (int8)"] == f"{m['host_latency_int8_ms']:.3f} ms"
     client = MlflowClient(tracking_uri=uri)
     logged = client.get_run(child).data.metrics
     assert logged["onnx_max_abs_diff"] == pytest.approx(m["onnx_max_abs_diff"])
@@ -107,11 +112,26 @@ def test_deploy_without_quantize_names_quantize(quantized, tmp_path: Path) -> No
         get_stage("deploy")(cfg, fresh)
 
 
+def test_deploy_without_schedule_names_schedule(quantized, tmp_path: Path) -> None:
+    """The backend deploys the Deployment `schedule` planned; without it the stage names that stage."""
+    cfg, ctx, _ = quantized
+    fresh = RunContext(
+        output_dir=str(tmp_path),
+        arch=ctx.arch,
+        model_checkpoint=ctx.model_checkpoint,
+        onnx_path=ctx.onnx_path,
+        onnx_int8_path=ctx.onnx_int8_path,
+    )
+    with pytest.raises(MissingStageError, match="'schedule'"):
+        get_stage("deploy")(cfg, fresh)
+
+
 def test_backend_given_no_model_names_finetune(quantized, tmp_path: Path) -> None:
-    cfg, _, _ = quantized
+    cfg, ctx, _ = quantized
     backend = build_plugin(cfg, "backend")
+    deployment = Deployment.load(ctx.artifacts["deployment"])
     with pytest.raises(MissingStageError, match="finetune"):
-        backend.deploy(None, tiny_arch(), None, str(tmp_path), NullTracker(), {})
+        backend.deploy(deployment, None, None, str(tmp_path), NullTracker(), {})
 
 
 def test_host_latency_is_a_median_of_runs(quantized) -> None:

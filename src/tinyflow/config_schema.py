@@ -105,15 +105,9 @@ CORE: dict[str, dict[str, Field]] = {
     "cache": {"train": _F((bool,)), "search": _F((bool,)), "dir": _F((str,))},
 }
 
-#: ranges of plugin options (types come from the plugin's constructor)
+#: ranges of plugin options common to a group's plugins (types come from the plugin's constructor); a plugin
+#: declares its own options' ranges in a class attribute `option_ranges` (`plugin_ranges`)
 RANGES: dict[str, dict[str, Field]] = {
-    "backend": {
-        "latency_runs": _F(INT, min=1),
-        "latency_warmup": _F(INT, min=0),
-        "check_inputs": _F(INT, min=0),
-        "threads": _F(INT, min=1),
-        "seed": _F(INT, min=0),
-    },
     "trainer": {
         "seed": _F(INT, min=0),
         "epochs": _F(INT, optional=True, min=1),
@@ -201,6 +195,7 @@ def plugin_schema(target: str) -> tuple[dict[str, Field], bool]:
     """(`key -> Field` from the constructor's type hints of `target`, whether it takes any other key (**options))."""
     from hydra.utils import get_class, get_method
 
+    obj: Any = None
     try:
         obj = get_class(target)
         init = obj.__init__
@@ -226,7 +221,26 @@ def plugin_schema(target: str) -> tuple[dict[str, Field], bool]:
             schema[name] = spec
         else:
             schema[name] = Field((object,), optional=True)
+    for name, bounds in plugin_ranges(obj).items():
+        if name in schema:
+            schema[name] = dataclasses.replace(schema[name], **bounds)
     return schema, open_ended
+
+
+_BOUNDS = ("min", "max", "above", "below", "choices")
+
+
+def plugin_ranges(plugin: Any) -> dict[str, dict[str, Any]]:
+    """The ranges a plugin class declares for its own options: `option_ranges = {"runs": {"min": 1}, ...}`
+    (keys: min, max, above, below, choices). Core names no plugin's options."""
+    declared = getattr(plugin, "option_ranges", None) or {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, bounds in dict(declared).items():
+        unknown = set(bounds) - set(_BOUNDS)
+        if unknown:
+            raise TypeError(f"{plugin.__name__}.option_ranges['{name}']: unknown bound {sorted(unknown)} ({_BOUNDS})")
+        out[str(name)] = {k: (tuple(v) if k == "choices" else v) for k, v in bounds.items()}
+    return out
 
 
 def _check_group(where: str, node: Any, schema: dict[str, Field], closed: bool, problems: list[str]) -> None:

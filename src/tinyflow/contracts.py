@@ -294,27 +294,34 @@ class Strategy(Protocol):
 
 @dataclass
 class ReportSection:
-    """A backend's section of the run report: a title, (label, value) rows and, optionally, notes (paragraphs).
+    """A backend's section of the run report: a title, rows and, optionally, notes (paragraphs).
 
-    The report renders it as it is, without knowing which backend wrote it."""
+    A row is `(label, value)` or `(label, value, note)` (the report's "against / note" column). The report renders
+    it as it is, without knowing which backend wrote it."""
 
     title: str
-    rows: list[tuple[str, str]] = field(default_factory=list)
+    rows: list[tuple[str, ...]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        for row in self.rows:
+            if len(row) not in (2, 3):
+                raise ValueError(f"ReportSection '{self.title}': a row is (label, value[, note]), got {row!r}")
+
     def to_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "rows": [list(r) for r in self.rows], "notes": list(self.notes)}
+        return {"title": self.title, "rows": [[str(c) for c in r] for r in self.rows], "notes": list(self.notes)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReportSection:
-        return cls(str(d["title"]), [(str(a), str(b)) for a, b in d.get("rows", [])], list(d.get("notes", [])))
+        return cls(str(d["title"]), [tuple(str(c) for c in r) for r in d.get("rows", [])], list(d.get("notes", [])))
 
 
 @dataclass
 class BackendResult:
     """What a backend returns: `metrics` (name -> number, into the run's metrics and MLflow), `checks` (name ->
     value: what it verified, e.g. bit_exact, fits), `files` (name -> path it wrote), `sections` (report
-    sections), `details` (its own JSON-ready figures, kept in the run context under the backend's name)."""
+    sections), `details` (name -> its own JSON-ready figures, each kept in the run context's `extra` and in
+    `report.json` under its name, e.g. backend `c`'s `firmware`)."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
@@ -329,8 +336,10 @@ class Backend(Protocol):
 
     `deployment` is the planned network (description, int8 IR with its quantization, plan, analysis); `model`
     the final PyTorch model (None when the run has none); `files` what the `quantize` stage exported (`onnx`:
-    float, `onnx_int8`: QDQ int8). A backend declares its own options as its constructor's keywords (an unknown
-    option is a ConfigError) and raises a TinyflowError when a check fails loudly."""
+    float, `onnx_int8`: QDQ int8). A backend declares its own options as its constructor's keywords (no
+    `**options`: an option it does not know is a ConfigError naming it), their ranges optionally in a class
+    attribute `option_ranges` (`{"runs": {"min": 1}}`, checked before the first stage), and raises a
+    TinyflowError when a check fails loudly. Its report sections are rendered as they are."""
 
     name: str
 

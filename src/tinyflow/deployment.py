@@ -36,9 +36,10 @@ class DeploymentFileError(TinyflowError):
 class Deployment:
     """The deployed network, planned: description, int8 IR (with quantization), plan, analysis.
 
-    `model_path` is the int8 model file the IR was imported from (None when the IR is the description's own);
-    backends may hand it to a reference runtime (onnxruntime, TF Lite Micro) to compare against, never to read
-    the network again. `source` says where the IR came from."""
+    `model_path` is the int8 model file deployed (the IR imported from it, or the description's IR with the file's
+    constants attached; None without a file); backends may hand it to a reference runtime (onnxruntime, TF Lite
+    Micro) to compare against, never to read the network again. `source` says where the IR came from.
+    `layer_plan` is the layer-by-layer plan the analysis compares with (None when it would be `plan` itself)."""
 
     graph: Graph
     plan: ExecutionPlan
@@ -47,6 +48,7 @@ class Deployment:
     model_path: str | None = None
     source: str = "network description"
     extra: dict[str, Any] = field(default_factory=dict)
+    layer_plan: ExecutionPlan | None = None
 
     # the figures everybody reads, typed
     @property
@@ -70,6 +72,11 @@ class Deployment:
         return bool(self.analysis["fits"])
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The network input's NCHW shape (batch 1)."""
+        return tuple(self.graph[self.graph.inputs[0]].shape)
+
+    @property
     def quantized(self) -> bool:
         """The IR carries its quantization (imported from an int8 file)."""
         return bool(self.graph.quant)
@@ -89,6 +96,7 @@ class Deployment:
             "model_path": self.model_path,
             "source": self.source,
             "extra": self.extra,
+            "layer_plan": self.layer_plan.to_dict() if self.layer_plan is not None else None,
         }
         arrays = {_HEADER: np.frombuffer(json.dumps(header, default=_json_default).encode(), np.uint8)}
         for name, value in self.graph.constants.items():
@@ -127,6 +135,7 @@ class Deployment:
             model_path=header.get("model_path"),
             source=header.get("source", ""),
             extra=header.get("extra", {}),
+            layer_plan=ExecutionPlan.from_dict(header["layer_plan"]) if header.get("layer_plan") else None,
         )
 
 
@@ -153,14 +162,27 @@ def plan_deployment(
     compare_layer: bool = True,
 ) -> Deployment:
     """Plan and cost `graph` for `device` with `scheduler` (chosen for the device's budget,
-    `Scheduler.for_budget`) — the one function every entry point plans a deployed network with."""
+    `Scheduler.for_budget`) — the one function every entry point plans a deployed network with.
+
+    `model_path`: the int8 file deployed; the flash figure is its count under the memory convention
+    (`tinyflow.analyze.conventions.model_flash`, computed here once). `strict`: an option invalid for this network
+    is an error (one network analysed) instead of clamped (a pipeline's network)."""
     from tinyflow.analyze.core import analyze
 
-    analysis, plan, _layer = analyze(
-        graph, scheduler, memory, device, cost_model, compare_layer=compare_layer, baseline=baseline, strict=strict
+    path = str(model_path) if model_path else None
+    analysis, plan, layer = analyze(
+        graph,
+        scheduler,
+        memory,
+        device,
+        cost_model,
+        compare_layer=compare_layer,
+        baseline=baseline,
+        strict=strict,
+        model_path=path,
     )
-    src = source or ("int8 model file" if model_path else "network description")
+    src = source or ("int8 model file" if path else "network description")
     analysis["source"] = src
     if network is not None:
         analysis["deployed_network"] = network.to_dict()
-    return Deployment(graph, plan, analysis, network, str(model_path) if model_path else None, src)
+    return Deployment(graph, plan, analysis, network, path, src, layer_plan=layer)

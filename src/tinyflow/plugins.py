@@ -135,12 +135,36 @@ def build_plugin(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
         )
     refuse_code_overrides(_task_overrides(cfg))
     check_targets(node, group)
+    check_options(node, group, option, kwargs)
     try:
         obj = instantiate(node, **kwargs, _convert_="partial")
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
         raise ConfigError(f"{group}={option}: could not build the plugin: {cause}") from None
     return check_protocol(obj, group, option)
+
+
+def check_options(node: DictConfig, group: str, option: str, kwargs: dict[str, Any] | None = None) -> None:
+    """ConfigError, one paragraph, when the config (or `kwargs`) gives the plugin an option its constructor does
+    not take (a plugin declares its options as keywords; one that takes `**options` accepts any)."""
+    from tinyflow.config_schema import plugin_schema
+
+    try:
+        schema, open_ended = plugin_schema(str(node._target_))
+    except Exception:  # a target that cannot be loaded: instantiate reports it below
+        return
+    if open_ended:
+        return
+    given = [str(k) for k in node if not (str(k).startswith("_") and str(k).endswith("_"))] + list(kwargs or {})
+    unknown = [k for k in dict.fromkeys(given) if k not in schema]
+    if unknown:
+        names = ", ".join(f"`{group}.{k}`" for k in unknown)
+        raise ConfigError(
+            f"{group}={option}: {names} {'is not an option' if len(unknown) == 1 else 'are not options'} of "
+            f"{node._target_} (its options: {', '.join(sorted(schema)) or 'none'}). Remove "
+            f"{'it' if len(unknown) == 1 else 'them'} from the command line or the config file, or choose the "
+            f"{group} that takes {'it' if len(unknown) == 1 else 'them'}."
+        )
 
 
 def build_device(cfg: DictConfig) -> Device:

@@ -7,14 +7,18 @@ figures as metrics and tags on the MLflow parent run.
 Where a figure comes from (one source each):
 - memory, flash, MACs, params, latency, energy: the `schedule` stage's analysis of the deployed network
   (`ctx.plan`; its `source` says whether the int8 ONNX or the network's description was planned);
-- accuracy: the float model and the int8 model on the test split (stage `quantize`); host latency and the ONNX
-  check: the backend (stage `deploy`). A figure no stage produced shows as "—".
+- accuracy: the float model and the int8 model on the test split (stage `quantize`). A figure no stage produced
+  shows as "—";
+- whatever the backend measured (stage `deploy`): its report sections (`tinyflow.contracts.ReportSection`, kept in
+  `ctx.extra["report_sections"]`), rendered as they are, one table each, without naming a backend; its details in
+  `report.json` under their own names.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from tinyflow.context import RunContext, atomic_write_text
+from tinyflow.contracts import ReportSection
 from tinyflow.errors import TinyflowError
 
 log = logging.getLogger(__name__)
@@ -53,10 +58,7 @@ class Figures:
     params: float | None = None
     latency_ms: float | None = None
     energy_mj: float | None = None
-    host_latency_int8_ms: float | None = None
-    onnx_max_abs_diff: float | None = None
     memory_source: str | None = None
-    firmware: dict | None = None  # backend=c: the firmware section (tinyflow.firmware.project.make_firmware)
     schedule_used: str | None = None  # the plan the scheduler chose (`layer`, `patch 2x2 over 3 blocks`)
     schedule_reason: str | None = None  # and why (the patch scheduler's policy, docs/design.md §7)
 
@@ -119,10 +121,17 @@ def gather(cfg: DictConfig, ctx: RunContext) -> Figures:
     f.params = plan.get("params")
     f.latency_ms = plan.get("latency_ms")
     f.energy_mj = plan.get("energy_mj")
-    f.host_latency_int8_ms = m.get("host_latency_int8_ms")
-    f.onnx_max_abs_diff = m.get("onnx_max_abs_diff")
-    f.firmware = ctx.extra.get("firmware")
     return f
+
+
+def sections(ctx: RunContext) -> list[ReportSection]:
+    """The backend's report sections, as the deploy stage kept them."""
+    return [ReportSection.from_dict(d) for d in ctx.extra.get("report_sections", [])]
+
+
+def backend_details(ctx: RunContext) -> dict[str, object]:
+    """The backend's details (for report.json), under their own names."""
+    return {name: ctx.extra[name] for name in ctx.extra.get("backend_details", []) if name in ctx.extra}
 
 
 # ---------------------------------------------------------------------------------------------- formatting
@@ -164,15 +173,10 @@ def rows(f: Figures, files: dict[str, str]) -> list[tuple[str, str, str]]:
         ("MACs", _num(None if f.macs is None else f.macs / 1e6, ",.2f", " M"), ""),
         ("est. latency", _num(f.latency_ms, ",.1f", " ms"), "cost model, on the device"),
         ("est. energy", _num(f.energy_mj, ",.2f", " mJ"), "cost model, on the device"),
-        ("host latency (int8)", _num(f.host_latency_int8_ms, ".3f", " ms"), "onnxruntime, median"),
-        ("ONNX vs PyTorch", _num(f.onnx_max_abs_diff, ".2e"), "max abs diff, logits"),
         ("fits SRAM", _yes_no(f.fits_sram), ""),
         ("fits flash", _yes_no(f.fits_flash), ""),
         ("fits", _yes_no(f.fits), ""),
     ]
-    from tinyflow.firmware.report_rows import firmware_rows
-
-    out += firmware_rows(f.firmware, f.sram_budget_bytes, f.flash_budget_bytes)
     out += [(f"file: {name}", path, "") for name, path in files.items()]
     return out
 
@@ -190,18 +194,31 @@ def _files(ctx: RunContext) -> dict[str, str]:
     return {k: v for k, v in files.items() if v}
 
 
-def to_markdown(table_rows: list[tuple[str, str, str]], title: str) -> str:
-    lines = [f"# {title}", "", "| | value | against / note |", "| --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in table_rows]
+def _cells(row: tuple[str, ...]) -> tuple[str, str, str]:
+    return (row[0], row[1], row[2] if len(row) > 2 else "")
+
+
+def _md_table(table_rows: list[tuple[str, ...]]) -> list[str]:
+    lines = ["| | value | against / note |", "| --- | --- | --- |"]
+    return lines + ["| {} | {} | {} |".format(*_cells(r)) for r in table_rows]
+
+
+def to_markdown(table_rows: list[tuple[str, str, str]], title: str, extra: Sequence[ReportSection] = ()) -> str:
+    """The report table, then one table (and its notes) per section."""
+    lines = [f"# {title}", "", *_md_table(table_rows)]
+    for section in extra:
+        lines += ["", f"## {section.title}", "", *_md_table(section.rows)]
+        lines += [line for note in section.notes for line in ("", note)]
     return "\n".join(lines) + "\n"
 
 
-def to_rich(table_rows: list[tuple[str, str, str]], title: str) -> Table:
+def to_rich(table_rows: list[tuple[str, ...]], title: str) -> Table:
     table = Table(title=title)
     table.add_column("")
     table.add_column("value", justify="right")
     table.add_column("against / note")
-    for a, b, c in table_rows:
+    for row in table_rows:
+        a, b, c = _cells(row)
         style = "bold green" if b == "yes" else "bold red" if b == "NO" else None
         table.add_row(a, b, c, style=style if a.startswith("fits") else None)
     return table
@@ -219,7 +236,6 @@ def metrics_of(f: Figures) -> dict[str, float]:
         "params",
         "latency_ms",
         "energy_mj",
-        "host_latency_int8_ms",
         "sram_budget_bytes",
         "flash_budget_bytes",
     )
@@ -239,14 +255,19 @@ def write_report(cfg: DictConfig, ctx: RunContext) -> str:
     files = _files(ctx)
     table_rows = rows(figures, files)
     title = f"tinyflow report — {', '.join(ctx.completed) or 'no stages finished'}"
-    markdown = to_markdown(table_rows, title)
+    backend_sections = sections(ctx)
+    markdown = to_markdown(table_rows, title, backend_sections)
     out = Path(ctx.output_dir)
     atomic_write_text(out / REPORT_MD, markdown)
     summary = {k: v for k, v in figures.__dict__.items()}
     summary.update(fits=figures.fits, fits_sram=figures.fits_sram, fits_flash=figures.fits_flash)
     summary.update(stages=list(ctx.completed), files=files)
+    summary.update({k: v for k, v in backend_details(ctx).items() if k not in summary})
+    summary.update(backend=ctx.extra.get("backend"), sections=[sec.to_dict() for sec in backend_sections])
     atomic_write_text(out / REPORT_JSON, json.dumps(summary, indent=2, sort_keys=True, default=str))
     console.print(to_rich(table_rows, title))
+    for section in backend_sections:
+        console.print(to_rich(section.rows, section.title))
 
     tracker = active_tracker()
     try:

@@ -1,31 +1,39 @@
 """Backend `c`: the deployed int8 network as TinyEngine-style C firmware, built for Cortex-M and run on qemu.
 
-From the `quantize` stage's int8 ONNX and the `schedule` stage's plan it generates the C project, links it for the
-device (the linker's check of SRAM and flash), runs the test images on the emulator and checks the outputs bit
-for bit against the NumPy oracle and by top-1 against onnxruntime (`tinyflow.firmware`, docs/design.md §15).
-Without the cross-compiler or qemu it writes the project and says that building and running were skipped. The
-figures go to the report's `firmware` section; the zipped project and the map file to the tracker.
+From the `Deployment` the `schedule` stage planned (its int8 IR with quantization and constants, and its plan) it
+generates the C project, links it for the device (the linker's check of SRAM and flash), runs the test images on
+the emulator and checks the outputs bit for bit against the NumPy oracle and by top-1 against onnxruntime
+(`tinyflow.firmware`, docs/design.md §15). Without the cross-compiler or qemu it writes the project and says that
+building and running were skipped. It returns its `firmware` report section and details; the zipped project and
+the map file go to the tracker.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from tinyflow.arch.genome import Arch
-from tinyflow.deploy.model import MissingStageError
+from tinyflow.contracts import BackendResult
 from tinyflow.deploy.quantize import collect_images
 from tinyflow.device import Device
-from tinyflow.firmware.project import FirmwareSettings, load_plan, make_firmware
+from tinyflow.firmware.project import FirmwareSettings, make_firmware
+from tinyflow.firmware.report_rows import SECTION_TITLE, firmware_section
 
 log = logging.getLogger(__name__)
+
+#: what the backend reports as checks
+CHECKS = ("built", "fits", "bit_exact", "images", "overflow", "skipped")
 
 
 class CBackend:
     """Generates, builds, runs and checks the firmware of the deployed network."""
 
     name = "c"
+    option_ranges: ClassVar[dict[str, dict[str, float]]] = {
+        "images": {"min": 1},
+        "stack_reserve": {"min": 256},
+        "timeout_s": {"above": 0},
+    }
 
     def __init__(
         self,
@@ -37,7 +45,6 @@ class CBackend:
         on_overflow: str = "report",
         rounding: str = "single",
         timeout_s: float = 900.0,
-        **host_options: Any,  # the onnxruntime backend's keys (latency_runs, …) that debug=fast sets: unused here
     ):
         self.device = Device.from_config(device)
         self.settings = FirmwareSettings(
@@ -51,17 +58,10 @@ class CBackend:
         )
 
     def deploy(
-        self, model: Any, arch: Arch, data: Any, workdir: str, tracker: Any, files: dict[str, str]
-    ) -> dict[str, Any]:
-        for key, producer in (("onnx_int8", "quantize"), ("plan", "schedule")):
-            if not files.get(key) or not Path(files[key]).exists():
-                raise MissingStageError(
-                    f"backend c: the {key} file ({files.get(key) or 'none'}) does not exist; stage '{producer}' "
-                    f"writes it. Add '{producer}' before 'deploy' in `stages:`."
-                )
-        plan = load_plan(files["plan"])
+        self, deployment: Any, model: Any, data: Any, workdir: str, tracker: Any, files: dict[str, str]
+    ) -> BackendResult:
         images, _ = collect_images(data.test_dataloader(), self.settings.images)
-        result = make_firmware(files["onnx_int8"], plan, self.device, workdir, images, self.settings)
+        result = make_firmware(deployment, self.device, workdir, images, self.settings)
         metrics = {f"firmware_{k}": float(v) for k, v in result.items() if isinstance(v, int | float)}
         tracker.log_metrics(metrics)
         tracker.log_parent_metrics(metrics)
@@ -70,5 +70,11 @@ class CBackend:
             out_files["firmware_map"] = result["map_file"]
         for path in out_files.values():
             tracker.log_artifact(path, "firmware")
-        checks = {k: result[k] for k in ("built", "fits", "bit_exact", "images", "overflow", "skipped") if k in result}
-        return {"metrics": metrics, "checks": checks, "files": out_files, "extra": {"firmware": result}}
+        device = self.device
+        return BackendResult(
+            metrics=metrics,
+            checks={k: result[k] for k in CHECKS if k in result},
+            files=out_files,
+            sections=[firmware_section(result, device.sram_budget_bytes, device.flash_budget_bytes)],
+            details={SECTION_TITLE: result},
+        )

@@ -1,10 +1,11 @@
-"""Backend `onnxruntime`: checks the exported float and int8 ONNX files on the host and logs them.
+"""Backend `onnxruntime`: checks the exported float and int8 ONNX files of the Deployment on the host and logs them.
 
 - the float ONNX must compute what PyTorch computes (max abs diff ≤ `check_tolerance` over `check_inputs`
   seeded inputs), else a loud `OnnxCheckError` with the measured difference;
 - the int8 model's test accuracy is measured under onnxruntime and compared with the float model's;
 - host latency of both files (median of `latency_runs` batch-1 runs);
-- files, checks and a figure go to the tracker, the int8 and float models through `mlflow.onnx.log_model`.
+- files, checks and a figure go to the tracker, the int8 and float models through `mlflow.onnx.log_model`;
+- its `host` report section: host latency and the ONNX-vs-PyTorch difference.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from tinyflow.arch.genome import Arch
 from tinyflow.context import atomic_write_text
+from tinyflow.contracts import BackendResult, ReportSection
 from tinyflow.deploy.latency import host_latency
 from tinyflow.deploy.model import MissingStageError
 from tinyflow.deploy.onnx_export import check_onnx_against_torch
@@ -34,6 +35,13 @@ class OnnxRuntimeBackend:
     """Checks, measures and logs the ONNX files made by the `quantize` stage."""
 
     name = "onnxruntime"
+    option_ranges: ClassVar[dict[str, dict[str, float]]] = {
+        "check_inputs": {"min": 1},
+        "latency_runs": {"min": 1},
+        "latency_warmup": {"min": 0},
+        "threads": {"min": 1},
+        "seed": {"min": 0},
+    }
 
     def __init__(
         self,
@@ -62,8 +70,8 @@ class OnnxRuntimeBackend:
         self.seed = int(seed)
 
     def deploy(
-        self, model: Any, arch: Arch, data: Any, workdir: str, tracker: Any, files: dict[str, str]
-    ) -> dict[str, Any]:
+        self, deployment: Any, model: Any, data: Any, workdir: str, tracker: Any, files: dict[str, str]
+    ) -> BackendResult:
         if model is None:
             raise MissingStageError(
                 "backend onnxruntime: asked to deploy but no model exists; stage 'finetune' writes the final model. "
@@ -75,7 +83,7 @@ class OnnxRuntimeBackend:
                     f"backend onnxruntime: the {key} file ({files.get(key) or 'none'}) does not exist; stage "
                     f"'{producer}' exports it. Add '{producer}' before 'deploy' in `stages:`."
                 )
-        shape = (1, arch.in_channels, arch.resolution, arch.resolution)
+        shape = tuple(deployment.input_shape)
         check = check_onnx_against_torch(
             model, files["onnx"], shape, n_inputs=self.check_inputs, tolerance=self.check_tolerance, seed=self.seed
         )
@@ -123,6 +131,7 @@ class OnnxRuntimeBackend:
         fig.savefig(figure_path, dpi=100)
 
         tracker.log_metrics(metrics)
+        tracker.log_parent_metrics({"host_latency_int8_ms": metrics["host_latency_int8_ms"]})
         tracker.set_tags({"deploy.onnx_matches_torch": "true", "deploy.int8_accuracy_ok": str(int8_ok).lower()})
         for path in (files["onnx"], files["onnx_int8"], checks_path):
             tracker.log_artifact(str(path), "deploy")
@@ -131,11 +140,25 @@ class OnnxRuntimeBackend:
         if self.log_models:
             tracker.log_onnx_model(files["onnx_int8"], name="model_int8")
             tracker.log_onnx_model(files["onnx"], name="model_float")
-        return {
-            "metrics": metrics,
-            "checks": checks,
-            "files": {"deploy_checks": str(checks_path), "deploy_figure": str(figure_path)},
-        }
+        return BackendResult(
+            metrics=metrics,
+            checks=checks,
+            files={"deploy_checks": str(checks_path), "deploy_figure": str(figure_path)},
+            sections=[_section(metrics, self.latency_runs)],
+        )
+
+
+def _section(metrics: dict[str, float], runs: int) -> ReportSection:
+    """The report's rows of this backend: host latency and the ONNX check."""
+    return ReportSection(
+        "host (onnxruntime)",
+        [
+            ("host latency (int8)", f"{metrics['host_latency_int8_ms']:.3f} ms", f"onnxruntime, median of {runs}"),
+            ("host latency (float)", f"{metrics['host_latency_float_ms']:.3f} ms", f"onnxruntime, median of {runs}"),
+            ("accuracy (int8, onnxruntime)", f"{100 * metrics['accuracy_int8_onnx']:.2f} %", "test split"),
+            ("ONNX vs PyTorch", f"{metrics['onnx_max_abs_diff']:.2e}", "max abs diff, logits"),
+        ],
+    )
 
 
 def _figure(acc_float: float, acc_int8: float, lat_float: list[float], lat_int8: list[float]) -> Any:

@@ -1,4 +1,5 @@
-"""The body of `python -m tinyflow.analyze`: build the network, plan, print, write analysis.json, track."""
+"""The body of `python -m tinyflow.analyze`: build the network, plan it (`plan_deployment`, strict), print, write
+analysis.json, track."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from tinyflow.analyze.core import analyze, network_graphs
+from tinyflow.analyze.core import network_graphs
 from tinyflow.analyze.networks import build_network
 from tinyflow.analyze.render import print_tables, profile_figure
 from tinyflow.context import atomic_write_text
+from tinyflow.deployment import plan_deployment
 from tinyflow.errors import ConfigError
 from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.tracking import activate
@@ -41,6 +43,12 @@ def log_analysis(
         plt.close(fig)
 
 
+def graph_source(graph: Any) -> str:
+    """Where an analysed network's IR came from: the model file it was imported from, or its description."""
+    path = graph.meta.get("onnx_path") or graph.meta.get("tflite_path")
+    return f"model file {Path(str(path)).name}" if path else "network description"
+
+
 def run_analyze(cfg: DictConfig) -> dict[str, Any]:
     output = str(cfg.get("output", "table"))
     if output not in ("table", "json"):
@@ -65,9 +73,18 @@ def run_analyze(cfg: DictConfig) -> dict[str, Any]:
         cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
         tracker.set_tags({"mlflow.runName": f"analyze-{given.name}-{scheduler.name}"})
         compare = bool(cfg.get("compare_layer", True))
-        analysis, plan, layer = analyze(
-            graph, scheduler, memory, device, cost_model, compare, baseline=given, strict=True
+        deployment = plan_deployment(
+            graph,
+            scheduler,
+            memory,
+            device,
+            cost_model,
+            baseline=given,
+            strict=True,
+            compare_layer=compare,
+            source=graph_source(graph),
         )
+        analysis, plan, layer = deployment.analysis, deployment.plan, deployment.layer_plan
         atomic_write_text(out_dir / ANALYSIS_FILE, json.dumps(analysis, indent=2))
         fig_path = out_dir / "memory_profile.png" if cfg.get("plot", True) else None
         log_analysis(tracker, analysis, plan, layer, device.sram_budget_bytes, fig_path)

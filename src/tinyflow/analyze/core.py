@@ -1,7 +1,7 @@
 """The analysis of one network: the scheduler's plan, the cost model's figures, the per-layer profile, fits?
 
-Shared by `python -m tinyflow.analyze` and the pipeline's `schedule` stage: the one place a network is planned and
-costed for a report.
+Called only through `tinyflow.deployment.plan_deployment`, the one planning path of `python -m tinyflow.analyze`,
+`python -m tinyflow.firmware` and the pipeline's `schedule` stage: the one place a network is planned and costed.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def analyze(
     compare_layer: bool = True,
     baseline: Graph | None = None,
     strict: bool = False,
+    model_path: str | None = None,
 ) -> tuple[dict[str, Any], ExecutionPlan, ExecutionPlan | None]:
     """(analysis dict, the scheduler's plan of `graph`, the layer plan compared against or None).
 
@@ -58,7 +59,9 @@ def analyze(
     one the analytic counts, no latency). The layer plan is of `baseline` (the network before the scheduler
     changed it; default `graph`), and left out when it would be the scheduler's own plan of the same graph.
     The scheduler chooses for the device's SRAM budget (`Scheduler.for_budget`); `strict`: an option invalid for
-    this network is an error (analysing one network) rather than clamped (a pipeline's deployed network)."""
+    this network is an error (analysing one network) rather than clamped (a pipeline's deployed network).
+    Flash is decided once, by `conventions.model_flash`: the cost model's count, or `model_path`'s (the int8 file
+    deployed) or the imported file's under the memory convention."""
     budget = ScheduleBudget(device.sram_budget_bytes, "arena", device, cost_model, strict)
     plan: ExecutionPlan = scheduler.for_budget(budget).plan(graph, memory)
     name = scheduler.name
@@ -80,7 +83,7 @@ def analyze(
         "peak_live_bytes": plan.peak_live_bytes,
         "arena_bytes": plan.arena_bytes,
         "arena_algorithm": plan.arena_algorithm,
-        "flash_bytes": cost.flash_bytes,
+        "flash_bytes": cost.flash_bytes,  # the IR's count; `apply_memory_convention` decides the deployed flash
         "macs": cost.macs,
         "params": cost.params,
         "latency_ms": cost.latency_ms,
@@ -91,7 +94,7 @@ def analyze(
     }
     if cost.latency_ms is not None:
         out["latency_source"] = device.coefficient_source or "derived from clock"
-    apply_memory_convention(out, graph, memory)
+    apply_memory_convention(out, graph, memory, model_path)
     set_fits(out)
     for key, value in plan.extra.items():  # the scheduler's own figures (patch grid, RNNPool cut, ...)
         out.setdefault(key, _jsonable(value))

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tinyflow.analyze.conventions import COST_MODEL_FLASH
 from tinyflow.memory.plan import ExecutionPlan
 
 
@@ -66,7 +67,7 @@ def summary_table(analysis: dict[str, Any]) -> Table:
     sram_ok = "[green]fits[/green]" if a["fits_sram"] else "[red]does NOT fit[/red]"
     table.add_row("device SRAM", f"{_kib(a['sram_budget_bytes'])} KiB", f"{a['device']}: arena {sram_ok}")
     flash_ok = "[green]fits[/green]" if a["fits_flash"] else "[red]does NOT fit[/red]"
-    source = f" ({a['flash_source']})" if a.get("flash_source") else ""
+    source = f" ({a['flash_source']})" if a.get("flash_source") not in (None, COST_MODEL_FLASH) else ""
     table.add_row(
         "flash", f"{_kib(a['flash_bytes'])} KiB", f"of {_kib(a['flash_budget_bytes'])} KiB: {flash_ok}{source}"
     )

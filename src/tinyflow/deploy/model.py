@@ -1,9 +1,10 @@
-"""The final (fine-tuned) model that `quantize` and `deploy` export, and the run's deployed network."""
+"""The final (fine-tuned) model that `quantize` and `deploy` export, the run's deployed network, and the Deployment
+the `schedule` stage planned."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -11,6 +12,9 @@ from tinyflow.arch.genome import Arch
 from tinyflow.context import RunContext
 from tinyflow.errors import TinyflowError
 from tinyflow.network import DeployedNetwork
+
+if TYPE_CHECKING:
+    from tinyflow.deployment import Deployment
 from tinyflow.training.checkpoint import load_model, read_model
 
 
@@ -26,7 +30,7 @@ def require(ctx: RunContext, field: str, producer: str, consumer: str) -> Any:
         raise MissingStageError(
             f"stage '{consumer}' needs {field} from stage '{producer}', which has not run (stages finished so far: "
             f"{done}). Add '{producer}' before '{consumer}' in `stages:` (e.g. "
-            f"`stages=[space,train,search,finetune,quantize,deploy]`), or resume a run that has finished it."
+            f"`stages=[space,train,search,finetune,quantize,schedule,deploy]`), or resume a run that has finished it."
         )
     return value
 
@@ -55,3 +59,19 @@ def load_final_model(ctx: RunContext, consumer: str) -> tuple[Arch, nn.Module]:
         fallback = context_network(ctx, consumer)
     model, net, _ = load_model(ckpt, fallback)
     return net.to_arch(), model
+
+
+def load_deployment(ctx: RunContext, consumer: str) -> Deployment:
+    """The Deployment the `schedule` stage of this run planned and saved (`ctx.artifacts["deployment"]`); a
+    MissingStageError naming `schedule` when it has not run (or its file is gone)."""
+    from tinyflow.deployment import Deployment
+
+    path = ctx.artifacts.get("deployment")
+    if not path or not Path(path).is_file():
+        done = ", ".join(ctx.completed) or "none"
+        raise MissingStageError(
+            f"stage '{consumer}' needs the Deployment from stage 'schedule' ({path or 'none'} does not exist; stages "
+            f"finished so far: {done}). Add 'schedule' before '{consumer}' in `stages:` (e.g. "
+            "`stages=[space,train,search,finetune,quantize,schedule,deploy]`), or resume a run that has finished it."
+        )
+    return Deployment.load(path)

@@ -1,9 +1,14 @@
-"""The report's `firmware` rows (backend=c): the firmware's memory from the map file beside the device's budgets,
-the emulator's checks and instructions."""
+"""The `firmware` report section of backend `c`: the firmware's memory from the map file beside the device's
+budgets, the emulator's checks and instructions. The backend returns it as a `ReportSection`; the report renders it
+without knowing where it came from."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from tinyflow.contracts import ReportSection
+
+SECTION_TITLE = "firmware"
 
 
 def _kib(v: float) -> str:
@@ -49,3 +54,10 @@ def firmware_rows(fw: dict[str, Any] | None, sram_budget: int | None, flash_budg
             f"{fw['instructions_per_mac']:.2f} per MAC (qemu -icount: instructions, not cycles)",
         ),
     ]
+
+
+def firmware_section(fw: dict[str, Any], sram_budget: int | None, flash_budget: int | None) -> ReportSection:
+    """The rows as backend `c`'s report section."""
+    return ReportSection(
+        SECTION_TITLE, [tuple(str(c) for c in row) for row in firmware_rows(fw, sram_budget, flash_budget)]
+    )

@@ -1,32 +1,60 @@
-"""Stage `deploy`: the configured backend checks, measures and logs the files made by `quantize`."""
+"""Stage `deploy`: the configured backend deploys the Deployment `schedule` planned (docs/design.md §4, §15).
+
+It loads that Deployment (`ctx.artifacts["deployment"]`, never a sidecar), hands it with the final model, the test
+data and the files `quantize` exported to `Backend.deploy`, and keeps the `BackendResult`: its metrics in
+`ctx.metrics`, its checks in `ctx.extra["deploy_checks"]`, its files in `ctx.artifacts`, its report sections (as
+dicts) in `ctx.extra["report_sections"]` and each of its details in `ctx.extra` under its own name (backend `c`:
+`firmware`), listed in `ctx.extra["backend_details"]`; `report.json` carries them too.
+"""
 
 from __future__ import annotations
 
 from omegaconf import DictConfig
 
 from tinyflow.context import RunContext
-from tinyflow.deploy.model import load_final_model, require
+from tinyflow.contracts import BackendResult
+from tinyflow.deploy.model import load_deployment, load_final_model, require
+from tinyflow.errors import TinyflowError
 from tinyflow.plugins import build_plugin
 from tinyflow.stages import stage
 from tinyflow.tracking import active_tracker
 
+#: where the stage keeps a backend's report sections (`ReportSection.to_dict()`), read by `tinyflow.report`
+SECTIONS_KEY = "report_sections"
+_RESERVED = frozenset({"backend", "deploy_checks", SECTIONS_KEY, "backend_details"})
+
+
+def store_result(ctx: RunContext, backend_name: str, result: BackendResult) -> None:
+    """Keep what the backend returned in the run context (JSON-ready, so a resumed run's report shows it)."""
+    if not isinstance(result, BackendResult):
+        raise TinyflowError(
+            f"backend {backend_name}: deploy returned a {type(result).__name__}; it must return a "
+            "tinyflow.contracts.BackendResult (metrics, checks, files, sections, details)."
+        )
+    ctx.metrics.update({k: float(v) for k, v in result.metrics.items()})
+    ctx.extra["backend"] = backend_name
+    ctx.extra["deploy_checks"] = dict(result.checks)
+    ctx.extra[SECTIONS_KEY] = [s.to_dict() for s in result.sections]
+    for name, value in result.details.items():
+        if name in _RESERVED:
+            raise TinyflowError(f"backend {backend_name}: a detail may not be named '{name}' (the deploy stage's own)")
+        ctx.extra[name] = value
+    ctx.extra["backend_details"] = sorted(result.details)
+    ctx.artifacts.update({k: str(v) for k, v in result.files.items()})
+
 
 @stage("deploy")
 def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
-    arch, model = load_final_model(ctx, "deploy")
+    _, model = load_final_model(ctx, "deploy")
     files = {
         "onnx": require(ctx, "onnx_path", "quantize", "deploy"),
         "onnx_int8": require(ctx, "onnx_int8_path", "quantize", "deploy"),
-        **({"plan": ctx.artifacts["plan"]} if ctx.artifacts.get("plan") else {}),  # the schedule stage's plan.json
     }
+    deployment = load_deployment(ctx, "deploy")
     backend = build_plugin(cfg, "backend")
     data = build_plugin(cfg, "data")
-    data.set_resolution(arch.resolution)
+    data.set_resolution(int(deployment.input_shape[-1]))
     data.setup("test")
-    result = backend.deploy(model, arch, data, ctx.output_dir, active_tracker(), files)
-    ctx.metrics.update({k: float(v) for k, v in result.get("metrics", {}).items()})
-    ctx.extra["deploy_checks"] = result.get("checks", {})
-    ctx.extra["backend"] = backend.name
-    ctx.artifacts.update(result.get("files", {}))
-    ctx.extra.update(result.get("extra", {}))  # a backend's own report section (backend=c: `firmware`)
+    result = backend.deploy(deployment, model, data, ctx.output_dir, active_tracker(), files)
+    store_result(ctx, backend.name, result)
     return ctx

@@ -1,12 +1,15 @@
-"""Stage `schedule`: the one place the pipeline's deployed network is planned and costed (docs/design.md §5).
+"""Stage `schedule`: the one place the pipeline's deployed network is planned and costed (docs/design.md §1, §5).
 
 The network is the run context's (`ctx.network`, a `DeployedNetwork`: what finetune trained, or the plain network
 of the searched arch); the configured scheduler, built with the options a joint search chose
-(`ctx.schedule_options`), says which network it deploys for it (`Scheduler.network`) and plans its IR:
-`deployed_graph` imports the int8 ONNX `quantize` exported when the importer reads it (what is deployed is what is
-measured), else builds the IR from the network's description. The cost model prices the plan; flash is the int8
-file's own count when there is a file. The analysis (the same function as `python -m tinyflow.analyze`) goes to
-`ctx.plan`, which the report reads; the placed plan to `plan.json`, the memory profile to the tracker.
+(`ctx.schedule_options`), says which network it deploys for it (`Scheduler.network`). Its IR is the int8 file
+`quantize` exported when the importer reads it (what is deployed is what is measured), else the network's
+description carrying the int8 file's constants and quantization (`tinyflow.ir.onnx_constants`). It is planned by
+`tinyflow.deployment.plan_deployment` (the function `python -m tinyflow.analyze` and `python -m tinyflow.firmware`
+plan with; flash is decided there once) and saved as one `deployment.npz` in the run dir:
+`ctx.artifacts["deployment"]`, which `deploy` (and a resumed run) loads. `ctx.plan` is that Deployment's analysis
+(a JSON mirror the report and the search summary read); `plan.json` and `analysis.json` are written for people
+and the tracker — no code reads them back.
 """
 
 from __future__ import annotations
@@ -14,15 +17,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 
 from tinyflow.analyze.app import headline_metrics
-from tinyflow.analyze.core import analyze, set_fits
 from tinyflow.analyze.render import profile_figure
 from tinyflow.context import RunContext, atomic_write_text
 from tinyflow.deploy.model import context_network
+from tinyflow.deployment import DEPLOYMENT_FILE, Deployment, plan_deployment
 from tinyflow.ir.graph import Graph
 from tinyflow.network import DeployedNetwork
 from tinyflow.plugins import build_device, build_memory, build_plugin
@@ -34,9 +36,21 @@ log = logging.getLogger(__name__)
 INT8_SOURCE = "int8 ONNX"
 
 
+def _with_file_constants(graph: Graph, model_path: str) -> Graph:
+    """The description's IR with the int8 file's constants and quantization attached (when the module is there)."""
+    try:
+        from tinyflow.ir.onnx_constants import attach_onnx_constants
+    except ImportError:  # pragma: no cover - until tinyflow.ir.onnx_constants lands
+        log.info("schedule: tinyflow.ir.onnx_constants is not there; the IR carries no constants")
+        return graph
+    attached = attach_onnx_constants(graph, model_path)
+    return graph if attached is None else attached
+
+
 def deployed_graph(net: DeployedNetwork, onnx_int8_path: str | None) -> tuple[Graph, str]:
     """The IR of the deployed network and where it came from: the int8 model file (ONNX or TFLite, by its
-    suffix) when there is one and the importer reads it, else the network's description (`net.graph()`)."""
+    suffix) when there is one and the importer reads it, else the network's description (`net.graph()`), carrying
+    the int8 ONNX file's constants when there is one."""
     if onnx_int8_path and Path(onnx_int8_path).is_file():
         from tinyflow.ir import import_model
         from tinyflow.ir.model_errors import UnsupportedOpError
@@ -46,29 +60,31 @@ def deployed_graph(net: DeployedNetwork, onnx_int8_path: str | None) -> tuple[Gr
         except UnsupportedOpError as exc:
             source = f"network description (the importer does not read op {exc.op} of the int8 file)"
             log.info("schedule: %s; planning the %s network's IR instead", source, net.kind)
-            return net.graph(), source
+            graph = net.graph()
+            if Path(onnx_int8_path).suffix == ".onnx":
+                graph = _with_file_constants(graph, onnx_int8_path)
+            return graph, source
     return net.graph(), "network description"
 
 
-def file_flash(analysis: dict[str, Any], onnx_int8_path: str | None, memory: Any = None) -> None:
-    """Flash is the int8 file's own count (its initializers) when there is a file — its size under
-    `memory.flash: file` (TF Lite Micro keeps the whole model file in flash); the IR's count is kept beside."""
-    if not (onnx_int8_path and Path(onnx_int8_path).is_file()):
-        analysis.setdefault("flash_source", "cost model (IR)")
-        return
-    if memory is not None and memory.flash == "file":
-        analysis.setdefault("ir_flash_bytes", analysis["flash_bytes"])
-        analysis["flash_bytes"] = Path(onnx_int8_path).stat().st_size
-        analysis["flash_source"] = "int8 model file size (memory.flash=file)"
-        set_fits(analysis)
-        return
-    from tinyflow.deploy.quantize import int8_flash_bytes
+def _log(deployment: Deployment, title: str, sram_budget: int) -> None:
+    """Params, metrics, the analysis, the plan file and the memory-profile figure into the stage's run."""
+    import matplotlib.pyplot as plt
 
-    counted = int(int8_flash_bytes(onnx_int8_path)["flash_bytes"])
-    if counted != analysis["flash_bytes"]:
-        analysis["ir_flash_bytes"] = analysis["flash_bytes"]
-    analysis["flash_bytes"], analysis["flash_source"] = counted, "int8 ONNX initializers"
-    set_fits(analysis)
+    analysis = deployment.analysis
+    tracker = active_tracker()
+    tracker.log_params(
+        {
+            "schedule.source": deployment.source,
+            "schedule.scheduler": analysis["scheduler"],
+            **analysis["applied_schedule_options"],
+        }
+    )
+    tracker.log_metrics(headline_metrics(analysis))
+    tracker.log_text(json.dumps(analysis, indent=2), "analysis.json")
+    fig = profile_figure(deployment.plan, deployment.layer_plan, sram_budget, title)
+    tracker.log_figure(fig, "memory_profile.png")
+    plt.close(fig)
 
 
 @stage("schedule")
@@ -79,39 +95,39 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     graph, source = deployed_graph(deployed, ctx.onnx_int8_path)
     baseline = graph if deployed == net else net.graph()  # a scheduler that changed the network: compare with it
     memory, device = build_memory(cfg), build_device(cfg)
-    cost_model = build_plugin(cfg, "cost_model")
-    analysis, plan, layer = analyze(graph, scheduler, memory, device, cost_model, baseline=baseline)
-    analysis["source"] = source
-    analysis["deployed_network"] = deployed.to_dict()
+    model_path = ctx.onnx_int8_path if ctx.onnx_int8_path and Path(ctx.onnx_int8_path).is_file() else None
+    deployment = plan_deployment(
+        graph,
+        scheduler,
+        memory,
+        device,
+        build_plugin(cfg, "cost_model"),
+        network=deployed,
+        baseline=baseline,
+        model_path=model_path,
+        source=source,
+    )
+    analysis = deployment.analysis
     analysis["applied_schedule_options"] = dict(ctx.schedule_options or {})
-    file_flash(analysis, ctx.onnx_int8_path, memory)
 
     out_dir = Path(ctx.output_dir)
-    plan_path = out_dir / "plan.json"
-    atomic_write_text(plan_path, json.dumps(plan.to_dict(), default=str))
+    deployment_path = deployment.save(out_dir / DEPLOYMENT_FILE)
+    plan_path = out_dir / "plan.json"  # for people and the tracker; code reads the Deployment
+    atomic_write_text(plan_path, json.dumps(deployment.plan.to_dict(), default=str))
     atomic_write_text(out_dir / "analysis.json", json.dumps(analysis, indent=2))
-    tracker = active_tracker()
-    tracker.log_params(
-        {"schedule.source": source, "schedule.scheduler": analysis["scheduler"], **analysis["applied_schedule_options"]}
-    )
-    tracker.log_metrics(headline_metrics(analysis))
-    tracker.log_text(json.dumps(analysis, indent=2), "analysis.json")
-    tracker.log_artifact(str(plan_path))
-    import matplotlib.pyplot as plt
-
-    fig = profile_figure(plan, layer, device.sram_budget_bytes, f"{deployed.name} ({source}): working set per layer")
-    tracker.log_figure(fig, "memory_profile.png")
-    plt.close(fig)
+    _log(deployment, f"{deployed.name} ({source}): working set per layer", device.sram_budget_bytes)
+    active_tracker().log_artifact(str(plan_path))
     log.info(
         "schedule: %s plan of %s (%s): peak %d B, arena %d B, flash %d B, %d MACs",
         analysis["scheduler"],
         deployed.name,
         source,
-        analysis["peak_live_bytes"],
-        analysis["arena_bytes"],
-        analysis["flash_bytes"],
-        analysis["macs"],
+        deployment.peak_live_bytes,
+        deployment.arena_bytes,
+        deployment.flash_bytes,
+        deployment.macs,
     )
     ctx.plan = analysis
+    ctx.artifacts["deployment"] = str(deployment_path)
     ctx.artifacts["plan"] = str(plan_path)
     return ctx
