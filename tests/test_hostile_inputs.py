@@ -198,3 +198,17 @@ def test_the_pipeline_refuses_a_nan_learning_rate_and_fails_its_run(tmp_path: Pa
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("tinyflow").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"] and "finetune.lr" in runs[0].data.tags["error"]
+
+
+# ---------------------------------------------------------------- item 7: an unusable run folder for the other apps
+@pytest.mark.parametrize("module", ["tinyflow.analyze", "tinyflow.firmware"])
+@pytest.mark.parametrize("tracking", ["tracking=none", "tracking=mlflow"])
+def test_the_apps_report_an_unusable_run_folder_in_one_paragraph(module: str, tracking: str, tmp_path: Path) -> None:
+    """They printed Hydra's traceback from its own `mkdir`; the pipeline had a paragraph."""
+    (tmp_path / "file").write_text("not a folder")
+    run = tmp_path / "file" / "run"
+    store = f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"
+    extra = [store] if tracking == "tracking=mlflow" else []
+    res = _run(module, "network=onnx", f"network.path={MODEL}", tracking, *extra, f"hydra.run.dir={run}")
+    message = _one_paragraph(res)
+    assert str(tmp_path / "file") in message and "is a file, not a folder" in message
