@@ -131,8 +131,10 @@ def test_nhwc_layout_and_quantization_kept() -> None:
     g = from_tflite(MODELS / "person_detect.tflite")
     inp = g[g.inputs[0]]
     assert inp.shape == (1, 1, 96, 96) and g.meta["input_layout"] == "NHWC" and inp.elem_bytes == 1
-    q = g.meta["quantization"]
-    assert all(len(v["scale"]) == 1 for v in q.values())  # activations: per tensor
+    acts = {k: v for k, v in g.quant.items() if k in g.nodes}
+    assert set(acts) == set(g.nodes) and all(v.per_tensor and v.dtype == "int8" for v in acts.values())
+    stem_w = g.constants[next(n for n in g if n.op == "conv2d").weights["weight"]]
+    assert stem_w.dtype == np.int8 and stem_w.shape == (8, 1, 3, 3)  # OHWI in the file, OIHW in the IR
     stem = next(n for n in g if n.op == "conv2d")
     assert stem.attrs["padding"] == (0, 0, 1, 1) and stem.attrs["stride"] == (2, 2)  # TF's SAME, odd pixel last
     # weights keep per-channel scales: flash counts one 4-byte scale per output channel of a per-channel conv,

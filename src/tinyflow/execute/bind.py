@@ -124,6 +124,8 @@ def onnx_activation_ranges(path: str | Path, graph: Graph) -> dict[str, tuple[fl
     is elementwise noise that would make patch and layer execution differ wherever a value sits on a rounding
     boundary.
     """
+    if any(name in graph.nodes for name in graph.quant):  # the importer's record: no second walk of the file
+        return quant_ranges(graph)
     import onnx
     from onnx import numpy_helper
 
@@ -166,9 +168,27 @@ def from_onnx(path: str | Path, graph: Graph | None = None) -> Executor:
 
 
 def tflite_tensors(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
-    """IR weight name -> float array of a TFLite file's constants, dequantized ((q - zero_point) · scale, per
-    channel along the tensor's quantized dimension) and in the layout the executor runs: a conv's OHWI weight as
-    OIHW, a depthwise's 1HWO as O1HW, an element-wise constant in NCHW."""
+    """IR weight name -> float array of a TFLite model's constants, dequantized ((q - zero_point) · scale, per
+    channel) from `graph.constants` / `graph.quant` (the importer stores conv weights as OIHW already); an
+    element-wise constant broadcast in NCHW. `path` is read only for a graph imported without constants."""
+    if not graph.constants:
+        return _tflite_file_tensors(path, graph)
+    users = {w: n for n in graph for w in n.weights.values()}
+    out: dict[str, np.ndarray] = {}
+    for name, value in graph.constants.items():
+        v = np.asarray(value, np.float64)
+        q = graph.quant.get(name)
+        if q is not None and np.asarray(value).dtype.kind in "iu":
+            v = dequantize(v, q.scales(), q.zero_points(), q.axis if q.axis is not None else 0)
+        node = users.get(name)
+        if node is not None and node.op == "act" and len(node.shape) == 4:  # broadcast against an NCHW map
+            v = v.transpose(0, 3, 1, 2) if v.ndim == 4 else v.reshape(1, -1, 1, 1) if v.ndim == 1 else v
+        out[name] = v.astype(np.float32)
+    return out
+
+
+def _tflite_file_tensors(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
+    """`tflite_tensors` from the file itself (a graph deserialised without its constants)."""
     from tinyflow.ir.tflite_file import read_tflite
 
     model = read_tflite(path)
@@ -194,16 +214,21 @@ def tflite_tensors(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
     return out
 
 
-def tflite_activation_ranges(graph: Graph) -> dict[str, tuple[float, float]]:
-    """IR node -> the float range its int8 output can represent (the imported quantization), as clamps."""
+def quant_ranges(graph: Graph) -> dict[str, tuple[float, float]]:
+    """IR node -> the float range its quantized output can represent (`graph.quant`, per tensor), as clamps."""
     bounds = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
     out = {}
-    for name, q in graph.meta.get("quantization", {}).items():
-        if q.get("type") in bounds and len(q["scale"]) == 1:
-            lo, hi = bounds[q["type"]]
-            zp, scale = q["zero_point"][0], q["scale"][0]
+    for name, q in graph.quant.items():
+        if name in graph.nodes and q.dtype in bounds and q.per_tensor:
+            lo, hi = bounds[q.dtype]
+            scale, zp = q.scalar
             out[name] = ((lo - zp) * scale, (hi - zp) * scale)
     return out
+
+
+def tflite_activation_ranges(graph: Graph) -> dict[str, tuple[float, float]]:
+    """IR node -> the float range its int8 output can represent (the imported quantization), as clamps."""
+    return quant_ranges(graph)
 
 
 def from_tflite(path: str | Path, graph: Graph | None = None) -> Executor:

@@ -59,23 +59,20 @@ class FirmwareSettings:
 
 
 def _ort_session(path: Path) -> Any:
-    """An onnxruntime session on the file; a DequantizeLinear whose axis lies past a 1-D constant's rank (a
-    converter's fault onnxruntime rejects: person_detect.onnx) is read as axis 0, as the importer reads it."""
+    """An onnxruntime session on the file, with a DequantizeLinear whose axis lies past a 1-D constant's rank (a
+    converter's fault onnxruntime rejects when it runs: person_detect.onnx) read as axis 0, as the importer does."""
     import onnx
     import onnxruntime as ort
 
+    proto = onnx.load(str(path))
+    ranks = {t.name: len(t.dims) for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        for at in node.attribute:
+            if node.op_type == "DequantizeLinear" and at.name == "axis" and ranks.get(node.input[0]) == 1:
+                at.i = 0
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.log_severity_level = 1, 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception:  # onnxruntime raises several types for files it rejects
-        proto = onnx.load(str(path))
-        ranks = {t.name: len(t.dims) for t in proto.graph.initializer}
-        for node in proto.graph.node:
-            for at in node.attribute:
-                if node.op_type == "DequantizeLinear" and at.name == "axis" and ranks.get(node.input[0]) == 1:
-                    at.i = 0
-        return ort.InferenceSession(proto.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(proto.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def onnxruntime_outputs(onnx_path: str | Path, images: np.ndarray, model: QModel) -> np.ndarray:
