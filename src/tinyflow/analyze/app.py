@@ -14,7 +14,7 @@ from tinyflow.analyze.core import network_graphs
 from tinyflow.analyze.networks import build_network
 from tinyflow.analyze.render import print_tables, profile_figure
 from tinyflow.context import atomic_write_text
-from tinyflow.deployment import plan_deployment
+from tinyflow.deployment import Deployment, plan_deployment
 from tinyflow.errors import ConfigError
 from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.tracking import activate
@@ -49,6 +49,25 @@ def graph_source(graph: Any) -> str:
     return f"model file {Path(str(path)).name}" if path else "network description"
 
 
+def plan_network(cfg: DictConfig) -> Deployment:
+    """The configured network planned for the configured device (`plan_deployment`, strict: an option invalid
+    for this network is an error) — what `python -m tinyflow.analyze` reports."""
+    scheduler = build_plugin(cfg, "scheduler")
+    graph, given = network_graphs(build_network(cfg.network), scheduler)
+    cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
+    return plan_deployment(
+        graph,
+        scheduler,
+        build_memory(cfg),
+        build_device(cfg),
+        cost_model,
+        baseline=given,
+        strict=True,
+        compare_layer=bool(cfg.get("compare_layer", True)),
+        source=graph_source(graph),
+    )
+
+
 def run_analyze(cfg: DictConfig) -> dict[str, Any]:
     output = str(cfg.get("output", "table"))
     if output not in ("table", "json"):
@@ -66,28 +85,14 @@ def run_analyze(cfg: DictConfig) -> dict[str, Any]:
     }
     with activate(tracker), tracker.job(cfg, tags), tracker.stage("analyze"):
         # built inside the run: a network or plugin that cannot be built still leaves a FAILED run that says why
-        scheduler = build_plugin(cfg, "scheduler")
-        graph, given = network_graphs(build_network(cfg.network), scheduler)
-        memory = build_memory(cfg)
-        device = build_device(cfg)
-        cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
-        tracker.set_tags({"mlflow.runName": f"analyze-{given.name}-{scheduler.name}"})
-        compare = bool(cfg.get("compare_layer", True))
-        deployment = plan_deployment(
-            graph,
-            scheduler,
-            memory,
-            device,
-            cost_model,
-            baseline=given,
-            strict=True,
-            compare_layer=compare,
-            source=graph_source(graph),
+        deployment = plan_network(cfg)
+        tracker.set_tags(
+            {"mlflow.runName": f"analyze-{deployment.analysis['network']}-{deployment.analysis['scheduler']}"}
         )
         analysis, plan, layer = deployment.analysis, deployment.plan, deployment.layer_plan
         atomic_write_text(out_dir / ANALYSIS_FILE, json.dumps(analysis, indent=2))
         fig_path = out_dir / "memory_profile.png" if cfg.get("plot", True) else None
-        log_analysis(tracker, analysis, plan, layer, device.sram_budget_bytes, fig_path)
+        log_analysis(tracker, analysis, plan, layer, analysis["sram_budget_bytes"], fig_path)
         tracker.log_parent_metrics(headline_metrics(analysis))
     if output == "json":
         print(json.dumps(analysis))

@@ -34,37 +34,36 @@ from tinyflow.tracking import active_tracker
 log = logging.getLogger(__name__)
 
 INT8_SOURCE = "int8 ONNX"
-
-
-def _with_file_constants(graph: Graph, model_path: str) -> Graph:
-    """The description's IR with the int8 file's constants and quantization attached (when the module is there)."""
-    try:
-        from tinyflow.ir.onnx_constants import attach_onnx_constants
-    except ImportError:  # pragma: no cover - until tinyflow.ir.onnx_constants lands
-        log.info("schedule: tinyflow.ir.onnx_constants is not there; the IR carries no constants")
-        return graph
-    attached = attach_onnx_constants(graph, model_path)
-    return graph if attached is None else attached
+#: the source of an IR imported from the int8 file, by its suffix
+INT8_SOURCES = {".onnx": INT8_SOURCE, ".tflite": "int8 TFLite"}
 
 
 def deployed_graph(net: DeployedNetwork, onnx_int8_path: str | None) -> tuple[Graph, str]:
     """The IR of the deployed network and where it came from: the int8 model file (ONNX or TFLite, by its
-    suffix) when there is one and the importer reads it, else the network's description (`net.graph()`), carrying
-    the int8 ONNX file's constants when there is one."""
+    suffix) when there is one and the importer reads it, else the network's description (`net.graph()`)."""
     if onnx_int8_path and Path(onnx_int8_path).is_file():
         from tinyflow.ir import import_model
         from tinyflow.ir.model_errors import UnsupportedOpError
 
         try:
-            return import_model(onnx_int8_path), INT8_SOURCE
+            return import_model(onnx_int8_path), INT8_SOURCES.get(Path(onnx_int8_path).suffix, INT8_SOURCE)
         except UnsupportedOpError as exc:
             source = f"network description (the importer does not read op {exc.op} of the int8 file)"
             log.info("schedule: %s; planning the %s network's IR instead", source, net.kind)
-            graph = net.graph()
-            if Path(onnx_int8_path).suffix == ".onnx":
-                graph = _with_file_constants(graph, onnx_int8_path)
-            return graph, source
+            return net.graph(), source
     return net.graph(), "network description"
+
+
+def with_file_constants(graph: Graph, source: str, model_path: str | None) -> Graph:
+    """A description's IR carrying the int8 ONNX file's weights and quantization (`attach_onnx_constants`), so
+    no backend opens the file for them; an imported IR has its own. A file that is not the int8 export of the
+    network is an error naming it."""
+    if source in INT8_SOURCES.values() or not model_path or Path(model_path).suffix != ".onnx":
+        return graph
+    from tinyflow.ir.onnx_constants import attach_onnx_constants
+
+    attach_onnx_constants(graph, model_path)
+    return graph
 
 
 def _log(deployment: Deployment, title: str, sram_budget: int) -> None:
@@ -96,6 +95,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     baseline = graph if deployed == net else net.graph()  # a scheduler that changed the network: compare with it
     memory, device = build_memory(cfg), build_device(cfg)
     model_path = ctx.onnx_int8_path if ctx.onnx_int8_path and Path(ctx.onnx_int8_path).is_file() else None
+    graph = with_file_constants(graph, source, model_path)
     deployment = plan_deployment(
         graph,
         scheduler,
