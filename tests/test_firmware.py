@@ -15,18 +15,30 @@ import pytest
 
 from conftest import REPO, cli_env
 from deploy_helpers import finetuned_run
+from tinyflow.deployment import Deployment
 from tinyflow.device import Device
 from tinyflow.firmware import build
 from tinyflow.firmware.fixedpoint import quantize_multiplier, requantize
 from tinyflow.firmware.oracle import run_oracle
 from tinyflow.firmware.project import FirmwareSettings, make_firmware
 from tinyflow.firmware.qmodel import UnsupportedLayerError, build_qmodel, to_nhwc
+from tinyflow.ir.onnx_import import from_onnx
 from tinyflow.memory.config import MemoryConfig
 from tinyflow.memory.layer_plan import layer_plan
 from tinyflow.stages import get_stage
 from tinyflow.tracking import NullTracker, activate
 
 F746 = Device("stm32f746", 320, 1024, "cortex_m7", 216)
+
+
+def _qmodel(path):
+    """The integer model of an int8 ONNX file: imported, then lowered from the graph alone."""
+    return build_qmodel(from_onnx(path))
+
+
+def _deploy(model, plan, path) -> Deployment:
+    """A Deployment of the model's graph and a plan of it (what `plan_deployment` makes, without the analysis)."""
+    return Deployment(model.graph, plan, {}, model_path=str(path), source="int8 model file")
 
 
 def _requantize_scalar(x: int, m: int, shift: int) -> int:
@@ -104,7 +116,7 @@ def test_oracle_agrees_with_onnxruntime(stages_run):
     from tinyflow.firmware.qmodel import hwc
 
     cfg, ctx = stages_run
-    model = build_qmodel(ctx.onnx_int8_path)
+    model = _qmodel(ctx.onnx_int8_path)
     x = _test_images(cfg, 300)
     ref = _onnxruntime_layer_outputs(ctx.onnx_int8_path, model, x)
     checked = 0
@@ -163,11 +175,11 @@ def test_other_plans_and_the_m4(stages_run, tmp_path, memory, target, rounding):
     """Other placements of the same network (no in-place depthwise, input not in the arena), the Cortex-M4 target
     and TF Lite's double rounding: still bit-exact, arena still the plan's."""
     _, ctx = stages_run
-    model = build_qmodel(ctx.onnx_int8_path)
+    model = _qmodel(ctx.onnx_int8_path)
     plan = layer_plan(model.graph, MemoryConfig(**memory))
     x = np.random.default_rng(5).standard_normal((12, *model.input_shape[1:])).astype(np.float32)
     settings = FirmwareSettings(target=target, opt="-Os", rounding=rounding)
-    fw = make_firmware(ctx.onnx_int8_path, plan, F746, tmp_path, x, settings)
+    fw = make_firmware(_deploy(model, plan, ctx.onnx_int8_path), F746, tmp_path, x, settings)
     assert (
         fw["rounding"] == rounding
         and "TF_SINGLE_ROUNDING " + str(int(rounding == "single")) in (tmp_path / "firmware" / "model.c").read_text()
@@ -184,7 +196,7 @@ def test_patch_plan_equals_layer_plan_on_the_emulator(stages_run, tmp_path):
     from tinyflow.memory.patch_plan import patch_plan
 
     _, ctx = stages_run
-    model = build_qmodel(ctx.onnx_int8_path)
+    model = _qmodel(ctx.onnx_int8_path)
     layer = layer_plan(model.graph, MemoryConfig())
     small = patch_plan(model.graph, MemoryConfig(), 3, 2)
     with_add = patch_plan(model.graph, MemoryConfig(), 5, 3)
@@ -192,7 +204,7 @@ def test_patch_plan_equals_layer_plan_on_the_emulator(stages_run, tmp_path):
     x = np.random.default_rng(7).standard_normal((10, *model.input_shape[1:])).astype(np.float32)
     outputs, fws = [], []
     for name, plan in (("layer", layer), ("small", small), ("add", with_add)):
-        fw = make_firmware(ctx.onnx_int8_path, plan, F746, tmp_path / name, x, FirmwareSettings())
+        fw = make_firmware(_deploy(model, plan, ctx.onnx_int8_path), F746, tmp_path / name, x, FirmwareSettings())
         assert fw["bit_exact"] == 10 and fw["arena_bytes"] == plan.arena_bytes
         raw = np.fromfile(tmp_path / name / "firmware" / "run_firmware" / "output.bin", np.int8)
         outputs.append(raw.reshape(10, -1)[:, :-4])
@@ -206,27 +218,29 @@ def test_patch_plan_equals_layer_plan_on_the_emulator(stages_run, tmp_path):
 
 def test_overflow_names_the_region_and_bytes(stages_run, tmp_path):
     _, ctx = stages_run
-    model = build_qmodel(ctx.onnx_int8_path)
+    model = _qmodel(ctx.onnx_int8_path)
     plan = layer_plan(model.graph, MemoryConfig())
     tiny = Device("tiny", 2, 1024, "cortex_m7", 100)
     x = np.zeros((2, *model.input_shape[1:]), np.float32)
     with pytest.raises(build.LinkOverflowError, match=r"region RAM overflowed by [0-9,]+ B") as info:
-        make_firmware(ctx.onnx_int8_path, plan, tiny, tmp_path, x, FirmwareSettings())
+        make_firmware(_deploy(model, plan, ctx.onnx_int8_path), tiny, tmp_path, x, FirmwareSettings())
     assert info.value.region == "RAM" and info.value.over_bytes > plan.arena_bytes - 2048
     reserve = -(-info.value.over_bytes // 1024)  # the reserve that covers the overflow, in whole KB
     assert f"`device.sram_reserve_kb={reserve}` (now 0)" in str(info.value)
     assert (tmp_path / "firmware" / "model.c").is_file()
-    fw = make_firmware(ctx.onnx_int8_path, plan, tiny, tmp_path, x, FirmwareSettings(on_overflow="report"))
+    fw = make_firmware(
+        _deploy(model, plan, ctx.onnx_int8_path), tiny, tmp_path, x, FirmwareSettings(on_overflow="report")
+    )
     assert fw["fits"] is False and fw["overflow_region"] == "RAM" and fw["bit_exact"] == 2
 
 
 def test_missing_toolchain_writes_the_project(stages_run, tmp_path, monkeypatch):
     _, ctx = stages_run
-    model = build_qmodel(ctx.onnx_int8_path)
+    model = _qmodel(ctx.onnx_int8_path)
     plan = layer_plan(model.graph, MemoryConfig())
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     x = np.zeros((1, *model.input_shape[1:]), np.float32)
-    fw = make_firmware(ctx.onnx_int8_path, plan, F746, tmp_path, x, FirmwareSettings())
+    fw = make_firmware(_deploy(model, plan, ctx.onnx_int8_path), F746, tmp_path, x, FirmwareSettings())
     assert fw["built"] is False and "arm-none-eabi-gcc" in fw["skipped"] and "not built or run" in fw["skipped"]
     assert (tmp_path / "firmware" / "model.c").is_file() and (tmp_path / "firmware.zip").is_file()
     with pytest.raises(build.ToolchainMissing, match="apt-get install gcc-arm-none-eabi"):
@@ -253,7 +267,7 @@ def test_unsupported_op_is_one_paragraph(tmp_path):
     path = tmp_path / "sig.onnx"
     onnx.save(model, path)
     with pytest.raises(UnsupportedLayerError, match=r"node 'the_sigmoid' \(act\).*supported: conv2d"):
-        build_qmodel(path)
+        build_qmodel(from_onnx(path))
 
 
 @pytest.mark.slow
@@ -293,12 +307,12 @@ def test_real_tflite_converted_model(tmp_path):
     """MLPerf Tiny's keyword-spotting DS-CNN (a converted TF Lite model: int8 input and output, reshapes, a
     MatMul + bias Add, softmax): bit-exact to the oracle, its arena TF Lite Micro's activation arena (16,000 B),
     top-1 equal to onnxruntime."""
-    model = build_qmodel(KWS)
+    model = _qmodel(KWS)
     assert model.int8_io == (True, True) and [layer.kind for layer in model.layers][-1] == "softmax"
     plan = layer_plan(model.graph, MemoryConfig())
     q = np.random.default_rng(0).integers(-128, 128, (20, *model.input_shape[1:]))
     x = ((q - model.input_zp) * np.float32(model.input_scale)).astype(np.float32)
-    fw = make_firmware(KWS, plan, F746, tmp_path, x, FirmwareSettings())
+    fw = make_firmware(_deploy(model, plan, KWS), F746, tmp_path, x, FirmwareSettings())
     assert fw["arena_bytes"] == plan.arena_bytes == 16000
     assert fw["bit_exact"] == 20 and fw["top1_agreement_onnxruntime"] == 1.0
 

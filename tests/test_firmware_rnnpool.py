@@ -18,12 +18,16 @@ import torch
 from conftest import REPO, cli_env
 from deploy_helpers import compose_cfg, fit_adam, tiny_arch
 from tinyflow.context import RunContext
+from tinyflow.deployment import Deployment
 from tinyflow.device import Device
 from tinyflow.firmware import build
 from tinyflow.firmware.oracle import run_oracle
-from tinyflow.firmware.project import FirmwareSettings, load_plan, make_firmware, plan_qmodel
+from tinyflow.firmware.project import FirmwareSettings, make_firmware
 from tinyflow.firmware.qmodel import FirmwareError, UnsupportedLayerError, build_qmodel
 from tinyflow.firmware.rnnpool_float import exp_f32, sigmoid_f32, tanh_f32
+from tinyflow.firmware.rnnpool_model import required_graph
+from tinyflow.ir.onnx_constants import attach_onnx_constants
+from tinyflow.ir.rnnpool import rnnpool_graph
 from tinyflow.memory.config import MemoryConfig
 from tinyflow.stages import get_stage
 from tinyflow.tracking import NullTracker, activate
@@ -67,6 +71,13 @@ def rnnpool_run(tmp_path_factory):
     return cfg, ctx, net
 
 
+def _description(net, path):
+    """The network's description graph carrying the int8 file's constants (what the schedule stage deploys)."""
+    graph = rnnpool_graph(net.rnnpool_arch)
+    attach_onnx_constants(graph, path)
+    return graph
+
+
 def _test_images(cfg, n: int, labels: bool = False):
     from tinyflow.deploy.quantize import collect_images
     from tinyflow.plugins import build_plugin
@@ -94,8 +105,7 @@ def test_plan_is_the_rnnpool_description_and_oracle_agrees(rnnpool_run):
 
     cfg, ctx, net = rnnpool_run
     assert ctx.plan["scheduler"] == "rnnpool" and ctx.plan["source"].startswith("network description")
-    plan = load_plan(ctx.artifacts["plan"])
-    model = plan_qmodel(ctx.onnx_int8_path, plan)
+    model = build_qmodel(_description(net, ctx.onnx_int8_path))
     kinds = [layer.kind for layer in model.layers]
     assert kinds[:2] == ["conv", "rnnpool"] and kinds[-1] == "linear"
     x, y = _test_images(cfg, 200, labels=True)
@@ -116,18 +126,20 @@ def test_plan_is_the_rnnpool_description_and_oracle_agrees(rnnpool_run):
 
 
 def test_unsupported_cases_are_one_paragraph(rnnpool_run, tmp_path):
-    """An RNNPool int8 file without the recorded description, and a layer plan of an RNNPool network."""
+    """An RNNPool int8 file without the Deployment beside it, a description without the file's constants, and a
+    layer plan of an RNNPool network."""
     from tinyflow.firmware.codegen import generate
     from tinyflow.memory.layer_plan import layer_plan
 
-    _, ctx, _ = rnnpool_run
-    plan = load_plan(ctx.artifacts["plan"])
+    _, ctx, net = rnnpool_run
     alone = tmp_path / "model_int8.onnx"
     shutil.copy(ctx.onnx_int8_path, alone)
-    with pytest.raises(UnsupportedLayerError, match=r"analysis.json.*scheduler=rnnpool") as info:
-        plan_qmodel(alone, plan)
+    with pytest.raises(UnsupportedLayerError, match=r"deployment.npz.*scheduler=rnnpool") as info:
+        required_graph(alone, "Gather")
     assert "\n" not in str(info.value)
-    model = plan_qmodel(ctx.onnx_int8_path, plan)
+    with pytest.raises(FirmwareError, match="attach_onnx_constants"):
+        build_qmodel(rnnpool_graph(net.rnnpool_arch))
+    model = build_qmodel(_description(net, ctx.onnx_int8_path))
     with pytest.raises(FirmwareError, match="Plan it with scheduler=rnnpool"):
         generate(model, layer_plan(model.graph, MemoryConfig()))
 
@@ -158,7 +170,6 @@ def test_gru_streamed_input_and_the_m4(tmp_path):
     Cortex-M4 (fpv4-sp) at -Os: still bit-exact to the oracle, the arena the plan's."""
     from tinyflow.deploy.onnx_export import export_onnx
     from tinyflow.deploy.quantize import quantize_int8
-    from tinyflow.ir.rnnpool import rnnpool_graph
     from tinyflow.memory.rnnpool_plan import rnnpool_plan
 
     cfg = compose_cfg()
@@ -167,11 +178,11 @@ def test_gru_streamed_input_and_the_m4(tmp_path):
     x = _test_images(cfg, 64)
     export_onnx(net, (1, 1, res, res), tmp_path / "model.onnx")
     path = quantize_int8(tmp_path / "model.onnx", tmp_path / "model_int8.onnx", x)
-    graph = rnnpool_graph(net.rnnpool_arch)
-    model = build_qmodel(path, graph)
+    graph = _description(net, path)
     plan = rnnpool_plan(graph, MemoryConfig(count_input=False))
     settings = FirmwareSettings(target="cortex_m4", opt="-Os")
-    fw = make_firmware(path, plan, F746, tmp_path / "fw", x[:24], settings, qmodel=model)
+    deployment = Deployment(graph, plan, {}, model_path=str(path), source="network description")
+    fw = make_firmware(deployment, F746, tmp_path / "fw", x[:24], settings)
     print(
         "gru, streamed input, M4 -Os:", {k: fw[k] for k in ("arena_bytes", "bit_exact", "instructions_per_inference")}
     )
@@ -181,8 +192,8 @@ def test_gru_streamed_input_and_the_m4(tmp_path):
 @pytest.mark.slow
 @needs_toolchain
 def test_firmware_cli_on_a_run_directory(rnnpool_run, tmp_path):
-    """`python -m tinyflow.firmware network.path=<run>/model_int8.onnx scheduler=rnnpool`: the description the
-    schedule stage recorded beside the file gives the IR; the same arena and a bit-exact run."""
+    """`python -m tinyflow.firmware network.path=<run>/model_int8.onnx scheduler=rnnpool`: the Deployment the
+    schedule stage saved beside the file gives the network; the same arena and a bit-exact run."""
     _, ctx, _ = rnnpool_run
     cmd = [sys.executable, "-m", "tinyflow.firmware", f"network.path={ctx.onnx_int8_path}", "scheduler=rnnpool"]
     cmd += ["output=json", "tracking=none", "firmware.images=4", f"hydra.run.dir={tmp_path / 'run'}"]
