@@ -208,6 +208,11 @@ def test_protocol_only_backend_gets_the_deployment_and_its_section_reaches_the_r
     ctx.completed += ["quantize", "schedule"]
     theirs = compose_cfg("backend=theirs", f"hydra.searchpath=[file://{conf.as_posix()}]")
     validate_config(theirs)
+    from tinyflow.testing import check_backend
+    from tinyflow.tracking import NullTracker
+
+    deployment = Deployment.load(ctx.artifacts["deployment"])
+    check_backend(build_plugin(theirs, "backend"), deployment, None, None, str(tmp_path), NullTracker(), {})
     ctx = get_stage("deploy")(theirs, ctx)
     ctx.completed.append("deploy")
     assert ctx.extra["deploy_checks"] == {"received": "Deployment"}

@@ -304,6 +304,7 @@ class ReportSection:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.rows = [tuple(row) for row in self.rows]
         for row in self.rows:
             if len(row) not in (2, 3):
                 raise ValueError(f"ReportSection '{self.title}': a row is (label, value[, note]), got {row!r}")

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tinyflow.testing.backend import check_backend, check_backend_result
 from tinyflow.testing.compose import build, compose, group_options
 from tinyflow.testing.kinds import (
     RecordingTracker,
@@ -79,6 +80,8 @@ __all__ = [
     "SUITES",
     "RecordingTracker",
     "build",
+    "check_backend",
+    "check_backend_result",
     "check_cost_model",
     "check_data_module",
     "check_device",
