@@ -29,9 +29,10 @@ from tinyflow.arch.space import MBConvSpace
 from tinyflow.cost.fit import fit_line
 from tinyflow.deploy.onnx_export import export_onnx
 from tinyflow.deploy.quantize import quantize_int8
+from tinyflow.deployment import Deployment
 from tinyflow.device import Device
 from tinyflow.firmware.project import FirmwareSettings, make_firmware
-from tinyflow.firmware.qmodel import build_qmodel
+from tinyflow.ir.onnx_import import from_onnx
 from tinyflow.memory.config import MemoryConfig
 from tinyflow.memory.layer_plan import layer_plan
 from tinyflow.nn.static import StaticNet
@@ -63,10 +64,11 @@ def measure(arch, work: Path, seed: int, images: int) -> dict:
     path = export_onnx(net, (1, c, r, r), work / "float.onnx")
     rng = np.random.default_rng(seed)
     q = quantize_int8(path, work / "int8.onnx", rng.standard_normal((8, c, r, r)).astype(np.float32))
-    model = build_qmodel(q)
-    plan = layer_plan(model.graph, MemoryConfig())
+    graph = from_onnx(q)
+    plan = layer_plan(graph, MemoryConfig())
     x = rng.standard_normal((images, c, r, r)).astype(np.float32)
-    fw = make_firmware(q, plan, BOARD, work, x, FirmwareSettings(images=images))
+    deployment = Deployment(graph, plan, {}, model_path=str(q), source="int8 model file")
+    fw = make_firmware(deployment, BOARD, work, x, FirmwareSettings(images=images))
     assert fw["bit_exact"] == images, "firmware differs from the oracle"
     return {"macs": plan.macs, "instructions": fw["instructions_per_inference"], "flash": fw["flash_bytes"]}
 

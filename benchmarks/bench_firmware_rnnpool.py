@@ -23,10 +23,11 @@ import torch
 from tinyflow.arch import mobilenetv2
 from tinyflow.deploy.onnx_export import export_onnx
 from tinyflow.deploy.quantize import quantize_int8
+from tinyflow.deployment import Deployment
 from tinyflow.device import Device
 from tinyflow.firmware.project import FirmwareSettings, make_firmware
-from tinyflow.firmware.qmodel import build_qmodel
 from tinyflow.ir import from_arch
+from tinyflow.ir.onnx_constants import attach_onnx_constants
 from tinyflow.ir.rnnpool import rnnpool_graph
 from tinyflow.memory.config import MemoryConfig
 from tinyflow.memory.layer_plan import layer_plan
@@ -73,10 +74,9 @@ def main() -> None:
         plan = rnnpool_plan(graph, MemoryConfig())
         layer = layer_plan(from_arch(arch), MemoryConfig())
         start = time.time()
-        model = build_qmodel(str(int8_path), graph)
-        fw = make_firmware(
-            str(int8_path), plan, DEVICE, Path(tmp) / "fw", x[: args.images], FirmwareSettings(), qmodel=model
-        )
+        attach_onnx_constants(graph, int8_path)
+        deployment = Deployment(graph, plan, {}, model_path=str(int8_path), source="network description")
+        fw = make_firmware(deployment, DEVICE, Path(tmp) / "fw", x[: args.images], FirmwareSettings())
     print(f"MobileNetV2 w0.35 r{res}, RNNPool stem ({args.cell}), {DEVICE.name}, {time.time() - start:.0f} s")
     print(f"  layer-plan arena of the network without RNNPool: {layer.arena_bytes:,} B")
     print(f"  RNNPool MACs (float): {plan.extra.get('rnnpool_macs', 0):,}")

@@ -26,6 +26,7 @@ from tinyflow.firmware.qmodel import (
 )
 from tinyflow.ir.graph import Graph, Node
 from tinyflow.ir.onnx_constants import bias_name
+from tinyflow.ir.ops import IRError
 
 _VIEWS = ("flatten", "reshape")
 
@@ -321,9 +322,22 @@ LOWERINGS: dict[str, Callable[[LoweringContext, Node], QLayer]] = {
 }
 
 
+def registered_lowering(op: str) -> Callable[[LoweringContext, Node], QLayer] | None:
+    """The lowering an op kind declares in the op-kind registry (`tinyflow.ir.op_registry`), when there is one."""
+    try:
+        from tinyflow.ir.op_registry import op_part
+    except ImportError:  # no registry in this tree
+        return None
+    try:
+        return op_part(op, "lowering")
+    except IRError:  # the kind declares no lowering (UnsupportedPart) or is unknown
+        return None
+
+
 def lower(ctx: LoweringContext, node: Node) -> QLayer:
-    """The node's integer layer, through `LOWERINGS`; an op without one is an `UnsupportedLayerError`."""
-    fn = LOWERINGS.get(node.op)
+    """The node's integer layer, through `LOWERINGS`, else the lowering its op kind registers; an op without
+    one is an `UnsupportedLayerError`."""
+    fn = LOWERINGS.get(node.op) or registered_lowering(node.op)
     if fn is None:
         raise UnsupportedLayerError(
             f"{ctx.label}: {ctx.what(node)} has no kernel in the C generator; supported: {SUPPORTED}. Replace the "

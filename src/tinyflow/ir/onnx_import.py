@@ -193,12 +193,20 @@ class _Importer:
                 ir_node = self.ir.add(name, "reshape", [x.name], {"shape": shape}, block=0, elem_bytes=x.elem_bytes)
             else:
                 ir_node = self.ir.add(name, "transpose", [x.name], {"perm": perm}, block=0, elem_bytes=x.elem_bytes)
+            self.moved_quant(x.name, ir_node.name, perm)
             self.tensor_node[tensor] = ir_node.name
             return ir_node
         try:
             return self.ir.nodes[self.tensor_node[tensor]]
         except KeyError:
             raise self.fail(node, f"input '{tensor}' is neither produced by a supported op nor a graph input") from None
+
+    def moved_quant(self, src: str, dst: str, perm: tuple[int, ...]) -> None:
+        """A transpose moves values unchanged: its output has its input's quantization (a channel axis moved)."""
+        q = self.ir.quant.get(src)
+        if q is not None:
+            axis = perm.index(q.axis) if q.axis is not None and q.axis in perm else q.axis
+            self.ir.quant[dst] = QuantParams(q.scale, q.zero_point, axis, q.dtype)
 
     def const(self, node: Any, tensor: str, what: str) -> np.ndarray:
         if tensor not in self.consts:
