@@ -164,6 +164,9 @@ def test_codegen_names_a_step_kind_it_does_not_run() -> None:
     step.kind = "tiled"  # a new scheduler's steps: refused by name, never guessed from their shape
     with pytest.raises(FirmwareError, match=r"kind 'tiled'.*does not run"):
         step_kind(step)
+    step.kind, step.patch = "layer", (0, 0)  # a patch step of a plan saved before steps declared kinds
+    with pytest.raises(FirmwareError, match=r"kind 'layer' and patch \(0, 0\).*Plan the model again"):
+        step_kind(step)
 
 
 def test_a_new_kind_is_patchable_by_its_declared_rule() -> None:

@@ -62,11 +62,17 @@ def in_rnnpool_loop(step: Any) -> bool:
 
 
 def step_kind(step: Any) -> str:
-    """The step's declared kind; one the C generator does not run is a `FirmwareError` naming it."""
+    """The step's declared kind; one the C generator does not run is a `FirmwareError` naming it, and so is a step
+    whose kind contradicts its patch (a plan saved before steps declared their kind)."""
     if step.kind not in STEP_KINDS:
         raise FirmwareError(
             f"plan step {step.index} ({step.node}) has kind '{step.kind}', which the C generator does not run; it "
             f"runs {', '.join(STEP_KINDS)} steps"
+        )
+    if (step.kind == "layer") != (step.patch is None):
+        raise FirmwareError(
+            f"plan step {step.index} ({step.node}) has kind '{step.kind}' and patch {step.patch}: a layer step runs "
+            "the whole tensor, a patch or rnnpool step one patch. Plan the model again."
         )
     return step.kind
 

@@ -171,8 +171,3 @@ def layer_runs_on_patches(kind: str) -> bool:
 def rf_rule(op: str) -> str:
     """The receptive-field rule of op kind `op`: windowed, elementwise or barrier."""
     return parts_of(op).receptive_field
-
-
-def lowering_for(op: str) -> Callable[..., Any]:
-    """The lowering ``(ctx, node) -> QLayer`` of op kind `op` (what `firmware.qmodel` dispatches through)."""
-    return op_part(op, "lowering")
