@@ -107,6 +107,45 @@ def test_check_store_refuses_a_closed_port_at_once() -> None:
     assert uri in str(caught.value) and "Connection refused" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("status", "body", "refused"),
+    [
+        (404, b'{"error_code": "RESOURCE_DOES_NOT_EXIST"}', False),  # MLflow: no such experiment yet
+        (200, b'{"experiment": {}}', False),
+        (401, b"", False),  # credentials are MLflow's business
+        (404, b"<html>not here</html>", True),  # something else answers on that port
+        (502, b"bad gateway", True),  # MLflow retries a 5xx for minutes
+    ],
+)
+def test_check_store_asks_the_server_what_mlflow_asks_first(status: int, body: bytes, refused: bool) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from tinyflow.errors import EnvironmentProblem
+    from tinyflow.tracking import check_store
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None: ...
+
+    server = HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_port}"
+    try:
+        if refused:
+            with pytest.raises(EnvironmentProblem, match=f"answers HTTP {status}"):
+                check_store(uri)
+        else:
+            check_store(uri)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_check_store_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     from tinyflow.errors import EnvironmentProblem
     from tinyflow.tracking import check_store

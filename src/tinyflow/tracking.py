@@ -115,19 +115,35 @@ def check_store(uri: str) -> None:
 
 
 def _check_server(uri: str) -> None:
-    """One request, no retries: any HTTP answer (even 404 or 401) means the server is there."""
+    """One request, no retries, to the endpoint MLflow calls first. An MLflow server answers it with 200, or 404
+    and a JSON `error_code`; 401 / 403 are left to MLflow's credentials. Anything else (no answer, a 5xx that MLflow
+    would retry for minutes, a 404 page of something else) is one paragraph."""
     import requests
 
-    try:
-        requests.get(uri.rstrip("/") + "/health", timeout=SERVER_CHECK_TIMEOUT_S, allow_redirects=False)
-    except requests.RequestException as exc:
-        from tinyflow.errors import EnvironmentProblem
+    from tinyflow.errors import EnvironmentProblem
 
-        raise EnvironmentProblem(
-            f"the tracking server tracking.uri={uri} cannot be reached ({_why_unreachable(exc)}). Start the server "
-            "(e.g. `mlflow server --host 127.0.0.1 --port 5000`) or fix `tracking.uri=...`; or track locally with "
-            f"`tracking.uri=sqlite:///$PWD/outputs/mlflow.db`, or not at all with `tracking=none`. {_NOT_FAILED}"
-        ) from None
+    probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name"
+    try:
+        answer = requests.get(probe, params={"experiment_name": "tinyflow"}, timeout=SERVER_CHECK_TIMEOUT_S)
+    except requests.RequestException as exc:
+        raise EnvironmentProblem(_server_problem(uri, f"cannot be reached ({_why_unreachable(exc)})")) from None
+    if answer.status_code in (200, 401, 403) or (answer.status_code == 404 and "error_code" in answer.text):
+        return
+    raise EnvironmentProblem(
+        _server_problem(
+            uri,
+            f"answers HTTP {answer.status_code} to MLflow's first request: it is not an MLflow "
+            "tracking server, or a proxy in front of it cannot reach it",
+        )
+    )
+
+
+def _server_problem(uri: str, what: str) -> str:
+    return (
+        f"the tracking server tracking.uri={uri} {what}. Start the server (e.g. `mlflow server --host 127.0.0.1 "
+        "--port 5000`) or fix `tracking.uri=...`; or track locally with `tracking.uri=sqlite:///$PWD/outputs/"
+        f"mlflow.db`, or not at all with `tracking=none`. {_NOT_FAILED}"
+    )
 
 
 def _why_unreachable(exc: BaseException) -> str:
