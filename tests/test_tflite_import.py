@@ -188,7 +188,9 @@ def test_patch_plans_on_vision_models_execute_equal(name: str, patch_blocks: int
     torch.manual_seed(0)
     x = torch.rand(2, *g[g.inputs[0]].shape[1:]) * 2 - 1
     y_layer, y_patch = ex.run_layer(x), ex.run_plan(plan, x)
-    assert torch.equal(y_layer, y_patch)
+    # equal up to float32 summation order: oneDNN may block a region's conv differently from the whole map's
+    # (with one intra-op thread, mobilenet_v1_025_96 differs in the last bit), so not bit for bit
+    torch.testing.assert_close(y_patch, y_layer, rtol=1e-5, atol=1e-6)
     assert torch.allclose(y_layer.sum(dim=1), torch.ones(2))  # the softmax ran
 
 
