@@ -1,8 +1,11 @@
-"""Run a firmware ELF on qemu (mps2 board, semihosting): feed int8 images, read outputs, instructions, stack.
+"""Run a firmware ELF on qemu (mps2 board, no semihosting): feed int8 images, read outputs, instructions, stack.
 
-All images go through one qemu run (input.bin in, output.bin out). `-icount shift=0` makes the virtual clock
-advance 1 ns per instruction, so the harness's timer gives instructions, deterministically (in steps of 40, the
-25 MHz timer's period): instructions, not cycles — qemu does not model pipeline timing.
+All images go through one qemu run: the host loads them into board RAM before reset (`images.bin`), the harness
+writes each output, its instruction count and an end-of-run record on UART0 (`output.bin`) and ends qemu with a
+reset request. The guest has no semihosting, so it cannot open, write or delete a host file (docs/design.md §17).
+`-icount shift=0` makes the virtual clock advance 1 ns per instruction, so the harness's timer gives instructions,
+deterministically (in steps of 40, the 25 MHz timer's period): instructions, not cycles — qemu does not model
+pipeline timing.
 """
 
 from __future__ import annotations
@@ -28,38 +31,70 @@ class RunResult:
     wall_s: float
 
 
+TRAILER_MAGIC = 0x5446454E
+STATUS = {0: "ok", 3: "a fault (a HardFault, or a request the emulator does not serve: semihosting is off)"}
+
+
+def qemu_command(elf: Path, machine: str, images_bin: Path, uart_out: Path) -> list[str]:
+    """qemu with no semihosting and no host access but the two files the harness names: the images loaded into
+    board RAM before reset, UART0 written to `uart_out`; a reset request ends it (-no-reboot)."""
+    from tinyflow.firmware.linker import IMAGES_ADDR
+
+    if machine not in IMAGES_ADDR:
+        raise EmulatorError(f"firmware: no qemu harness for machine '{machine}' (known: {sorted(IMAGES_ADDR)})")
+    cmd = ["qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none", "-no-reboot"]
+    cmd += ["-serial", f"file:{uart_out}", "-icount", "shift=0,align=off,sleep=off"]
+    cmd += ["-device", f"loader,file={images_bin},addr=0x{IMAGES_ADDR[machine]:08X},force-raw=on"]
+    return [*cmd, "-kernel", str(elf.resolve())]
+
+
 def run_images(elf: Path, machine: str, inputs: np.ndarray, out_bytes: int, timeout_s: float = 600) -> RunResult:
     """Run `elf` on `machine` over int8 `inputs` (N, input_bytes)."""
+    import struct
     import time
+
+    from tinyflow.firmware.linker import IMAGES_BYTES
 
     work = elf.parent / f"run_{elf.stem}"
     work.mkdir(exist_ok=True)
-    for name in ("output.bin", "stats.bin"):
-        (work / name).unlink(missing_ok=True)
-    np.ascontiguousarray(inputs, np.int8).tofile(work / "input.bin")
-    cmd = ["qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none", "-serial", "none"]
-    cmd += ["-semihosting-config", "enable=on,target=native", "-icount", "shift=0,align=off,sleep=off"]
-    cmd += ["-kernel", str(elf.resolve())]
+    images_bin, uart_out = work / "images.bin", work / "output.bin"
+    uart_out.unlink(missing_ok=True)
+    x = np.ascontiguousarray(inputs, np.int8)
+    n = len(x)
+    if 4 + x.nbytes > IMAGES_BYTES:
+        raise EmulatorError(
+            f"firmware: {n} images of {x[0].nbytes if n else 0} B do not fit the board's {IMAGES_BYTES >> 20} MB "
+            "image memory; run fewer (firmware.images)"
+        )
+    images_bin.write_bytes(struct.pack("<I", n) + x.tobytes())
     start = time.perf_counter()
     try:
-        res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout_s)
+        res = subprocess.run(
+            qemu_command(elf, machine, images_bin, uart_out),
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
     except subprocess.TimeoutExpired:
         raise EmulatorError(f"firmware: qemu ran {elf.name} for more than {timeout_s:.0f} s; stopped") from None
     wall = time.perf_counter() - start
-    if res.returncode != 0 or not (work / "stats.bin").is_file():
-        raise EmulatorError(
-            f"firmware: qemu ({machine}) did not run {elf} to the end (exit {res.returncode}; 3 = a fault): "
-            f"{(res.stderr or res.stdout).strip()[:500]}"
-        )
-    n = len(inputs)
-    raw = np.fromfile(work / "output.bin", np.int8)
+    raw = uart_out.read_bytes() if uart_out.is_file() else b""
     rec = out_bytes + 4
-    if raw.size != n * rec:
-        raise EmulatorError(f"firmware: expected {n} outputs of {out_bytes} B from qemu, got {raw.size} B")
-    rows = raw.reshape(n, rec)
+    magic, images, stack, status = struct.unpack("<4I", raw[-16:]) if len(raw) >= 16 else (0, 0, 0, 0)
+    if res.returncode != 0 or magic != TRAILER_MAGIC:
+        raise EmulatorError(
+            f"firmware: qemu ({machine}) did not run {elf} to the end (exit {res.returncode}): "
+            f"{(res.stderr or res.stdout).strip()[:500] or 'no end-of-run record on the UART'}"
+        )
+    if status != 0:
+        raise EmulatorError(
+            f"firmware: the firmware stopped on {STATUS.get(status, f'status {status}')} after {images} of {n} "
+            f"images ({elf})"
+        )
+    if images != n or len(raw) != n * rec + 16:
+        raise EmulatorError(f"firmware: expected {n} outputs of {out_bytes} B from qemu, got {images} ({len(raw)} B)")
+    rows = np.frombuffer(raw[:-16], np.int8).reshape(n, rec)
     outputs = rows[:, :out_bytes].copy()
     instructions = rows[:, out_bytes:].copy().view("<u4").reshape(n).astype(np.int64)
-    images, stack = np.fromfile(work / "stats.bin", "<u4")[:2]
-    if int(images) != n:
-        raise EmulatorError(f"firmware: qemu ran {int(images)} of {n} images")
     return RunResult(outputs, instructions, int(stack), wall)

@@ -160,7 +160,7 @@ def make_firmware(
     tgt = linker.target(settings.target)
     flags = build.compile_flags(tgt, settings.opt)
     folder = project_folder(out)
-    build.write_project(folder, sources, linker.device_script(device, settings.stack_reserve), flags)
+    build.write_project(folder, sources, linker.device_script(device, settings.stack_reserve), flags, tgt.machine)
     (folder / MARKER).write_text("written by tinyflow.firmware; replaced on the next run into this folder\n")
     result: dict[str, Any] = {
         "target": settings.target,

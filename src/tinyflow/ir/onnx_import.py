@@ -46,6 +46,10 @@ from tinyflow.ir.ops import IRError
 from tinyflow.ir.quant import QuantParams
 
 MIN_OPSET = 13
+#: bounds on what an import may allocate (a model for a microcontroller holds a few MB of constants): the file read
+#: whole, and a constant folded from two others (an N×1 plus a 1×N initializer is N² elements)
+MAX_MODEL_BYTES = 256 * 1024 * 1024
+MAX_FOLDED_ELEMENTS = 4 * 1024 * 1024
 SUPPORTED = [
     "Conv",
     "Gemm",
@@ -98,6 +102,13 @@ def _load(path: str | Path) -> Any:
     p = Path(path)
     if not p.is_file():
         raise OnnxImportError(f"network.path: '{p}' does not exist or is not a file; give the path of a .onnx model")
+    size = p.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise OnnxImportError(
+            f"network.path: '{p}' is {size / 2**20:.0f} MB; tinyflow reads model files up to "
+            f"{MAX_MODEL_BYTES >> 20} MB (a microcontroller's flash holds a few MB). Give the int8 model for the "
+            "device."
+        )
     try:
         model = onnx.load(str(p))
     except Exception as exc:  # protobuf raises several types for garbage input
@@ -532,6 +543,14 @@ class _Importer:
         a, b = node.input[0], node.input[1]
         ca, cb = a in self.consts, b in self.consts
         if ca and cb:
+            shape = np.broadcast_shapes(np.shape(self.consts[a]), np.shape(self.consts[b]))
+            if math.prod(shape) > MAX_FOLDED_ELEMENTS:
+                raise self.fail(
+                    node,
+                    f"folding its two constant inputs would make a {list(shape)} tensor ({math.prod(shape):,} "
+                    f"elements; tinyflow folds constants up to {MAX_FOLDED_ELEMENTS:,}). A model for a "
+                    "microcontroller has no such constant: export the network with its constants folded.",
+                )
             self.consts[node.output[0]] = (
                 np.add(self.consts[a], self.consts[b]) if op == "add" else np.multiply(self.consts[a], self.consts[b])
             )
