@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from tinyflow.device import Device
-from tinyflow.firmware.qmodel import UnsupportedLayerError
 from tinyflow.ir.op_registry import OP_PARTS, Unsupported, op_part
 from tinyflow.ir.ops import get_op
 
@@ -103,18 +102,6 @@ def _kws_like_qdq(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-# Until the lead wires them, two pieces outside this kind's module stop the end-to-end run (each is a plain
-# UnsupportedLayerError; anything else fails the test): `firmware.lowering.lower` dispatches through its own
-# `LOWERINGS` table, not `op_part(node.op, "lowering")`, so no transpose lowering is found; and the ONNX importer
-# records no `graph.quant` for the transpose node it materializes (`<tensor>.transpose`, made in `_Importer.src`
-# after the QuantizeLinear on it was recorded against the conv), so the linear reading it through the flatten has
-# no input scale. With both (simulated) the test passes: 6/6 bit-exact, 0 steps from onnxruntime. strict: once they
-# land this marker must go.
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnsupportedLayerError,
-    reason="lowering.lower not dispatching through the op-kind registry; no graph.quant for an imported transpose",
-)
 def test_transpose_firmware_is_bit_exact_and_matches_onnxruntime(tmp_path: Path) -> None:
     from tinyflow.deployment import Deployment
     from tinyflow.firmware import build

@@ -10,7 +10,6 @@ declares its emission there); a plan step runs as its declared `Step.kind` says.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -41,8 +40,10 @@ def template(name: str) -> str:
     return resources.files("tinyflow.firmware").joinpath("templates", name).read_text()
 
 
-def c_ident(text: str) -> str:
-    return re.sub(r"[^0-9A-Za-z_]", "_", text).strip("_")[:40] or "t"
+def c_comment(text: str) -> str:
+    """A model file's name as text inside a C comment: printable ASCII on one line, never closing the comment."""
+    clean = "".join(ch if " " <= ch <= "~" else "?" for ch in str(text))
+    return clean.replace("*/", "*_/").replace("/*", "/_*")[:120]
 
 
 def c_array(ctype: str, name: str, values: np.ndarray) -> str:
@@ -290,7 +291,8 @@ def _patch_function(layer: QLayer, ident: str) -> str:
     v = Views(tuple(ins), ("oy0", "ox0", "oh", "ow"), ("out", "oyb", "oxb", "os"))
     params = PATCH_ADD_PARAMS if layer.kind == "add" else PATCH_PARAMS
     call = kernel_call(layer, ident, v, layer_plan=False)
-    return f"/* {layer.name}: {layer.kind}, one patch */\nstatic void P{ident}({params}) {{\n    {call}\n}}\n"
+    head = f"/* {c_comment(layer.name)}: {layer.kind}, one patch */"
+    return f"{head}\nstatic void P{ident}({params}) {{\n    {call}\n}}\n"
 
 
 def _patch_call(step: Any, layer: QLayer, ident: str, ptr: dict[str, str], regions: dict[str, tuple]) -> str:
@@ -320,7 +322,7 @@ def generate(model: QModel, plan: ExecutionPlan) -> CSources:
     out_bytes = int(np.prod(model.output_shape))
     ptr = {name: _ptr(placed, name, model.input_name) for name in placed}
     layers = {layer.name: layer for layer in model.layers}
-    idents = {layer.name: f"L{i:03d}_{c_ident(layer.name)}" for i, layer in enumerate(model.layers)}
+    idents = {layer.name: f"L{i:03d}" for i, layer in enumerate(model.layers)}  # names only in comments (c_comment)
     arrays = [layer_arrays(layer, idents[layer.name]) for layer in model.layers]
     funcs: list[str] = []
     calls: list[str] = []
@@ -347,9 +349,8 @@ def generate(model: QModel, plan: ExecutionPlan) -> CSources:
             rects.append((layer, ho, wo))
             call = kernel_call(layer, ident, whole(layer, ptr), layer_plan=True)
             shape = "x".join(str(d) for d in hwc(layer.out_shape))
-            funcs.append(
-                f"/* {layer.name}: {layer.kind} -> {shape} (HxWxC) */\nstatic void {ident}(void) {{\n    {call}\n}}\n"
-            )
+            head = f"/* {c_comment(layer.name)}: {layer.kind} -> {shape} (HxWxC) */"
+            funcs.append(f"{head}\nstatic void {ident}(void) {{\n    {call}\n}}\n")
             if layer.kind != "view":
                 calls.append(f"    {ident}();")
             continue

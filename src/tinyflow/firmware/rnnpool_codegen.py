@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tinyflow.firmware.codegen import Views, kernel_call
+from tinyflow.firmware.codegen import Views, c_comment, kernel_call
 from tinyflow.firmware.qmodel import FirmwareError, QLayer, QModel, hwc
 from tinyflow.memory.plan import ExecutionPlan
 
@@ -139,7 +139,8 @@ def rnnpool_stage(
     stem_call = kernel_call(stem, sid, views, layer_plan=False)
     n_scratch = scratch_floats(pool, f)
     quant = f"{p['zp_in']}, {c_float(p['scale_in'])}, {c_float(p['scale_out'])}, {p['zp_out']}"
-    function = f"""/* {stem.name} + {pool.name}: the plan's patch loop. For each of the {ho}x{wo} pooled pixels the stem
+    names = f"{c_comment(stem.name)} + {c_comment(pool.name)}"
+    function = f"""/* {names}: the plan's patch loop. For each of the {ho}x{wo} pooled pixels the stem
  * computes only the stem pixels under its {r}x{c} patch (the zero point elsewhere: RNNPool's zero padding), then
  * RNNPool pools the patch in float32 into its {4 * h2} int8 outputs. */
 static void {ident}_stage(void) {{
