@@ -18,6 +18,7 @@ from deploy_helpers import finetuned_run
 from tinyflow.deployment import Deployment
 from tinyflow.device import Device
 from tinyflow.firmware import build
+from tinyflow.firmware.emulator import read_outputs
 from tinyflow.firmware.fixedpoint import quantize_multiplier, requantize
 from tinyflow.firmware.oracle import run_oracle
 from tinyflow.firmware.project import FirmwareSettings, make_firmware
@@ -206,8 +207,7 @@ def test_patch_plan_equals_layer_plan_on_the_emulator(stages_run, tmp_path):
     for name, plan in (("layer", layer), ("small", small), ("add", with_add)):
         fw = make_firmware(_deploy(model, plan, ctx.onnx_int8_path), F746, tmp_path / name, x, FirmwareSettings())
         assert fw["bit_exact"] == 10 and fw["arena_bytes"] == plan.arena_bytes
-        raw = np.fromfile(tmp_path / name / "firmware" / "run_firmware" / "output.bin", np.int8)
-        outputs.append(raw.reshape(10, -1)[:, :-4])
+        outputs.append(read_outputs(fw["project_dir"]))
         fws.append(fw)
     assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[0], outputs[2])
     assert fws[1]["bss_bytes"] < fws[0]["bss_bytes"]

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import REPO, cli_env
 from tinyflow.firmware import build
+from tinyflow.firmware.emulator import read_outputs
 from tinyflow.firmware.oracle import run_oracle
 from tinyflow.firmware.qmodel import build_qmodel, to_nhwc
 from tinyflow.ir.onnx_import import from_onnx
@@ -108,8 +109,7 @@ def _cli(path: Path, run_dir: Path) -> dict:
 
 
 def _outputs(fw: dict) -> np.ndarray:
-    raw = np.fromfile(Path(fw["project_dir"]) / "run_firmware" / "output.bin", np.int8)
-    return raw.reshape(fw["images"], -1)[:, :-4]  # each image's output, then 4 bytes of instructions
+    return read_outputs(fw["project_dir"])
 
 
 @pytest.mark.slow

@@ -80,8 +80,7 @@ def run_images(elf: Path, machine: str, inputs: np.ndarray, out_bytes: int, time
         raise EmulatorError(f"firmware: qemu ran {elf.name} for more than {timeout_s:.0f} s; stopped") from None
     wall = time.perf_counter() - start
     raw = uart_out.read_bytes() if uart_out.is_file() else b""
-    rec = out_bytes + 4
-    magic, images, stack, status = struct.unpack("<4I", raw[-16:]) if len(raw) >= 16 else (0, 0, 0, 0)
+    magic, images, stack, status = _trailer(raw)
     if res.returncode != 0 or magic != TRAILER_MAGIC:
         raise EmulatorError(
             f"firmware: qemu ({machine}) did not run {elf} to the end (exit {res.returncode}): "
@@ -92,9 +91,30 @@ def run_images(elf: Path, machine: str, inputs: np.ndarray, out_bytes: int, time
             f"firmware: the firmware stopped on {STATUS.get(status, f'status {status}')} after {images} of {n} "
             f"images ({elf})"
         )
-    if images != n or len(raw) != n * rec + 16:
+    if images != n or len(raw) != n * (out_bytes + 4) + 16:
         raise EmulatorError(f"firmware: expected {n} outputs of {out_bytes} B from qemu, got {images} ({len(raw)} B)")
-    rows = np.frombuffer(raw[:-16], np.int8).reshape(n, rec)
-    outputs = rows[:, :out_bytes].copy()
-    instructions = rows[:, out_bytes:].copy().view("<u4").reshape(n).astype(np.int64)
+    outputs, instructions = _records(raw, n)
     return RunResult(outputs, instructions, int(stack), wall)
+
+
+def _trailer(raw: bytes) -> tuple[int, int, int, int]:
+    """(magic, images, stack bytes, status) of the end-of-run record, zeros when there is none."""
+    import struct
+
+    return struct.unpack("<4I", raw[-16:]) if len(raw) >= 16 else (0, 0, 0, 0)
+
+
+def _records(raw: bytes, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's int8 output and its instruction count from the UART stream (trailer excluded)."""
+    rows = np.frombuffer(raw[:-16], np.int8).reshape(n, -1)
+    instructions = rows[:, -4:].copy().view("<u4").reshape(n).astype(np.int64)
+    return rows[:, :-4].copy(), instructions
+
+
+def read_outputs(project_dir: str | Path, elf_stem: str = "firmware") -> np.ndarray:
+    """The int8 outputs (N, output bytes) of the last emulator run of a firmware project (`run_<elf>/output.bin`)."""
+    raw = (Path(project_dir) / f"run_{elf_stem}" / "output.bin").read_bytes()
+    magic, images, _, _ = _trailer(raw)
+    if magic != TRAILER_MAGIC:
+        raise EmulatorError(f"firmware: {project_dir}: the last run has no end-of-run record")
+    return _records(raw, images)[0]

@@ -3,12 +3,12 @@
 Each `lower_<op>(ctx, node)` takes the node's attributes, the quantization the importer recorded
 (`graph.quant`: activations by producing node, weights by name) and the stored integers (`graph.constants`: int8
 weights, OIHW for convs, int32 biases), and returns the layer the oracle and the C generator run. Nothing here
-opens a model file, so a `.tflite` and its `.onnx` twin lower alike. `LOWERINGS` maps an IR op to its function.
+opens a model file, so a `.tflite` and its `.onnx` twin lower alike. An op kind names its function in the op-kind
+registry (`tinyflow.ir.kinds`), and `lower` dispatches through it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,6 @@ from tinyflow.firmware.qmodel import (
     ADD_LEFT_SHIFT,
     SOFTMAX_BITS,
     SUPPORTED,
-    FirmwareError,
     QLayer,
     UnsupportedLayerError,
     fold,
@@ -309,41 +308,16 @@ def lower_reshape(ctx: LoweringContext, node: Node) -> QLayer:
     return _view(ctx, node)
 
 
-LOWERINGS: dict[str, Callable[[LoweringContext, Node], QLayer]] = {
-    "conv2d": lower_conv2d,
-    "linear": lower_linear,
-    "add": lower_add,
-    "avgpool": lower_avgpool,
-    "maxpool": lower_maxpool,
-    "global_avgpool": lower_global_avgpool,
-    "act": lower_act,
-    "flatten": lower_flatten,
-    "reshape": lower_reshape,
-}
-
-
-def registered_lowering(op: str) -> Callable[[LoweringContext, Node], QLayer] | None:
-    """The lowering an op kind declares in the op-kind registry (`tinyflow.ir.op_registry`), when there is one."""
-    try:
-        from tinyflow.ir.op_registry import op_part
-    except ImportError:  # no registry in this tree
-        return None
-    try:
-        return op_part(op, "lowering")
-    except IRError:  # the kind declares no lowering (UnsupportedPart) or is unknown
-        return None
-
-
 def lower(ctx: LoweringContext, node: Node) -> QLayer:
-    """The node's integer layer, through `LOWERINGS`, else the lowering its op kind registers; an op without
-    one is an `UnsupportedLayerError`."""
-    fn = LOWERINGS.get(node.op) or registered_lowering(node.op)
-    if fn is None:
+    """The node's integer layer, by the lowering its op kind declares in the op-kind registry
+    (`tinyflow.ir.op_registry`); a kind that declares none is an `UnsupportedLayerError` with its reason."""
+    from tinyflow.ir.op_registry import op_part
+
+    try:
+        fn = op_part(node.op, "lowering")
+    except IRError as exc:  # UnsupportedPart (the declared reason) or an unknown kind
         raise UnsupportedLayerError(
-            f"{ctx.label}: {ctx.what(node)} has no kernel in the C generator; supported: {SUPPORTED}. Replace the "
-            "op in the network, or deploy with backend=onnxruntime."
-        )
+            f"{ctx.label}: {ctx.what(node)} has no kernel in the C generator ({exc}); supported: {SUPPORTED}. "
+            "Replace the op in the network, or deploy with backend=onnxruntime."
+        ) from None
     return fn(ctx, node)
-
-
-__all__ = ["LOWERINGS", "FirmwareError", "LoweringContext", "lower", *(f.__name__ for f in LOWERINGS.values())]
