@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 import tinyflow
-from tinyflow.app import clean_errors
+from tinyflow.app import clean_errors, refuse_code_arguments
 
 
 @hydra.main(version_base="1.3", config_path=str(tinyflow.CONF_DIR), config_name="firmware")
@@ -19,4 +19,5 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
+    refuse_code_arguments()  # before Hydra instantiates anything
     main()

@@ -254,6 +254,12 @@ def _reserve_hint(device: Device, exc: build.LinkOverflowError) -> str:
         return ""
     current = float(getattr(device, f"{kind}_reserve_kb"))
     needed = int(np.ceil(current + exc.over_bytes / 1024))
+    if needed >= float(getattr(device, f"{kind}_kb")):  # no reserve the device validation accepts covers it
+        return (
+            f"the firmware needs {exc.over_bytes:,} B more {kind.upper() if kind == 'sram' else kind} than "
+            f"{device.name} has beside this model, more than any reserve can leave free: choose a device with more "
+            f"{kind.upper() if kind == 'sram' else kind} or a smaller model. "
+        )
     return (
         f"in a pipeline, `device.{kind}_reserve_kb={needed}` (now {current:g}) makes the search keep that much "
         f"{kind.upper() if kind == 'sram' else kind} free for the firmware beside the plan. "
