@@ -384,6 +384,7 @@ class _Importer:
             self.add(op, "global_avgpool", [x.name], {})
             return
         pooled = self.ir.add(self.unique(out.name + ".pool"), "global_avgpool", [x.name], {}, elem_bytes=out.elem_bytes)
+        self.record_quant(pooled.name, out)  # the pooled map is the MEAN's output before its reshape: same values
         self.add(op, "reshape", [pooled.name], {"shape": nchw(out.shape)})
 
     def op_PAD(self, op: TfliteOperator) -> None:
