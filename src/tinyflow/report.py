@@ -10,8 +10,8 @@ Where a figure comes from (one source each):
 - accuracy: the float model and the int8 model on the test split (stage `quantize`). A figure no stage produced
   shows as "—";
 - whatever the backend measured (stage `deploy`): its report sections (`tinyflow.contracts.ReportSection`, kept in
-  `ctx.extra["report_sections"]`), rendered as they are, one table each, without naming a backend; its details in
-  `report.json` under their own names.
+  `ctx.extra["report_sections"]`), rendered as they are, one table each, without naming a backend; its metrics
+  and details in `report.json` under their own names.
 """
 
 from __future__ import annotations
@@ -130,8 +130,9 @@ def sections(ctx: RunContext) -> list[ReportSection]:
 
 
 def backend_details(ctx: RunContext) -> dict[str, object]:
-    """The backend's details (for report.json), under their own names."""
-    return {name: ctx.extra[name] for name in ctx.extra.get("backend_details", []) if name in ctx.extra}
+    """The backend's metrics and details (for report.json), under their own names."""
+    metrics = {name: ctx.metrics[name] for name in ctx.extra.get("backend_metrics", []) if name in ctx.metrics}
+    return metrics | {name: ctx.extra[name] for name in ctx.extra.get("backend_details", []) if name in ctx.extra}
 
 
 # ---------------------------------------------------------------------------------------------- formatting

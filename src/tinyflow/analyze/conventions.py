@@ -43,12 +43,14 @@ def model_flash(ir_flash: int, graph: Graph, memory: MemoryConfig, model_path: s
 def apply_memory_convention(
     analysis: dict[str, Any], graph: Graph, memory: MemoryConfig, model_path: str | None = None
 ) -> None:
-    """Set `flash_bytes` / `flash_source` (`ir_flash_bytes`: the cost model's count, where a file's differs) and,
-    with a persistent tail, `persistent_bytes` and `arena_total_bytes`."""
-    ir_flash = analysis["flash_bytes"]
-    analysis["flash_bytes"], analysis["flash_source"] = model_flash(ir_flash, graph, memory, model_path)
-    if analysis["flash_bytes"] != ir_flash:
-        analysis["ir_flash_bytes"] = ir_flash
+    """What the convention adds to an analysis: flash by `model_flash` where the analysis has only the IR's
+    count (`analyze` decides it when it builds the analysis), and with a runtime's persistent tail
+    (`memory.persistent: tflm`) `persistent_bytes`, `persistent_parts` and `arena_total_bytes`."""
+    if "flash_source" not in analysis:
+        ir_flash = analysis["flash_bytes"]
+        analysis["flash_bytes"], analysis["flash_source"] = model_flash(ir_flash, graph, memory, model_path)
+        if analysis["flash_bytes"] != ir_flash:
+            analysis["ir_flash_bytes"] = ir_flash
     if memory.persistent == "tflm":
         tail = tflm_tail_bytes(graph)
         analysis["persistent_bytes"] = tail["total"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from tinyflow.analyze.conventions import apply_memory_convention
+from tinyflow.analyze.conventions import apply_memory_convention, model_flash
 from tinyflow.arch.genome import Arch
 from tinyflow.contracts import Device, MemoryConfig, ScheduleBudget
 from tinyflow.cost.analytic import analytic_report
@@ -74,6 +74,7 @@ def analyze(
         if cost_model is not None
         else analytic_report(graph, device, memory, plan)
     )
+    flash, flash_source = model_flash(cost.flash_bytes, graph, memory, model_path)  # the one place flash is decided
     out: dict[str, Any] = {
         "network": base.name,
         "scheduler": name,
@@ -83,7 +84,8 @@ def analyze(
         "peak_live_bytes": plan.peak_live_bytes,
         "arena_bytes": plan.arena_bytes,
         "arena_algorithm": plan.arena_algorithm,
-        "flash_bytes": cost.flash_bytes,  # the IR's count; `apply_memory_convention` decides the deployed flash
+        "flash_bytes": flash,
+        "flash_source": flash_source,
         "macs": cost.macs,
         "params": cost.params,
         "latency_ms": cost.latency_ms,
@@ -94,7 +96,9 @@ def analyze(
     }
     if cost.latency_ms is not None:
         out["latency_source"] = device.coefficient_source or "derived from clock"
-    apply_memory_convention(out, graph, memory, model_path)
+    if flash != cost.flash_bytes:
+        out["ir_flash_bytes"] = cost.flash_bytes  # the cost model's count of the IR, beside the file's
+    apply_memory_convention(out, graph, memory)
     set_fits(out)
     for key, value in plan.extra.items():  # the scheduler's own figures (patch grid, RNNPool cut, ...)
         out.setdefault(key, _jsonable(value))

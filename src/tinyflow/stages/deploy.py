@@ -4,7 +4,8 @@ It loads that Deployment (`ctx.artifacts["deployment"]`, never a sidecar), hands
 data and the files `quantize` exported to `Backend.deploy`, and keeps the `BackendResult`: its metrics in
 `ctx.metrics`, its checks in `ctx.extra["deploy_checks"]`, its files in `ctx.artifacts`, its report sections (as
 dicts) in `ctx.extra["report_sections"]` and each of its details in `ctx.extra` under its own name (backend `c`:
-`firmware`), listed in `ctx.extra["backend_details"]`; `report.json` carries them too.
+`firmware`), listed in `ctx.extra["backend_details"]` (its metric names in `ctx.extra["backend_metrics"]`);
+`report.json` carries both.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tinyflow.tracking import active_tracker
 
 #: where the stage keeps a backend's report sections (`ReportSection.to_dict()`), read by `tinyflow.report`
 SECTIONS_KEY = "report_sections"
-_RESERVED = frozenset({"backend", "deploy_checks", SECTIONS_KEY, "backend_details"})
+_RESERVED = frozenset({"backend", "deploy_checks", SECTIONS_KEY, "backend_details", "backend_metrics"})
 
 
 def store_result(ctx: RunContext, backend_name: str, result: BackendResult) -> None:
@@ -32,6 +33,7 @@ def store_result(ctx: RunContext, backend_name: str, result: BackendResult) -> N
             "tinyflow.contracts.BackendResult (metrics, checks, files, sections, details)."
         )
     ctx.metrics.update({k: float(v) for k, v in result.metrics.items()})
+    ctx.extra["backend_metrics"] = sorted(result.metrics)
     ctx.extra["backend"] = backend_name
     ctx.extra["deploy_checks"] = dict(result.checks)
     ctx.extra[SECTIONS_KEY] = [s.to_dict() for s in result.sections]
