@@ -2,8 +2,8 @@
 
 Run with a Python that has the `tflite-micro` wheel (kept out of tinyflow's environment), e.g.
     /work/tflmenv/bin/python src/tinyflow/firmware/tflm_reference.py model.tflite <firmware>/run_firmware
-It reads input.bin (int8 NHWC images, the firmware's input order, which is TF Lite's) and output.bin (each image's
-int8 output and 4 bytes of instructions), runs every image through TF Lite Micro's interpreter and prints one JSON
+It reads images.bin (a uint32 count, then the int8 NHWC images: the firmware's input order, which is TF Lite's) and
+output.bin (each image's int8 output and 4 bytes of instructions, then a 16-byte end-of-run record), runs every image through TF Lite Micro's interpreter and prints one JSON
 line: images, max |difference| in int8 steps, how many outputs are equal, top-1 agreement. Imports only numpy and
 tflite_micro. `make_firmware` calls `tflm_outputs` in-process for a .tflite model without an .onnx twin when the
 wheel is importable (`tflm_available`).
@@ -52,8 +52,8 @@ def main(model: str, run_dir: str) -> dict:
     shape = tuple(int(d) for d in in_detail["shape"])
     n_in = int(np.prod(shape))
     n_out = int(np.prod(out_detail["shape"]))
-    x = np.fromfile(Path(run_dir) / "input.bin", np.int8).reshape(-1, n_in)
-    ours = np.fromfile(Path(run_dir) / "output.bin", np.int8).reshape(len(x), n_out + 4)[:, :n_out]
+    x = np.fromfile(Path(run_dir) / "images.bin", np.int8)[4:].reshape(-1, n_in)
+    ours = np.fromfile(Path(run_dir) / "output.bin", np.int8)[:-16].reshape(len(x), n_out + 4)[:, :n_out]
     theirs = np.empty_like(ours)
     for i, image in enumerate(x):
         interp.set_input(image.reshape(shape).astype(in_detail["dtype"]), 0)
