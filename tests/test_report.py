@@ -141,3 +141,25 @@ def test_same_command_same_seed_same_arch_and_numbers(tmp_path: Path) -> None:
     assert _reproducible(first["metrics"]) == _reproducible(second["metrics"])
     for key in ("accuracy_float", "accuracy_int8", "peak_sram_bytes", "arena_bytes", "flash_bytes", "macs"):
         assert reports[0][key] is not None and reports[0][key] == reports[1][key], key
+
+
+def test_report_renders_any_backend_section(tmp_path: Path) -> None:
+    """The report renders the sections the deploy stage kept, as they are, without knowing the backend; the
+    backend's metrics and details go to report.json under their names."""
+    from tinyflow.contracts import ReportSection
+
+    section = ReportSection("on the board", [("latency", "3.2 ms", "measured"), ("runs", "10")], ["A note."])
+    ctx = RunContext(output_dir=str(tmp_path), metrics={"board_latency_ms": 3.2})
+    ctx.extra.update(
+        backend="anything",
+        report_sections=[section.to_dict()],
+        backend_metrics=["board_latency_ms"],
+        backend_details=["board"],
+        board={"runs": 10},
+    )
+    md = write_report(compose_cfg(), ctx)
+    assert "## on the board" in md and "| latency | 3.2 ms | measured |" in md and "| runs | 10 |  |" in md
+    assert "A note." in md
+    summary = json.loads((tmp_path / REPORT_JSON).read_text())
+    assert summary["board"] == {"runs": 10} and summary["board_latency_ms"] == 3.2
+    assert summary["sections"] == [section.to_dict()] and summary["backend"] == "anything"
