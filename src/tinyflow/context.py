@@ -33,13 +33,17 @@ class RunContext:
     schedule_options: dict[str, Any] = field(default_factory=dict)
     # the deployed network (tinyflow.network.DeployedNetwork.to_dict()): kind, arch, kind-specific options
     network: dict[str, Any] | None = None
-    # finetune / quantize / deploy
+    # finetune / quantize
     model_checkpoint: str | None = None
     onnx_path: str | None = None
     onnx_int8_path: str | None = None
+    # schedule: the analysis of the Deployment it planned (a JSON mirror the report and the search summary read);
+    # the Deployment itself (IR, quantization, constants, plan) is the file `artifacts["deployment"]`, which
+    # `deploy` loads (`tinyflow.deployment.Deployment.load`)
     plan: dict[str, Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
+    # deploy: `backend`, `deploy_checks`, `report_sections`, `backend_metrics`, `backend_details` and each detail
     extra: dict[str, Any] = field(default_factory=dict)
 
     def save(self, directory: str | os.PathLike[str] | None = None) -> Path:
