@@ -180,3 +180,23 @@ def test_out_of_tree_scheduler_passes_the_suite(tmp_path: Path, monkeypatch: pyt
     from tfext_conformance import TheirScheduler
 
     check_scheduler(TheirScheduler(knob=2))  # the suite also runs on an object built by hand
+
+
+# ---------------------------------------------------------------- backends: their own options
+@pytest.mark.parametrize("option", group_options("backend"))
+def test_backend_option_declares_its_own_options(option: str) -> None:
+    """A backend takes no `**options` (an option it does not know is an error, not swallowed); the ranges it
+    declares are of its own options; its config composes under debug=fast and builds."""
+    from hydra.utils import get_class
+
+    from tinyflow.config_schema import plugin_ranges, plugin_schema, validate_config
+    from tinyflow.testing import compose
+
+    cfg = compose("backend", option)
+    schema, open_ended = plugin_schema(str(cfg.backend._target_))
+    assert not open_ended, f"backend={option} takes **options"
+    assert set(plugin_ranges(get_class(str(cfg.backend._target_)))) <= set(schema)
+    validate_config(cfg)
+    from tinyflow.plugins import build_plugin
+
+    assert build_plugin(cfg, "backend").name == option
