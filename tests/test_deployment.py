@@ -124,7 +124,8 @@ def test_one_plan_for_the_shared_models(name: str, tmp_path: Path) -> None:
     scheduled = _schedule(tmp_path, tiny_arch(), str(path))  # the file is what schedule imports and plans
     assert scheduled.model_path == fw.model_path == str(path)
     _same_plan(analyzed, fw, scheduled)
-    assert fw.flash_bytes == scheduled.flash_bytes  # both count the deployed file's (memory convention)
+    # all three count the deployed file's flash (memory convention), decided once by analyze.conventions
+    assert analyzed.flash_bytes == fw.flash_bytes == scheduled.flash_bytes
 
 
 # ---------------------------------------------------------------- the file
@@ -262,3 +263,22 @@ def test_debug_fast_sets_no_backend_option() -> None:
         100,
         10,
     )
+
+
+# ---------------------------------------------------------------- the search plans as schedule does
+@pytest.mark.slow
+def test_the_search_verifies_the_plan_the_schedule_stage_makes(run_cli, tmp_path: Path) -> None:
+    """The search checks its best candidate with `plan_deployment` (the configured scheduler, memory, device and
+    cost model), so the plan it verified is the plan `schedule` makes of the deployed network: same schedule,
+    same arena — on a budget where the patch scheduler has to choose."""
+    import json
+
+    from conftest import run_small_pipeline
+
+    _, ctx, _ = run_small_pipeline(
+        run_cli, tmp_path, "scheduler=patch", "device=custom", "device.sram_kb=12", "device.flash_kb=512"
+    )
+    searched = json.loads((tmp_path / "run" / "search" / "search_summary.json").read_text())
+    assert searched["schedule_used"].startswith("patch")  # 12 KB: the layer plan does not fit
+    assert searched["schedule_used"] == ctx["plan"]["schedule_used"]
+    assert searched["plan_arena_bytes"] == ctx["plan"]["arena_bytes"]

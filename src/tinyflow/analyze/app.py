@@ -55,6 +55,7 @@ def plan_network(cfg: DictConfig) -> Deployment:
     scheduler = build_plugin(cfg, "scheduler")
     graph, given = network_graphs(build_network(cfg.network), scheduler)
     cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
+    model_file = graph.meta.get("onnx_path") or graph.meta.get("tflite_path")  # an imported file: its own flash
     return plan_deployment(
         graph,
         scheduler,
@@ -63,6 +64,7 @@ def plan_network(cfg: DictConfig) -> Deployment:
         cost_model,
         baseline=given,
         strict=True,
+        model_path=model_file,
         compare_layer=bool(cfg.get("compare_layer", True)),
         source=graph_source(graph),
     )

@@ -2,11 +2,11 @@
 
 Run with a Python that has the `tflite-micro` wheel (kept out of tinyflow's environment), e.g.
     /work/tflmenv/bin/python src/tinyflow/firmware/tflm_reference.py model.tflite <firmware>/run_firmware
-It reads images.bin (a uint32 count, then the int8 NHWC images: the firmware's input order, which is TF Lite's) and
-output.bin (each image's int8 output and 4 bytes of instructions, then a 16-byte end-of-run record), runs every image through TF Lite Micro's interpreter and prints one JSON
-line: images, max |difference| in int8 steps, how many outputs are equal, top-1 agreement. Imports only numpy and
-tflite_micro. `make_firmware` calls `tflm_outputs` in-process for a .tflite model without an .onnx twin when the
-wheel is importable (`tflm_available`).
+It reads images.bin (a uint32 count, then the int8 NHWC images: the firmware's input order, which is TF Lite's)
+and output.bin (each image's int8 output and 4 bytes of instructions, then a 16-byte end-of-run record), runs every
+image through TF Lite Micro's interpreter and prints one JSON line: images, max |difference| in int8 steps, how
+many outputs are equal, top-1 agreement. Imports only numpy and tflite_micro. `make_firmware` calls
+`tflm_outputs` in-process for a .tflite model without an .onnx twin when the wheel is importable (`tflm_available`).
 """
 
 from __future__ import annotations

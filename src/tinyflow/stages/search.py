@@ -149,8 +149,26 @@ def train_predictor(settings: SearchSettings, problem: SearchProblem, supernet_a
     return predictor, metrics
 
 
-def choose_verified(result: Any, costs: SchedulerCosts, device: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The most accurate evaluated candidate whose full plan (real arena layout) fits the SRAM budget."""
+def deployed_plan(cfg: DictConfig, costs: SchedulerCosts, device: Any) -> Callable[[Arch, dict[str, int]], Any]:
+    """The plan the `schedule` stage would make of a candidate: `plan_deployment` with the configured scheduler
+    (built with the candidate's options), memory conventions, device and cost model — the one planning path."""
+    from tinyflow.deployment import plan_deployment
+
+    cost_model = build_plugin(cfg, "cost_model")
+
+    def plan_of(arch: Arch, options: dict[str, int]) -> Any:
+        scheduler = build_plugin(cfg, "scheduler", **(options or {}))
+        graph = costs.network(arch, options).graph()
+        return plan_deployment(graph, scheduler, costs.memory, device, cost_model, compare_layer=False).plan
+
+    return plan_of
+
+
+def choose_verified(
+    result: Any, costs: SchedulerCosts, device: Any, plan_of: Callable[[Arch, dict[str, int]], Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The most accurate evaluated candidate whose full plan (real arena layout) fits the SRAM budget; `plan_of`
+    plans a candidate as the schedule stage will (`deployed_plan`), else as the search costed it."""
     rows = sorted(result.evaluated, key=lambda r: (-r["accuracy"], r["peak_sram"], r["macs"]))
     seen = set()
     for row in rows:
@@ -159,7 +177,9 @@ def choose_verified(result: Any, costs: SchedulerCosts, device: Any) -> tuple[di
             continue
         seen.add(key)
         # re-planned as it was costed: with its searched genes, or by the scheduler's own choice (its policy)
-        check = verify_plan(costs.plan(row["arch"], row.get("schedule_genes", row["schedule"])), device)
+        options = row.get("schedule_genes", row["schedule"])
+        plan = plan_of(row["arch"], options) if plan_of is not None else costs.plan(row["arch"], options)
+        check = verify_plan(plan, device)
         if check["arena_fits"]:
             return row, check
         log.info(
@@ -245,7 +265,7 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         problem.accuracy_fn = counted
         result = strategy.search(problem, random.Random(seed))
 
-    best, check = choose_verified(result, costs, device)
+    best, check = choose_verified(result, costs, device, deployed_plan(cfg, costs, device))
     best_arch: Arch = best["arch"]
     supernet_best = supernet_acc(best_arch)
     summary = {
