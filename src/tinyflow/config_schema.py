@@ -20,6 +20,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig
 
 from tinyflow.device import CORES, Device
+from tinyflow.validation import non_finite_problem
 
 #: the core names as an Enum, for the schema's `core` field
 Core = Enum("Core", {name: display for name, display in CORES.items()})  # type: ignore[misc]
@@ -147,6 +148,9 @@ def _check_value(where: str, value: Any, spec: Field, problems: list[str]) -> No
         ok = True
     if not ok:
         problems.append(f"{where} = {value!r} must be {_type_name(types)}")
+        return
+    if (problem := non_finite_problem(where, value)) is not None:  # nan <= 0 is False: no range catches it
+        problems.append(problem)
         return
     if isinstance(value, list) and spec.items is not None:
         for i, item in enumerate(value):

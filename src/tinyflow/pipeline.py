@@ -61,6 +61,8 @@ RUN_CONFIG_FILE = "run_config.json"
 NEUTRAL_KEYS = ("resume", "tracking", "cache", "stages", "sweep")
 #: RunContext fields that name files a stage produced (their digests are checked when a run resumes)
 FILE_FIELDS = ("supernet_checkpoint", "model_checkpoint", "onnx_path", "onnx_int8_path")
+#: files a stage records in `ctx.artifacts` that later stages read back (the schedule stage's Deployment)
+ARTIFACT_FILES = ("deployment",)
 
 
 def result_config(cfg: DictConfig) -> dict[str, Any]:
@@ -148,11 +150,16 @@ def find_resume_dir(resume: Any, output_dir: str, config: dict[str, Any] | None 
     return candidate
 
 
+def produced_paths(ctx: RunContext) -> dict[str, str | None]:
+    """The files a stage may produce that later stages read: `FILE_FIELDS` and `ARTIFACT_FILES` entries."""
+    return {**{f: getattr(ctx, f) for f in FILE_FIELDS}, **{a: ctx.artifacts.get(a) for a in ARTIFACT_FILES}}
+
+
 def record_files(ctx: RunContext, name: str, before: dict[str, str | None]) -> None:
-    """Remember the SHA-256 of each file `name` produced (a `FILE_FIELDS` entry it set or changed)."""
+    """Remember the SHA-256 of each file `name` produced (a `produced_paths` entry it set or changed), so a
+    resume that finds one missing or changed runs that stage again."""
     produced = {}
-    for f in FILE_FIELDS:
-        path = getattr(ctx, f)
+    for f, path in produced_paths(ctx).items():
         if path and path != before.get(f) and Path(path).is_file():
             produced[path] = file_digest(path)
     ctx.extra.setdefault("stage_files", {})[name] = produced
@@ -225,7 +232,7 @@ def run_pipeline(cfg: DictConfig) -> RunContext:
             console.stage_started(name, i, len(stages))
             log.info("stage %s: start", name)
             start = time.perf_counter()
-            before = {f: getattr(ctx, f) for f in FILE_FIELDS}
+            before = produced_paths(ctx)
             try:
                 with tracker.stage(name):
                     ctx = fns[name](cfg, ctx)

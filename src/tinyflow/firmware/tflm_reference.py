@@ -1,7 +1,7 @@
 """TF Lite Micro's outputs for the inputs a firmware run used, to compare the two in int8 steps.
 
-Run with a Python that has the `tflite-micro` wheel (kept out of tinyflow's environment), e.g.
-    /work/tflmenv/bin/python src/tinyflow/firmware/tflm_reference.py model.tflite <firmware>/run_firmware
+Run with a Python that has the `tflite-micro` wheel (in the test extras: `pip install -e ".[test]"`), e.g.
+    .venv/bin/python src/tinyflow/firmware/tflm_reference.py model.tflite <firmware>/run_firmware
 It reads images.bin (a uint32 count, then the int8 NHWC images: the firmware's input order, which is TF Lite's)
 and output.bin (each image's int8 output and 4 bytes of instructions, then a 16-byte end-of-run record), runs every
 image through TF Lite Micro's interpreter and prints one JSON line: images, max |difference| in int8 steps, how
