@@ -27,10 +27,10 @@ from tinyflow.analyze.app import plan_network
 from tinyflow.analyze.networks import build_network
 from tinyflow.arch.genome import Arch
 from tinyflow.context import RunContext
-from tinyflow.deployment import DEPLOYMENT_FILE, Deployment, plan_deployment
+from tinyflow.deployment import DEPLOYMENT_FILE, Deployment
 from tinyflow.errors import ConfigError
 from tinyflow.ir.serialize import graph_to_dict
-from tinyflow.plugins import build_device, build_memory, build_plugin
+from tinyflow.plugins import build_plugin
 from tinyflow.stages import get_stage
 
 MODELS_DIR = REPO.parent / "shared" / "models"
@@ -50,9 +50,8 @@ def _analyze(network: tuple[str, ...]) -> Deployment:
 
 
 def _firmware(network: tuple[str, ...]) -> Deployment:
-    """`plan_deployment` as `python -m tinyflow.firmware` calls it (`firmware.app.run_firmware`): its network's IR
-    (the app's `network_graph` for a model file; the arch's IR otherwise), its scheduler, memory, device and cost
-    model, the file as `model_path`, strict."""
+    """What `python -m tinyflow.firmware` plans (`firmware.app.plan_model`): its network's IR (the app's
+    `network_graph` for a model file; the arch's IR otherwise), the file as `model_path`."""
     cfg = _compose("firmware", "scheduler=patch", DEVICE, *network)
     if cfg.network.get("path") is not None:
         from tinyflow.firmware.app import network_graph
@@ -62,17 +61,9 @@ def _firmware(network: tuple[str, ...]) -> Deployment:
         from tinyflow.ir.from_arch import from_arch
 
         graph, net, path = from_arch(build_network(cfg.network)), None, None
-    cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
-    return plan_deployment(
-        graph,
-        build_plugin(cfg, "scheduler"),
-        build_memory(cfg),
-        build_device(cfg),
-        cost_model,
-        network=net,
-        model_path=path,
-        strict=True,
-    )
+    from tinyflow.firmware.app import plan_model
+
+    return plan_model(cfg, graph, net, path)
 
 
 def _schedule(tmp_path: Path, arch: Arch, model_file: str | None) -> Deployment:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tinyflow.analyze.networks import build_network
 from tinyflow.context import atomic_write_text
-from tinyflow.deployment import DEPLOYMENT_FILE, plan_deployment
+from tinyflow.deployment import DEPLOYMENT_FILE, Deployment, plan_deployment
 from tinyflow.errors import ConfigError
 from tinyflow.firmware.project import FirmwareSettings, make_firmware
 from tinyflow.firmware.qmodel import QModel, build_qmodel
@@ -117,6 +117,22 @@ def network_graph(node: Any) -> tuple[Graph, Any, str]:
     return graph, None, path
 
 
+def plan_model(cfg: DictConfig, graph: Graph, network: Any, path: str | None) -> Deployment:
+    """`plan_deployment` of the model with the config's scheduler, memory, device and cost model, strict — what
+    `tinyflow.analyze` and the `schedule` stage plan for the same model and options."""
+    cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
+    return plan_deployment(
+        graph,
+        build_plugin(cfg, "scheduler"),
+        build_memory(cfg),
+        build_device(cfg),
+        cost_model,
+        network=network,
+        model_path=path,
+        strict=True,
+    )
+
+
 def run_firmware(cfg: DictConfig) -> dict[str, Any]:
     output = str(cfg.get("output", "table"))
     if output not in ("table", "json"):
@@ -131,12 +147,8 @@ def run_firmware(cfg: DictConfig) -> dict[str, Any]:
         )
     graph, network, path = network_graph(cfg.network)
     model = build_qmodel(graph)  # an op without a kernel is one paragraph before any planning
-    scheduler = build_plugin(cfg, "scheduler")
-    device = build_device(cfg)
-    cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
-    deployment = plan_deployment(
-        graph, scheduler, build_memory(cfg), device, cost_model, network=network, model_path=path, strict=True
-    )
+    scheduler, device = build_plugin(cfg, "scheduler"), build_device(cfg)
+    deployment = plan_model(cfg, graph, network, path)
     deployment.save(out_dir / DEPLOYMENT_FILE)
     images = test_images(model, settings.images, int(cfg.get("seed", 0)), cfg.get("images_path"))
     tracker = build_plugin(cfg, "tracking")
