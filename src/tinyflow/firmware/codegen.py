@@ -10,7 +10,7 @@ declares its emission there); a plan step runs as its declared `Step.kind` says.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -34,6 +34,7 @@ class CSources:
     scratch_bytes: int
     input_bytes: int
     output_bytes: int
+    profile_points: list[str] = field(default_factory=list)  # with profile: the layer each counted call runs
 
 
 def template(name: str) -> str:
@@ -229,8 +230,11 @@ def emit_linear(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
 
 
 def emit_global_avgpool(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
+    from tinyflow.firmware.oracle import mean_constants
+
     p, (x, y, (h, w, c), _) = layer.p, _io(layer, v)
-    return f"tf_global_avgpool({x}, {y}, {h * w}, {c}, {p['zp_in']}, {p['mult']}, {p['shift']}, {p['zp_out']});"
+    m, s = mean_constants(p)
+    return f"tf_global_avgpool({x}, {y}, {h * w}, {c}, {p['zp_in']}, {m}, {s}, {p['zp_out']}, {_act(p)});"
 
 
 def _pool_geometry(layer: QLayer, v: Views) -> str:
@@ -240,8 +244,12 @@ def _pool_geometry(layer: QLayer, v: Views) -> str:
 
 
 def emit_avgpool(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
-    p = layer.p
-    return f"tf_avgpool({_pool_geometry(layer, v)}, {ident}_m, {ident}_s, {p['zp_in']}, {p['zp_out']});"
+    from tinyflow.firmware.oracle import tflite_avgpool
+
+    p, div = layer.p, int(tflite_avgpool(layer.p))
+    return (
+        f"tf_avgpool({_pool_geometry(layer, v)}, {ident}_m, {ident}_s, {p['zp_in']}, {p['zp_out']}, {_act(p)}, {div});"
+    )
 
 
 def emit_maxpool(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
@@ -314,9 +322,32 @@ def _patch_call(step: Any, layer: QLayer, ident: str, ptr: dict[str, str], regio
     return f"    P{ident}({', '.join(args)}); /* patch {step.patch[0]},{step.patch[1]} */"
 
 
-def generate(model: QModel, plan: ExecutionPlan) -> CSources:
+PROFILE_CLOCK = "tf_profile_clock"
+COPY_IN, COPY_OUT = "(copy in)", "(copy out)"  # the profile's points that are no layer
+
+
+def profiled(calls: list[str]) -> str:
+    """The calls with the instrumentation between them: the clock (a down-counter the harness provides) read
+    once before the first and once after each; `tf_profile[i]` gets call i's ticks."""
+    lines = [f"    uint32_t tf_t0 = {PROFILE_CLOCK}(), tf_t1;"]
+    for i, call in enumerate(calls):
+        lines.append(f"{call}\n    tf_t1 = {PROFILE_CLOCK}(); tf_profile[{i}] = tf_t0 - tf_t1; tf_t0 = tf_t1;")
+    return "\n".join(lines)
+
+
+def profile_header(points: int) -> str:
+    """model.h's declarations of the per-call tick counts (only in a profiled build)."""
+    return (
+        f"\n/* per-layer profile: the ticks of the harness's clock each layer call took, in call order */\n"
+        f"#define TF_PROFILE_POINTS {points}\nextern uint32_t tf_profile[TF_PROFILE_POINTS];\n"
+        f"uint32_t {PROFILE_CLOCK}(void);\n\n#endif /* TF_MODEL_H */"
+    )
+
+
+def generate(model: QModel, plan: ExecutionPlan, profile: bool = False) -> CSources:
     """model.h, model.c and tf_kernels.h for a plan of the model: layer steps as one function per layer, patch
-    steps as one function per op called once per patch with that patch's buffers and region."""
+    steps as one function per op called once per patch with that patch's buffers and region. With `profile`, the
+    harness's clock is read between calls into `tf_profile` (the per-layer profile)."""
     placed = check_plan(model, plan)
     in_bytes = int(np.prod(model.input_shape))
     out_bytes = int(np.prod(model.output_shape))
@@ -326,6 +357,7 @@ def generate(model: QModel, plan: ExecutionPlan) -> CSources:
     arrays = [layer_arrays(layer, idents[layer.name]) for layer in model.layers]
     funcs: list[str] = []
     calls: list[str] = []
+    points: list[str] = []
     rects: list[tuple[QLayer, int, int]] = []
     regions: dict[str, tuple] = {}
     made: set[str] = set()
@@ -341,6 +373,7 @@ def generate(model: QModel, plan: ExecutionPlan) -> CSources:
                 arrays.append(stage.arrays)
                 funcs.append(stage.function)
                 calls.append(stage.call)
+                points.append(step.node)
                 rects.append((stage.stem, *stage.stem_rect))
                 extra_scratch = stage.scratch_bytes
             continue
@@ -353,6 +386,7 @@ def generate(model: QModel, plan: ExecutionPlan) -> CSources:
             funcs.append(f"{head}\nstatic void {ident}(void) {{\n    {call}\n}}\n")
             if layer.kind != "view":
                 calls.append(f"    {ident}();")
+                points.append(step.node)
             continue
         if step.node not in made:
             made.add(step.node)
@@ -360,6 +394,7 @@ def generate(model: QModel, plan: ExecutionPlan) -> CSources:
         r0, r1, c0, c1 = step.extra["region"]
         rects.append((layer, r1 - r0, c1 - c0))
         calls.append(_patch_call(step, layer, ident, ptr, regions))
+        points.append(step.node)
     plane = scratch_bytes(rects)
     header = template("model.h.in").format(
         arena=plan.arena_bytes,
@@ -382,12 +417,19 @@ def generate(model: QModel, plan: ExecutionPlan) -> CSources:
     source = template("model.c.in")
     source = source.replace("@ARENA_BYTES@", str(plan.arena_bytes)).replace("@PLANE_BYTES@", str(max(plane, 1)))
     source = source.replace("@ARRAYS@", "\n".join(a for a in arrays if a))
-    source = source.replace("@FUNCTIONS@", "\n".join(funcs)).replace("@COPY_IN@", copy_in)
-    source = source.replace("@CALLS@", "\n".join(calls))
+    source = source.replace("@FUNCTIONS@", "\n".join(funcs))
+    copy_out = f"    memcpy(output, {ptr[model.output_name]}, TF_OUTPUT_BYTES);"
+    if profile:  # the copies are points too, so the profile's sum is the whole inference less the clock reads
+        calls, points = [copy_in, *calls, copy_out], [COPY_IN, *points, COPY_OUT]
+        copy_in = copy_out = ""
+        header = header.replace("\n#endif /* TF_MODEL_H */", profile_header(len(calls)))
+        run = "int tf_model_run(const int8_t *input"
+        source = source.replace(run, f"uint32_t tf_profile[{len(calls)}];\n\n{run}")
+    source = source.replace("@COPY_IN@", copy_in).replace("@COPY_OUT@", copy_out)
+    source = source.replace("@CALLS@", profiled(calls) if profile else "\n".join(calls))
     single = model.rounding == "single"
     source = source.replace("@ROUNDING@", f"#define TF_SINGLE_ROUNDING {int(single)} /* requantization rounding */")
-    source = source.replace("@COPY_OUT@", f"    memcpy(output, {ptr[model.output_name]}, TF_OUTPUT_BYTES);")
     files = {"model.h": header, "model.c": source, "tf_kernels.h": template("tf_kernels.h")}
     if stage is not None:
         files["tf_rnnpool.h"] = template("tf_rnnpool.h")
-    return CSources(files, plan.arena_bytes, plane + extra_scratch, in_bytes, out_bytes)
+    return CSources(files, plan.arena_bytes, plane + extra_scratch, in_bytes, out_bytes, points if profile else [])

@@ -29,6 +29,7 @@ class RunResult:
     instructions: np.ndarray  # (N,) per inference
     stack_bytes: int
     wall_s: float
+    extra: np.ndarray | None = None  # (N, K) uint32 words after each image's count (a profiled build's profile)
 
 
 TRAILER_MAGIC = 0x5446454E
@@ -91,10 +92,11 @@ def run_images(elf: Path, machine: str, inputs: np.ndarray, out_bytes: int, time
             f"firmware: the firmware stopped on {STATUS.get(status, f'status {status}')} after {images} of {n} "
             f"images ({elf})"
         )
-    if images != n or len(raw) != n * (out_bytes + 4) + 16:
+    record = (len(raw) - 16) // max(n, 1)
+    if images != n or len(raw) != n * record + 16 or record < out_bytes + 4 or (record - out_bytes) % 4:
         raise EmulatorError(f"firmware: expected {n} outputs of {out_bytes} B from qemu, got {images} ({len(raw)} B)")
-    outputs, instructions = _records(raw, n)
-    return RunResult(outputs, instructions, int(stack), wall)
+    outputs, instructions, extra = _records(raw, n, out_bytes)
+    return RunResult(outputs, instructions, int(stack), wall, extra if extra.shape[1] else None)
 
 
 def _trailer(raw: bytes) -> tuple[int, int, int, int]:
@@ -104,11 +106,23 @@ def _trailer(raw: bytes) -> tuple[int, int, int, int]:
     return struct.unpack("<4I", raw[-16:]) if len(raw) >= 16 else (0, 0, 0, 0)
 
 
-def _records(raw: bytes, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each image's int8 output and its instruction count from the UART stream (trailer excluded)."""
+def _records(raw: bytes, n: int, out_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each image's int8 output, its instruction count and the words after it (a profile) from the UART stream
+    (trailer excluded); without `out_bytes` a record is the output and the count alone."""
     rows = np.frombuffer(raw[:-16], np.int8).reshape(n, -1)
-    instructions = rows[:, -4:].copy().view("<u4").reshape(n).astype(np.int64)
-    return rows[:, :-4].copy(), instructions
+    ob = rows.shape[1] - 4 if out_bytes is None else out_bytes
+    instructions = rows[:, ob : ob + 4].copy().view("<u4").reshape(n).astype(np.int64)
+    extra = rows[:, ob + 4 :].copy().view("<u4").reshape(n, -1).astype(np.int64)
+    return rows[:, :ob].copy(), instructions, extra
+
+
+def _output_bytes(project_dir: Path) -> int | None:
+    """TF_OUTPUT_BYTES of the project's model.h (None when there is none)."""
+    import re
+
+    header = project_dir / "model.h"
+    found = re.search(r"#define TF_OUTPUT_BYTES (\d+)", header.read_text()) if header.is_file() else None
+    return int(found.group(1)) if found else None
 
 
 def read_outputs(project_dir: str | Path, elf_stem: str = "firmware") -> np.ndarray:
@@ -117,4 +131,4 @@ def read_outputs(project_dir: str | Path, elf_stem: str = "firmware") -> np.ndar
     magic, images, _, _ = _trailer(raw)
     if magic != TRAILER_MAGIC:
         raise EmulatorError(f"firmware: {project_dir}: the last run has no end-of-run record")
-    return _records(raw, images)[0]
+    return _records(raw, images, _output_bytes(Path(project_dir)))[0]

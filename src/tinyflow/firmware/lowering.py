@@ -224,10 +224,21 @@ def _window(node: Node) -> dict[str, Any]:
     return {"kernel": (kh, kw), "stride": tuple(a.get("stride", (kh, kw))), "pad": tuple(a.get("padding", (0,) * 4))}
 
 
+def mean_multiplier(s_in: float, s_out: float, n: int) -> tuple[int, int]:
+    """TF Lite's integer mean (`QuantizedMeanOrSum`): s_in/s_out as (m, shift), then m·2^k / n in integers with
+    k = min(floor(log2 n), 32, 31 + shift) and shift − k; applied to Σ(x − zp_in) by double rounding."""
+    m, sh = quantize_multiplier(s_in / s_out)
+    k = min(n.bit_length() - 1, 32, 31 + sh)
+    return (m << k) // n, sh - k
+
+
 def lower_global_avgpool(ctx: LoweringContext, node: Node) -> QLayer:
+    """A mean over H×W: one rounding of s_in/(s_out·n) (`rounding=single`), TF Lite's integer mean (`tflite`)."""
     p, s_in, s_out, x = _pool_base(ctx, node)
     m, sh = quantize_multiplier(s_in / (s_out * x[2] * x[3]))
-    p.update(mult=m, shift=sh)
+    tm, tsh = mean_multiplier(s_in, s_out, int(x[2] * x[3]))
+    p.update(mult=m, shift=sh, tfl_mult=tm, tfl_shift=tsh)
+    p["act_min"], p["act_max"] = act_bounds(node, s_out, p["zp_out"])
     return QLayer(node.name, "global_avgpool", list(node.inputs), [x], node.shape, p)
 
 
@@ -247,6 +258,10 @@ def lower_avgpool(ctx: LoweringContext, node: Node) -> QLayer:
     kh, kw = p["kernel"]
     m, sh = requant(np.array([s_in / (s_out * n) for n in range(1, kh * kw + 1)]))
     p.update(mult=m, shift=sh)  # indexed by the window's count of real pixels minus one
+    # TF Lite's int8 average pool (input and output quantized alike): the raw sum divided by the count, rounded
+    # half away from zero; `rounding=tflite` takes it whenever the two quantizations are equal
+    p["tfl_div"] = bool(np.float32(s_in) == np.float32(s_out) and p["zp_in"] == p["zp_out"])
+    p["act_min"], p["act_max"] = act_bounds(node, s_out, p["zp_out"])
     return QLayer(node.name, "avgpool", list(node.inputs), [x], node.shape, p)
 
 

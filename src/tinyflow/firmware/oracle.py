@@ -73,10 +73,31 @@ def conv(layer: QLayer, xs: list[np.ndarray]) -> np.ndarray:
     return _finish(np.einsum("nhwcyx,oyxc->nhwo", win, w) + p["bias"], p)
 
 
+def mean_constants(p: dict) -> tuple[int, int]:
+    """The global average pool's (multiplier, shift) under the layer's rounding: TF Lite's integer mean for
+    `tflite`, one rounding of s_in/(s_out·n) for `single` (and for a model whose rounding was never set)."""
+    if p.get("rounding") == "tflite" and "tfl_mult" in p:
+        return p["tfl_mult"], p["tfl_shift"]
+    return p["mult"], p["shift"]
+
+
 def global_avgpool(layer: QLayer, xs: list[np.ndarray]) -> np.ndarray:
     p = layer.p
     acc = (xs[0].astype(np.int64) - p["zp_in"]).sum(axis=(1, 2), keepdims=True)
-    return np.clip(requantize_single(acc, p["mult"], p["shift"]) + p["zp_out"], -128, 127).astype(np.int8)
+    m, s = mean_constants(p)
+    out = ROUNDING[p.get("rounding", "single")](acc, m, s) + p["zp_out"]
+    return np.clip(out, p.get("act_min", -128), p.get("act_max", 127)).astype(np.int8)
+
+
+def tflite_avgpool(p: dict) -> bool:
+    """Whether the average pool runs TF Lite's integer division (rounding=tflite, equal in/out quantization)."""
+    return bool(p.get("tfl_div")) and p.get("rounding") == "tflite"
+
+
+def round_div(acc: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """acc / count rounded half away from zero, as C's truncating division of acc ± count/2."""
+    half = count // 2
+    return np.where(acc > 0, (acc + half) // count, -((half - acc) // count))
 
 
 def avgpool(layer: QLayer, xs: list[np.ndarray]) -> np.ndarray:
@@ -86,8 +107,12 @@ def avgpool(layer: QLayer, xs: list[np.ndarray]) -> np.ndarray:
     count = _windows(_pad(ones, p["pad"], 0), p["kernel"], p["stride"], (ho, wo)).sum(axis=(-1, -2))
     idx = np.broadcast_to(count - 1, win.shape[:4])
     acc = win.sum(axis=(-1, -2))
-    out = requantize_single(acc, p["mult"][idx], p["shift"][idx]) + p["zp_out"]
-    return np.clip(out, -128, 127).astype(np.int8)
+    if tflite_avgpool(p):
+        cnt = np.broadcast_to(count, win.shape[:4])
+        out = round_div(acc + cnt * p["zp_in"], cnt)
+    else:
+        out = requantize_single(acc, p["mult"][idx], p["shift"][idx]) + p["zp_out"]
+    return np.clip(out, p.get("act_min", -128), p.get("act_max", 127)).astype(np.int8)
 
 
 def maxpool(layer: QLayer, xs: list[np.ndarray]) -> np.ndarray:

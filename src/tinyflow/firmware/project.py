@@ -44,6 +44,7 @@ class FirmwareSettings:
     on_overflow: str = "error"  # error: a link overflow stops the job; report: record it, measure on the board
     rounding: str = "single"  # single (CMSIS-NN single rounding) | tflite (TF Lite's double rounding, as TFLM)
     timeout_s: float = 900.0
+    profile: bool = False  # instructions per layer and per op kind (firmware/profile.py)
 
     def __post_init__(self) -> None:
         linker.target(self.target)
@@ -156,7 +157,7 @@ def make_firmware(
     plan = deployment.plan
     model = build_qmodel(deployment.graph)
     model.set_rounding(settings.rounding)
-    sources = generate(model, plan)
+    sources = generate(model, plan, profile=settings.profile)
     tgt = linker.target(settings.target)
     flags = build.compile_flags(tgt, settings.opt)
     folder = project_folder(out)
@@ -214,6 +215,10 @@ def make_firmware(
         map_file=str(elf.with_suffix(".map")),
     )
     result["instructions_per_mac"] = result["instructions_per_inference"] / max(1, plan.macs)
+    if settings.profile:  # firmware/profile.py: per layer, per op kind, the method's check, the figure
+        from tinyflow.firmware.profile import profile_section
+
+        result.update(profile_section(model, sources, run, folder))
     if ref_out is not None:
         ref_out = ref_out.reshape(n, -1)
         key = "tflm" if result["reference_check"].startswith("TF Lite Micro") else "onnxruntime"

@@ -6,7 +6,9 @@
  *
  * Instructions: qemu runs with -icount shift=0, so virtual time advances 1 ns per instruction; the CMSDK APB timer
  * of the MPS2 boards counts the 25 MHz system clock, i.e. one tick per 40 instructions. Stack: the free stack
- * below the current stack pointer is painted before the first inference and scanned after the last. */
+ * below the current stack pointer is painted before the first inference and scanned after the last.
+ * Profile (a model built with firmware.profile, TF_PROFILE_POINTS in model.h): each image's record goes on with
+ * the instructions of every profile point (the same clock read between layer calls) and of a calibration loop. */
 #include <stdint.h>
 
 #include "model.h"
@@ -50,6 +52,33 @@ static void finish(uint32_t images, uint32_t stack, uint32_t status) {
 static volatile uint32_t done_images;
 void Fault_Handler(void) { finish(done_images, 0, 3u); } /* overrides the start-up file's weak handler */
 
+#ifdef TF_PROFILE_POINTS
+/* the per-layer profile's clock (model.c reads it between layer calls): the timer's down-counting value */
+uint32_t tf_profile_clock(void) { return TIMER0[1]; }
+
+#define TF_CALIBRATION_LOOPS 20000u /* a loop of exactly 2 instructions per pass (subs, bne) */
+
+/* the instructions a loop of known length takes, measured as the profile measures a layer: 2 * loops + the
+ * clock read's few instructions */
+static uint32_t calibration(void) {
+    uint32_t n = TF_CALIBRATION_LOOPS;
+    uint32_t t0 = tf_profile_clock();
+    __asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(n) : : "cc");
+    uint32_t t1 = tf_profile_clock();
+    return (t0 - t1) * NS_PER_TICK;
+}
+
+/* after each output's instructions: each profile point's instructions, then the calibration loop's */
+static void send_profile(void) {
+    for (uint32_t k = 0; k < TF_PROFILE_POINTS; k++) {
+        uint32_t insns = tf_profile[k] * NS_PER_TICK;
+        uart_write(&insns, 4);
+    }
+    uint32_t cal = calibration();
+    uart_write(&cal, 4);
+}
+#endif
+
 static int8_t out_buf[TF_OUTPUT_BYTES] __attribute__((aligned(4)));
 extern uint32_t _stack_limit; /* lowest address of the stack region (linker script) */
 
@@ -71,6 +100,9 @@ int main(void) {
         uint32_t insns = (t0 - t1) * NS_PER_TICK;
         uart_write(out_buf, TF_OUTPUT_BYTES);
         uart_write(&insns, 4);
+#ifdef TF_PROFILE_POINTS
+        send_profile();
+#endif
         done_images = i + 1;
     }
     uint32_t *p = &_stack_limit;

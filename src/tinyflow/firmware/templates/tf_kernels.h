@@ -258,19 +258,23 @@ TF_INLINE void tf_add_rect(const int8_t *a, int32_t ay0, int32_t ax0, int32_t as
                out + ((oy0 + r - oyb) * os + (ox0 - oxb)) * c, ow * c, zp1, m1, sh1, zp2, m2, sh2, mo, sho, zp_out);
 }
 
+/* mean over npix pixels: (m, s) is one rounding of s_in/(s_out*npix) (single) or TF Lite's integer mean (tflite) */
 TF_INLINE void tf_global_avgpool(const int8_t *in, int8_t *out, int32_t npix, int32_t c, int32_t zp_in, int32_t m,
-                                 int32_t s, int32_t zp_out) {
+                                 int32_t s, int32_t zp_out, int32_t lo, int32_t hi) {
     for (int32_t ch = 0; ch < c; ch++) {
         int32_t acc = 0;
-        for (int32_t p = 0; p < npix; p++) acc += (int32_t)in[p * c + ch] - zp_in;
-        out[ch] = tf_clamp(tf_requant_single(acc, m, s) + zp_out, -128, 127);
+        for (int32_t p = 0; p < npix; p++) acc += (int32_t)in[p * c + ch];
+        out[ch] = tf_clamp(tf_requant(acc - npix * zp_in, m, s) + zp_out, lo, hi);
     }
 }
 
-/* average pooling without counting padding: the multiplier is chosen by the window's count of real pixels */
+/* average pooling without counting padding. tfl_div (TF Lite's, input and output quantized alike): the raw sum
+ * divided by the window's count of real pixels, rounded half away from zero; otherwise one rounding of the
+ * multiplier chosen by that count */
 TF_INLINE void tf_avgpool(const int8_t *in, int8_t *out, int32_t h, int32_t w, int32_t c, int32_t ho, int32_t wo,
                           int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt, int32_t pl,
-                          const int32_t *mult, const int32_t *shift, int32_t zp_in, int32_t zp_out) {
+                          const int32_t *mult, const int32_t *shift, int32_t zp_in, int32_t zp_out, int32_t lo,
+                          int32_t hi, int32_t tfl_div) {
     for (int32_t oy = 0; oy < ho; oy++)
         for (int32_t ox = 0; ox < wo; ox++)
             for (int32_t ch = 0; ch < c; ch++) {
@@ -281,12 +285,16 @@ TF_INLINE void tf_avgpool(const int8_t *in, int8_t *out, int32_t h, int32_t w, i
                     for (int32_t kx = 0; kx < kw; kx++) {
                         int32_t ix = ox * sw - pl + kx;
                         if (ix < 0 || ix >= w) continue;
-                        acc += (int32_t)in[(iy * w + ix) * c + ch] - zp_in;
+                        acc += (int32_t)in[(iy * w + ix) * c + ch];
                         count++;
                     }
                 }
-                out[(oy * wo + ox) * c + ch] =
-                    tf_clamp(tf_requant_single(acc, mult[count - 1], shift[count - 1]) + zp_out, -128, 127);
+                int32_t q;
+                if (tfl_div)
+                    q = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+                else
+                    q = tf_requant_single(acc - count * zp_in, mult[count - 1], shift[count - 1]) + zp_out;
+                out[(oy * wo + ox) * c + ch] = tf_clamp(q, lo, hi);
             }
 }
 
