@@ -36,6 +36,13 @@ def summary_table(rows: list[dict[str, Any]], title: str = "tinyflow run") -> Ta
     return table
 
 
+def print_files(files: dict[str, str]) -> None:
+    """One `name: path` line per file, never cut or folded (no ellipsis, whatever the width), so a log piped into
+    a file or CI shows every path whole and `grep outputs/runs` finds it."""
+    for name, path in files.items():
+        console.print(f"{name}: {path}", markup=False, highlight=False, soft_wrap=True, overflow="ignore", crop=False)
+
+
 def error_paragraph(message: str, where: str | None = None) -> None:
     """Print a user-facing error as one paragraph (no traceback)."""
     body = escape(message) if where is None else f"{escape(message)}\n\n[dim]{escape(where)}[/dim]"

@@ -249,7 +249,8 @@ def metrics_of(f: Figures) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------- entry point
 def write_report(cfg: DictConfig, ctx: RunContext) -> str:
     """Print, write (`report.md`, `report.json`) and log the run's summary; returns the markdown."""
-    from tinyflow.console import console
+    from tinyflow.console import console, print_files
+    from tinyflow.parent_run import log_deployed_model, log_pipeline_figure
     from tinyflow.tracking import active_tracker
 
     figures = gather(cfg, ctx)
@@ -266,7 +267,8 @@ def write_report(cfg: DictConfig, ctx: RunContext) -> str:
     summary.update({k: v for k, v in backend_details(ctx).items() if k not in summary})
     summary.update(backend=ctx.extra.get("backend"), sections=[sec.to_dict() for sec in backend_sections])
     atomic_write_text(out / REPORT_JSON, json.dumps(summary, indent=2, sort_keys=True, default=str))
-    console.print(to_rich(table_rows, title))
+    console.print(to_rich([r for r in table_rows if not r[0].startswith("file: ")], title))
+    print_files(files)  # whole paths on their own lines: a table cuts them to its width (no terminal: 80)
     for section in backend_sections:
         console.print(to_rich(section.rows, section.title))
 
@@ -283,6 +285,8 @@ def write_report(cfg: DictConfig, ctx: RunContext) -> str:
         )
         tracker.log_artifact(str(out / REPORT_MD))
         tracker.log_artifact(str(out / REPORT_JSON))
+        log_pipeline_figure(ctx, tracker, figures.sram_budget_bytes, figures.flash_budget_bytes)
+        log_deployed_model(ctx, tracker, figures)
     except Exception as exc:  # a tracking hiccup must not hide the report the user already has on disk
         log.warning("report: could not log to the tracker (%s)", exc)
     return markdown

@@ -163,12 +163,23 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def given(v: Any) -> str:
+    """A budget or size as the user gave it (12.5, 1024.5, 64): no rounding, no exponent."""
+    if isinstance(v, float) and not isinstance(v, bool):
+        return str(int(v)) if v.is_integer() else repr(v)
+    return _fmt(v)
+
+
+#: columns printed as given (the device budgets in kB), never rounded to a few digits
+_AS_GIVEN = ("sram_kb", "flash_kb")
+
+
 def table_markdown(rows: list[dict[str, Any]]) -> str:
     cols = ["job", "sram_kb", "flash_kb", "width_mult", "resolution", "fit_share", "mean_macs_m"]
     cols += [m for m in (*TABLE_METRICS, *DEPLOYED) if any(r.get(m) is not None for r in rows)] + ["status"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in sorted(rows, key=lambda r: (r.get("sram_kb") or 0, r.get("flash_kb") or 0)):
-        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+        lines.append("| " + " | ".join((given if c in _AS_GIVEN else _fmt)(r.get(c)) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -177,10 +188,13 @@ def grid_markdown(rows: list[dict[str, Any]]) -> str:
     srams = sorted({r["sram_kb"] for r in rows if r.get("sram_kb") is not None})
     flashes = sorted({r["flash_kb"] for r in rows if r.get("flash_kb") is not None})
     at = {(r.get("sram_kb"), r.get("flash_kb")): r for r in rows}
-    lines = ["| SRAM \\ flash | " + " | ".join(f"{f:g} kB" for f in flashes) + " |", "|---|" + "---|" * len(flashes)]
+    lines = [
+        "| SRAM \\ flash | " + " | ".join(f"{given(f)} kB" for f in flashes) + " |",
+        "|---|" + "---|" * len(flashes),
+    ]
     for s in srams:
         cells = [_grid_cell(at.get((s, f))) for f in flashes]
-        lines.append(f"| {s:g} kB | " + " | ".join(cells) + " |")
+        lines.append(f"| {given(s)} kB | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -247,8 +261,8 @@ def summary_figure(srams: list[float], flashes: list[float], g: dict[str, Any]) 
         grid = g[name]
         colours = plt.get_cmap(cmap).with_extremes(bad="#dddddd")  # grey: no job fitted there
         im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", cmap=colours, aspect="auto")
-        ax.set_xticks(range(len(srams)), [f"{s:g}" for s in srams])
-        ax.set_yticks(range(len(flashes)), [f"{f:g}" for f in flashes])
+        ax.set_xticks(range(len(srams)), [given(s) for s in srams])
+        ax.set_yticks(range(len(flashes)), [given(f) for f in flashes])
         ax.set_xlabel("device SRAM (kB)")
         ax.set_ylabel("device flash (kB)")
         ax.set_title(title, fontsize=10)
@@ -330,7 +344,9 @@ def _print(rows: list[dict[str, Any]]) -> None:
         t.add_column(_CONSOLE_COLUMNS[c], justify="right")
     t.add_column("status")
     for r in sorted(rows, key=lambda r: (r.get("sram_kb") or 0, r.get("flash_kb") or 0)):
-        t.add_row(*(_short(r.get(c)) for c in cols), "ok" if r["status"] == "ok" else "failed")
+        t.add_row(
+            *((given if c in _AS_GIVEN else _short)(r.get(c)) for c in cols), "ok" if r["status"] == "ok" else "failed"
+        )
     Console().print(t)
 
 

@@ -37,6 +37,12 @@ _NOT_FAILED = (
 )
 
 
+#: experiment tags the MLflow UI reads: classic ML opens on the runs table, not on the GenAI overview
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+#: the parent run's LoggedModel of the deployed int8 network
+DEPLOYED_MODEL_NAME = "deployed_int8"
+
+
 def default_tracking_uri() -> str:
     """`sqlite:///<repo>/outputs/mlflow.db`, absolute, so every job and the UI agree on one store."""
     return f"sqlite:///{(tinyflow.OUTPUTS_DIR / 'mlflow.db').as_posix()}"
@@ -189,14 +195,23 @@ def ensure_store(uri: str, experiment: str, artifact_location: str | None = None
         with store_lock(uri):
             client = MlflowClient(tracking_uri=uri)
             exp = client.get_experiment_by_name(experiment)
-            if exp is not None:
-                return exp.experiment_id
-            return client.create_experiment(experiment, artifact_location or default_artifact_location(uri))
+            if exp is None:
+                location = artifact_location or default_artifact_location(uri)
+                return client.create_experiment(experiment, location, tags=EXPERIMENT_TAGS)
+            tag_experiment(client, exp)
+            return exp.experiment_id
     except Exception as exc:
         problem = _store_problem(exc, uri)
         if problem is exc:
             raise
         raise problem from None
+
+
+def tag_experiment(client: Any, experiment: Any) -> None:
+    """Set `EXPERIMENT_TAGS` on an existing experiment that lacks them (made by an older tinyflow, or by hand)."""
+    for key, value in EXPERIMENT_TAGS.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -234,9 +249,10 @@ class NullTracker:
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None: ...
     def log_figure(self, figure: Any, name: str) -> None: ...
     def log_text(self, text: str, name: str) -> None: ...
-    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def set_tags(self, tags: dict[str, str], parent: bool = True) -> None: ...
     def log_parent_metrics(self, metrics: dict[str, float]) -> None: ...
     def log_onnx_model(self, path: str, name: str = "model") -> None: ...
+    def log_deployed_model(self, path: str, metrics: dict[str, float], params: dict[str, Any]) -> str | None: ...
 
 
 class MlflowTracker:
@@ -395,6 +411,44 @@ class MlflowTracker:
 
             reqs = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"]
             mlflow.onnx.log_model(onnx.load(path), name=name, pip_requirements=reqs)
+
+    def log_deployed_model(self, path: str, metrics: dict[str, float], params: dict[str, Any]) -> str | None:
+        """The deployed int8 ONNX file as an MLflow 3 LoggedModel (`DEPLOYED_MODEL_NAME`) whose source is the
+        parent run, with `metrics` linked to it (and logged on the parent) and `params`, so the Models view lists a
+        sweep's deployed models side by side; returns its model id (None outside a job)."""
+        import mlflow
+        import mlflow.onnx
+        import onnx
+        import onnxruntime
+
+        if self.parent_id is None:
+            return None
+        from mlflow.entities import LoggedModelStatus, Metric
+
+        mlflow.set_tracking_uri(self.uri)
+        # created here, in the run's experiment (MLflow's fluent call would put it in the active experiment)
+        model = self.client.create_logged_model(
+            self.client.get_run(self.parent_id).info.experiment_id,
+            name=DEPLOYED_MODEL_NAME,
+            source_run_id=self.parent_id,
+            params={k: str(v)[:_MAX_PARAM_LEN] for k, v in params.items()},
+            model_type="int8 ONNX (deployed)",
+        )
+        reqs = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"]
+        mlflow.onnx.log_model(
+            onnx.load(path),
+            name=DEPLOYED_MODEL_NAME,
+            run_id=self.parent_id,
+            model_id=model.model_id,
+            pip_requirements=reqs,
+        )
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, 0, model_id=model.model_id) for k, v in metrics.items() if v is not None]
+        if items:
+            self.client.log_batch(self.parent_id, metrics=items)
+        if self.client.get_logged_model(model.model_id).status != LoggedModelStatus.READY:
+            self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        return model.model_id
 
 
 def _proc_start(pid: int) -> str:

@@ -63,6 +63,9 @@ class CBackend:
         images, _ = collect_images(data.test_dataloader(), self.settings.images)
         result = make_firmware(deployment, self.device, workdir, images, self.settings)
         metrics = {f"firmware_{k}": float(v) for k, v in result.items() if isinstance(v, int | float)}
+        if result.get("built"):  # measured on the built firmware, under the shared names (docs/design.md §12)
+            shared = {"sram.peak_bytes": "sram_bytes", "sram.arena_bytes": "arena_bytes", "flash.bytes": "flash_bytes"}
+            metrics.update({name: float(result[key]) for name, key in shared.items() if key in result})
         tracker.log_metrics(metrics)
         tracker.log_parent_metrics(metrics)
         out_files = {"firmware_zip": result["project_zip"]}

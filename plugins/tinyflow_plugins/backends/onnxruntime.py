@@ -109,6 +109,8 @@ class OnnxRuntimeBackend:
             **check,
             "accuracy_float_onnx": acc_float,
             "accuracy_int8_onnx": acc_int8,
+            "accuracy.float": acc_float,  # the shared names (docs/design.md §12)
+            "accuracy.int8": acc_int8,
             "host_latency_float_ms": lat_float["median_ms"],
             "host_latency_int8_ms": lat_int8["median_ms"],
             "host_latency_float_p90_ms": lat_float["p90_ms"],

@@ -10,12 +10,15 @@ dicts) in `ctx.extra["report_sections"]` and each of its details in `ctx.extra` 
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig
 
 from tinyflow.context import RunContext
 from tinyflow.contracts import BackendResult
 from tinyflow.deploy.model import load_deployment, load_final_model, require
 from tinyflow.errors import TinyflowError
+from tinyflow.metrics_vocabulary import ACCURACY_NAMES, MEMORY_NAMES, covers, figures, record, tag_stage_run
 from tinyflow.plugins import build_plugin
 from tinyflow.stages import stage
 from tinyflow.tracking import active_tracker
@@ -59,4 +62,36 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     data.setup("test")
     result = backend.deploy(deployment, model, data, ctx.output_dir, active_tracker(), files)
     store_result(ctx, backend.name, result)
+    log_memory_accuracy(ctx, active_tracker(), deployment, backend.name, result)
     return ctx
+
+
+def log_memory_accuracy(ctx: RunContext, tracker: Any, deployment: Any, backend_name: str, result: Any) -> None:
+    """The shared names of the deployed network: what the backend measured under them (its metrics), the rest
+    from the Deployment's plan (memory) and the `quantize` stage (accuracy); tags `memory.source` and
+    `accuracy.source` say which is which."""
+    measured = {k: float(v) for k, v in result.metrics.items() if k in (*MEMORY_NAMES, *ACCURACY_NAMES)}
+    planned = figures(
+        sram_peak=deployment.peak_live_bytes, sram_arena=deployment.arena_bytes, flash=deployment.flash_bytes
+    )
+    earlier = figures(accuracy_float=ctx.metrics.get("accuracy_float"), accuracy_int8=ctx.metrics.get("accuracy_int8"))
+    values = {**planned, **earlier, **measured}
+
+    def source(names: tuple[str, ...], fallback: str) -> str:
+        mine = [n for n in names if n in measured]
+        rest = [n for n in names if n in values and n not in measured]
+        parts = [f"measured by backend {backend_name}: {', '.join(mine)}"] if mine else []
+        parts += [f"{fallback}: {', '.join(rest)}"] if rest else []
+        return "; ".join(parts) or "none"
+
+    tag_stage_run(
+        tracker,
+        {
+            "memory.source": source(MEMORY_NAMES, "planned (schedule)"),
+            "accuracy.source": source(ACCURACY_NAMES, "quantize stage (onnxruntime)"),
+        },
+    )
+    no_accuracy = (
+        None if covers(values, ACCURACY_NAMES) else "deploy: neither the backend nor an earlier stage measured it"
+    )
+    record(ctx, tracker, "deploy", values, no_accuracy=no_accuracy)

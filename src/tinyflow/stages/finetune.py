@@ -22,7 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from tinyflow.arch.genome import Arch
 from tinyflow.context import RunContext
 from tinyflow.deploy.model import require
+from tinyflow.metrics_vocabulary import figures, record
 from tinyflow.network import DeployedNetwork
+from tinyflow.network_memory import network_memory
 from tinyflow.plugins import build_plugin
 from tinyflow.stages import stage
 from tinyflow.supernet import Supernet
@@ -118,4 +120,6 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     tracker.log_metrics(metrics)
     tracker.log_parent_metrics(metrics)
     log.info("finetune: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    values = {**network_memory(cfg, net, ctx.schedule_options), **figures(accuracy_float=metrics["accuracy_float"])}
+    record(ctx, tracker, "finetune", values)
     return ctx

@@ -21,6 +21,8 @@ from tinyflow.deploy.quantize import (
     quantize_int8,
     torch_accuracy,
 )
+from tinyflow.metrics_vocabulary import FLASH, figures, record
+from tinyflow.network_memory import graph_memory
 from tinyflow.plugins import build_plugin
 from tinyflow.stages import stage
 from tinyflow.tracking import active_tracker
@@ -29,6 +31,23 @@ log = logging.getLogger(__name__)
 
 FLOAT_FILE = "model.onnx"
 INT8_FILE = "model_int8.onnx"
+
+
+def int8_memory(cfg: DictConfig, ctx: RunContext, int8_path: Path) -> dict[str, float]:
+    """SRAM of the int8 file's IR (the network's description when the importer does not read the file), planned
+    by the configured scheduler, for the record."""
+    from tinyflow.deploy.model import context_network
+    from tinyflow.ir import import_model
+
+    try:
+        graph = import_model(str(int8_path))
+    except Exception:  # an op the importer does not read: the description's IR
+        try:
+            graph = context_network(ctx, "quantize").graph()
+        except Exception as exc:
+            log.warning("quantize: no IR to plan for the record (%s)", exc)
+            return {}
+    return graph_memory(cfg, graph, ctx.schedule_options)
 
 
 @stage("quantize")
@@ -70,6 +89,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     ctx.metrics.update(metrics)
     tracker.log_params({"quantize": settings.__dict__})
     tracker.log_metrics(metrics)
+    values = {**int8_memory(cfg, ctx, int8_path), FLASH: float(counted["flash_bytes"])}
+    values.update(figures(accuracy_float=metrics["accuracy_float"], accuracy_int8=metrics["accuracy_int8"]))
+    record(ctx, tracker, "quantize", values)
     log.info(
         "int8: accuracy %.4f (float %.4f), int8 file's flash %d B",
         metrics["accuracy_int8"],

@@ -26,6 +26,7 @@ from tinyflow.context import RunContext, atomic_write_text
 from tinyflow.deploy.model import context_network
 from tinyflow.deployment import DEPLOYMENT_FILE, Deployment, plan_deployment
 from tinyflow.ir.graph import Graph
+from tinyflow.metrics_vocabulary import ACCURACY_NAMES, covers, figures, record
 from tinyflow.network import DeployedNetwork
 from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.stages import stage
@@ -34,6 +35,7 @@ from tinyflow.tracking import active_tracker
 log = logging.getLogger(__name__)
 
 INT8_SOURCE = "int8 ONNX"
+NO_ACCURACY = "schedule: no stage before it measured an accuracy of the planned network (no quantize stage ran)"
 #: the source of an IR imported from the int8 file, by its suffix
 INT8_SOURCES = {".onnx": INT8_SOURCE, ".tflite": "int8 TFLite"}
 
@@ -127,6 +129,15 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
         deployment.flash_bytes,
         deployment.macs,
     )
+    values = figures(
+        sram_peak=deployment.peak_live_bytes,
+        sram_arena=deployment.arena_bytes,
+        flash=deployment.flash_bytes,
+        accuracy_float=ctx.metrics.get("accuracy_float"),
+        accuracy_int8=ctx.metrics.get("accuracy_int8"),
+    )
+    no_accuracy = None if covers(values, ACCURACY_NAMES) else NO_ACCURACY
+    record(ctx, active_tracker(), "schedule", values, no_accuracy=no_accuracy)
     ctx.plan = analysis
     ctx.artifacts["deployment"] = str(deployment_path)
     ctx.artifacts["plan"] = str(plan_path)

@@ -293,6 +293,11 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         push_accuracies(tracker, memo)
         memo.close()
     _log_search(tracker, result, best, summary, device, Path(ctx.output_dir) / "search")
+    from tinyflow.metrics_vocabulary import figures, record  # the shared names (docs/design.md §12)
+
+    searched = figures("searched", sram_peak=best["peak_sram"], sram_arena=check.get("plan_arena_bytes"))
+    searched |= figures("searched", flash=best["flash"], accuracy_float=supernet_best)
+    record(ctx, tracker, "search", searched, prefix="searched")
     log.info(
         "search: %s chose an arch with val accuracy %.4f, peak SRAM %d B (arena %d B), %.2f M MACs, schedule %s",
         strategy.name,

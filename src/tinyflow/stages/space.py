@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from tinyflow.context import RunContext, atomic_write_text
 from tinyflow.contracts import ScheduleBudget
 from tinyflow.errors import ConfigError
+from tinyflow.metrics_vocabulary import figures, record
 from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.search.costing import SchedulerCosts
 from tinyflow.search.space_opt import optimize_space
@@ -84,6 +86,21 @@ def resolution_range(result: Any, best: Any, min_fit_share: float) -> list[int]:
     return sorted(keep)
 
 
+def log_fitting_memory(ctx: RunContext, tracker: Any, result: Any, seen: list[Any], samples: int) -> None:
+    """The chosen cell's fitting samples' SRAM and flash (median, max) and its predicted capacity (mean MACs of the
+    fitting subnets) under the shared names; nothing is trained yet, which the tag `accuracy.none` says."""
+    index = next(i for i, c in enumerate(result.cells) if c is result.best)
+    cell = seen[index * samples : (index + 1) * samples]
+    fit = [c for c in cell if c.peak_sram <= result.sram_budget and c.flash <= result.flash_budget]
+    values: dict[str, float] = {"capacity.macs_mean": float(result.best.mean_macs)}
+    if fit:
+        peaks, flashes = np.array([c.peak_sram for c in fit]), np.array([c.flash for c in fit])
+        for stat, fn in (("median", np.median), ("max", np.max)):
+            values.update(figures("fitting", stat, sram_peak=fn(peaks), flash=fn(flashes)))
+    why = "space: nothing is trained yet; the cells are chosen by the MACs of their fitting subnets"
+    record(ctx, tracker, "space", values, prefix="fitting", suffix="median", no_accuracy=why)
+
+
 @stage("space")
 def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     settings = SpaceSettings.from_cfg(cfg.get("space"))
@@ -105,11 +122,17 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
             "flash_budget_bytes": device.flash_budget_bytes,
         }
     )
+    seen: list[Any] = []  # every evaluation's costs, in the scan's order (cell by cell), for the record
+
+    def cost_fn(arch: Any) -> Any:
+        seen.append(costs(arch))
+        return seen[-1]
+
     result = optimize_space(
         space,
         settings.widths,
         settings.resolutions,
-        lambda arch: costs(arch),
+        cost_fn,
         device.sram_budget_bytes,
         device.flash_budget_bytes,
         samples_per_cell=settings.samples_per_cell,
@@ -140,6 +163,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
             "evaluations_per_s": result.n_evaluations / max(result.seconds, 1e-9),
         }
     )
+    log_fitting_memory(ctx, tracker, result, seen, settings.samples_per_cell)
     stats = result.stats()
     out = Path(ctx.output_dir) / "space"
     full = {**stats, "macs_fit": {f"w{c.width_mult:g}_r{c.resolution}": c.macs_fit.tolist() for c in result.cells}}

@@ -19,6 +19,9 @@ from omegaconf import DictConfig
 from tinyflow.atomic import atomic_copy
 from tinyflow.context import RunContext
 from tinyflow.contracts import TrainResult
+from tinyflow.metrics_vocabulary import figures, record
+from tinyflow.network import DeployedNetwork
+from tinyflow.network_memory import network_memory
 from tinyflow.plugins import build_plugin
 from tinyflow.stages import stage
 from tinyflow.tracking import active_tracker
@@ -71,7 +74,37 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     tracker.log_metrics(metrics)
     tracker.log_parent_metrics(metrics)
     log.info("train: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    log_memory_accuracy(cfg, ctx, tracker, trainer, space, result)
     return ctx
+
+
+def log_memory_accuracy(cfg: DictConfig, ctx: RunContext, tracker: Any, trainer: Any, space: Any, result: Any) -> None:
+    """The shared names: a supernet's largest and smallest subnets' SRAM and flash (the configured scheduler's
+    costs) beside their accuracy (`largest.*`, `smallest.*`); a model's own SRAM, flash and accuracy."""
+    if result.kind == "supernet":
+        from tinyflow.plugins import build_device
+        from tinyflow.stages.space import scheduler_costs
+
+        values: dict[str, float] = {}
+        try:
+            trained = trainer.training_space(space)
+            costs = scheduler_costs(cfg, build_device(cfg))
+            archs = {"largest": trained.max_arch(), "smallest": trained.min_arch()}
+            for label, arch in archs.items():
+                c = costs(arch)
+                values.update(figures(label, sram_peak=c.peak_sram, flash=c.flash))
+        except Exception as exc:  # logging must never fail the stage
+            log.warning("train: no memory of the largest/smallest subnets (%s: %s)", type(exc).__name__, exc)
+        for label in ("largest", "smallest"):
+            acc = result.metrics.get(f"val_acc_{label}")
+            values.update(figures(label, accuracy_float=acc))
+        record(ctx, tracker, "train", values, prefix="largest")
+        return
+    values = {}
+    if result.network is not None:
+        values.update(network_memory(cfg, DeployedNetwork.from_dict(result.network)))
+    values.update(figures(accuracy_float=result.metrics.get("val_accuracy")))
+    record(ctx, tracker, "train", values)
 
 
 def carry_checkpoints(ctx: RunContext) -> None:
