@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from conftest import REPO, cli_env
 from deploy_helpers import compose_cfg, finetuned_run, shared_store, tiny_arch
 from tinyflow.context import RunContext
+from tinyflow.pipeline_figure import FIGURE_FILE
 from tinyflow.report import DASH, REPORT_JSON, REPORT_MD, write_report
 from tinyflow.stages import get_stage
 from tinyflow.tracking import MlflowTracker, activate
@@ -104,7 +105,49 @@ def test_report_goes_to_the_mlflow_parent_run(quantized, tmp_path_factory: pytes
     assert run.data.metrics["fits"] == 1.0
     assert run.data.tags["fits"] == "yes" and run.data.tags["memory_source"] == "int8 ONNX"
     artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(parent)}
-    assert {REPORT_MD, REPORT_JSON} <= artifacts
+    assert {REPORT_MD, REPORT_JSON, FIGURE_FILE} <= artifacts  # the stages' memory and accuracy, as one figure
+
+
+def test_paths_are_printed_whole_without_a_terminal(monkeypatch, tmp_path: Path) -> None:
+    """Piped into a file (no terminal, 80 columns or fewer), every file's path is on its own line, whole."""
+    import io
+
+    from rich.console import Console
+
+    import tinyflow.console
+
+    out = io.StringIO()
+    monkeypatch.setattr(tinyflow.console, "console", Console(file=out, width=40, force_terminal=False))
+    deep = tmp_path / ("a-very-long-folder-name-" * 4) / "runs" / "2026-12-06_21-58-05_12345-abcdef"
+    deep.mkdir(parents=True)
+    write_report(compose_cfg(), RunContext(output_dir=str(deep)))
+    lines = out.getvalue().splitlines()
+    assert f"output dir: {deep}" in lines and f"report: {deep / REPORT_MD}" in lines
+    assert "…" not in out.getvalue()
+
+
+def test_pipeline_figure_draws_the_stages_and_the_budgets() -> None:
+    import matplotlib.pyplot as plt
+
+    from tinyflow.metrics_vocabulary import figures, headline
+    from tinyflow.pipeline_figure import TITLE, pipeline_figure
+
+    stages = {
+        "space": {**headline(figures("fitting", "median", sram_peak=9000, flash=90000), "fitting", "median"),
+                  "no_accuracy": "nothing trained"},
+        "finetune": headline(figures(sram_peak=10000, flash=100000, accuracy_float=0.9)),
+        "schedule": headline(figures(sram_arena=12000, flash=100000, accuracy_float=0.9, accuracy_int8=0.88)),
+    }  # fmt: skip
+    fig = pipeline_figure(stages, sram_budget=16384, flash_budget=131072)
+    sram, flash, acc = fig.axes
+    assert fig._suptitle.get_text() == TITLE
+    assert [t.get_text() for t in sram.get_xticklabels()] == list(stages)
+    assert list(sram.lines[0].get_ydata()) == pytest.approx([9000 / 1024, 10000 / 1024, 12000 / 1024])
+    assert sram.lines[1].get_ydata()[0] == 16  # the budget, in KiB
+    assert flash.lines[1].get_ydata()[0] == 128
+    assert list(acc.lines[0].get_ydata()) == pytest.approx([90.0, 88.0])  # space has none; schedule's int8
+    assert any(t.get_text() == "no accuracy" for t in acc.texts)
+    plt.close(fig)
 
 
 # metrics that measure the host, not the model: they differ from run to run by nature

@@ -198,3 +198,20 @@ def test_failed_jobs_reads_the_markers(tmp_path):
     (tmp_path / "2" / "job_failed.json").write_text("{broken")
     failed = failed_jobs(tmp_path)
     assert set(failed) == {"1", "2"} and failed["1"] == "x" and "unreadable" in failed["2"]
+
+
+def test_budgets_print_as_given(tmp_path, capsys):
+    """12.5 kB SRAM and 1024.5 kB flash stay 12.5 and 1024.5 in the grid, the table and the console."""
+    from tinyflow.sweep import _print, grid_markdown, table_markdown
+
+    _job(tmp_path, 0, 12.5, 1024, {"accuracy_int8": 0.9, "arena_bytes": 10240, "fits": True})
+    _job(tmp_path, 1, 64, 1024.5, {"accuracy_int8": 0.9, "arena_bytes": 20480, "fits": True})
+    rows = collect(tmp_path)
+    grid = grid_markdown(rows)
+    assert grid.splitlines()[0] == "| SRAM \\ flash | 1024 kB | 1024.5 kB |"
+    assert "| 12.5 kB | w0.35 r28: 90.0 %, 10 kB SRAM | — |" in grid
+    table = table_markdown(rows)
+    assert "| 0 | 12.5 | 1024 |" in table and "| 1 | 64 | 1024.5 |" in table
+    _print(rows)
+    printed = capsys.readouterr().out
+    assert "12.5" in printed and "1024.5" in printed and "e+03" not in printed

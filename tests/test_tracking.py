@@ -51,3 +51,19 @@ def test_a_plugin_missing_a_member_is_refused_by_name() -> None:
 
     with pytest.raises(ConfigError, match=r"strategy=half: .* lacks settings, planned_evaluations"):
         check_protocol(HalfStrategy(), "strategy", "half")
+
+
+def test_experiments_open_on_their_runs_new_and_existing(store_uri: str) -> None:
+    """`mlflow.experimentKind = custom_model_development`: MLflow 3's UI opens on the runs table, not the GenAI
+    overview — set when tinyflow creates the experiment and on one made without it."""
+    from mlflow.tracking import MlflowClient
+
+    from tinyflow.tracking import EXPERIMENT_TAGS, ensure_store
+
+    client = MlflowClient(tracking_uri=store_uri)
+    new = ensure_store(store_uri, "made-by-tinyflow")
+    assert client.get_experiment(new).tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client.create_experiment("made-before")
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    assert ensure_store(store_uri, "made-before") == old
+    assert EXPERIMENT_TAGS.items() <= client.get_experiment(old).tags.items()
