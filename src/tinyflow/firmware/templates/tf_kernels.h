@@ -39,12 +39,19 @@ TF_INLINE int32_t tf_rdbpot(int32_t x, int32_t e) {
     return (x >> e) + (remainder > threshold ? 1 : 0);
 }
 
-/* one rounding (CMSIS-NN's CMSIS_NN_USE_SINGLE_ROUNDING): (x*m + half) >> (31 - shift); the pools always use it */
+/* one rounding (CMSIS-NN's CMSIS_NN_USE_SINGLE_ROUNDING): (x*m + half) >> (31 - shift); the pools always use it.
+ * With total = 31 - shift >= 32 the shift is the high word's, then a 32-bit shift (nested floors compose). */
 TF_INLINE int32_t tf_requant_single(int32_t x, int32_t m, int32_t shift) {
     const int32_t total = 31 - shift;
-    return (int32_t)(((int64_t)x * m + (INT64_C(1) << (total - 1))) >> total);
+    const int64_t p = (int64_t)x * m + (INT64_C(1) << (total - 1));
+    if (total >= 32) return (int32_t)(p >> 32) >> (total - 32);
+    return (int32_t)(p >> total);
 }
 
+/* TF Lite's MultiplyByQuantizedMultiplier in its cheapest exact sequence. SaturatingRoundingDoublingHighMul's
+ * sign-dependent nudge folds into one floor: trunc((ab + 1 - 2^30) / 2^31) = floor((ab + 2^30) / 2^31) for ab < 0
+ * (and m is never INT32_MIN, so it never saturates); RoundingDivideByPOT by r >= 1 (half away from zero) is
+ * ((((y - (y < 0)) >> (r - 1)) + 1) >> 1), which cannot overflow. */
 TF_INLINE int32_t tf_requant(int32_t x, int32_t m, int32_t shift) {
 #if defined(TF_SINGLE_ROUNDING) && TF_SINGLE_ROUNDING
     return tf_requant_single(x, m, shift);
@@ -52,9 +59,10 @@ TF_INLINE int32_t tf_requant(int32_t x, int32_t m, int32_t shift) {
     if (shift > 0) {
         int64_t s = (int64_t)x * (INT64_C(1) << shift);
         x = s > INT32_MAX ? INT32_MAX : (s < INT32_MIN ? INT32_MIN : (int32_t)s);
-        return tf_srdhm(x, m);
     }
-    return tf_rdbpot(tf_srdhm(x, m), -shift);
+    const int32_t y = (int32_t)(((int64_t)x * m + (INT64_C(1) << 30)) >> 31);
+    if (shift >= 0) return y;
+    return (((y + (y >> 31)) >> (-shift - 1)) + 1) >> 1;
 }
 
 TF_INLINE int8_t tf_clamp(int32_t v, int32_t lo, int32_t hi) {
@@ -220,7 +228,9 @@ TF_INLINE void tf_depthwise(const int8_t *in, int32_t iy0, int32_t ix0, int32_t 
             for (int32_t ox = 0; ox < ow; ox++) {
                 const int8_t *base = prow + ox * sw;
                 int32_t acc = b;
+#pragma GCC unroll 7
                 for (int32_t ky = 0; ky < kh; ky++)
+#pragma GCC unroll 7
                     for (int32_t kx = 0; kx < kw; kx++) acc += (int32_t)base[ky * pw + kx] * k[ky * kw + kx];
                 dst[ox * c] = tf_clamp(tf_requant(acc, m, s) + zp_out, lo, hi);
             }
