@@ -140,6 +140,19 @@ def whole(layer: QLayer, ptr: dict[str, str]) -> Views:
     return Views(ins, ("0", "0", str(ho), str(wo)), (ptr[layer.name], "0", "0", str(wo)))
 
 
+ACC_BOUND = 1 << 30  # |acc| below it: 2·acc fits int32 (the SMMUL / SMMULR requantization)
+
+
+def rq_mode(layer: QLayer) -> int:
+    """1 when every channel shifts right (shift <= -1) and no accumulator can reach 2^30 (|bias| + 128·Σ|w|, the
+    int8 input range): the kernels' short requantization (`tf_rq`) with −shift − 1 stored per channel; else 0."""
+    p = layer.p
+    if "weight" not in p or not isinstance(p.get("shift"), np.ndarray) or np.any(p["shift"] > -1):
+        return 0
+    w = np.abs(p["weight"].reshape(len(p["bias"]), -1).astype(np.int64)).sum(axis=1)
+    return int(np.all(np.abs(p["bias"].astype(np.int64)) + 128 * w < ACC_BOUND))
+
+
 def layer_arrays(layer: QLayer, ident: str) -> str:
     p = layer.p
     arrays = ""
@@ -148,7 +161,8 @@ def layer_arrays(layer: QLayer, ident: str) -> str:
     if "table" in p:
         arrays += c_array("int32_t", f"{ident}_t", p["table"])
     if isinstance(p.get("mult"), np.ndarray):
-        arrays += c_array("int32_t", f"{ident}_m", p["mult"]) + c_array("int32_t", f"{ident}_s", p["shift"])
+        shift = -p["shift"] - 1 if rq_mode(layer) else p["shift"]  # rq = 1 stores the right shift less one
+        arrays += c_array("int32_t", f"{ident}_m", p["mult"]) + c_array("int32_t", f"{ident}_s", shift)
     return arrays
 
 
@@ -188,9 +202,10 @@ def _views(v: Views) -> str:
 
 def emit_pointwise(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
     p, (x, y, (h, w, c), (_, _, co)) = layer.p, _io(layer, v)
+    rq = rq_mode(layer)
     if layer_plan:
-        return f"tf_pointwise({x}, {y}, {h * w}, {c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)});"
-    return f"tf_pointwise_rect({_views(v)}, {c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)});"
+        return f"tf_pointwise({x}, {y}, {h * w}, {c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)}, {rq});"
+    return f"tf_pointwise_rect({_views(v)}, {c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)}, {rq});"
 
 
 def _windowed(name: str, layer: QLayer, ident: str, v: Views, cout: str) -> str:
@@ -198,7 +213,7 @@ def _windowed(name: str, layer: QLayer, ident: str, v: Views, cout: str) -> str:
     (kh, kw), (sh, sw), (pt, pl, _, _) = p["kernel"], p["stride"], p["pad"]
     return (
         f"{name}({_views(v)}, {h}, {w}, {c}, {cout}{kh}, {kw}, {sh}, {sw}, {pt}, {pl}, {ident}_w, {_q(ident)}, "
-        f"{p['zp_in']}, {p['zp_out']}, {_act(p)}, {PLANE});"
+        f"{p['zp_in']}, {p['zp_out']}, {_act(p)}, {PLANE}, {rq_mode(layer)});"
     )
 
 
@@ -226,7 +241,8 @@ def emit_add(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
 
 def emit_linear(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
     p, (x, y, (h, w, c), (_, _, co)) = layer.p, _io(layer, v)
-    return f"tf_pointwise({x}, {y}, 1, {h * w * c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)});"
+    rq = rq_mode(layer)
+    return f"tf_pointwise({x}, {y}, 1, {h * w * c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)}, {rq});"
 
 
 def emit_global_avgpool(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:

@@ -65,11 +65,56 @@ TF_INLINE int32_t tf_requant(int32_t x, int32_t m, int32_t shift) {
     return (((y + (y >> 31)) >> (-shift - 1)) + 1) >> 1;
 }
 
+/* floor(a*b / 2^32) and floor((a*b + 2^31) / 2^32): SMMUL / SMMULR where the core has them */
+TF_INLINE int32_t tf_smmul(int32_t a, int32_t b) {
+#if TF_DSP
+    int32_t r;
+    __asm__("smmul %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (int32_t)(((int64_t)a * b) >> 32);
+#endif
+}
+
+TF_INLINE int32_t tf_smmulr(int32_t a, int32_t b) {
+#if TF_DSP
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (int32_t)(((int64_t)a * b + (INT64_C(1) << 31)) >> 32);
+#endif
+}
+
+/* requantization of a layer whose every channel shifts right (shift <= -1) and whose accumulators are bounded by
+ * |acc| < 2^30 (the generator checks both offline: rq = 1), with r1 = -shift - 1 precomputed per channel.
+ * TF Lite: SRDHM(acc, m) = floor((2*acc*m + 2^31) / 2^32) = SMMULR(2*acc, m), then RoundingDivideByPOT by r1 + 1.
+ * Single rounding: floor(acc*m / 2^(32 + r1) + 1/2) = ((SMMUL(2*acc, m) >> r1) + 1) >> 1 (nested floors compose).
+ * rq = 0: the general sequence (`tf_requant`). Both give exactly the integers of `tf_requant`. */
+TF_INLINE int32_t tf_rq(int32_t acc, int32_t m, int32_t s, int32_t rq) {
+    if (!rq) return tf_requant(acc, m, s);
+#if defined(TF_SINGLE_ROUNDING) && TF_SINGLE_ROUNDING
+    return ((tf_smmul(acc * 2, m) >> s) + 1) >> 1;
+#else
+    const int32_t y = tf_smmulr(acc * 2, m);
+    return (((y + (y >> 31)) >> s) + 1) >> 1;
+#endif
+}
+
 TF_INLINE int8_t tf_clamp(int32_t v, int32_t lo, int32_t hi) {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
 TF_INLINE int32_t tf_ror8(int32_t v) { return (int32_t)(((uint32_t)v >> 8) | ((uint32_t)v << 24)); }
+
+#if TF_DSP
+/* bytes 1 and 3 sign-extended to a 16-bit pair: SXTB16 with its rotation operand (one instruction) */
+TF_INLINE int32_t tf_sxtb16_ror8(int32_t v) {
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+#endif
 
 /* dot product of two int8 vectors of length n, added to acc */
 TF_INLINE int32_t tf_dot(const int8_t *x, const int8_t *w, int32_t n, int32_t acc) {
@@ -81,7 +126,7 @@ TF_INLINE int32_t tf_dot(const int8_t *x, const int8_t *w, int32_t n, int32_t ac
         memcpy(&wv, w + k, 4);
         /* bytes 0,2 and 1,3 sign-extended to 16-bit pairs; the pairing is the same for x and w */
         acc = __smlad(__sxtb16(xv), __sxtb16(wv), acc);
-        acc = __smlad(__sxtb16(tf_ror8(xv)), __sxtb16(tf_ror8(wv)), acc);
+        acc = __smlad(tf_sxtb16_ror8(xv), tf_sxtb16_ror8(wv), acc);
     }
 #endif
     for (; k < n; k++) acc += (int32_t)x[k] * (int32_t)w[k];
@@ -100,10 +145,10 @@ TF_INLINE void tf_pointwise_2x2(const int8_t *x0, const int8_t *x1, const int8_t
         memcpy(&xb, x1 + k, 4);
         memcpy(&wa, w0 + k, 4);
         memcpy(&wb, w1 + k, 4);
-        const int32_t xa0 = __sxtb16(xa), xa1 = __sxtb16(tf_ror8(xa));
-        const int32_t xb0 = __sxtb16(xb), xb1 = __sxtb16(tf_ror8(xb));
-        const int32_t wa0 = __sxtb16(wa), wa1 = __sxtb16(tf_ror8(wa));
-        const int32_t wb0 = __sxtb16(wb), wb1 = __sxtb16(tf_ror8(wb));
+        const int32_t xa0 = __sxtb16(xa), xa1 = tf_sxtb16_ror8(xa);
+        const int32_t xb0 = __sxtb16(xb), xb1 = tf_sxtb16_ror8(xb);
+        const int32_t wa0 = __sxtb16(wa), wa1 = tf_sxtb16_ror8(wa);
+        const int32_t wb0 = __sxtb16(wb), wb1 = tf_sxtb16_ror8(wb);
         a00 = __smlad(xa1, wa1, __smlad(xa0, wa0, a00));
         a01 = __smlad(xa1, wb1, __smlad(xa0, wb0, a01));
         a10 = __smlad(xb1, wa1, __smlad(xb0, wa0, a10));
@@ -122,7 +167,7 @@ TF_INLINE void tf_pointwise_2x2(const int8_t *x0, const int8_t *x1, const int8_t
 /* 1x1 convolution, stride 1: out[p][o] = requant(bias[o] + sum_k in[p][k] * w[o][k]); zp_in folded into bias */
 TF_INLINE void tf_pointwise(const int8_t *in, int8_t *out, int32_t npix, int32_t cin, int32_t cout,
                             const int8_t *w, const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                            int32_t zp_out, int32_t lo, int32_t hi) {
+                            int32_t zp_out, int32_t lo, int32_t hi, int32_t rq) {
     int32_t p = 0;
 #if TF_DSP
     for (; p + 2 <= npix; p += 2) {
@@ -132,14 +177,14 @@ TF_INLINE void tf_pointwise(const int8_t *in, int8_t *out, int32_t npix, int32_t
         for (; o + 2 <= cout; o += 2) {
             int32_t acc[4] = {bias[o], bias[o + 1], bias[o], bias[o + 1]};
             tf_pointwise_2x2(x0, x1, w + o * cin, w + (o + 1) * cin, cin, acc);
-            y0[o] = tf_clamp(tf_requant(acc[0], mult[o], shift[o]) + zp_out, lo, hi);
-            y0[o + 1] = tf_clamp(tf_requant(acc[1], mult[o + 1], shift[o + 1]) + zp_out, lo, hi);
-            y1[o] = tf_clamp(tf_requant(acc[2], mult[o], shift[o]) + zp_out, lo, hi);
-            y1[o + 1] = tf_clamp(tf_requant(acc[3], mult[o + 1], shift[o + 1]) + zp_out, lo, hi);
+            y0[o] = tf_clamp(tf_rq(acc[0], mult[o], shift[o], rq) + zp_out, lo, hi);
+            y0[o + 1] = tf_clamp(tf_rq(acc[1], mult[o + 1], shift[o + 1], rq) + zp_out, lo, hi);
+            y1[o] = tf_clamp(tf_rq(acc[2], mult[o], shift[o], rq) + zp_out, lo, hi);
+            y1[o + 1] = tf_clamp(tf_rq(acc[3], mult[o + 1], shift[o + 1], rq) + zp_out, lo, hi);
         }
         for (; o < cout; o++) {
-            y0[o] = tf_clamp(tf_requant(tf_dot(x0, w + o * cin, cin, bias[o]), mult[o], shift[o]) + zp_out, lo, hi);
-            y1[o] = tf_clamp(tf_requant(tf_dot(x1, w + o * cin, cin, bias[o]), mult[o], shift[o]) + zp_out, lo, hi);
+            y0[o] = tf_clamp(tf_rq(tf_dot(x0, w + o * cin, cin, bias[o]), mult[o], shift[o], rq) + zp_out, lo, hi);
+            y1[o] = tf_clamp(tf_rq(tf_dot(x1, w + o * cin, cin, bias[o]), mult[o], shift[o], rq) + zp_out, lo, hi);
         }
     }
 #endif
@@ -148,7 +193,7 @@ TF_INLINE void tf_pointwise(const int8_t *in, int8_t *out, int32_t npix, int32_t
         int8_t *y = out + p * cout;
         for (int32_t o = 0; o < cout; o++) {
             int32_t acc = tf_dot(x, w + o * cin, cin, bias[o]);
-            y[o] = tf_clamp(tf_requant(acc, mult[o], shift[o]) + zp_out, lo, hi);
+            y[o] = tf_clamp(tf_rq(acc, mult[o], shift[o], rq) + zp_out, lo, hi);
         }
     }
 }
@@ -181,7 +226,7 @@ TF_INLINE void tf_conv(const int8_t *in, int32_t iy0, int32_t ix0, int32_t is, i
                        int32_t oh, int32_t ow, int32_t oyb, int32_t oxb, int32_t os, int32_t h, int32_t w,
                        int32_t cin, int32_t cout, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt,
                        int32_t pl, const int8_t *wt, const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                       int32_t zp_in, int32_t zp_out, int32_t lo, int32_t hi, int8_t *col) {
+                       int32_t zp_in, int32_t zp_out, int32_t lo, int32_t hi, int8_t *col, int32_t rq) {
     const int32_t k = kh * kw * cin;
     for (int32_t oy = oy0; oy < oy0 + oh; oy++) {
         int8_t *row = out + ((oy - oyb) * os - oxb) * cout;
@@ -189,11 +234,11 @@ TF_INLINE void tf_conv(const int8_t *in, int32_t iy0, int32_t ix0, int32_t is, i
         for (; ox + 2 <= ox0 + ow; ox += 2) {
             tf_im2col(in, iy0, ix0, is, oy, ox, h, w, cin, kh, kw, sh, sw, pt, pl, zp_in, col);
             tf_im2col(in, iy0, ix0, is, oy, ox + 1, h, w, cin, kh, kw, sh, sw, pt, pl, zp_in, col + k);
-            tf_pointwise(col, row + ox * cout, 2, k, cout, wt, bias, mult, shift, zp_out, lo, hi);
+            tf_pointwise(col, row + ox * cout, 2, k, cout, wt, bias, mult, shift, zp_out, lo, hi, rq);
         }
         for (; ox < ox0 + ow; ox++) {
             tf_im2col(in, iy0, ix0, is, oy, ox, h, w, cin, kh, kw, sh, sw, pt, pl, zp_in, col);
-            tf_pointwise(col, row + ox * cout, 1, k, cout, wt, bias, mult, shift, zp_out, lo, hi);
+            tf_pointwise(col, row + ox * cout, 1, k, cout, wt, bias, mult, shift, zp_out, lo, hi, rq);
         }
     }
 }
@@ -206,7 +251,7 @@ TF_INLINE void tf_depthwise(const int8_t *in, int32_t iy0, int32_t ix0, int32_t 
                             int32_t w, int32_t c, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt,
                             int32_t pl, const int8_t *wt, const int32_t *bias, const int32_t *mult,
                             const int32_t *shift, int32_t zp_in, int32_t zp_out, int32_t lo, int32_t hi,
-                            int8_t *plane) {
+                            int8_t *plane, int32_t rq) {
     const int32_t py0 = oy0 * sh - pt, px0 = ox0 * sw - pl;
     const int32_t ph = (oh - 1) * sh + kh, pw = (ow - 1) * sw + kw;
     memset(plane, zp_in, (size_t)(ph * pw));
@@ -232,7 +277,7 @@ TF_INLINE void tf_depthwise(const int8_t *in, int32_t iy0, int32_t ix0, int32_t 
                 for (int32_t ky = 0; ky < kh; ky++)
 #pragma GCC unroll 7
                     for (int32_t kx = 0; kx < kw; kx++) acc += (int32_t)base[ky * pw + kx] * k[ky * kw + kx];
-                dst[ox * c] = tf_clamp(tf_requant(acc, m, s) + zp_out, lo, hi);
+                dst[ox * c] = tf_clamp(tf_rq(acc, m, s, rq) + zp_out, lo, hi);
             }
         }
     }
@@ -242,10 +287,11 @@ TF_INLINE void tf_depthwise(const int8_t *in, int32_t iy0, int32_t ix0, int32_t 
 TF_INLINE void tf_pointwise_rect(const int8_t *in, int32_t iy0, int32_t ix0, int32_t is, int8_t *out, int32_t oy0,
                                  int32_t ox0, int32_t oh, int32_t ow, int32_t oyb, int32_t oxb, int32_t os,
                                  int32_t cin, int32_t cout, const int8_t *w, const int32_t *bias,
-                                 const int32_t *mult, const int32_t *shift, int32_t zp_out, int32_t lo, int32_t hi) {
+                                 const int32_t *mult, const int32_t *shift, int32_t zp_out, int32_t lo, int32_t hi,
+                                 int32_t rq) {
     for (int32_t r = 0; r < oh; r++)
         tf_pointwise(in + ((oy0 + r - iy0) * is + (ox0 - ix0)) * cin, out + ((oy0 + r - oyb) * os + (ox0 - oxb)) * cout,
-                     ow, cin, cout, w, bias, mult, shift, zp_out, lo, hi);
+                     ow, cin, cout, w, bias, mult, shift, zp_out, lo, hi, rq);
 }
 
 /* TF Lite's int8 add: both inputs scaled up by 2^20, rescaled to a common scale, summed, rescaled to the output */
