@@ -15,8 +15,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#if (defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP) || (defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT)
 #include <arm_acle.h>
+#endif
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #define TF_DSP 1
 #else
 #define TF_DSP 0
@@ -101,8 +103,17 @@ TF_INLINE int32_t tf_rq(int32_t acc, int32_t m, int32_t s, int32_t rq) {
 #endif
 }
 
+/* saturate to int8 (SSAT where the core has it), then the activation's bounds where they are tighter (lo and hi
+ * are constants at every call, so the compiler keeps only the comparisons a layer needs) */
 TF_INLINE int8_t tf_clamp(int32_t v, int32_t lo, int32_t hi) {
+#if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
+    v = __ssat(v, 8);
+    if (hi < 127) v = v > hi ? hi : v;
+    if (lo > -128) v = v < lo ? lo : v;
+    return (int8_t)v;
+#else
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+#endif
 }
 
 TF_INLINE int32_t tf_ror8(int32_t v) { return (int32_t)(((uint32_t)v >> 8) | ((uint32_t)v << 24)); }
