@@ -110,7 +110,8 @@ def test_schedule_stage_on_arch_and_onnx(tmp_path: Path) -> None:
     assert all(t["offset"] >= 0 for t in plan_file["tensors"])
     # searched patch options are applied to the patch scheduler
     ctx.schedule_options = {"n_patches": 2, "patch_blocks": 3}
-    ctx = run(_cfg("scheduler=patch", "tracking=none"), ctx)
+    # (40 KB: the 2x2 plan's arena + the firmware's overhead on the M0+ is over the SAMD21's 32 KB)
+    ctx = run(_cfg("scheduler=patch", "tracking=none", "device.sram_kb=40"), ctx)
     assert (ctx.plan["n_patches"], ctx.plan["patch_blocks"]) == (2, 3)
     assert ctx.plan["applied_schedule_options"] == {"n_patches": 2, "patch_blocks": 3}
 

@@ -130,3 +130,26 @@ def test_firmware_app_on_tflite_equals_its_onnx_twin(name: str, tmp_path) -> Non
     assert fw_t["arena_bytes"] == fw_o["arena_bytes"]
     assert np.array_equal(_outputs(fw_t), _outputs(fw_o))
     assert (tmp_path / "t" / "deployment.npz").is_file()
+
+
+@needs_models
+@needs_toolchain
+def test_fixed_batch_model_runs_its_reference_comparison(tmp_path) -> None:
+    """person_detect.onnx has its batch fixed at 1: onnxruntime runs image by image, and a comparison that could
+    not run would be a failed check in the result (and so in the report and report.json), not a log line."""
+    from tinyflow.deployment import Deployment
+    from tinyflow.device import Device
+    from tinyflow.firmware.project import FirmwareSettings, make_firmware
+    from tinyflow.memory.config import MemoryConfig
+    from tinyflow.memory.layer_plan import layer_plan
+
+    path = MODELS / "person_detect.onnx"
+    graph = from_onnx(path)
+    dep = Deployment(graph, layer_plan(graph, MemoryConfig()), {}, model_path=str(path), source="int8 model file")
+    model = build_qmodel(graph)
+    q = np.random.default_rng(0).integers(-128, 128, (3, *model.input_shape[1:]))  # NCHW
+    images = ((q - model.input_zp) * np.float32(model.input_scale)).astype(np.float32)
+    board = Device("board", 512, 2048, "cortex_m7", 216)
+    fw = make_firmware(dep, board, tmp_path, images, FirmwareSettings(images=3))
+    assert fw["reference_check"] == "onnxruntime (person_detect.onnx)", fw["reference_check"]
+    assert fw["failed_checks"] == [] and fw["bit_exact"] == 3 and fw["max_diff_steps_onnxruntime"] <= 1

@@ -61,10 +61,16 @@ class Figures:
     memory_source: str | None = None
     schedule_used: str | None = None  # the plan the scheduler chose (`layer`, `patch 2x2 over 3 blocks`)
     schedule_reason: str | None = None  # and why (the patch scheduler's policy, docs/design.md §7)
+    sram_overhead_bytes: float | None = None  # the firmware's own SRAM beside the arena (scratch, I/O, stack, ...)
+    sram_overhead_note: str | None = None  # its parts and model
+    sram_total_bytes: float | None = None  # arena + overhead: the plan's SRAM figure
+    linker_fits: bool | None = None  # a firmware backend's link for the device (None: no link)
 
     @property
     def sram_used(self) -> float | None:
-        """What the device must hold: the placed arena when known, else the liveness peak."""
+        """What the device must hold: arena + the firmware's overhead, else the placed arena, else the peak."""
+        if self.sram_total_bytes is not None:
+            return self.sram_total_bytes
         return self.arena_bytes if self.arena_bytes is not None else self.peak_sram_bytes
 
     @property
@@ -81,6 +87,9 @@ class Figures:
 
     @property
     def fits(self) -> bool | None:
+        """The linker's verdict when a backend linked the firmware for the device, else the plan's."""
+        if self.linker_fits is not None:
+            return self.linker_fits
         parts = (self.fits_sram, self.fits_flash)
         if False in parts:
             return False
@@ -116,6 +125,11 @@ def gather(cfg: DictConfig, ctx: RunContext) -> Figures:
     f.schedule_used, f.schedule_reason = plan.get("schedule_used"), plan.get("schedule_reason")
     f.peak_sram_bytes = plan.get("peak_live_bytes")
     f.arena_bytes = plan.get("arena_bytes")
+    f.sram_overhead_bytes, f.sram_total_bytes = plan.get("sram_overhead_bytes"), plan.get("sram_total_bytes")
+    if plan.get("sram_overhead_parts"):
+        parts = ", ".join(f"{k} {v:,}" for k, v in plan["sram_overhead_parts"].items())
+        f.sram_overhead_note = f"{parts} B; {plan.get('sram_overhead_model', '')}"
+    f.linker_fits = (ctx.extra.get("deploy_checks") or {}).get("linker_fits")
     f.flash_bytes = plan.get("flash_bytes")
     f.macs = plan.get("macs")
     f.params = plan.get("params")
@@ -170,16 +184,38 @@ def rows(f: Figures, files: dict[str, str]) -> list[tuple[str, str, str]]:
         ("accuracy (int8)", _pct(f.accuracy_int8), "" if drop is None else f"drop {100 * drop:+.2f} points"),
         ("peak SRAM (live)", _kib(f.peak_sram_bytes), _against(f.peak_sram_bytes, f.sram_budget_bytes)),
         ("arena", _kib(f.arena_bytes), _against(f.arena_bytes, f.sram_budget_bytes)),
+        *(
+            [
+                ("firmware overhead", _kib(f.sram_overhead_bytes), f.sram_overhead_note or ""),
+                (
+                    "SRAM (arena + overhead)",
+                    _kib(f.sram_total_bytes),
+                    _against(f.sram_total_bytes, f.sram_budget_bytes),
+                ),
+            ]
+            if f.sram_total_bytes is not None
+            else []
+        ),
         ("flash", _kib(f.flash_bytes), _against(f.flash_bytes, f.flash_budget_bytes)),
         ("MACs", _num(None if f.macs is None else f.macs / 1e6, ",.2f", " M"), ""),
         ("est. latency", _num(f.latency_ms, ",.1f", " ms"), "cost model, on the device"),
         ("est. energy", _num(f.energy_mj, ",.2f", " mJ"), "cost model, on the device"),
-        ("fits SRAM", _yes_no(f.fits_sram), ""),
+        ("fits SRAM", _yes_no(f.fits_sram), "plan: arena + overhead" if f.sram_total_bytes is not None else ""),
         ("fits flash", _yes_no(f.fits_flash), ""),
-        ("fits", _yes_no(f.fits), ""),
+        ("fits", _yes_no(f.fits), _fits_note(f)),
     ]
     out += [(f"file: {name}", path, "") for name, path in files.items()]
     return out
+
+
+def _fits_note(f: Figures) -> str:
+    """Whose verdict the top-level "fits" is, and the other one when they disagree (never silently)."""
+    if f.linker_fits is None:
+        return ""
+    plan = None if f.fits_sram is None or f.fits_flash is None else f.fits_sram and f.fits_flash
+    if plan is None or plan == f.linker_fits:
+        return "the linker's verdict (firmware linked for the device)"
+    return f"the linker's verdict; the plan says {_yes_no(plan)} — they DISAGREE (see the firmware section)"
 
 
 def _files(ctx: RunContext) -> dict[str, str]:
@@ -232,6 +268,8 @@ def metrics_of(f: Figures) -> dict[str, float]:
         "accuracy_int8",
         "peak_sram_bytes",
         "arena_bytes",
+        "sram_overhead_bytes",
+        "sram_total_bytes",
         "flash_bytes",
         "macs",
         "params",

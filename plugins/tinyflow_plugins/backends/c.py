@@ -1,8 +1,10 @@
 """Backend `c`: the deployed int8 network as TinyEngine-style C firmware, built for Cortex-M and run on qemu.
 
 From the `Deployment` the `schedule` stage planned (its int8 IR with quantization and constants, and its plan) it
-generates the C project, links it for the device (the linker's check of SRAM and flash), runs the test images on
-the emulator and checks the outputs bit for bit against the NumPy oracle and by top-1 against onnxruntime
+generates the C project for the device's own core (`target: auto` -> `device.core`; a core with no toolchain
+here, e.g. Xtensa, gets the project and a paragraph saying it was not built), links it for the device (the linker's
+check of SRAM and flash: the report's top-level "fits"), runs the test images on the emulator and checks the
+outputs bit for bit against the NumPy oracle and by top-1 against onnxruntime
 (`tinyflow.firmware`, docs/design.md §15). Without the cross-compiler or qemu it writes the project and says that
 building and running were skipped. It returns its `firmware` report section and details; the zipped project and
 the map file go to the tracker.
@@ -21,8 +23,18 @@ from tinyflow.firmware.report_rows import SECTION_TITLE, firmware_section
 
 log = logging.getLogger(__name__)
 
-#: what the backend reports as checks
-CHECKS = ("built", "fits", "bit_exact", "images", "overflow", "skipped")
+#: what the backend reports as checks (`linker_fits`: the link for the device, the report's top-level "fits")
+CHECKS = (
+    "built",
+    "fits",
+    "bit_exact",
+    "images",
+    "overflow",
+    "skipped",
+    "not_built",
+    "reference_check",
+    "failed_checks",
+)
 
 
 class CBackend:
@@ -31,17 +43,16 @@ class CBackend:
     name = "c"
     option_ranges: ClassVar[dict[str, dict[str, float]]] = {
         "images": {"min": 1},
-        "stack_reserve": {"min": 256},
         "timeout_s": {"above": 0},
     }
 
     def __init__(
         self,
         device: Any,
-        target: str = "cortex_m7",
+        target: str = "auto",
         opt: str = "-O2",
         images: int = 100,
-        stack_reserve: int = 2048,
+        stack_reserve: int | str = "auto",
         on_overflow: str = "report",
         rounding: str = "single",
         timeout_s: float = 900.0,
@@ -51,7 +62,7 @@ class CBackend:
             target=target,
             opt=opt,
             images=int(images),
-            stack_reserve=int(stack_reserve),
+            stack_reserve=stack_reserve if stack_reserve == "auto" else int(stack_reserve),
             on_overflow=on_overflow,
             rounding=rounding,
             timeout_s=float(timeout_s),
@@ -74,9 +85,11 @@ class CBackend:
         for path in out_files.values():
             tracker.log_artifact(path, "firmware")
         device = self.device
+        checks = {k: result[k] for k in CHECKS if k in result}
+        checks["linker_fits"] = result.get("fits") if result.get("built") else None
         return BackendResult(
             metrics=metrics,
-            checks={k: result[k] for k in CHECKS if k in result},
+            checks=checks,
             files=out_files,
             sections=[firmware_section(result, device.sram_budget_bytes, device.flash_budget_bytes)],
             details={SECTION_TITLE: result},

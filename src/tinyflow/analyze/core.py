@@ -14,6 +14,7 @@ from tinyflow.arch.genome import Arch
 from tinyflow.contracts import Device, MemoryConfig, ScheduleBudget
 from tinyflow.cost.analytic import analytic_report
 from tinyflow.ir.graph import Graph
+from tinyflow.memory import runtime_overhead
 from tinyflow.memory.layer_plan import layer_plan
 from tinyflow.memory.plan import ExecutionPlan
 from tinyflow.network import DeployedNetwork
@@ -62,7 +63,9 @@ def analyze(
     this network is an error (analysing one network) rather than clamped (a pipeline's deployed network).
     Flash is decided once, by `conventions.model_flash`: the cost model's count, or `model_path`'s (the int8 file
     deployed) or the imported file's under the memory convention."""
-    budget = ScheduleBudget(device.sram_budget_bytes, "arena", device, cost_model, strict)
+    # the scheduler's share of the budget: less the firmware's own SRAM for any plan of this graph (its bound)
+    bound = runtime_overhead.predict(graph, None, device.core).total
+    budget = ScheduleBudget(max(1, device.sram_budget_bytes - bound), "arena", device, cost_model, strict)
     plan: ExecutionPlan = scheduler.for_budget(budget).plan(graph, memory)
     name = scheduler.name
     base = graph if baseline is None else baseline
@@ -99,6 +102,7 @@ def analyze(
     if flash != cost.flash_bytes:
         out["ir_flash_bytes"] = cost.flash_bytes  # the cost model's count of the IR, beside the file's
     apply_memory_convention(out, graph, memory)
+    set_overhead(out, runtime_overhead.predict(graph, plan, device.core))
     set_fits(out)
     for key, value in plan.extra.items():  # the scheduler's own figures (patch grid, RNNPool cut, ...)
         out.setdefault(key, _jsonable(value))
@@ -113,10 +117,20 @@ def analyze(
     return out, plan, layer
 
 
+def set_overhead(analysis: dict[str, Any], overhead: runtime_overhead.Overhead) -> None:
+    """`sram_overhead_bytes` (the firmware's SRAM beside the arena on the device's core), its parts and model, and
+    `sram_total_bytes` = arena (+ a runtime's persistent tail) + overhead: the plan's SRAM figure."""
+    arena = analysis.get("arena_total_bytes", analysis["arena_bytes"])
+    analysis["sram_overhead_bytes"] = overhead.total
+    analysis["sram_overhead_parts"] = overhead.parts()
+    analysis["sram_overhead_model"] = f"{overhead.core} {overhead.opt}: {overhead.source}"
+    analysis["sram_total_bytes"] = arena + overhead.total
+
+
 def set_fits(analysis: dict[str, Any]) -> None:
-    """`fits_sram` (the placed arena within the SRAM budget), `fits_flash` (the model within the flash budget,
-    i.e. flash − the runtime's reserve) and `fits`."""
+    """`fits_sram` (arena + the firmware's overhead within the SRAM budget; an analysis without the overhead: the
+    placed arena), `fits_flash` (the model within the flash budget, i.e. flash − the runtime's reserve), `fits`."""
     arena = analysis.get("arena_total_bytes", analysis["arena_bytes"])  # + a runtime's persistent tail
-    analysis["fits_sram"] = arena <= analysis["sram_budget_bytes"]
+    analysis["fits_sram"] = analysis.get("sram_total_bytes", arena) <= analysis["sram_budget_bytes"]
     analysis["fits_flash"] = analysis["flash_bytes"] <= analysis["flash_budget_bytes"]
     analysis["fits"] = analysis["fits_sram"] and analysis["fits_flash"]

@@ -64,8 +64,15 @@ def summary_table(analysis: dict[str, Any]) -> Table:
     if a.get("persistent_bytes") is not None:  # a runtime's persistent tail (memory.persistent)
         total = f"arena + tail = {_kib(a['arena_total_bytes'])} KiB (estimated for a 32-bit MCU)"
         table.add_row("runtime tail", f"{_kib(a['persistent_bytes'])} KiB", total)
+    if a.get("sram_overhead_bytes") is not None:  # the firmware's own SRAM beside the arena
+        parts = ", ".join(f"{k} {v:,}" for k, v in a["sram_overhead_parts"].items())
+        table.add_row(
+            "firmware overhead", f"{_kib(a['sram_overhead_bytes'])} KiB", f"{parts} B ({a['sram_overhead_model']})"
+        )
+        table.add_row("SRAM (arena + overhead)", f"{_kib(a['sram_total_bytes'])} KiB", "what the firmware needs")
     sram_ok = "[green]fits[/green]" if a["fits_sram"] else "[red]does NOT fit[/red]"
-    table.add_row("device SRAM", f"{_kib(a['sram_budget_bytes'])} KiB", f"{a['device']}: arena {sram_ok}")
+    what = "arena + overhead" if a.get("sram_total_bytes") is not None else "arena"
+    table.add_row("device SRAM", f"{_kib(a['sram_budget_bytes'])} KiB", f"{a['device']}: {what} {sram_ok}")
     flash_ok = "[green]fits[/green]" if a["fits_flash"] else "[red]does NOT fit[/red]"
     source = f" ({a['flash_source']})" if a.get("flash_source") not in (None, COST_MODEL_FLASH) else ""
     table.add_row(

@@ -70,9 +70,11 @@ def test_images(model: QModel, n: int, seed: int, path: str | None) -> np.ndarra
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print(f"firmware for {result['device']} ({result['target']} on qemu {result['machine']}, {result['opt']})")
+    print(f"firmware for {result['device']} ({result['target']}, {result['opt']}): {result.get('cpu_flags') or '—'}")
+    if result.get("emulation"):
+        print(f"  {result['emulation']}")
     if not result.get("built"):
-        print(f"  {result.get('skipped')}")
+        print(f"  {result.get('not_built') or result.get('skipped')}")
     for key in TABLE_KEYS:
         if key in result:
             value = result[key]
@@ -168,4 +170,7 @@ def run_firmware(cfg: DictConfig) -> dict[str, Any]:
         print(json.dumps(result))
     else:
         print_table(result)
-    return {"status": "FINISHED", "output_dir": str(out_dir)}
+        for failure in result.get("failed_checks", []):
+            print(f"  check FAILED: {failure}")
+    failed = list(result.get("failed_checks", []))
+    return {"status": "FAILED" if failed else "FINISHED", "output_dir": str(out_dir), "failed_checks": failed}

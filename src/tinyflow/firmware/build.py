@@ -112,6 +112,10 @@ def compile_flags(tgt: Target, opt: str) -> list[str]:
         "-Werror=implicit-function-declaration",
         "-ffunction-sections",
         "-fdata-sections",
+        # one function per layer (the stack is the largest layer frame: tinyflow.memory.runtime_overhead), and
+        # each function's frame in build/*.su
+        "-fno-inline-functions-called-once",
+        "-fstack-usage",
         "-g0",
     ]
 
@@ -130,6 +134,18 @@ def compile_objects(folder: Path, cflags: list[str]) -> list[str]:
             raise BuildError(f"firmware: compiling {folder / src} failed:\n{res.stderr.strip()[:2000]}")
         objs.append(obj)
     return objs
+
+
+def frame_bytes(folder: Path, functions: tuple[str, ...] = ("Reset_Handler", "main")) -> int:
+    """The static stack frames of `functions` (gcc -fstack-usage, `build/*.su`): the stack used above
+    `tf_model_run`'s painted region (the start-up code and the harness's main)."""
+    total = 0
+    for su in sorted((folder / "build").glob("*.su")):
+        for line in su.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2 and parts[0].rsplit(":", 1)[-1] in functions and parts[1].isdigit():
+                total += int(parts[1])
+    return total
 
 
 _OVERFLOW = re.compile(r"region [`']?(\w+)'? overflowed by (\d+) bytes")

@@ -26,6 +26,7 @@ from tinyflow.firmware.codegen import generate
 from tinyflow.firmware.emulator import run_images
 from tinyflow.firmware.oracle import run_oracle
 from tinyflow.firmware.qmodel import ROUNDINGS, QModel, build_qmodel
+from tinyflow.memory import runtime_overhead
 
 log = logging.getLogger(__name__)
 ON_OVERFLOW = ("error", "report")
@@ -37,26 +38,35 @@ RNNPOOL_ARITHMETIC = "float32 on the FPU (stem int8, RNNPool float32, output qua
 class FirmwareSettings:
     """How to build and check the firmware (the `firmware:` / `backend:` config keys of the same names)."""
 
-    target: str = "cortex_m7"  # cortex_m7 (qemu mps2-an500) | cortex_m4 (mps2-an386)
+    target: str = "auto"  # auto: the device's own core (device.core) | cortex_m0plus | _m3 | _m4 | _m7 | _m33
     opt: str = "-O2"  # -O2 | -Os | -O3 | -O1 | -O0
     images: int = 100  # test images run on the emulator (one qemu run)
-    stack_reserve: int = 2048  # bytes the linker script reserves for the stack at least
+    stack_reserve: int | str = "auto"  # auto: the overhead model's stack for the core; or bytes (at least 256)
     on_overflow: str = "error"  # error: a link overflow stops the job; report: record it, measure on the board
     rounding: str = "single"  # single (CMSIS-NN single rounding) | tflite (TF Lite's double rounding, as TFLM)
     timeout_s: float = 900.0
     profile: bool = False  # instructions per layer and per op kind (firmware/profile.py)
 
     def __post_init__(self) -> None:
-        linker.target(self.target)
-        build.compile_flags(linker.target(self.target), self.opt)
+        if self.target != "auto":
+            build.compile_flags(linker.target(self.target), self.opt)
+        else:
+            build.compile_flags(linker.TARGETS["cortex_m7"], self.opt)  # checks the option
         if self.images < 1:
             raise ConfigError(f"firmware images = {self.images}: run at least one test image on the emulator.")
         if self.on_overflow not in ON_OVERFLOW:
             raise ConfigError(f"firmware on_overflow = '{self.on_overflow}': use one of {', '.join(ON_OVERFLOW)}.")
         if self.rounding not in ROUNDINGS:
             raise ConfigError(f"firmware rounding = '{self.rounding}': use one of {', '.join(ROUNDINGS)}.")
-        if self.stack_reserve < 256:
-            raise ConfigError(f"firmware stack_reserve = {self.stack_reserve}: reserve at least 256 bytes.")
+        if self.stack_reserve != "auto" and (isinstance(self.stack_reserve, str) or self.stack_reserve < 256):
+            raise ConfigError(
+                f"firmware stack_reserve = {self.stack_reserve!r}: `auto` (the overhead model's stack for the core) "
+                "or at least 256 bytes."
+            )
+
+    def stack_bytes(self, predicted: int) -> int:
+        """The linker script's stack reserve: the predicted high-water mark (auto) or the configured bytes."""
+        return -(-int(predicted) // 8) * 8 if self.stack_reserve == "auto" else int(self.stack_reserve)
 
 
 def _ort_session(path: Path) -> Any:
@@ -90,7 +100,9 @@ def onnxruntime_outputs(onnx_path: str | Path, images: np.ndarray, model: QModel
     return model.dequantize_output(out) if int8_out else out
 
 
-def reference_outputs(model_path: str | None, images: np.ndarray, model: QModel) -> tuple[np.ndarray | None, str]:
+def reference_outputs(
+    model_path: str | None, images: np.ndarray, model: QModel, input_layout: str | None = None
+) -> tuple[np.ndarray | None, str]:
     """A peer runtime's float outputs for the images and what ran them, or (None, "not run: <why>"): an .onnx
     model under onnxruntime; a .tflite model's .onnx twin under onnxruntime, else TF Lite Micro if importable."""
     if not model_path:
@@ -99,7 +111,7 @@ def reference_outputs(model_path: str | None, images: np.ndarray, model: QModel)
     if path.suffix.lower() == ".tflite":
         twin = path.with_suffix(".onnx")
         if not twin.is_file():
-            return _tflm_reference(path, images, model)
+            return _tflm_reference(path, images, model, input_layout)
         path = twin
     try:
         return onnxruntime_outputs(path, images, model), f"onnxruntime ({path.name})"
@@ -109,21 +121,24 @@ def reference_outputs(model_path: str | None, images: np.ndarray, model: QModel)
         return None, why
 
 
-def _tflm_reference(path: Path, images: np.ndarray, model: QModel) -> tuple[np.ndarray | None, str]:
+def _tflm_reference(
+    path: Path, images: np.ndarray, model: QModel, input_layout: str | None = None
+) -> tuple[np.ndarray | None, str]:
     from tinyflow.firmware.tflm_reference import tflm_available, tflm_outputs
 
     if not tflm_available():
         why = f"not run: {path.name} has no .onnx twin beside it and TF Lite Micro (tflite-micro) is not importable"
         log.warning("firmware: reference check %s", why)
         return None, why
-    out = tflm_outputs(path, model.quantize_input(images))
+    nchw = input_layout == "NCHW"  # a .tflite whose input is NCHW (its leading TRANSPOSE folded by the importer)
+    out = tflm_outputs(path, model.quantize_nchw(images) if nchw else model.quantize_input(images))
     return model.dequantize_output(out), f"TF Lite Micro ({path.name})"
 
 
 def _zip(folder: Path, target: Path) -> Path:
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(folder.rglob("*")):
-            if f.is_file() and "run_" not in f.parent.name and f.suffix not in (".o", ".bin"):
+            if f.is_file() and "run_" not in f.parent.name and f.suffix not in (".o", ".bin", ".su"):
                 zf.write(f, f.relative_to(folder.parent))
     return target
 
@@ -151,21 +166,29 @@ def make_firmware(
     images: np.ndarray,
     settings: FirmwareSettings,
 ) -> dict[str, Any]:
-    """Generate, build, run and check the deployment's graph and plan; `images` are float NCHW test images (the
-    first `settings.images`)."""
+    """Generate, build, run and check the deployment's graph and plan for the device's core (or the configured
+    target); `images` are float NCHW test images (the first `settings.images`). A core with no toolchain here gets
+    the C project and `built: False` with the reason (`not_built`); never an image for another core."""
     out = Path(out_dir)
     plan = deployment.plan
     model = build_qmodel(deployment.graph)
     model.set_rounding(settings.rounding)
     sources = generate(model, plan, profile=settings.profile)
-    tgt = linker.target(settings.target)
-    flags = build.compile_flags(tgt, settings.opt)
+    tgt = linker.target_for(settings.target, device.core)
+    core = tgt.name if tgt is not None else device.core
+    predicted = runtime_overhead.predict(deployment.graph, plan, core, settings.opt)
+    stack = settings.stack_bytes(predicted.stack)
     folder = project_folder(out)
-    build.write_project(folder, sources, linker.device_script(device, settings.stack_reserve), flags, tgt.machine)
+    flags = build.compile_flags(tgt, settings.opt) if tgt is not None else []
+    machine = tgt.machine if tgt is not None else None
+    build.write_project(folder, sources, linker.device_script(device, stack), flags, machine or "mps2-an500")
     (folder / MARKER).write_text("written by tinyflow.firmware; replaced on the next run into this folder\n")
     result: dict[str, Any] = {
-        "target": settings.target,
-        "machine": tgt.machine,
+        "target": core,
+        "core": device.core,
+        "cpu_flags": " ".join(tgt.cflags) if tgt is not None else "",
+        "machine": machine,
+        "emulation": tgt.emulation_note if tgt is not None else "",
         "opt": settings.opt,
         "rounding": settings.rounding,
         "plan_arena_bytes": plan.arena_bytes,
@@ -174,27 +197,25 @@ def make_firmware(
         **({"rnnpool_arithmetic": RNNPOOL_ARITHMETIC} if any(la.kind == "rnnpool" for la in model.layers) else {}),
         "macs": plan.macs,
         "scratch_bytes": sources.scratch_bytes,
+        "stack_reserve_bytes": stack,
+        "sram_overhead_predicted": predicted.to_dict(),
         "device": device.name,
         "device_sram_bytes": device.sram_total_bytes,
         "device_flash_bytes": device.flash_total_bytes,
         "project_dir": str(folder),
     }
-    missing = build.missing_tools()
-    if missing:
-        result.update(built=False, skipped=f"{', '.join(missing)} not installed: C project written, not built or run")
+    why = not_built_reason(tgt, device)
+    if why:
+        result.update(built=False, skipped=why, not_built=why, fits=None)
         result["reference_check"] = "not run: the firmware was not built"
-        log.warning("firmware: %s", result["skipped"])
+        log.warning("firmware: %s", why)
         result["project_zip"] = str(_zip(folder, out / "firmware.zip"))
+        result["failed_checks"] = failed_checks(result)
         return result
-    elf = _link(folder, flags, device, settings, result)
+    assert tgt is not None
+    elf = _link(folder, flags, device, settings, result, stack)
     sections = build.read_map(elf.with_suffix(".map"))
-    n = min(settings.images, len(images))
-    x_float = np.ascontiguousarray(images[:n], np.float32)
-    x_q = model.quantize_input(x_float)
-    run = run_images(elf, tgt.machine, x_q.reshape(n, -1), sources.output_bytes, settings.timeout_s)
-    ref = run_oracle(model, x_q).reshape(n, -1)
-    ref_out, result["reference_check"] = reference_outputs(deployment.model_path, x_float, model)
-    ours = model.dequantize_output(run.outputs)
+    image = build.image_sizes(elf)
     result.update(
         built=True,
         arena_bytes=sections.arena,
@@ -202,18 +223,37 @@ def make_firmware(
         rodata_bytes=sections.rodata,
         data_bytes=sections.data,
         bss_bytes=sections.bss,
+        flash_bytes=sections.text + sections.rodata + sections.data,
+        image_bytes=image,
+        map_file=str(elf.with_suffix(".map")),
+    )
+    if tgt.machine is None:
+        result.update(ran=False, reference_check=f"not run: {tgt.emulation_note}")
+        result["project_zip"] = str(_zip(folder, out / "firmware.zip"))
+        result["failed_checks"] = failed_checks(result)
+        return result
+    n = min(settings.images, len(images))
+    x_float = np.ascontiguousarray(images[:n], np.float32)
+    x_q = model.quantize_input(x_float)
+    run = run_images(elf, tgt.machine, x_q.reshape(n, -1), sources.output_bytes, settings.timeout_s)
+    ref = run_oracle(model, x_q).reshape(n, -1)
+    layout = deployment.graph.meta.get("input_layout")
+    ref_out, result["reference_check"] = reference_outputs(deployment.model_path, x_float, model, layout)
+    ours = model.dequantize_output(run.outputs)
+    frames = build.frame_bytes(folder)
+    result.update(
+        ran=True,
         stack_bytes=run.stack_bytes,
         sram_bytes=sections.bss + sections.data + run.stack_bytes,
-        flash_bytes=sections.text + sections.rodata + sections.data,
-        image_bytes=build.image_sizes(elf),
         images=n,
         bit_exact=int((run.outputs == ref).all(axis=1).sum()),
         instructions_per_inference=int(np.median(run.instructions)),
         instructions_min=int(run.instructions.min()),
         instructions_max=int(run.instructions.max()),
         emulator_wall_s=round(run.wall_s, 3),
-        map_file=str(elf.with_suffix(".map")),
     )
+    result["sram_overhead_measured"] = measured_overhead(image, sections.arena, sources, run.stack_bytes + frames)
+    result["sram_overhead_covered"] = result["sram_overhead_measured"]["total"] <= predicted.total
     result["instructions_per_mac"] = result["instructions_per_inference"] / max(1, plan.macs)
     if settings.profile:  # firmware/profile.py: per layer, per op kind, the method's check, the figure
         from tinyflow.firmware.profile import profile_section
@@ -226,10 +266,60 @@ def make_firmware(
         steps = np.abs(np.rint(ref_out / model.output_scale) - np.rint(ours / model.output_scale))
         result[f"max_diff_steps_{key}"] = int(steps.max())
     result["project_zip"] = str(_zip(folder, out / "firmware.zip"))
+    result["failed_checks"] = failed_checks(result)
+    for failure in result["failed_checks"]:
+        log.warning("firmware: check failed: %s", failure)
     return result
 
 
-def _link(folder: Path, flags: list[str], device: Device, settings: FirmwareSettings, result: dict) -> Path:
+def failed_checks(result: dict[str, Any]) -> list[str]:
+    """The checks that failed or could not run, one line each (a check that could not run is a failed check)."""
+    out = []
+    if not result.get("built"):
+        out.append(f"built: {result.get('not_built') or result.get('skipped') or 'no'}")
+    elif not result.get("ran"):
+        out.append(f"run on the emulator: {result.get('emulation') or 'not run'}")
+    else:
+        if result["bit_exact"] != result["images"]:
+            out.append(f"bit-exact vs the oracle: {result['bit_exact']} / {result['images']} images")
+        if not result.get("sram_overhead_covered", True):
+            measured = result["sram_overhead_measured"]["total"]
+            out.append(
+                f"SRAM overhead: measured {measured:,} B > predicted {result['sram_overhead_predicted']['total']:,} B"
+            )
+    check = str(result.get("reference_check", ""))
+    if check.startswith("not run"):
+        out.append(f"reference runtime comparison: {check}")
+    return out
+
+
+def not_built_reason(tgt: linker.Target | None, device: Device) -> str:
+    """Why the firmware is written but not built ('' when it can be built): a core with no toolchain here, or
+    the cross-compiler / qemu missing."""
+    if tgt is None:
+        return (
+            f"not built: {device.name}'s core is {device.core}, and tinyflow builds only for Cortex-M cores "
+            f"(arm-none-eabi-gcc: {', '.join(sorted(linker.TARGETS))}); an image for another core would not run on "
+            f"it. The C project (portable C99: model.c, model.h, tf_kernels.h) is written; build it with the "
+            f"core's own toolchain (for Xtensa, ESP-IDF's xtensa-esp32s3-elf-gcc) and its start-up code."
+        )
+    missing = build.missing_tools()
+    if missing:
+        return f"not built: {', '.join(missing)} not installed: C project written, not built or run"
+    return ""
+
+
+def measured_overhead(image: dict[str, int], arena: int, sources: Any, stack: int) -> dict[str, int]:
+    """The firmware's SRAM beside the arena, measured: the ELF's .data + .bss less the arena (scratch, the output
+    buffer, the rest), and the stack's high-water mark (painted stack + start-up frames)."""
+    static = image.get(".data", 0) + image.get(".bss", 0) - arena
+    scratch = -(-max(sources.scratch_bytes, 1) // 4) * 4
+    io = -(-sources.output_bytes // 4) * 4
+    parts = {"scratch": scratch, "io": io, "runtime": static - scratch - io, "stack": stack}
+    return {**parts, "total": static + stack}
+
+
+def _link(folder: Path, flags: list[str], device: Device, settings: FirmwareSettings, result: dict, stack: int) -> Path:
     """Compile and link for the device; an overflow is one paragraph (`on_overflow: error`) or recorded in the
     result and linked for the whole board (`report`)."""
     objs = build.compile_objects(folder, flags)
@@ -247,7 +337,7 @@ def _link(folder: Path, flags: list[str], device: Device, settings: FirmwareSett
             raise build.LinkOverflowError(message, exc.region, exc.over_bytes) from None
         log.warning("firmware: %s", message)
         result.update(fits=False, overflow=message, overflow_region=exc.region, overflow_bytes=exc.over_bytes)
-        (folder / "target" / "board.ld").write_text(linker.board_script(settings.stack_reserve))
+        (folder / "target" / "board.ld").write_text(linker.board_script(stack))
         return build.link(folder, objs, flags, "target/board.ld", "firmware_board.elf")
 
 

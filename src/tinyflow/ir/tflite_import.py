@@ -2,7 +2,8 @@
 
 Read with the `tflite` schema package (`tinyflow.ir.tflite_file`); no TensorFlow at run time. Operators:
 CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, MUL, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN (over H and W), PAD /
-PADV2, RESHAPE, SQUEEZE, CONCATENATION, SOFTMAX, LOGISTIC, TANH, RELU, RELU6, QUANTIZE, DEQUANTIZE; fused RELU /
+PADV2, RESHAPE, SQUEEZE, CONCATENATION, SOFTMAX, LOGISTIC, TANH, RELU, RELU6, QUANTIZE, DEQUANTIZE, TRANSPOSE (a
+layout change on the NCHW network input folded into it, any other a `transpose` node); fused RELU /
 RELU6 / RELU_N1_TO_1 / TANH activations. Anything else (SVDF, LSTM, a custom op, ...) is one error naming the op
 and its operator index.
 
@@ -57,6 +58,7 @@ SUPPORTED = (
     "RELU6",
     "QUANTIZE",
     "DEQUANTIZE",
+    "TRANSPOSE",
 )
 #: TFLite ActivationFunctionType -> IR activation name
 _FUSED = {0: None, 1: "relu", 2: "relu_n1_to_1", 3: "relu6", 4: "tanh"}
@@ -476,6 +478,39 @@ class _Importer:
 
     def op_RELU6(self, op: TfliteOperator) -> None:
         self._act(op, "relu6")
+
+    def op_TRANSPOSE(self, op: TfliteOperator) -> None:
+        """A layout change on the network input (NCHW file input -> NHWC) is folded: the input is declared with the
+        file's NCHW shape (`graph.meta["input_layout"] = "NCHW"`). Any other TRANSPOSE is a real `transpose` node,
+        its permutation carried from the file's NHWC axes to the IR's NCHW ones — never dropped."""
+        perm = tuple(int(v) for v in np.asarray(self.const(op, 1, "perm").data).reshape(-1))
+        if self.t(op.inputs[0]).data is not None:  # a transpose of a constant is that constant
+            self.set_const(op, np.transpose(np.asarray(self.t(op.inputs[0]).data), perm))
+            return
+        x = self.src(op, op.inputs[0])
+        if self.fold_input_layout(op, x, perm):
+            return
+        rank = len(perm)
+        if rank == 4:  # IR = file.transpose(to_nchw); file_out = file_in.transpose(perm)
+            to_nhwc, to_nchw = (0, 2, 3, 1), (0, 3, 1, 2)
+            q = [to_nhwc[p] for p in perm]
+            perm = tuple(q[i] for i in to_nchw)
+        if perm == tuple(range(rank)):
+            self.bind(op, op.outputs[0], x)
+            return
+        self.add(op, "transpose", [x.name], {"perm": perm})
+
+    def fold_input_layout(self, op: TfliteOperator, x: Node, perm: tuple[int, ...]) -> bool:
+        """A TRANSPOSE [0, 2, 3, 1] that only turns the NCHW network input into NHWC, as the ONNX importer folds
+        its layout transposes: the input node takes the file's shape (already NCHW) and the op is no tensor."""
+        index = op.inputs[0]
+        readers = [o for o in self.m.operators if index in o.inputs]
+        if x.op != "input" or perm != (0, 2, 3, 1) or readers != [op] or any(x.name in n.inputs for n in self.ir):
+            return False
+        x.shape = x.attrs["shape"] = tuple(self.t(index).shape)
+        self.ir.meta["input_layout"] = "NCHW"
+        self.bind(op, op.outputs[0], x)
+        return True
 
     def _convert(self, op: TfliteOperator) -> None:
         x = self.src(op, op.inputs[0])

@@ -8,6 +8,9 @@ numbers as its plan, thousands of archs per second) is used for an arch's plain 
 Peak SRAM is the plan's `peak_live_bytes` (the lower bound, `metric="peak_live"`: fast) or its placed
 `arena_bytes` (`metric="arena"`: every candidate planned, what the device must really hold). Either way the
 search stage verifies its final choice against the real arena layout (`verify_plan`).
+`Costs.peak_sram` adds the firmware's own SRAM beside the arena (`tinyflow.memory.runtime_overhead`: kernel
+scratch, output buffer, runtime, stack on the device's core), so the SRAM budget is compared with what the firmware
+needs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tinyflow.arch.genome import Arch
 from tinyflow.contracts import CostModel, Device, MemoryConfig, ScheduleBudget, Scheduler
 from tinyflow.cost import model_flash_bytes
 from tinyflow.errors import ConfigError
+from tinyflow.memory import runtime_overhead
 from tinyflow.network import DeployedNetwork
 from tinyflow.search.problem import Costs
 
@@ -88,6 +92,12 @@ class SchedulerCosts:
         """The scheduler's full plan (arena placed) of the network it deploys for `arch`."""
         return self.scheduler(options).plan(self.network(arch, options).graph(), self.memory)
 
+    def overhead(self, graph: Any, plan: Any = None) -> int:
+        """The firmware's SRAM beside the plan on the device's core (0 without a device)."""
+        if self.device is None:
+            return 0
+        return runtime_overhead.predict(graph, plan, self.device.core).total
+
     def _fast(self, arch: Arch, scheduler: Scheduler) -> Costs | None:
         """The scheduler's closed form, when it has one and the network is `arch`'s plain one."""
         if self.metric != "peak_live":
@@ -98,7 +108,11 @@ class SchedulerCosts:
         c = scheduler.arch_costs(arch, self.memory)
         if c is None:
             return None
-        return Costs(peak_sram=int(c.peak_live_bytes), flash=int(c.flash_bytes), macs=int(c.macs), network_macs=c.macs)
+        extra = (
+            self.overhead(self.network(arch).graph()) if self.device is not None else 0
+        )  # whole maps: the layer plan
+        peak = int(c.peak_live_bytes) + extra
+        return Costs(peak_sram=peak, flash=int(c.flash_bytes), macs=int(c.macs), network_macs=c.macs)
 
     def __call__(self, arch: Arch, options: dict[str, int] | None = None) -> Costs:
         scheduler = self.scheduler(options)
@@ -109,7 +123,7 @@ class SchedulerCosts:
             plan = scheduler.plan(graph, self.memory)
             peak = plan.arena_bytes if self.metric == "arena" else plan.peak_live_bytes
             c = Costs(
-                peak_sram=int(peak),
+                peak_sram=int(peak) + self.overhead(graph, plan),
                 flash=int(model_flash_bytes(graph)),
                 macs=int(plan.macs),
                 network_macs=int(graph.macs()),
@@ -126,14 +140,27 @@ class SchedulerCosts:
         return c
 
 
-def verify_plan(plan: Any, device: Device) -> dict[str, Any]:
-    """What the engine's real plan says about fitting: arena and peak against the SRAM budget."""
+def verify_plan(plan: Any, device: Device, graph: Any = None) -> dict[str, Any]:
+    """What the engine's real plan says about fitting: arena + the firmware's overhead on the device's core (with
+    the plan's `graph`; without it the arena alone) against the SRAM budget."""
+    overhead = runtime_overhead.predict(graph, plan, device.core) if graph is not None else None
+    extra = overhead.total if overhead is not None else 0
     return {
         "plan_peak_live_bytes": int(plan.peak_live_bytes),
         "plan_arena_bytes": int(plan.arena_bytes),
+        **({"sram_overhead_bytes": extra, "sram_overhead": overhead.to_dict()} if overhead is not None else {}),
+        "sram_total_bytes": int(plan.arena_bytes) + extra,
         "sram_budget_bytes": device.sram_budget_bytes,
-        "arena_fits": int(plan.arena_bytes) <= device.sram_budget_bytes,
+        "arena_fits": int(plan.arena_bytes) + extra <= device.sram_budget_bytes,
         "schedule_used": str(plan.extra.get("schedule_used", plan.scheduler)),
         "schedule_reason": str(plan.extra.get("schedule_reason", f"scheduler={plan.scheduler} plans it one way")),
         **({"schedule": dict(plan.extra["schedule"])} if "schedule" in plan.extra else {}),
     }
+
+
+def fixed_overhead(core: str) -> int:
+    """The part of the firmware's overhead that does not depend on the network: runtime + the stack base + the
+    largest layer frame (a bound on the stack), on `core` at the default options."""
+    row, _ = runtime_overhead.constants(core)
+    frames = [int(v) for v in row["frames"].values()]
+    return int(row["runtime"]) + int(row["stack_base"]) + max(frames, default=0)

@@ -31,7 +31,7 @@ from tinyflow.network import DeployedNetwork
 from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.search.accuracy_memo import accuracy_memo
 from tinyflow.search.arch_figure import patch_stage_kernels
-from tinyflow.search.costing import SchedulerCosts, verify_plan
+from tinyflow.search.costing import SchedulerCosts, fixed_overhead, verify_plan
 from tinyflow.search.problem import Budgets, SearchProblem
 from tinyflow.search.strategy import SearchSettings
 from tinyflow.stages import stage
@@ -89,7 +89,11 @@ def make_costs(
     timed = settings.latency_budget_ms is not None or settings.energy_budget_mj is not None
     cost_model = build_plugin(cfg, "cost_model") if timed else None
     # with a latency budget the patch policy ranks fitting plans by the cost model's latency, else by extra MACs
-    budget = ScheduleBudget(device.sram_budget_bytes, settings.memory_metric, device, cost_model)
+    # the policy's share of the budget: less the firmware's runtime and stack (a candidate's own scratch and output
+    # buffer are added to its cost, `SchedulerCosts.overhead`, and checked against the whole budget)
+    budget = ScheduleBudget(
+        device.sram_budget_bytes - fixed_overhead(device.core), settings.memory_metric, device, cost_model
+    )
     costs = SchedulerCosts(
         memory,
         make,
@@ -159,7 +163,7 @@ def deployed_plan(cfg: DictConfig, costs: SchedulerCosts, device: Any) -> Callab
     def plan_of(arch: Arch, options: dict[str, int]) -> Any:
         scheduler = build_plugin(cfg, "scheduler", **(options or {}))
         graph = costs.network(arch, options).graph()
-        return plan_deployment(graph, scheduler, costs.memory, device, cost_model, compare_layer=False).plan
+        return plan_deployment(graph, scheduler, costs.memory, device, cost_model, compare_layer=False)
 
     return plan_of
 
@@ -178,20 +182,24 @@ def choose_verified(
         seen.add(key)
         # re-planned as it was costed: with its searched genes, or by the scheduler's own choice (its policy)
         options = row.get("schedule_genes", row["schedule"])
-        plan = plan_of(row["arch"], options) if plan_of is not None else costs.plan(row["arch"], options)
-        check = verify_plan(plan, device)
+        if plan_of is not None:
+            deployment = plan_of(row["arch"], options)
+            plan, graph = deployment.plan, deployment.graph
+        else:
+            plan, graph = costs.plan(row["arch"], options), costs.network(row["arch"], options).graph()
+        check = verify_plan(plan, device, graph)
         if check["arena_fits"]:
             return row, check
         log.info(
-            "search: candidate at %.4f has arena %d B > budget %d B; trying the next",
+            "search: candidate at %.4f needs arena + firmware overhead %d B > budget %d B; trying the next",
             row["accuracy"],
-            check["plan_arena_bytes"],
+            check["sram_total_bytes"],
             check["sram_budget_bytes"],
         )
     raise BudgetError(
-        f"search: none of the {len(seen)} evaluated candidates has an arena layout within the SRAM budget "
-        f"{device.sram_budget_bytes} B (their peak live bytes fit, the placed arenas do not). Lower the width / "
-        "resolution or use scheduler=patch."
+        f"search: none of the {len(seen)} evaluated candidates has an arena layout + firmware overhead within the "
+        f"SRAM budget {device.sram_budget_bytes} B (their peak live bytes fit, the placed arenas do not). Lower the "
+        "width / resolution or use scheduler=patch."
     )
 
 
