@@ -114,3 +114,5 @@ def test_every_stage_logs_memory_and_accuracy_and_the_parent_tells_the_story(run
     assert f"report: {run_dir / 'report.md'}" in lines
     assert "…" not in "\n".join(line for line in lines if str(run_dir) in line)
     assert (run_dir / FIGURE_FILE).stat().st_size > 10_000
+    (link,) = [line for line in lines if line.startswith("MLflow UI: ")]
+    assert f"runs/{parent.info.run_id}?workflowType=machine_learning" in link and store_uri in link

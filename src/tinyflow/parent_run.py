@@ -66,3 +66,20 @@ def log_deployed_model(ctx: Any, tracker: Any, f: Any) -> str | None:
         return None
     metrics, params = deployed_model_figures(ctx, f)
     return log_model(path, metrics, params)
+
+
+#: MLflow 3.17's UI opens an experiment on the GenAI overview unless its workflow switch says "Model training"
+UI_QUERY = "?workflowType=machine_learning"
+
+
+def ui_link(tracker: Any) -> str | None:
+    """How to see this job in the MLflow UI, on its runs (not the GenAI overview): the command for a local store
+    and the parent run's address; None for a tracker that keeps no MLflow runs."""
+    uri, parent, client = (getattr(tracker, name, None) for name in ("uri", "parent_id", "client"))
+    if not uri or not parent or client is None:
+        return None
+    experiment = client.get_run(parent).info.experiment_id
+    page = f"#/experiments/{experiment}/runs/{parent}{UI_QUERY}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {uri} , then open http://127.0.0.1:5000/{page}"

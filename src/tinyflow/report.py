@@ -288,7 +288,7 @@ def metrics_of(f: Figures) -> dict[str, float]:
 def write_report(cfg: DictConfig, ctx: RunContext) -> str:
     """Print, write (`report.md`, `report.json`) and log the run's summary; returns the markdown."""
     from tinyflow.console import console, print_files
-    from tinyflow.parent_run import log_deployed_model, log_pipeline_figure
+    from tinyflow.parent_run import log_deployed_model, log_pipeline_figure, ui_link
     from tinyflow.tracking import active_tracker
 
     figures = gather(cfg, ctx)
@@ -325,6 +325,9 @@ def write_report(cfg: DictConfig, ctx: RunContext) -> str:
         tracker.log_artifact(str(out / REPORT_JSON))
         log_pipeline_figure(ctx, tracker, figures.sram_budget_bytes, figures.flash_budget_bytes)
         log_deployed_model(ctx, tracker, figures)
+        link = ui_link(tracker)
+        if link:
+            print_files({"MLflow UI": link})
     except Exception as exc:  # a tracking hiccup must not hide the report the user already has on disk
         log.warning("report: could not log to the tracker (%s)", exc)
     return markdown
