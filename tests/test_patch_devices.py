@@ -71,6 +71,7 @@ def supernet(tmp_path_factory):
 
 @pytest.mark.slow
 def test_space_and_search_stages_with_patch_on_every_device(supernet):
+    from tinyflow.search.costing import fixed_overhead
     from tinyflow.stages import search, space
 
     tmp, ckpt = supernet
@@ -85,7 +86,8 @@ def test_space_and_search_stages_with_patch_on_every_device(supernet):
         arch = Arch.from_dict(ctx.arch)
         sram = build_device(cfg).sram_budget_bytes
         assert summary["arena_fits"] and summary["plan_arena_bytes"] <= sram
-        layer_fits = arch_cost(arch).peak_live_bytes <= sram
+        # the patch policy's share of the budget leaves the firmware's runtime and stack (issue 22)
+        layer_fits = arch_cost(arch).peak_live_bytes <= sram - fixed_overhead(build_device(cfg).core)
         assert summary["schedule_used"].startswith("layer" if layer_fits else "patch"), summary
         assert ctx.schedule_options == ({} if layer_fits else summary["schedule"])
         used[device] = summary["schedule_used"]

@@ -330,7 +330,8 @@ def _link(folder: Path, flags: list[str], device: Device, settings: FirmwareSett
     except build.LinkOverflowError as exc:
         message = (
             f"firmware for {device.name} ({device.sram_kb:g} KB SRAM, {device.flash_kb:g} KB flash): {exc}. "
-            f"A smaller network or plan, or a device with more memory, fits; {_reserve_hint(device, exc)}"
+            f"A smaller network or plan, or a device with more memory, fits; {_ram_hint(exc, result)}"
+            f"{_reserve_hint(device, exc) if exc.region == 'FLASH' else ''}"
             f"The project is in {folder}."
         )
         if settings.on_overflow == "error":
@@ -339,6 +340,20 @@ def _link(folder: Path, flags: list[str], device: Device, settings: FirmwareSett
         result.update(fits=False, overflow=message, overflow_region=exc.region, overflow_bytes=exc.over_bytes)
         (folder / "target" / "board.ld").write_text(linker.board_script(stack))
         return build.link(folder, objs, flags, "target/board.ld", "firmware_board.elf")
+
+
+def _ram_hint(exc: build.LinkOverflowError, result: dict) -> str:
+    """What the plan needs in RAM: arena + the firmware's predicted overhead, which a plan made for this device
+    (schedule, analyze, search) already counts, so no reserve is needed for it."""
+    if exc.region != "RAM":
+        return ""
+    pred = result["sram_overhead_predicted"]
+    return (
+        f"this plan needs arena {result['plan_arena_bytes']:,} + firmware overhead {pred['total']:,} B "
+        f"(scratch {pred['scratch']:,}, I/O {pred['io']:,}, runtime {pred['runtime']:,}, stack {pred['stack']:,}; "
+        f"{pred['core']}) = {result['plan_arena_bytes'] + pred['total']:,} B; a plan made for this device "
+        "(`schedule`, `python -m tinyflow.analyze`, the search) counts both and does not pick it. "
+    )
 
 
 def _reserve_hint(device: Device, exc: build.LinkOverflowError) -> str:

@@ -43,8 +43,8 @@ def firmware_rows(fw: dict[str, Any] | None, sram_budget: int | None, flash_budg
     """(what, value, against / note) rows; none without a firmware section."""
     if not fw:
         return []
-    failed = [("checks FAILED", str(len(fw["failed_checks"])), "; ".join(fw["failed_checks"]))]
-    failed = failed if fw.get("failed_checks") else []
+    fails = fw.get("failed_checks") or []
+    failed = [("checks FAILED", str(len(fails)), "; ".join(fails))] if fails else []
     if not fw.get("built"):
         return [("firmware", "NOT BUILT", fw.get("not_built") or fw.get("skipped", "")), _core_row(fw), *failed]
     where = f"{fw.get('target')} {fw.get('opt')}, {fw.get('rounding', 'tflite')} rounding"
