@@ -23,6 +23,7 @@ from tinyflow.memory.plan import ExecutionPlan
 
 ARENA = "tf_arena"
 PLANE = "tf_plane"
+WIDE = "tf_wide"  # the pointwise kernel's widened inputs (int32 words: two pixels' int16 pairs)
 
 
 @dataclass
@@ -153,11 +154,32 @@ def rq_mode(layer: QLayer) -> int:
     return int(np.all(np.abs(p["bias"].astype(np.int64)) + 128 * w < ACC_BOUND))
 
 
+def conv_row(layer: QLayer) -> int:
+    """An im2col conv's weight row: kh·kw·cin rounded up to a multiple of 4 when that adds at most 1/8 more MACs
+    (the kernel's dot products then need no remainder loop: 27 -> 28), else kh·kw·cin (9 stays 9)."""
+    (kh, kw), cin = layer.p["kernel"], hwc(layer.in_shapes[0])[2]
+    k = kh * kw * cin
+    kp = -(-k // 4) * 4
+    return kp if 8 * (kp - k) <= k else k
+
+
+def kernel_weight(layer: QLayer) -> np.ndarray:
+    """The weights in the order and length the kernel reads them: an im2col conv's OHWI rows padded with zeros to
+    `conv_row` (flash: cout·(kp − k) bytes more); every other kind as lowered."""
+    w = layer.p["weight"]
+    if layer.kind != "conv":
+        return w
+    rows = w.reshape(w.shape[0], -1)
+    padded = np.zeros((rows.shape[0], conv_row(layer)), np.int8)
+    padded[:, : rows.shape[1]] = rows
+    return padded
+
+
 def layer_arrays(layer: QLayer, ident: str) -> str:
     p = layer.p
     arrays = ""
     if "weight" in p:
-        arrays += c_array("int8_t", f"{ident}_w", p["weight"]) + c_array("int32_t", f"{ident}_b", p["bias"])
+        arrays += c_array("int8_t", f"{ident}_w", kernel_weight(layer)) + c_array("int32_t", f"{ident}_b", p["bias"])
     if "table" in p:
         arrays += c_array("int32_t", f"{ident}_t", p["table"])
     if isinstance(p.get("mult"), np.ndarray):
@@ -202,10 +224,13 @@ def _views(v: Views) -> str:
 
 def emit_pointwise(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
     p, (x, y, (h, w, c), (_, _, co)) = layer.p, _io(layer, v)
-    rq = rq_mode(layer)
+    rq, wide = rq_mode(layer), (WIDE if c % 4 == 0 else "0")
     if layer_plan:
-        return f"tf_pointwise({x}, {y}, {h * w}, {c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)}, {rq});"
-    return f"tf_pointwise_rect({_views(v)}, {c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)}, {rq});"
+        return (
+            f"tf_pointwise({x}, {y}, {h * w}, {c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)}, {rq}, "
+            f"{wide});"
+        )
+    return f"tf_pointwise_rect({_views(v)}, {c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)}, {rq}, {wide});"
 
 
 def _windowed(name: str, layer: QLayer, ident: str, v: Views, cout: str) -> str:
@@ -218,7 +243,9 @@ def _windowed(name: str, layer: QLayer, ident: str, v: Views, cout: str) -> str:
 
 
 def emit_conv(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
-    return _windowed("tf_conv", layer, ident, v, f"{hwc(layer.out_shape)[2]}, ")
+    kp = conv_row(layer)
+    wide = WIDE if kp % 4 == 0 else "0"
+    return _windowed("tf_conv", layer, ident, v, f"{hwc(layer.out_shape)[2]}, ")[:-2] + f", {kp}, {wide});"
 
 
 def emit_depthwise(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
@@ -227,9 +254,14 @@ def emit_depthwise(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str
 
 def emit_add(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
     p, (x, y, (h, w, c), _) = layer.p, _io(layer, v)
+    # |inputs · 2^20| < 2^28, so 2·acc fits int32: per rescale 2 (shift 0: SMMULR alone), 1 (right shift: the short
+    # sequence, −shift − 1 passed) or 0 (a left shift: the general one)
+    modes = {k: 2 if p[k] == 0 else int(p[k] <= -1) for k in ("sh1", "sh2", "sho")}
+    sh1, sh2, sho = (-p[k] - 1 if modes[k] == 1 else p[k] for k in ("sh1", "sh2", "sho"))
+    rq = modes["sh1"] + 3 * modes["sh2"] + 9 * modes["sho"]
     add_q = (
-        f"{p.get('zp1')}, {p.get('m1')}, {p.get('sh1')}, {p.get('zp2')}, {p.get('m2')}, {p.get('sh2')}, "
-        f"{p.get('mo')}, {p.get('sho')}, {p.get('zp_out')}"
+        f"{p.get('zp1')}, {p.get('m1')}, {sh1}, {p.get('zp2')}, {p.get('m2')}, {sh2}, "
+        f"{p.get('mo')}, {sho}, {p.get('zp_out')}, {rq}"
     )
     if layer_plan:
         return f"tf_add({x}, {v.ins[1][0]}, {y}, {h * w * c}, {add_q});"
@@ -241,8 +273,9 @@ def emit_add(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
 
 def emit_linear(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
     p, (x, y, (h, w, c), (_, _, co)) = layer.p, _io(layer, v)
-    rq = rq_mode(layer)
-    return f"tf_pointwise({x}, {y}, 1, {h * w * c}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)}, {rq});"
+    rq, n = rq_mode(layer), h * w * c
+    wide = WIDE if n % 4 == 0 and n <= layer.p.get("wide_words", 0) else "0"  # only in the buffer the model has
+    return f"tf_pointwise({x}, {y}, 1, {n}, {co}, {ident}_w, {_q(ident)}, {p['zp_out']}, {_act(p)}, {rq}, {wide});"
 
 
 def emit_global_avgpool(layer: QLayer, ident: str, v: Views, layer_plan: bool) -> str:
@@ -292,12 +325,27 @@ def scratch_bytes(rects: list[tuple[QLayer, int, int]]) -> int:
     sizes = [0]
     for layer, oh, ow in rects:
         if layer.kind == "conv":  # im2col of two output pixels
-            (kh, kw), cin = layer.p["kernel"], hwc(layer.in_shapes[0])[2]
-            sizes.append(2 * kh * kw * cin)
+            sizes.append(2 * conv_row(layer))
         if layer.kind == "depthwise":
             (kh, kw), (sh, sw) = layer.p["kernel"], layer.p["stride"]
             sizes.append(((oh - 1) * sh + kh) * ((ow - 1) * sw + kw))
     return max(sizes)
+
+
+def wide_words(model: QModel) -> int:
+    """int32 words of the pointwise kernel's widened inputs: two pixels of the widest pointwise layer whose input
+    channels are a multiple of 4, or of an im2col conv's padded row (2·cin int16 = cin words); 0 without one."""
+    cins = [hwc(la.in_shapes[0])[2] for la in model.layers if la.kind == "pointwise"]
+    cins += [conv_row(la) for la in model.layers if la.kind == "conv"]
+    return max([c for c in cins if c % 4 == 0], default=0)
+
+
+def wide_array(words: int) -> str:
+    """The widened-input scratch (used on a DSP core only; the compiler drops it elsewhere)."""
+    if not words:
+        return ""
+    head = "/* scratch of the pointwise kernel: two pixels' inputs widened to int16 pairs (DSP cores) */"
+    return f"{head}\nstatic int32_t {WIDE}[{words}] __attribute__((unused));\n"
 
 
 PATCH_PARAMS = (
@@ -371,6 +419,10 @@ def generate(model: QModel, plan: ExecutionPlan, profile: bool = False) -> CSour
     layers = {layer.name: layer for layer in model.layers}
     idents = {layer.name: f"L{i:03d}" for i, layer in enumerate(model.layers)}  # names only in comments (c_comment)
     arrays = [layer_arrays(layer, idents[layer.name]) for layer in model.layers]
+    wide = wide_words(model)
+    for layer in model.layers:  # a classifier widens its input into that buffer when it fits (2·n int16 ≤ words)
+        if layer.kind == "linear":
+            layer.p["wide_words"] = 2 * wide
     funcs: list[str] = []
     calls: list[str] = []
     points: list[str] = []
@@ -432,6 +484,7 @@ def generate(model: QModel, plan: ExecutionPlan, profile: bool = False) -> CSour
     )
     source = template("model.c.in")
     source = source.replace("@ARENA_BYTES@", str(plan.arena_bytes)).replace("@PLANE_BYTES@", str(max(plane, 1)))
+    source = source.replace("static const int8_t *tf_input;", f"{wide_array(wide)}static const int8_t *tf_input;")
     source = source.replace("@ARRAYS@", "\n".join(a for a in arrays if a))
     source = source.replace("@FUNCTIONS@", "\n".join(funcs))
     copy_out = f"    memcpy(output, {ptr[model.output_name]}, TF_OUTPUT_BYTES);"
@@ -448,4 +501,5 @@ def generate(model: QModel, plan: ExecutionPlan, profile: bool = False) -> CSour
     files = {"model.h": header, "model.c": source, "tf_kernels.h": template("tf_kernels.h")}
     if stage is not None:
         files["tf_rnnpool.h"] = template("tf_rnnpool.h")
-    return CSources(files, plan.arena_bytes, plane + extra_scratch, in_bytes, out_bytes, points if profile else [])
+    scratch = plane + 4 * wide + extra_scratch
+    return CSources(files, plan.arena_bytes, scratch, in_bytes, out_bytes, points if profile else [])

@@ -175,12 +175,90 @@ TF_INLINE void tf_pointwise_2x2(const int8_t *x0, const int8_t *x1, const int8_t
 }
 #endif
 
-/* 1x1 convolution, stride 1: out[p][o] = requant(bias[o] + sum_k in[p][k] * w[o][k]); zp_in folded into bias */
+#if TF_DSP
+/* n4 groups of 4 int8 widened once to int16 pairs in SXTB16's order ((x0, x2), (x1, x3)): the weights' pairing */
+TF_INLINE void tf_widen(const int8_t *x, int32_t *xw, int32_t n4) {
+    for (int32_t k = 0; k < n4; k++) {
+        int32_t v;
+        memcpy(&v, x + 4 * k, 4);
+        xw[2 * k] = __sxtb16(v);
+        xw[2 * k + 1] = tf_sxtb16_ror8(v);
+    }
+}
+
+/* 2 pixels (widened) x 2 output channels: per 4 inputs two loads of weights, four SXTB16, eight dual MACs */
+TF_INLINE void tf_pointwise_2x2w(const int32_t *x0, const int32_t *x1, const int8_t *w0, const int8_t *w1, int32_t n4,
+                                 int32_t *acc) {
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    for (int32_t k = 0; k < n4; k++) {
+        int32_t wa, wb;
+        memcpy(&wa, w0 + 4 * k, 4);
+        memcpy(&wb, w1 + 4 * k, 4);
+        const int32_t wa0 = __sxtb16(wa), wa1 = tf_sxtb16_ror8(wa);
+        const int32_t wb0 = __sxtb16(wb), wb1 = tf_sxtb16_ror8(wb);
+        const int32_t xa0 = x0[2 * k], xa1 = x0[2 * k + 1], xb0 = x1[2 * k], xb1 = x1[2 * k + 1];
+        a00 = __smlad(xa1, wa1, __smlad(xa0, wa0, a00));
+        a01 = __smlad(xa1, wb1, __smlad(xa0, wb0, a01));
+        a10 = __smlad(xb1, wa1, __smlad(xb0, wa0, a10));
+        a11 = __smlad(xb1, wb1, __smlad(xb0, wb0, a11));
+    }
+    acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
+}
+#endif
+
+/* 1x1 convolution, stride 1: out[p][o] = requant(bias[o] + sum_k in[p][k] * w[o][k]); zp_in folded into bias.
+ * `wide` (2 * cin int32 of scratch, or NULL): on a DSP core with cin a multiple of 4, each pixel pair's inputs are
+ * widened once there and reused by every output channel pair. */
 TF_INLINE void tf_pointwise(const int8_t *in, int8_t *out, int32_t npix, int32_t cin, int32_t cout,
                             const int8_t *w, const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                            int32_t zp_out, int32_t lo, int32_t hi, int32_t rq) {
+                            int32_t zp_out, int32_t lo, int32_t hi, int32_t rq, int32_t *wide) {
     int32_t p = 0;
 #if TF_DSP
+    if (cin % 4 == 0 && npix == 1) { /* a classifier: one input (widened once where `wide`), 2 channels at a time */
+        if (wide != 0) tf_widen(in, wide, cin / 4);
+        int32_t o = 0;
+        for (; o + 2 <= cout; o += 2) {
+            int32_t a0 = bias[o], a1 = bias[o + 1];
+            const int8_t *w0 = w + o * cin, *w1 = w0 + cin;
+            for (int32_t k = 0; k < cin / 4; k++) {
+                int32_t wa, wb;
+                memcpy(&wa, w0 + 4 * k, 4);
+                memcpy(&wb, w1 + 4 * k, 4);
+                int32_t xv;
+                memcpy(&xv, in + 4 * k, 4);
+                const int32_t x0 = wide != 0 ? wide[2 * k] : __sxtb16(xv);
+                const int32_t x1 = wide != 0 ? wide[2 * k + 1] : tf_sxtb16_ror8(xv);
+                a0 = __smlad(x1, tf_sxtb16_ror8(wa), __smlad(x0, __sxtb16(wa), a0));
+                a1 = __smlad(x1, tf_sxtb16_ror8(wb), __smlad(x0, __sxtb16(wb), a1));
+            }
+            out[o] = tf_clamp(tf_rq(a0, mult[o], shift[o], rq) + zp_out, lo, hi);
+            out[o + 1] = tf_clamp(tf_rq(a1, mult[o + 1], shift[o + 1], rq) + zp_out, lo, hi);
+        }
+        for (; o < cout; o++)
+            out[o] = tf_clamp(tf_rq(tf_dot(in, w + o * cin, cin, bias[o]), mult[o], shift[o], rq) + zp_out, lo, hi);
+        return;
+    }
+    if (wide != 0 && cin % 4 == 0) {
+        for (; p + 2 <= npix; p += 2) {
+            const int8_t *x0 = in + p * cin, *x1 = x0 + cin;
+            int8_t *y0 = out + p * cout, *y1 = y0 + cout;
+            tf_widen(x0, wide, cin / 4);
+            tf_widen(x1, wide + cin / 2, cin / 4);
+            int32_t o = 0;
+            for (; o + 2 <= cout; o += 2) {
+                int32_t acc[4] = {bias[o], bias[o + 1], bias[o], bias[o + 1]};
+                tf_pointwise_2x2w(wide, wide + cin / 2, w + o * cin, w + (o + 1) * cin, cin / 4, acc);
+                y0[o] = tf_clamp(tf_rq(acc[0], mult[o], shift[o], rq) + zp_out, lo, hi);
+                y0[o + 1] = tf_clamp(tf_rq(acc[1], mult[o + 1], shift[o + 1], rq) + zp_out, lo, hi);
+                y1[o] = tf_clamp(tf_rq(acc[2], mult[o], shift[o], rq) + zp_out, lo, hi);
+                y1[o + 1] = tf_clamp(tf_rq(acc[3], mult[o + 1], shift[o + 1], rq) + zp_out, lo, hi);
+            }
+            for (; o < cout; o++) {
+                y0[o] = tf_clamp(tf_rq(tf_dot(x0, w + o * cin, cin, bias[o]), mult[o], shift[o], rq) + zp_out, lo, hi);
+                y1[o] = tf_clamp(tf_rq(tf_dot(x1, w + o * cin, cin, bias[o]), mult[o], shift[o], rq) + zp_out, lo, hi);
+            }
+        }
+    }
     for (; p + 2 <= npix; p += 2) {
         const int8_t *x0 = in + p * cin, *x1 = x0 + cin;
         int8_t *y0 = out + p * cout, *y1 = y0 + cout;
@@ -216,8 +294,10 @@ TF_INLINE void tf_pointwise(const int8_t *in, int8_t *out, int32_t npix, int32_t
  * input (h x w) are the image border's zero padding. */
 
 /* general convolution (groups 1), weights OHWI, by im2col: two output pixels' input windows are copied into
- * `col` (2 x kh*kw*cin bytes of scratch; padding holds zp_in, so zp_in is folded into the bias), then every
- * pair of output channels takes the pointwise kernel's blocked dot products */
+ * `col` (2 x kp bytes of scratch; padding holds zp_in, so zp_in is folded into the bias), then every pair of output
+ * channels takes the pointwise kernel's blocked dot products. kp: the window's kh*kw*cin rounded up to a multiple
+ * of 4; the generator pads each weight row with zeros to kp, so the dot products need no remainder loop (the
+ * column's tail bytes, whatever they hold, meet zero weights). */
 TF_INLINE void tf_im2col(const int8_t *in, int32_t iy0, int32_t ix0, int32_t is, int32_t oy, int32_t ox, int32_t h,
                          int32_t w, int32_t cin, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt,
                          int32_t pl, int32_t zp_in, int8_t *col) {
@@ -237,19 +317,19 @@ TF_INLINE void tf_conv(const int8_t *in, int32_t iy0, int32_t ix0, int32_t is, i
                        int32_t oh, int32_t ow, int32_t oyb, int32_t oxb, int32_t os, int32_t h, int32_t w,
                        int32_t cin, int32_t cout, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt,
                        int32_t pl, const int8_t *wt, const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                       int32_t zp_in, int32_t zp_out, int32_t lo, int32_t hi, int8_t *col, int32_t rq) {
-    const int32_t k = kh * kw * cin;
+                       int32_t zp_in, int32_t zp_out, int32_t lo, int32_t hi, int8_t *col, int32_t rq,
+                       int32_t kp, int32_t *wide) {
     for (int32_t oy = oy0; oy < oy0 + oh; oy++) {
         int8_t *row = out + ((oy - oyb) * os - oxb) * cout;
         int32_t ox = ox0;
         for (; ox + 2 <= ox0 + ow; ox += 2) {
             tf_im2col(in, iy0, ix0, is, oy, ox, h, w, cin, kh, kw, sh, sw, pt, pl, zp_in, col);
-            tf_im2col(in, iy0, ix0, is, oy, ox + 1, h, w, cin, kh, kw, sh, sw, pt, pl, zp_in, col + k);
-            tf_pointwise(col, row + ox * cout, 2, k, cout, wt, bias, mult, shift, zp_out, lo, hi, rq);
+            tf_im2col(in, iy0, ix0, is, oy, ox + 1, h, w, cin, kh, kw, sh, sw, pt, pl, zp_in, col + kp);
+            tf_pointwise(col, row + ox * cout, 2, kp, cout, wt, bias, mult, shift, zp_out, lo, hi, rq, wide);
         }
         for (; ox < ox0 + ow; ox++) {
             tf_im2col(in, iy0, ix0, is, oy, ox, h, w, cin, kh, kw, sh, sw, pt, pl, zp_in, col);
-            tf_pointwise(col, row + ox * cout, 1, k, cout, wt, bias, mult, shift, zp_out, lo, hi, rq);
+            tf_pointwise(col, row + ox * cout, 1, kp, cout, wt, bias, mult, shift, zp_out, lo, hi, rq, wide);
         }
     }
 }
@@ -299,19 +379,25 @@ TF_INLINE void tf_pointwise_rect(const int8_t *in, int32_t iy0, int32_t ix0, int
                                  int32_t ox0, int32_t oh, int32_t ow, int32_t oyb, int32_t oxb, int32_t os,
                                  int32_t cin, int32_t cout, const int8_t *w, const int32_t *bias,
                                  const int32_t *mult, const int32_t *shift, int32_t zp_out, int32_t lo, int32_t hi,
-                                 int32_t rq) {
+                                 int32_t rq, int32_t *wide) {
     for (int32_t r = 0; r < oh; r++)
         tf_pointwise(in + ((oy0 + r - iy0) * is + (ox0 - ix0)) * cin, out + ((oy0 + r - oyb) * os + (ox0 - oxb)) * cout,
-                     ow, cin, cout, w, bias, mult, shift, zp_out, lo, hi, rq);
+                     ow, cin, cout, w, bias, mult, shift, zp_out, lo, hi, rq, wide);
 }
 
-/* TF Lite's int8 add: both inputs scaled up by 2^20, rescaled to a common scale, summed, rescaled to the output */
+/* one of the add's rescales: mode 2 (shift 0, |acc| < 2^30): SRDHM alone, SMMULR(2*acc, m), which is also the
+ * single rounding at shift 0; else `tf_rq` (1: the short sequence with -shift - 1; 0: the general one) */
+TF_INLINE int32_t tf_rq_add(int32_t acc, int32_t m, int32_t s, int32_t mode) {
+    return mode == 2 ? tf_smmulr(acc * 2, m) : tf_rq(acc, m, s, mode);
+}
+
+/* TF Lite's int8 add: both inputs scaled up by 2^20, rescaled to a common scale, summed, rescaled to the output; rq: the three rescales' modes (tf_rq_add) in base 3 */
 TF_INLINE void tf_add(const int8_t *a, const int8_t *b, int8_t *out, int32_t n, int32_t zp1, int32_t m1, int32_t sh1,
-                      int32_t zp2, int32_t m2, int32_t sh2, int32_t mo, int32_t sho, int32_t zp_out) {
+                      int32_t zp2, int32_t m2, int32_t sh2, int32_t mo, int32_t sho, int32_t zp_out, int32_t rq) {
     for (int32_t i = 0; i < n; i++) {
-        int32_t x = tf_requant(((int32_t)a[i] - zp1) * (1 << 20), m1, sh1);
-        int32_t y = tf_requant(((int32_t)b[i] - zp2) * (1 << 20), m2, sh2);
-        out[i] = tf_clamp(tf_requant(x + y, mo, sho) + zp_out, -128, 127);
+        int32_t x = tf_rq_add(((int32_t)a[i] - zp1) * (1 << 20), m1, sh1, rq % 3);
+        int32_t y = tf_rq_add(((int32_t)b[i] - zp2) * (1 << 20), m2, sh2, rq / 3 % 3);
+        out[i] = tf_clamp(tf_rq_add(x + y, mo, sho, rq / 9) + zp_out, -128, 127);
     }
 }
 
@@ -319,10 +405,12 @@ TF_INLINE void tf_add(const int8_t *a, const int8_t *b, int8_t *out, int32_t n, 
 TF_INLINE void tf_add_rect(const int8_t *a, int32_t ay0, int32_t ax0, int32_t as, const int8_t *b, int32_t by0,
                            int32_t bx0, int32_t bs, int8_t *out, int32_t oy0, int32_t ox0, int32_t oh, int32_t ow,
                            int32_t oyb, int32_t oxb, int32_t os, int32_t c, int32_t zp1, int32_t m1, int32_t sh1,
-                           int32_t zp2, int32_t m2, int32_t sh2, int32_t mo, int32_t sho, int32_t zp_out) {
+                           int32_t zp2, int32_t m2, int32_t sh2, int32_t mo, int32_t sho, int32_t zp_out,
+                           int32_t rq) {
     for (int32_t r = 0; r < oh; r++)
         tf_add(a + ((oy0 + r - ay0) * as + (ox0 - ax0)) * c, b + ((oy0 + r - by0) * bs + (ox0 - bx0)) * c,
-               out + ((oy0 + r - oyb) * os + (ox0 - oxb)) * c, ow * c, zp1, m1, sh1, zp2, m2, sh2, mo, sho, zp_out);
+               out + ((oy0 + r - oyb) * os + (ox0 - oxb)) * c, ow * c, zp1, m1, sh1, zp2, m2, sh2, mo, sho, zp_out,
+               rq);
 }
 
 /* mean over npix pixels: (m, s) is one rounding of s_in/(s_out*npix) (single) or TF Lite's integer mean (tflite) */
