@@ -149,7 +149,7 @@ def main() -> None:
     worst = 0.0
     for r in rows:
         c = cores[r["core"]][r["opt"]]
-        p_scratch = runtime_overhead.scratch_bytes(r["graph"], r["plan"])
+        p_scratch = runtime_overhead.scratch_bytes(r["graph"], r["plan"], r["core"])
         p_io = runtime_overhead.io_bytes(r["graph"])
         p_stack = runtime_overhead.stack_bytes(c, r["keys"])
         pred = p_scratch + p_io + c["runtime"] + p_stack

@@ -54,7 +54,8 @@ class Device:
     flash_kb: float
     core: str  # a key of CORES
     clock_mhz: float
-    sram_reserve_kb: float = 0.0  # kept free for the runtime, stack and I/O buffers
+    sram_reserve_kb: float = 0.0  # kept free for the user's application (the firmware's own scratch, I/O buffer,
+    # runtime and stack are the overhead model's, tinyflow.memory.runtime_overhead, counted in every plan)
     flash_reserve_kb: float = 0.0  # runtime code (e.g. TF Lite Micro ~37 KB, MicroNets)
     macs_per_cycle: float = 0.0  # documented/derived throughput of int8 conv kernels, for cost models
     latency_ms_per_mop: float = 0.0  # MicroNets slope: ms per 1e6 ops (ops = 2·MACs); 0 = derive from clock
@@ -68,7 +69,7 @@ class Device:
 
     @property
     def sram_total_bytes(self) -> int:
-        """The whole SRAM of the device (reserve included); the arena is compared with `sram_budget_bytes`."""
+        """The whole SRAM of the device (reserve included); a plan is compared with `sram_budget_bytes`."""
         return int(self.sram_kb * 1024)
 
     @property
@@ -78,7 +79,7 @@ class Device:
 
     @property
     def sram_budget_bytes(self) -> int:
-        """SRAM available to the activation arena."""
+        """SRAM for the plan: the arena + the firmware's overhead (`sram_total_bytes` of an analysis) must fit it."""
         return int((self.sram_kb - self.sram_reserve_kb) * 1024)
 
     @property

@@ -65,6 +65,7 @@ class Figures:
     sram_overhead_note: str | None = None  # its parts and model
     sram_total_bytes: float | None = None  # arena + overhead: the plan's SRAM figure
     linker_fits: bool | None = None  # a firmware backend's link for the device (None: no link)
+    firmware_built: bool | None = None  # a firmware backend built its image (False: written, not built)
 
     @property
     def sram_used(self) -> float | None:
@@ -130,6 +131,7 @@ def gather(cfg: DictConfig, ctx: RunContext) -> Figures:
         parts = ", ".join(f"{k} {v:,}" for k, v in plan["sram_overhead_parts"].items())
         f.sram_overhead_note = f"{parts} B; {plan.get('sram_overhead_model', '')}"
     f.linker_fits = (ctx.extra.get("deploy_checks") or {}).get("linker_fits")
+    f.firmware_built = (ctx.extra.get("deploy_checks") or {}).get("built")
     f.flash_bytes = plan.get("flash_bytes")
     f.macs = plan.get("macs")
     f.params = plan.get("params")
@@ -211,7 +213,7 @@ def rows(f: Figures, files: dict[str, str]) -> list[tuple[str, str, str]]:
 def _fits_note(f: Figures) -> str:
     """Whose verdict the top-level "fits" is, and the other one when they disagree (never silently)."""
     if f.linker_fits is None:
-        return ""
+        return "the plan's verdict; the firmware was NOT built (no link)" if f.firmware_built is False else ""
     plan = None if f.fits_sram is None or f.fits_flash is None else f.fits_sram and f.fits_flash
     if plan is None or plan == f.linker_fits:
         return "the linker's verdict (firmware linked for the device)"

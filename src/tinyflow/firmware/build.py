@@ -136,6 +136,22 @@ def compile_objects(folder: Path, cflags: list[str]) -> list[str]:
     return objs
 
 
+def bss_symbols(map_path: Path, names: tuple[str, ...]) -> dict[str, int]:
+    """The sizes of the `.bss.<name>` input sections (-fdata-sections: one per static array) in the map file."""
+    sizes = {}
+    pending = None
+    for line in map_path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 1 and parts[0].startswith(".bss."):
+            pending = parts[0]  # a long name: address and size on the next line
+            continue
+        name = parts[0] if parts and parts[0].startswith(".bss.") else pending
+        pending = None
+        if name and name[5:] in names and len(parts) >= 3 and parts[-2].startswith("0x"):
+            sizes[name[5:]] = sizes.get(name[5:], 0) + int(parts[-2], 16)
+    return sizes
+
+
 def frame_bytes(folder: Path, functions: tuple[str, ...] = ("Reset_Handler", "main")) -> int:
     """The static stack frames of `functions` (gcc -fstack-usage, `build/*.su`): the stack used above
     `tf_model_run`'s painted region (the start-up code and the harness's main)."""

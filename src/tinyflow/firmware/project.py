@@ -252,7 +252,7 @@ def make_firmware(
         instructions_max=int(run.instructions.max()),
         emulator_wall_s=round(run.wall_s, 3),
     )
-    result["sram_overhead_measured"] = measured_overhead(image, sections.arena, sources, run.stack_bytes + frames)
+    result["sram_overhead_measured"] = measured_overhead(image, sections.arena, elf, run.stack_bytes + frames)
     result["sram_overhead_covered"] = result["sram_overhead_measured"]["total"] <= predicted.total
     result["instructions_per_mac"] = result["instructions_per_inference"] / max(1, plan.macs)
     if settings.profile:  # firmware/profile.py: per layer, per op kind, the method's check, the figure
@@ -276,7 +276,7 @@ def failed_checks(result: dict[str, Any]) -> list[str]:
     """The checks that failed or could not run, one line each (a check that could not run is a failed check)."""
     out = []
     if not result.get("built"):
-        out.append(f"built: {result.get('not_built') or result.get('skipped') or 'no'}")
+        out.append(f"built: no, for {result.get('target')} (the firmware section's paragraph says why)")
     elif not result.get("ran"):
         out.append(f"run on the emulator: {result.get('emulation') or 'not run'}")
     else:
@@ -309,12 +309,15 @@ def not_built_reason(tgt: linker.Target | None, device: Device) -> str:
     return ""
 
 
-def measured_overhead(image: dict[str, int], arena: int, sources: Any, stack: int) -> dict[str, int]:
-    """The firmware's SRAM beside the arena, measured: the ELF's .data + .bss less the arena (scratch, the output
-    buffer, the rest), and the stack's high-water mark (painted stack + start-up frames)."""
+def measured_overhead(image: dict[str, int], arena: int, elf: Path, stack: int) -> dict[str, int]:
+    """The firmware's SRAM beside the arena, measured: the ELF's .data + .bss less the arena, split by the map
+    file into the kernels' scratch arrays, the output buffer and the rest; the stack's high-water mark (painted
+    stack + start-up frames)."""
     static = image.get(".data", 0) + image.get(".bss", 0) - arena
-    scratch = -(-max(sources.scratch_bytes, 1) // 4) * 4
-    io = -(-sources.output_bytes // 4) * 4
+    sizes = build.bss_symbols(elf.with_suffix(".map"), ("tf_plane", "tf_wide", "tf_rnn_scratch", "out_buf"))
+    scratch = sizes.get("tf_plane", 0) + sizes.get("tf_wide", 0) + sizes.get("tf_rnn_scratch", 0)
+    scratch = -(-scratch // 4) * 4
+    io = -(-sizes.get("out_buf", 0) // 4) * 4
     parts = {"scratch": scratch, "io": io, "runtime": static - scratch - io, "stack": stack}
     return {**parts, "total": static + stack}
 

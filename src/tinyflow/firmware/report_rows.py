@@ -23,8 +23,8 @@ def _core_row(fw: dict[str, Any]) -> tuple:
     """The core the firmware was built for, its -mcpu flags and the QEMU machine (and when that machine's core is
     not the target's: Armv6-M code on the Cortex-M3 board)."""
     flags = fw.get("cpu_flags") or "—"
-    machine = f"qemu {fw['machine']}" if fw.get("machine") else "no emulated board"
-    return ("core", str(fw.get("target")), f"{flags}; {machine}; {fw.get('emulation') or ''}".rstrip("; "))
+    where = fw.get("emulation") or (f"qemu {fw['machine']}" if fw.get("machine") else "no emulated board")
+    return ("core", str(fw.get("target")), f"{flags}; {where}")
 
 
 def _overhead_row(fw: dict[str, Any]) -> tuple | None:
@@ -59,7 +59,7 @@ def firmware_rows(fw: dict[str, Any] | None, sram_budget: int | None, flash_budg
         ("firmware flash", _kib(fw["flash_bytes"]), _against(fw["flash_bytes"], flash_total)),
         ("firmware fits (linker)", "yes" if fits else "NO", fw.get("overflow") or f"device {fw.get('device')}"),
     ]
-    if not fw.get("ran"):
+    if not fw.get("ran", "bit_exact" in fw):  # a result saved before `ran` existed ran when it has outputs
         return [("firmware", "built, not run", where), *linked, *failed]
     overhead = _overhead_row(fw)
     ref = str(fw.get("reference_check", ""))

@@ -2,10 +2,12 @@
 
 A plan's SRAM figure is `arena + overhead` (`sram_total_bytes` of an analysis); the overhead has four parts:
 
-- `scratch`: the largest kernel scratch the generated code declares (`tf_plane`, in .bss): a depthwise layer's
-  zero-point padded plane ((oh−1)·s + k) × ((ow−1)·s + k) over the rectangle a step computes (the whole map, or
-  a patch's region), an im2col convolution's two columns 2·kh·kw·cin, RNNPool's float32 RNN scratch — the same
-  rule as `firmware.codegen.scratch_bytes`, read from the IR instead of the generated code;
+- `scratch`: the kernel scratch the generated code declares (in .bss): `tf_plane`, the largest of a depthwise
+  layer's zero-point padded plane ((oh−1)·s + k) × ((ow−1)·s + k) over the rectangle a step computes (the whole
+  map, or a patch's region) and an im2col convolution's two rows 2·row (row = kh·kw·cin, padded to a multiple of
+  4 where that adds at most 1/8); on a core with the DSP extension `tf_wide`, two pixels' inputs widened to int16
+  (int32 words = the widest pointwise cin or im2col row that is a multiple of 4; elsewhere the compiler drops it);
+  RNNPool's float32 RNN scratch — the rules of `firmware.codegen`, read from the IR instead of generated code;
 - `io`: the output buffer outside the arena (the harness's `out_buf`; the input is read where it lies);
 - `runtime`: the rest of .data + .bss (start-up, harness, C library), a constant per core and options;
 - `stack`: the stack's high-water mark: a base (start-up code, the harness's main, `tf_model_run`'s own frame)
@@ -31,6 +33,7 @@ import yaml
 FIT_FILE = Path(__file__).with_name("runtime_overhead.yaml")  # package data (*.yaml)
 DEFAULT_OPT = "-O2"
 ALIGN = 4  # every .bss buffer of the generated code is 4-byte aligned
+DSP_CORES = ("cortex_m4", "cortex_m7", "cortex_m33", "cortex_m55")  # SMLAD & co.: the kernels' widened-input path
 
 
 @dataclass(frozen=True)
@@ -60,16 +63,49 @@ def _round(n: int, to: int = ALIGN) -> int:
     return -(-int(n) // to) * to
 
 
-def _conv_scratch(node: Any, in_shape: tuple[int, ...], oh: int, ow: int) -> int:
-    """Scratch of one conv2d over an oh × ow output rectangle (NCHW shapes, as the lowering classifies it)."""
+def _conv_kind(node: Any, in_shape: tuple[int, ...]) -> str:
+    """depthwise | pointwise | conv (im2col), as the lowering classifies a conv2d."""
     a = node.attrs
     (kh, kw), (sh, sw) = a["kernel"], tuple(a.get("stride", (1, 1)))
     cin, cout, groups = in_shape[1], a["out_channels"], a.get("groups", 1)
-    if groups == cin == cout and cin > 1:  # depthwise: one padded input plane
-        return ((oh - 1) * sh + kh) * ((ow - 1) * sw + kw)
+    if groups == cin == cout and cin > 1:
+        return "depthwise"
     if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and tuple(a.get("padding", (0,) * 4)) == (0, 0, 0, 0):
-        return 0  # pointwise: no scratch
-    return 2 * kh * kw * cin  # im2col of two output pixels
+        return "pointwise"
+    return "conv"
+
+
+def conv_row(node: Any, in_shape: tuple[int, ...]) -> int:
+    """An im2col conv's row: kh·kw·cin, padded to a multiple of 4 when that adds at most 1/8 (`codegen.conv_row`)."""
+    (kh, kw) = node.attrs["kernel"]
+    k = kh * kw * in_shape[1]
+    kp = -(-k // 4) * 4
+    return kp if 8 * (kp - k) <= k else k
+
+
+def _conv_scratch(node: Any, in_shape: tuple[int, ...], oh: int, ow: int) -> int:
+    """`tf_plane` bytes of one conv2d over an oh × ow output rectangle (NCHW shapes)."""
+    a = node.attrs
+    (kh, kw), (sh, sw) = a["kernel"], tuple(a.get("stride", (1, 1)))
+    kind = _conv_kind(node, in_shape)
+    if kind == "depthwise":  # one padded input plane
+        return ((oh - 1) * sh + kh) * ((ow - 1) * sw + kw)
+    return 2 * conv_row(node, in_shape) if kind == "conv" else 0  # im2col of two output pixels
+
+
+def wide_bytes(graph: Any, core: str) -> int:
+    """`tf_wide` on a DSP core: int32 words = the widest pointwise cin or im2col row that is a multiple of 4."""
+    if core not in DSP_CORES:
+        return 0
+    sizes = [0]
+    for node in graph:
+        if node.op != "conv2d":
+            continue
+        in_shape = graph[node.inputs[0]].shape
+        kind = _conv_kind(node, in_shape)
+        size = in_shape[1] if kind == "pointwise" else conv_row(node, in_shape) if kind == "conv" else 0
+        sizes.append(size if size % 4 == 0 else 0)
+    return 4 * max(sizes)
 
 
 def _rnnpool_scratch(node: Any, in_shape: tuple[int, ...]) -> int:
@@ -88,7 +124,7 @@ def layer_key(node: Any, in_shape: tuple[int, ...]) -> str:
     (kh, kw), groups = a["kernel"], a.get("groups", 1)
     if groups == in_shape[1] == a["out_channels"] and in_shape[1] > 1:
         return f"depthwise_k{kh}x{kw}"
-    if _conv_scratch(node, in_shape, 1, 1) == 0:
+    if _conv_kind(node, in_shape) == "pointwise":
         return "pointwise"
     return f"conv_k{kh}x{kw}"
 
@@ -108,9 +144,9 @@ def layer_keys(graph: Any, plan: Any = None) -> set[str]:
     return {layer_key(graph[n], graph[graph[n].inputs[0]].shape) for n in set(names) if graph[n].inputs}
 
 
-def scratch_bytes(graph: Any, plan: Any = None) -> int:
-    """The generated code's `tf_plane` (+ RNNPool's float scratch) for this plan, in bytes (≥ 1, 4-aligned);
-    without a plan, every node over its whole map: a bound for any plan of the graph (a patch runs a region)."""
+def scratch_bytes(graph: Any, plan: Any = None, core: str = "") -> int:
+    """The generated code's `tf_plane` (+ `tf_wide` on a DSP core, + RNNPool's float scratch) for this plan, in
+    bytes (4-aligned); without a plan, every node over its whole map: a bound for any plan (a patch runs a region)."""
     plane, rnn = 0, 0
     steps = plan.steps if plan is not None else [_Whole(node.name) for node in graph if node.inputs]
     for step in steps:
@@ -126,7 +162,7 @@ def scratch_bytes(graph: Any, plan: Any = None) -> int:
         else:  # a whole layer (an RNNPool stem: at most its whole map, an upper bound)
             oh, ow = node.shape[2], node.shape[3]
         plane = max(plane, _conv_scratch(node, graph[node.inputs[0]].shape, oh, ow))
-    return _round(max(plane, 1)) + (_round(rnn) if rnn else 0)
+    return _round(max(plane, 1)) + wide_bytes(graph, core) + (_round(rnn) if rnn else 0)
 
 
 def io_bytes(graph: Any) -> int:
@@ -178,4 +214,5 @@ def predict(graph: Any, plan: Any, core: str, opt: str = DEFAULT_OPT) -> Overhea
     for any plan of the graph, what a scheduler choosing its plan is given)."""
     row, source = constants(core, opt)
     stack = stack_bytes(row, layer_keys(graph, plan))
-    return Overhead(scratch_bytes(graph, plan), io_bytes(graph), int(row["runtime"]), stack, core, opt, source)
+    scratch = scratch_bytes(graph, plan, core)
+    return Overhead(scratch, io_bytes(graph), int(row["runtime"]), stack, core, opt, source)
