@@ -19,7 +19,7 @@ from pathlib import Path
 import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_keras_models import convert  # noqa: E402
+from make_keras_models import convert
 
 
 def leading_transpose(shape=(3, 32, 32), classes=4) -> tf.keras.Model:
