@@ -133,3 +133,17 @@ def test_firmware_app_exits_2_when_not_built(tmp_path) -> None:
     res = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 2, res.stderr[-2000:]
     assert "not built" in res.stdout and (tmp_path / "firmware" / "model.c").is_file()
+
+
+@pytest.mark.slow
+def test_the_pipeline_on_a_core_without_a_toolchain_exits_2_with_the_report(run_cli, tmp_path):
+    """`python -m tinyflow backend=c device=esp32s3`: the C project is written, nothing is built for another
+    core, the report says "NOT BUILT" with the failed checks, and the exit code is 2."""
+    from conftest import SMALL_PIPELINE
+
+    res = run_cli("backend=c", "device=esp32s3", *SMALL_PIPELINE)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "checks failed" in res.stderr
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "NOT BUILT" in report and "checks FAILED" in report
+    assert not list((tmp_path / "run").rglob("*.elf"))

@@ -19,7 +19,7 @@ from tinyflow.contracts import ScheduleBudget
 from tinyflow.errors import ConfigError
 from tinyflow.metrics_vocabulary import figures, record
 from tinyflow.plugins import build_device, build_memory, build_plugin
-from tinyflow.search.costing import SchedulerCosts
+from tinyflow.search.costing import SchedulerCosts, fixed_overhead
 from tinyflow.search.space_opt import optimize_space
 from tinyflow.search.space_table import cells_table
 from tinyflow.stages import stage
@@ -55,16 +55,24 @@ class SpaceSettings:
             raise ConfigError(f"space: {exc}. Give space.widths and space.resolutions as lists.") from None
 
 
+def plan_sram_budget(device: Any) -> int:
+    """The SRAM the space stage lets a sampled subnet's plan take: the device's budget less the part of the
+    firmware's overhead that no network avoids (runtime, stack; `costing.fixed_overhead`) — a cheap bound for
+    thousands of samples; the search then checks each candidate's whole overhead."""
+    return device.sram_budget_bytes - fixed_overhead(device.core)
+
+
 def scheduler_costs(cfg: DictConfig, device: Any = None) -> SchedulerCosts:
     """Costs under the configured scheduler and memory conventions (its closed form when it offers one), the
-    scheduler choosing each subnet's plan for `device`'s SRAM budget (`Scheduler.for_budget`)."""
+    scheduler choosing each subnet's plan for `device`'s SRAM budget less the firmware's fixed overhead
+    (`Scheduler.for_budget`)."""
     memory = build_memory(cfg)
     scheduler = build_plugin(cfg, "scheduler")
 
     def make(options: dict[str, int]) -> Any:
         return build_plugin(cfg, "scheduler", **options) if options else scheduler
 
-    budget = None if device is None else ScheduleBudget(device.sram_budget_bytes, metric="peak_live")
+    budget = None if device is None else ScheduleBudget(plan_sram_budget(device), metric="peak_live")
     return SchedulerCosts(memory, make, budget=budget)
 
 
@@ -119,6 +127,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
             "space.samples_per_cell": settings.samples_per_cell,
             "space.seed": settings.seed,
             "sram_budget_bytes": device.sram_budget_bytes,
+            "plan_sram_budget_bytes": plan_sram_budget(device),
             "flash_budget_bytes": device.flash_budget_bytes,
         }
     )
@@ -133,7 +142,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
         settings.widths,
         settings.resolutions,
         cost_fn,
-        device.sram_budget_bytes,
+        plan_sram_budget(device),
         device.flash_budget_bytes,
         samples_per_cell=settings.samples_per_cell,
         seed=settings.seed,
