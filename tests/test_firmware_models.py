@@ -20,10 +20,10 @@ from tinyflow.firmware.qmodel import build_qmodel, to_nhwc
 from tinyflow.ir.onnx_import import from_onnx
 from tinyflow.ir.tflite_import import from_tflite
 
-MODELS = REPO.parent / "shared" / "models"
+MODELS = REPO / "tests" / "data" / "models"  # the published models of ../shared/models, kept in the repo
 NAMES = ("person_detect", "kws_ref_model", "ad01_int8")
 IMAGES = 8
-needs_models = pytest.mark.skipif(not (MODELS / "kws_ref_model.tflite").is_file(), reason="../shared/models absent")
+needs_models = pytest.mark.skipif(not (MODELS / "kws_ref_model.tflite").is_file(), reason="tests/data/models absent")
 needs_toolchain = pytest.mark.skipif(bool(build.missing_tools()), reason="arm-none-eabi-gcc / qemu not installed")
 
 

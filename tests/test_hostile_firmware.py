@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, cli_env
 from tinyflow.firmware import build
 
-MODELS = REPO.parent / "shared" / "models"
+MODELS = REPO / "tests" / "data" / "models"
 AD01 = MODELS / "ad01_int8.onnx"
 needs_tools = pytest.mark.skipif(bool(build.missing_tools()), reason="arm-none-eabi-gcc / qemu-system-arm missing")
 SYMBOL = "tf_injected_symbol"

@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, cli_env
 from robustness_stages import plain
 
-MODEL = Path("/work/shared/models/ad01_int8.onnx")
+MODEL = Path(__file__).resolve().parent / "data" / "models" / "ad01_int8.onnx"
 ANALYZE_MODEL = (f"network.path={MODEL}", "network=onnx", "output=json", "plot=false", "compare_layer=false")
 
 

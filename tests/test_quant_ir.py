@@ -15,9 +15,9 @@ from tinyflow.ir.tflite_import import from_tflite
 from tinyflow.memory.config import MemoryConfig
 from tinyflow.memory.layer_plan import layer_plan
 
-MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+MODELS = Path(__file__).resolve().parent / "data" / "models"  # the published models of ../shared/models
 NAMES = ("person_detect", "kws_ref_model", "ad01_int8")
-needs_models = pytest.mark.skipif(not (MODELS / "kws_ref_model.tflite").is_file(), reason="../shared/models absent")
+needs_models = pytest.mark.skipif(not (MODELS / "kws_ref_model.tflite").is_file(), reason="tests/data/models absent")
 
 
 def _twins(name: str):
