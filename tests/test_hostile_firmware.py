@@ -179,3 +179,55 @@ def test_a_huge_model_file_is_refused_before_it_is_read(tmp_path):
         f.truncate(1 << 30)
     with pytest.raises(OnnxImportError, match="up to 256 MB"):
         from_onnx(huge)
+
+
+def _one_paragraph(res: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert res.returncode != 0 and "Traceback" not in res.stderr and "bug in tinyflow" not in res.stderr
+    text = " ".join(res.stderr.replace("│", " ").split())
+    assert all(w in text for w in words), text[-800:]
+
+
+def test_too_many_images_is_one_paragraph_before_any_work(tmp_path):
+    res = _firmware(tmp_path, AD01, tmp_path / "run", "firmware.images=100000")
+    _one_paragraph(res, "firmware images = 100000", "at most 10,000")
+
+
+def test_an_object_array_as_images_is_refused_without_unpickling(tmp_path):
+    bad = tmp_path / "objects.npy"
+    np.save(bad, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    res = _firmware(tmp_path, AD01, tmp_path / "run", f"images_path={bad}")
+    _one_paragraph(res, "images_path", "not a .npy array of numbers")
+
+
+def test_a_zero_quantization_scale_is_one_paragraph(tmp_path):
+    from onnx import numpy_helper
+
+    from tinyflow.ir.onnx_import import OnnxImportError, from_onnx
+
+    model = onnx.load(str(AD01))
+    scales = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and not i.dims]
+    scales[0].CopyFrom(numpy_helper.from_array(np.float32(0.0), scales[0].name))
+    path = tmp_path / "zero_scale.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(OnnxImportError, match=r"scale of 0\.0"):
+        from_onnx(path)
+
+
+def test_analyze_an_onnx_network_without_a_path_names_the_field(tmp_path):
+    cmd = [sys.executable, "-m", "tinyflow.analyze", "network=onnx", "tracking=none", f"hydra.run.dir={tmp_path}"]
+    res = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
+    _one_paragraph(res, "network.path: not set")
+
+
+@needs_tools
+def test_a_device_larger_than_the_emulated_board_is_built_not_run(tmp_path):
+    """8 MB of SRAM and flash: the firmware links for the device, but the emulated board has 4 MB of each, so it is
+    not run (a failed check saying why) instead of a qemu lockup."""
+    import json
+
+    extra = ("device=custom", "device.sram_kb=8192", "device.flash_kb=8192", "device.core=cortex_m7")
+    res = _firmware(tmp_path, AD01, tmp_path / "run", *extra, "device.clock_mhz=400")
+    assert res.returncode == 2, res.stderr[-2000:]
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result["built"] and not result["ran"]
+    assert any("emulated MPS2 board" in f for f in result["failed_checks"])

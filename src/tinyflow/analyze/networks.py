@@ -85,9 +85,16 @@ def build_network(node: Any) -> Arch | Graph:
     """Instantiate a `network` config node (an Arch or an IR graph); a TinyflowError inside surfaces as itself."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     from tinyflow.errors import TinyflowError
 
+    missing = [k for k in node if OmegaConf.is_missing(node, k)] if OmegaConf.is_config(node) else []
+    if missing:
+        raise ConfigError(
+            f"network.{missing[0]}: not set; this network needs it, e.g. `network.{missing[0]}=model_int8.onnx` "
+            "for a model file."
+        )
     try:
         built = instantiate(node, _convert_="all")
     except InstantiationException as exc:

@@ -58,14 +58,20 @@ def test_images(model: QModel, n: int, seed: int, path: str | None) -> np.ndarra
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"images_path: '{p}' is not a file; give a .npy array of float NCHW images")
-        x = np.load(p).astype(np.float32)
+        try:
+            x = np.load(p, allow_pickle=False).astype(np.float32)  # no pickle: a .npy of objects is refused
+        except (ValueError, OSError, TypeError) as exc:
+            raise ConfigError(
+                f"images_path: '{p}' is not a .npy array of numbers ({type(exc).__name__}: {str(exc)[:120]}); save "
+                "the float NCHW images with numpy.save."
+            ) from None
         if tuple(x.shape[1:]) != tuple(model.input_shape[1:]):
             raise ConfigError(
                 f"images_path: '{p}' holds shape {list(x.shape)}; the model takes {list(model.input_shape)}"
             )
         return x[:n]
     rng = np.random.default_rng(seed)
-    q = rng.integers(-128, 128, size=(n, *model.input_shape[1:]))
+    q = rng.integers(-128, 128, size=(n, *model.input_shape[1:]), dtype=np.int16)
     return ((q - model.input_zp) * np.float32(model.input_scale)).astype(np.float32)
 
 

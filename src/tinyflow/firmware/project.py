@@ -34,6 +34,9 @@ MARKER = ".tinyflow-firmware"  # in every project folder tinyflow writes (the on
 RNNPOOL_ARITHMETIC = "float32 on the FPU (stem int8, RNNPool float32, output quantized to int8)"
 
 
+MAX_IMAGES = 10_000  # test images per emulator run (the host holds them, the board's image memory takes them)
+
+
 @dataclass(frozen=True)
 class FirmwareSettings:
     """How to build and check the firmware (the `firmware:` / `backend:` config keys of the same names)."""
@@ -54,6 +57,11 @@ class FirmwareSettings:
             build.compile_flags(linker.TARGETS["cortex_m7"], self.opt)  # checks the option
         if self.images < 1:
             raise ConfigError(f"firmware images = {self.images}: run at least one test image on the emulator.")
+        if self.images > MAX_IMAGES:
+            raise ConfigError(
+                f"firmware images = {self.images}: the emulator runs at most {MAX_IMAGES:,} test images in one run "
+                "(they are held in the board's RAM); give fewer, e.g. `firmware.images=100`."
+            )
         if self.on_overflow not in ON_OVERFLOW:
             raise ConfigError(f"firmware on_overflow = '{self.on_overflow}': use one of {', '.join(ON_OVERFLOW)}.")
         if self.rounding not in ROUNDINGS:
@@ -232,6 +240,16 @@ def make_firmware(
         result["project_zip"] = str(_zip(folder, out / "firmware.zip"))
         result["failed_checks"] = failed_checks(result)
         return result
+    if max(device.sram_total_bytes, device.flash_total_bytes) > linker.BOARD_BYTES:
+        result.update(ran=False, reference_check="not run: the device is larger than the emulated board")
+        result["not_run"] = (
+            f"not run: {device.name} has {device.sram_kb:g} KB SRAM and {device.flash_kb:g} KB flash, more than the "
+            f"emulated MPS2 board's {linker.BOARD_BYTES >> 20} MB of each; the firmware is built and linked for the "
+            "device (the linker's check of its memory holds), but qemu cannot run it. Run it on the part itself."
+        )
+        result["project_zip"] = str(_zip(folder, out / "firmware.zip"))
+        result["failed_checks"] = failed_checks(result)
+        return result
     n = min(settings.images, len(images))
     x_float = np.ascontiguousarray(images[:n], np.float32)
     x_q = model.quantize_input(x_float)
@@ -278,7 +296,7 @@ def failed_checks(result: dict[str, Any]) -> list[str]:
     if not result.get("built"):
         out.append(f"built: no, for {result.get('target')} (the firmware section's paragraph says why)")
     elif not result.get("ran"):
-        out.append(f"run on the emulator: {result.get('emulation') or 'not run'}")
+        out.append(f"run on the emulator: {result.get('not_run') or result.get('emulation') or 'not run'}")
     else:
         if result["bit_exact"] != result["images"]:
             out.append(f"bit-exact vs the oracle: {result['bit_exact']} / {result['images']} images")

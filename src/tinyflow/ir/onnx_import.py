@@ -43,7 +43,7 @@ from tinyflow.ir.graph import Graph, Node
 from tinyflow.ir.model_errors import ModelImportError
 from tinyflow.ir.model_errors import UnsupportedOpError as BaseUnsupportedOpError
 from tinyflow.ir.ops import IRError
-from tinyflow.ir.quant import QuantParams
+from tinyflow.ir.quant import InvalidQuantizationError, QuantParams
 
 MIN_OPSET = 13
 #: bounds on what an import may allocate (a model for a microcontroller holds a few MB of constants): the file read
@@ -347,7 +347,10 @@ class _Importer:
         if values is not None and values.ndim:
             axis = axis % values.ndim if axis < 0 else min(axis, values.ndim - 1)
         dtype = str(values.dtype) if values is not None else str(zp.dtype)
-        return QuantParams.of(scale, zp, axis, dtype)
+        try:
+            return QuantParams.of(scale, zp, axis, dtype)
+        except InvalidQuantizationError as exc:
+            raise self.fail(node, f"tensor '{node.input[0]}': {exc}") from None
 
     def record_activation(self, ir_name: str, node: Any) -> None:
         """The quantization of an IR tensor, from the first Q (or, for an int8 input, DQ) on it."""

@@ -8,10 +8,17 @@ import (firmware lowering, executors) reads the model file again.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from tinyflow.ir.model_errors import ModelImportError
+
+
+class InvalidQuantizationError(ModelImportError):
+    """A model file's quantization cannot be used (a scale that is zero, negative, NaN or infinite)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,12 @@ class QuantParams:
     def __post_init__(self) -> None:
         if not self.scale or len(self.scale) != len(self.zero_point):
             raise ValueError(f"quantization: {len(self.scale)} scales and {len(self.zero_point)} zero points")
+        bad = [s for s in self.scale if not (math.isfinite(s) and s > 0)]
+        if bad:  # a scale of 0 divides by zero in every requantization; NaN passes every comparison
+            raise InvalidQuantizationError(
+                f"a quantization scale of {bad[0]!r}: scales must be finite and positive. The model file is "
+                "damaged or was not quantized by a converter; quantize it again."
+            )
 
     @classmethod
     def of(cls, scale: Any, zero_point: Any = 0, axis: int | None = None, dtype: str = "int8") -> QuantParams:

@@ -34,7 +34,7 @@ from tinyflow.ir.blocks import assign_blocks
 from tinyflow.ir.graph import Graph, Node
 from tinyflow.ir.model_errors import ModelImportError, UnsupportedOpError
 from tinyflow.ir.ops import IRError
-from tinyflow.ir.quant import QuantParams
+from tinyflow.ir.quant import InvalidQuantizationError, QuantParams
 from tinyflow.ir.tflite_file import TfliteModel, TfliteOperator, TfliteTensor, read_tflite
 
 SUPPORTED = (
@@ -149,7 +149,17 @@ class _Importer:
         self.ir.constants[name] = value
         if t.scale is not None and len(t.scale):
             zp = t.zero_point if t.zero_point is not None and len(t.zero_point) else 0
+            self._set_quant(name, t, zp, axis)
+
+    def _set_quant(self, name: str, t: TfliteTensor, zp: Any, axis: int | None) -> None:
+        """`graph.quant[name]`; a tensor whose scales are all 0 carries no quantization (converters write that for
+        unquantized tensors), any other unusable scale is one paragraph naming the tensor."""
+        if not np.any(np.asarray(t.scale, np.float64)):
+            return
+        try:
             self.ir.quant[name] = QuantParams.of(t.scale, zp, axis, t.type_name)
+        except InvalidQuantizationError as exc:
+            raise ModelImportError(f"{self.path}: tensor '{t.name}': {exc}") from None
 
     def check_int8(self, op: TfliteOperator, t: TfliteTensor, what: str) -> None:
         if self.require_int8 and t.type_name not in _INT_TYPES:
@@ -193,7 +203,7 @@ class _Importer:
         if t.scale is not None and len(t.scale):
             axis = _NCHW_AXIS[t.quantized_dimension] if len(t.shape) == 4 else t.quantized_dimension
             zp = t.zero_point if t.zero_point is not None and len(t.zero_point) else 0
-            self.ir.quant[name] = QuantParams.of(t.scale, zp, axis, t.type_name)
+            self._set_quant(name, t, zp, axis)
 
     def unique(self, base: str) -> str:
         name, k = base, 1
