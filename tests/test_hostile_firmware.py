@@ -231,3 +231,20 @@ def test_a_device_larger_than_the_emulated_board_is_built_not_run(tmp_path):
     result = json.loads(res.stdout.strip().splitlines()[-1])
     assert result["built"] and not result["ran"]
     assert any("emulated MPS2 board" in f for f in result["failed_checks"])
+
+
+@pytest.mark.parametrize("index", [9999, -2])
+def test_a_tflite_subgraph_input_out_of_range_is_one_paragraph(tmp_path, index):
+    """The subgraph's input names a tensor that does not exist (or a negative index, which must not wrap around)."""
+    import tflite
+
+    from tinyflow.ir.model_errors import ModelImportError
+    from tinyflow.ir.tflite_import import from_tflite
+
+    data = bytearray((MODELS / "kws_ref_model.tflite").read_bytes())
+    inputs = tflite.Model.GetRootAsModel(data, 0).Subgraphs(0).InputsAsNumpy()  # a view into `data`
+    inputs[0] = index
+    path = tmp_path / "bad_input.tflite"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelImportError, match=f"name tensor {index} of"):
+        from_tflite(path)

@@ -220,5 +220,8 @@ def _parse(path: str, buf: bytes) -> TfliteModel:
         operators.append(TfliteOperator(i, name, ins, outs, _options(op, name)))
     inputs = [int(v) for v in sg.InputsAsNumpy()] if sg.InputsLength() else []
     outputs = [int(v) for v in sg.OutputsAsNumpy()] if sg.OutputsLength() else []
+    bad = [v for v in (*inputs, *outputs) if not 0 <= v < len(tensors)]  # a negative index must not wrap around
+    if bad:
+        raise _fail(path, f"is corrupt: the subgraph's inputs / outputs name tensor {bad[0]} of {len(tensors)}")
     desc = (model.Description() or b"").decode("utf-8", "replace")
     return TfliteModel(path, size, tensors, operators, inputs, outputs, desc)
