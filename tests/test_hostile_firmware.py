@@ -248,3 +248,14 @@ def test_a_tflite_subgraph_input_out_of_range_is_one_paragraph(tmp_path, index):
     path.write_bytes(bytes(data))
     with pytest.raises(ModelImportError, match=f"name tensor {index} of"):
         from_tflite(path)
+
+
+def test_a_reshape_to_negative_dimensions_is_refused():
+    """[-2, -96] has the product of a 2×96 tensor, and is no shape."""
+    from tinyflow.ir.graph import Graph
+    from tinyflow.ir.ops import IRError
+
+    g = Graph("neg")
+    g.add("x", "input", (), {"shape": (1, 2, 96)})
+    with pytest.raises(IRError, match="below 1"):
+        g.add("r", "reshape", ["x"], {"shape": (-2, -96)})

@@ -348,6 +348,8 @@ class Reshape(OpKind):
 
     def shape(self, node: Node, inputs: list[Shape]) -> Shape:
         target = tuple(int(d) for d in node.attrs["shape"])
+        if any(d <= 0 for d in target):  # [-2, -96] has the right product and is no shape
+            raise IRError(f"node '{node.name}' (reshape): target shape {list(target)} has a dimension below 1")
         if math.prod(target) != math.prod(inputs[0]):
             raise IRError(
                 f"node '{node.name}' (reshape): cannot reshape {list(inputs[0])} ({math.prod(inputs[0])} elements) "
