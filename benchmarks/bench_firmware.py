@@ -52,8 +52,8 @@ def default_space() -> MBConvSpace:
     return MBConvSpace(width_mult=0.5, resolution=48, in_channels=1, num_classes=10, **kwargs)
 
 
-def measure(arch, work: Path, seed: int, images: int) -> dict:
-    """Random weights -> int8 ONNX -> firmware -> qemu: MACs and median instructions per inference."""
+def int8_subnet(arch, work: Path, seed: int) -> Path:
+    """Random weights and BatchNorm statistics -> the int8 ONNX file (8 calibration images drawn from `seed`)."""
     torch.manual_seed(seed)
     net = StaticNet(arch).eval()
     for m in net.modules():
@@ -62,8 +62,16 @@ def measure(arch, work: Path, seed: int, images: int) -> dict:
             m.running_var.uniform_(0.5, 1.5)
     r, c = arch.resolution, arch.in_channels
     path = export_onnx(net, (1, c, r, r), work / "float.onnx")
+    calib = np.random.default_rng(seed).standard_normal((8, c, r, r)).astype(np.float32)
+    return quantize_int8(path, work / "int8.onnx", calib)
+
+
+def measure(arch, work: Path, seed: int, images: int) -> dict:
+    """Random weights -> int8 ONNX -> firmware -> qemu: MACs and median instructions per inference."""
+    q = int8_subnet(arch, work, seed)
+    r, c = arch.resolution, arch.in_channels
     rng = np.random.default_rng(seed)
-    q = quantize_int8(path, work / "int8.onnx", rng.standard_normal((8, c, r, r)).astype(np.float32))
+    rng.standard_normal((8, c, r, r))  # the calibration draw: the test images follow it, as before
     graph = from_onnx(q)
     plan = layer_plan(graph, MemoryConfig())
     x = rng.standard_normal((images, c, r, r)).astype(np.float32)

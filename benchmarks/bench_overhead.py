@@ -26,8 +26,6 @@ import numpy as np
 import torch
 import yaml
 
-from tinyflow.deploy.onnx_export import export_onnx
-from tinyflow.deploy.quantize import quantize_int8
 from tinyflow.deployment import Deployment
 from tinyflow.device import Device
 from tinyflow.firmware.project import FirmwareSettings, make_firmware
@@ -36,26 +34,11 @@ from tinyflow.ir.onnx_import import from_onnx
 from tinyflow.memory import runtime_overhead
 from tinyflow.memory.config import MemoryConfig
 from tinyflow.memory.layer_plan import layer_plan
-from tinyflow.nn.static import StaticNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_firmware import default_space
+from bench_firmware import default_space, int8_subnet
 
 CORES = ("cortex_m0plus", "cortex_m4", "cortex_m7")
-
-
-def int8_subnet(arch, work: Path, seed: int) -> Path:
-    """Random weights and BatchNorm statistics -> the int8 ONNX file."""
-    torch.manual_seed(seed)
-    net = StaticNet(arch).eval()
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    r, c = arch.resolution, arch.in_channels
-    path = export_onnx(net, (1, c, r, r), work / "float.onnx")
-    calib = np.random.default_rng(seed).standard_normal((8, c, r, r)).astype(np.float32)
-    return quantize_int8(path, work / "int8.onnx", calib)
 
 
 def measure(q: Path, core: str, opt: str, work: Path) -> dict:
