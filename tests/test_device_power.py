@@ -22,7 +22,7 @@ from tinyflow.plugins import build_device
 DEVICE_DIR = tinyflow.CONF_DIR / "device"
 NAMED = sorted(p.stem for p in DEVICE_DIR.glob("*.yaml") if p.stem != "custom")
 # no run-mode figure found in a datasheet we could cite (issue 22); remove an entry when its power_mw lands
-NO_FIGURE_YET = {"nrf52832", "nrf52840", "rp2040", "stm32f412", "stm32f446", "stm32f746", "stm32f767", "stm32l432"}
+NO_FIGURE_YET = {"nrf52832", "nrf52840", "stm32f412", "stm32f446", "stm32f746", "stm32f767", "stm32l432"}
 
 
 def _device(option: str):  # type: ignore[no-untyped-def]
