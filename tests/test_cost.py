@@ -15,7 +15,9 @@ import tinyflow
 from tinyflow.arch import mobilenetv2
 from tinyflow.contracts import CostModel, Device, MemoryConfig, Scheduler
 from tinyflow.cost import arch_cost, latency_slope, model_flash_bytes
+from tinyflow.cost.core_fits import core_fit
 from tinyflow.cost.fit import fit_line, main, read_rows
+from tinyflow.cost.latency import latency_source
 from tinyflow.errors import ConfigError, DataError
 from tinyflow.ir import Graph, from_arch
 from tinyflow.plugins import build_device, build_plugin
@@ -42,7 +44,8 @@ def test_flash_of_a_hand_graph() -> None:
 
 
 def test_analytic_and_micronets_plugins() -> None:
-    cfg = _cfg("cost_model=micronets", "device=nrf52840", "device.flash_reserve_kb=37")  # no fitted coefficients
+    # the core fit switched off: the slope is derived from the clock
+    cfg = _cfg("cost_model=micronets", "device=nrf52840", "device.flash_reserve_kb=37", "device.latency_fit=''")
     model = build_plugin(cfg, "cost_model")
     assert isinstance(model, CostModel)
     device = build_device(cfg)
@@ -55,6 +58,9 @@ def test_analytic_and_micronets_plugins() -> None:
     assert report.energy_mj is None  # no power figure for this board
     assert len(report.per_layer) == len(g) - 1
     assert sum(r["latency_ms"] for r in report.per_layer) == pytest.approx(report.latency_ms)
+    fitted = model.estimate(g, build_device(_cfg("cost_model=micronets", "device=nrf52840")))  # the M4 fit
+    per_mac = core_fit("cortex_m4").instructions_per_mac
+    assert fitted.latency_ms == pytest.approx(g.macs() * per_mac / (64 * 1e3))  # CPI 1 at 64 MHz
     analytic = build_plugin(_cfg("cost_model=analytic"), "cost_model").estimate(g, device)
     assert analytic.latency_ms is None and analytic.flash_bytes == report.flash_bytes
 
@@ -77,7 +83,9 @@ def test_every_device_has_sourced_coefficients() -> None:
                 continue
             dev = build_device(compose("config", overrides=["tracking=none", f"device={path.stem}"]))
             assert latency_slope(dev) > 0, path.stem
-            assert dev.coefficient_source, f"{path.stem}: coefficient_source says where the numbers come from"
+            assert latency_source(dev), f"{path.stem}: where the latency coefficients come from, in words"
+            if not dev.latency_fit:
+                assert dev.coefficient_source, f"{path.stem}: a pasted or derived slope names its source"
 
 
 def test_a_device_with_a_datasheet_power_figure_gets_an_energy_estimate() -> None:

@@ -63,6 +63,7 @@ class Device:
     energy_mj_per_mop: float = 0.0
     power_mw: float = 0.0
     coefficient_source: str = ""
+    latency_fit: str = ""  # a core whose measured firmware fit gives the latency (tinyflow.cost.core_fits); "" none
 
     def __post_init__(self) -> None:
         _check(self)

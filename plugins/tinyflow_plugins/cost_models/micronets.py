@@ -1,10 +1,12 @@
 """The `micronets` cost model: the analytic counts plus latency and energy linear in ops (MicroNets).
 
-latency_ms = device.latency_intercept_ms + slope · ops / 1e6, ops = 2·MACs, the slope measured
-(`device.latency_ms_per_mop`) or derived from the clock and `device.macs_per_cycle`; energy_mj =
+latency_ms = intercept + slope · ops / 1e6, ops = 2·MACs, the slope set in the device (`latency_ms_per_mop`), the
+device's core fit of tinyflow's own firmware (`latency_fit`, measured on the emulator) or derived from the clock and
+`device.macs_per_cycle` (tinyflow.cost.latency); energy_mj =
 `device.energy_mj_per_mop` · ops / 1e6, or power × latency; None when the device has neither figure.
 With a plan, the MACs (and so latency and energy) are the plan's: a patch schedule's recomputation costs time.
-Fit a device's coefficients from measurements with `python -m tinyflow.cost.fit rows.csv`.
+Fit a device's coefficients from measurements with `python -m tinyflow.cost.fit rows.csv` (a core's from the
+emulator: `benchmarks/bench_firmware.py --core <core>`, then `python -m tinyflow.cost.fit <csv> --core <core> --write`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tinyflow.contracts import CostReport, Device
-from tinyflow.cost.latency import energy_mj, latency_ms
+from tinyflow.cost.latency import energy_mj, latency_intercept, latency_ms
 from tinyflow.ir.graph import Graph
 from tinyflow_plugins.cost_models.analytic import AnalyticCostModel
 
@@ -29,5 +31,5 @@ class MicroNetsCostModel(AnalyticCostModel):
         has_energy = device.energy_mj_per_mop > 0 or device.power_mw > 0
         report.energy_mj = energy_mj(report.macs, device) if has_energy else None
         for row in report.per_layer:
-            row["latency_ms"] = latency_ms(row["macs"], device) - device.latency_intercept_ms
+            row["latency_ms"] = latency_ms(row["macs"], device) - latency_intercept(device)
         return report

@@ -13,6 +13,7 @@ from tinyflow.analyze.conventions import apply_memory_convention, model_flash
 from tinyflow.arch.genome import Arch
 from tinyflow.contracts import Device, MemoryConfig, ScheduleBudget
 from tinyflow.cost.analytic import analytic_report
+from tinyflow.cost.latency import latency_source
 from tinyflow.ir.graph import Graph
 from tinyflow.memory import runtime_overhead
 from tinyflow.memory.layer_plan import layer_plan
@@ -98,7 +99,7 @@ def analyze(
         "flash_budget_bytes": device.flash_budget_bytes,
     }
     if cost.latency_ms is not None:
-        out["latency_source"] = device.coefficient_source or "derived from clock"
+        out["latency_source"] = latency_source(device)
     if flash != cost.flash_bytes:
         out["ir_flash_bytes"] = cost.flash_bytes  # the cost model's count of the IR, beside the file's
     apply_memory_convention(out, graph, memory)

@@ -4,6 +4,11 @@ The CSV has a header and one row per measured model: `model`, either `macs` or `
 `latency_ms`; optionally `energy_mj`. It prints the least-squares line latency_ms = intercept + slope · Mops
 with its r² (and the same for energy, through the origin), and the YAML lines to paste into
 `conf/device/<device>.yaml`.
+
+With `--core <core>` the CSV is `benchmarks/bench_firmware.py --core <core>`'s (an `instructions` column): it fits
+instructions = a · MACs through the origin, prints r² and the Spearman rank correlation between that estimate and the
+measurements, and with `--write` stores the line as the core's fit (`tinyflow.cost.core_fits`), which device files
+name with `latency_fit: <core>`.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyflow.errors import DataError
+from tinyflow.cost.core_fits import FITS_PATH, CoreFit, store_fit
+from tinyflow.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,47 @@ def read_rows(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, np.n
     return names, np.asarray(mops), np.asarray(lat), e
 
 
+def read_instructions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(MACs, instructions) of a bench_firmware CSV; a DataError naming what is missing."""
+    p = Path(path)
+    with p.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not {"macs", "instructions"} <= set(reader.fieldnames or []):
+            raise DataError(f"fit --core: '{p}' needs columns macs and instructions (benchmarks/bench_firmware.py)")
+        rows = [(float(r["macs"]), float(r["instructions"])) for r in reader]
+    a = np.asarray(rows, float).reshape(-1, 2)
+    return a[:, 0], a[:, 1]
+
+
+def fit_core(path: str | Path, core: str, cpi: float, machine: str, command: str) -> CoreFit:
+    """The core's fit from a bench_firmware CSV: instructions per MAC through the origin, r², Spearman."""
+    from scipy.stats import spearmanr
+
+    macs, insns = read_instructions(path)
+    line = fit_line(macs, insns, through_origin=True)
+    rho = float(spearmanr(line.slope * macs, insns).statistic)
+    return CoreFit(core, round(line.slope, 5), 0.0, round(line.r2, 4), round(rho, 4), line.n, cpi, machine, command)
+
+
+def _main_core(args: argparse.Namespace) -> int:
+    from tinyflow.firmware.linker import target
+
+    tgt = target(args.core)
+    command = (
+        f"benchmarks/bench_firmware.py --core {args.core} --csv {args.csv}; "
+        f"python -m tinyflow.cost.fit {args.csv} --core {args.core}"
+    )
+    fit = fit_core(args.csv, args.core, args.cpi, tgt.machine or "none", command)
+    print(
+        f"{args.core}: instructions = {fit.instructions_per_mac:.4f} * MACs over {fit.n} subnets   "
+        f"r2 = {fit.r2:.4f}   Spearman(estimate, measured) = {fit.spearman:.4f}"
+    )
+    if args.write:
+        store_fit(fit)
+        print(f"stored in {FITS_PATH}; a device file uses it with `latency_fit: {args.core}`")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinyflow.cost.fit", description=__doc__.splitlines()[0])
     parser.add_argument("csv", help="CSV: model, macs or ops, latency_ms[, energy_mj]")
@@ -79,7 +126,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="fit latency with no intercept (device files hold only intercepts >= 0)",
     )
+    parser.add_argument("--core", help="fit a bench_firmware CSV's instructions per MAC for this core")
+    parser.add_argument("--cpi", type=float, default=1.0, help="with --core: the assumed cycles per instruction")
+    parser.add_argument("--write", action="store_true", help="with --core: store the fit in core_fits.yaml")
     args = parser.parse_args(argv)
+    if args.core:
+        try:
+            return _main_core(args)
+        except (DataError, ConfigError, OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         names, mops, lat, energy = read_rows(args.csv)
         fit = fit_line(mops, lat, through_origin=args.through_origin)
