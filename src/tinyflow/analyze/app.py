@@ -13,10 +13,11 @@ from omegaconf import DictConfig
 from tinyflow.analyze.core import network_graphs
 from tinyflow.analyze.networks import build_network
 from tinyflow.analyze.render import print_tables, profile_figure
+from tinyflow.configured_plan import plan_configured
 from tinyflow.context import atomic_write_text
-from tinyflow.deployment import Deployment, plan_deployment
+from tinyflow.deployment import Deployment
 from tinyflow.errors import ConfigError
-from tinyflow.plugins import build_device, build_memory, build_plugin
+from tinyflow.plugins import build_plugin
 from tinyflow.tracking import activate
 
 ANALYSIS_FILE = "analysis.json"
@@ -50,20 +51,16 @@ def graph_source(graph: Any) -> str:
 
 
 def plan_network(cfg: DictConfig) -> Deployment:
-    """The configured network planned for the configured device (`plan_deployment`, strict: an option invalid
+    """The configured network planned for the configured device (`plan_configured`, strict: an option invalid
     for this network is an error) — what `python -m tinyflow.analyze` reports."""
     scheduler = build_plugin(cfg, "scheduler")
     graph, given = network_graphs(build_network(cfg.network), scheduler)
-    cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
     model_file = graph.meta.get("onnx_path") or graph.meta.get("tflite_path")  # an imported file: its own flash
-    return plan_deployment(
+    return plan_configured(
+        cfg,
         graph,
         scheduler,
-        build_memory(cfg),
-        build_device(cfg),
-        cost_model,
         baseline=given,
-        strict=True,
         model_path=model_file,
         compare_layer=bool(cfg.get("compare_layer", True)),
         source=graph_source(graph),

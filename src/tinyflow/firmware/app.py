@@ -12,14 +12,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from tinyflow.analyze.networks import build_network
+from tinyflow.configured_plan import plan_configured
 from tinyflow.context import atomic_write_text
-from tinyflow.deployment import DEPLOYMENT_FILE, Deployment, plan_deployment
+from tinyflow.deployment import DEPLOYMENT_FILE, Deployment
 from tinyflow.errors import ConfigError
 from tinyflow.firmware.project import FirmwareSettings, make_firmware
 from tinyflow.firmware.qmodel import QModel, build_qmodel
 from tinyflow.firmware.rnnpool_model import required_graph
 from tinyflow.ir.graph import Graph
-from tinyflow.plugins import build_device, build_memory, build_plugin
+from tinyflow.plugins import build_device, build_plugin
 from tinyflow.tracking import activate
 
 RESULT_FILE = "firmware.json"
@@ -126,19 +127,9 @@ def network_graph(node: Any) -> tuple[Graph, Any, str]:
 
 
 def plan_model(cfg: DictConfig, graph: Graph, network: Any, path: str | None) -> Deployment:
-    """`plan_deployment` of the model with the config's scheduler, memory, device and cost model, strict — what
-    `tinyflow.analyze` and the `schedule` stage plan for the same model and options."""
-    cost_model = build_plugin(cfg, "cost_model") if cfg.get("cost_model") is not None else None
-    return plan_deployment(
-        graph,
-        build_plugin(cfg, "scheduler"),
-        build_memory(cfg),
-        build_device(cfg),
-        cost_model,
-        network=network,
-        model_path=path,
-        strict=True,
-    )
+    """The model planned with the config's plugins (`plan_configured`, strict) — what `tinyflow.analyze` and the
+    `schedule` stage plan for the same model and options."""
+    return plan_configured(cfg, graph, network=network, model_path=path)
 
 
 def run_firmware(cfg: DictConfig) -> dict[str, Any]:
