@@ -24,6 +24,21 @@
 #define TF_DSP 0
 #endif
 
+/* Armv6-M (Cortex-M0/M0+: Thumb-1, no DSP, no SSAT, 32x32 -> 32 MULS, LDRSB with a register offset only):
+ * kernels of their own below (TF_ARMV6M); the other cores keep theirs. The inner loops are Thumb-1 assembly when
+ * the compiler optimises (TF_V6M_ASM: at -O0 the frame pointer takes r7, which the loops need), plain C otherwise;
+ * both give the integers of the portable C. */
+#if defined(__ARM_ARCH_6M__) && __ARM_ARCH_6M__ && !TF_DSP
+#define TF_ARMV6M 1
+#else
+#define TF_ARMV6M 0
+#endif
+#if TF_ARMV6M && defined(__OPTIMIZE__) && defined(__thumb__)
+#define TF_V6M_ASM 1
+#else
+#define TF_V6M_ASM 0
+#endif
+
 #define TF_INLINE static inline __attribute__((always_inline))
 #define TF_MAX_KERNEL_AREA 49 /* depthwise kernels up to 7x7 */
 
@@ -88,6 +103,37 @@ TF_INLINE int32_t tf_smmulr(int32_t a, int32_t b) {
 #endif
 }
 
+#if TF_ARMV6M
+/* floor((acc*m + c16*2^16) / 2^31) for |acc| < 2^30, 0 <= m < 2^31, c16 in {0, 2^14}, in 32-bit arithmetic (an
+ * Armv6-M core has no 32x32 -> 64 multiply: GCC calls __aeabi_lmul). With acc = ah*2^16 + al (al the signed low
+ * half) and m = mh*2^16 + ml (ml the unsigned low half): acc*m = ah*mh*2^32 + (ah*ml + al*mh)*2^16 + al*ml, so
+ * the result is 2*ah*mh + floor((ah*ml + al*mh + floor(al*ml / 2^16) + c16) / 2^15) (nested floors compose).
+ * Bounds: |ah| <= 2^14, |ah*ml| < 2^30, |al*mh| < 2^30, |al*ml| < 2^31, so no term and no sum overflows. */
+TF_INLINE int32_t tf_hmul31(int32_t acc, int32_t m, int32_t c16) {
+    const int32_t al = (int16_t)acc, ah = (acc - al) >> 16;
+    const int32_t ml = m & 0xffff, mh = m >> 16;
+    const int32_t s = ah * ml + al * mh + ((al * ml) >> 16) + c16;
+    return 2 * ah * mh + (s >> 15);
+}
+#endif
+
+/* SMMUL(2*acc, m) = floor(acc*m / 2^31) and SMMULR(2*acc, m) = floor((acc*m + 2^30) / 2^31) for |acc| < 2^30 */
+TF_INLINE int32_t tf_smmul2(int32_t acc, int32_t m) {
+#if TF_ARMV6M
+    return tf_hmul31(acc, m, 0);
+#else
+    return tf_smmul(acc * 2, m);
+#endif
+}
+
+TF_INLINE int32_t tf_smmulr2(int32_t acc, int32_t m) {
+#if TF_ARMV6M
+    return tf_hmul31(acc, m, 1 << 14);
+#else
+    return tf_smmulr(acc * 2, m);
+#endif
+}
+
 /* requantization of a layer whose every channel shifts right (shift <= -1) and whose accumulators are bounded by
  * |acc| < 2^30 (the generator checks both offline: rq = 1), with r1 = -shift - 1 precomputed per channel.
  * TF Lite: SRDHM(acc, m) = floor((2*acc*m + 2^31) / 2^32) = SMMULR(2*acc, m), then RoundingDivideByPOT by r1 + 1.
@@ -96,9 +142,9 @@ TF_INLINE int32_t tf_smmulr(int32_t a, int32_t b) {
 TF_INLINE int32_t tf_rq(int32_t acc, int32_t m, int32_t s, int32_t rq) {
     if (!rq) return tf_requant(acc, m, s);
 #if defined(TF_SINGLE_ROUNDING) && TF_SINGLE_ROUNDING
-    return ((tf_smmul(acc * 2, m) >> s) + 1) >> 1;
+    return ((tf_smmul2(acc, m) >> s) + 1) >> 1;
 #else
-    const int32_t y = tf_smmulr(acc * 2, m);
+    const int32_t y = tf_smmulr2(acc, m);
     return (((y + (y >> 31)) >> s) + 1) >> 1;
 #endif
 }
@@ -206,12 +252,271 @@ TF_INLINE void tf_pointwise_2x2w(const int32_t *x0, const int32_t *x1, const int
 }
 #endif
 
+#if TF_ARMV6M
+/* Armv6-M dot products of one input vector x (n int8) with 4, 2 or 1 weight rows (w, w + n, ...), added to the
+ * accumulators. MULS destroys one operand, so the input stays in a register while each row's weight is loaded
+ * into another and multiplied in place: per input and row LDRSB, MULS, ADD (the accumulators in r8-r11, which
+ * ADD reaches), per input one LDRSB and the index increment. The index runs from -n up to 0 against pointers past
+ * each vector's end (LDRSB has a register offset only), the loop is unrolled by 4 and entered at the step that
+ * leaves a multiple of 4 (n >= 1; n is a constant at every call, so one entry is compiled). */
+#if TF_V6M_ASM
+#define TF_V6M_ROW(p, a) "ldrsb %[w], [" p ", %[k]]\n\tmuls %[w], %[x], %[w]\n\tadd " a ", %[w]\n\t"
+#define TF_V6M_X "ldrsb %[x], [%[px], %[k]]\n\t"
+#define TF_V6M_NEXT "adds %[k], #1\n\t"
+#define TF_V6M_STEP4 \
+    TF_V6M_X TF_V6M_ROW("%[p0]", "%[a0]") TF_V6M_ROW("%[p1]", "%[a1]") TF_V6M_ROW("%[p2]", "%[a2]") \
+        TF_V6M_ROW("%[p3]", "%[a3]") TF_V6M_NEXT
+#define TF_V6M_STEP2 TF_V6M_X TF_V6M_ROW("%[p0]", "%[a0]") TF_V6M_ROW("%[p1]", "%[a1]") TF_V6M_NEXT
+#define TF_V6M_STEP1 TF_V6M_X TF_V6M_ROW("%[p0]", "%[a0]") TF_V6M_NEXT
+#define TF_V6M_LOOP(entry, step) \
+    ".syntax unified\n\t" entry "1:\n\t" step "2:\n\t" step "3:\n\t" step "4:\n\t" step "bne 1b\n\t"
+/* the loop entered where n % 4 says: the 4-step body, then at step 2, 3 or 4 */
+#define TF_V6M_ENTRIES(step, outs, ins)                                                 \
+    switch (n & 3) {                                                                    \
+    case 0: __asm__(TF_V6M_LOOP("", step) : outs : ins : "cc", "memory"); break;        \
+    case 3: __asm__(TF_V6M_LOOP("b 2f\n\t", step) : outs : ins : "cc", "memory"); break; \
+    case 2: __asm__(TF_V6M_LOOP("b 3f\n\t", step) : outs : ins : "cc", "memory"); break; \
+    default: __asm__(TF_V6M_LOOP("b 4f\n\t", step) : outs : ins : "cc", "memory"); break; \
+    }
+#define TF_V6M_OUTS(...) __VA_ARGS__
+#endif
+
+/* explicit registers: GCC's own choice of eight low registers for one asm is not guaranteed */
+#define TF_V6M_REG(type, name, reg, value) register type name __asm__(reg) = (value)
+
+TF_INLINE void tf_v6m_dot4(const int8_t *x, const int8_t *w, int32_t n, int32_t *acc) {
+#if TF_V6M_ASM
+    TF_V6M_REG(int32_t, k, "r0", -n);
+    TF_V6M_REG(const int8_t *, px, "r1", x + n);
+    TF_V6M_REG(const int8_t *, p0, "r2", w + n);
+    TF_V6M_REG(const int8_t *, p1, "r3", w + 2 * n);
+    TF_V6M_REG(const int8_t *, p2, "r4", w + 3 * n);
+    TF_V6M_REG(const int8_t *, p3, "r5", w + 4 * n);
+    register int32_t xv __asm__("r6"), wv __asm__("r7");
+    TF_V6M_REG(int32_t, a0, "r8", acc[0]);
+    TF_V6M_REG(int32_t, a1, "r9", acc[1]);
+    TF_V6M_REG(int32_t, a2, "r10", acc[2]);
+    TF_V6M_REG(int32_t, a3, "r11", acc[3]);
+    TF_V6M_ENTRIES(TF_V6M_STEP4,
+                   TF_V6M_OUTS([a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [k] "+l"(k),
+                               [x] "=&l"(xv), [w] "=&l"(wv)),
+                   TF_V6M_OUTS([px] "l"(px), [p0] "l"(p0), [p1] "l"(p1), [p2] "l"(p2), [p3] "l"(p3)))
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+#else
+    for (int32_t k = 0; k < n; k++) {
+        const int32_t v = x[k];
+        acc[0] += v * w[k], acc[1] += v * w[n + k], acc[2] += v * w[2 * n + k], acc[3] += v * w[3 * n + k];
+    }
+#endif
+}
+
+TF_INLINE void tf_v6m_dot2(const int8_t *x, const int8_t *w, int32_t n, int32_t *acc) {
+#if TF_V6M_ASM
+    TF_V6M_REG(int32_t, k, "r0", -n);
+    TF_V6M_REG(const int8_t *, px, "r1", x + n);
+    TF_V6M_REG(const int8_t *, p0, "r2", w + n);
+    TF_V6M_REG(const int8_t *, p1, "r3", w + 2 * n);
+    register int32_t xv __asm__("r6"), wv __asm__("r7");
+    TF_V6M_REG(int32_t, a0, "r4", acc[0]);
+    TF_V6M_REG(int32_t, a1, "r5", acc[1]);
+    TF_V6M_ENTRIES(TF_V6M_STEP2,
+                   TF_V6M_OUTS([a0] "+l"(a0), [a1] "+l"(a1), [k] "+l"(k), [x] "=&l"(xv), [w] "=&l"(wv)),
+                   TF_V6M_OUTS([px] "l"(px), [p0] "l"(p0), [p1] "l"(p1)))
+    acc[0] = a0, acc[1] = a1;
+#else
+    for (int32_t k = 0; k < n; k++) {
+        const int32_t v = x[k];
+        acc[0] += v * w[k], acc[1] += v * w[n + k];
+    }
+#endif
+}
+
+TF_INLINE int32_t tf_v6m_dot1(const int8_t *x, const int8_t *w, int32_t n, int32_t acc) {
+#if TF_V6M_ASM
+    TF_V6M_REG(int32_t, k, "r0", -n);
+    TF_V6M_REG(const int8_t *, px, "r1", x + n);
+    TF_V6M_REG(const int8_t *, p0, "r2", w + n);
+    register int32_t xv __asm__("r6"), wv __asm__("r7");
+    TF_V6M_REG(int32_t, a0, "r4", acc);
+    TF_V6M_ENTRIES(TF_V6M_STEP1, TF_V6M_OUTS([a0] "+l"(a0), [k] "+l"(k), [x] "=&l"(xv), [w] "=&l"(wv)),
+                   TF_V6M_OUTS([px] "l"(px), [p0] "l"(p0)))
+    return a0;
+#else
+    for (int32_t k = 0; k < n; k++) acc += (int32_t)x[k] * w[k];
+    return acc;
+#endif
+}
+
+/* Armv6-M output stage of a layer with rq = 1 (see `tf_rq`): the byte tf_clamp(tf_rq(acc, m, s, 1) + zp, lo, hi)
+ * stores, as an int32 whose low byte is it. The high multiply is `tf_hmul31`'s; then with K = 1 + 2*(zp - lo),
+ * u = ((y >> s) + K) >> 1 is the rounded, offset value less lo (the rounding's +1 and zp folded into one add),
+ * clamped to [0, hi - lo] (ASRS sets N for the lower bound; one unsigned compare for the upper), plus lo. */
+#if TF_V6M_ASM
+#if defined(TF_SINGLE_ROUNDING) && TF_SINGLE_ROUNDING
+#define TF_V6M_NUDGE ""
+#define TF_V6M_SIGN ""
+#else /* SMMULR's + 2^30 (2^14 at this stage), then RoundingDivideByPOT's y - (y < 0) */
+#define TF_V6M_NUDGE "movs %[t1], #1\n\tlsls %[t1], %[t1], #14\n\tadds %[t3], %[t3], %[t1]\n\t"
+#define TF_V6M_SIGN "asrs %[t1], %[a], #31\n\tadds %[a], %[a], %[t1]\n\t"
+#endif
+#endif
+TF_INLINE int32_t tf_v6m_out(int32_t acc, int32_t m, int32_t s, int32_t zp, int32_t lo, int32_t hi) {
+#if TF_V6M_ASM
+    int32_t t1, t2, t3;
+    const int32_t k = 1 + 2 * (zp - lo);
+    __asm__(".syntax unified\n\t"
+            "sxth %[t1], %[a]\n\t"             /* al */
+            "subs %[a], %[a], %[t1]\n\t"
+            "asrs %[a], %[a], #16\n\t"         /* ah */
+            "uxth %[t2], %[m]\n\t"             /* ml */
+            "lsrs %[m], %[m], #16\n\t"         /* mh */
+            "movs %[t3], %[t1]\n\t"
+            "muls %[t3], %[t2], %[t3]\n\t"     /* al*ml */
+            "asrs %[t3], %[t3], #16\n\t"
+            "muls %[t2], %[a], %[t2]\n\t"      /* ah*ml */
+            "adds %[t3], %[t3], %[t2]\n\t"
+            "muls %[t1], %[m], %[t1]\n\t"      /* al*mh */
+            "adds %[t3], %[t3], %[t1]\n\t" TF_V6M_NUDGE
+            "asrs %[t3], %[t3], #15\n\t"
+            "muls %[a], %[m], %[a]\n\t"        /* ah*mh */
+            "lsls %[a], %[a], #1\n\t"
+            "adds %[a], %[a], %[t3]\n\t" TF_V6M_SIGN
+            "asrs %[a], %[a], %[s]\n\t"
+            "add %[a], %[k]\n\t"
+            "asrs %[a], %[a], #1\n\t"
+            "bpl 1f\n\t"
+            "movs %[a], #0\n"
+            "1:\n\t"
+            "cmp %[a], %[r]\n\t"
+            "bls 2f\n\t"
+            "movs %[a], %[r]\n"
+            "2:\n\t"
+            : [a] "+l"(acc), [m] "+l"(m), [t1] "=&l"(t1), [t2] "=&l"(t2), [t3] "=&l"(t3)
+            : [s] "l"(s), [k] "r"(k), [r] "i"(hi - lo)
+            : "cc");
+    return acc + lo;
+#else
+    return tf_clamp(tf_rq(acc, m, s, 1) + zp, lo, hi);
+#endif
+}
+
+/* Armv6-M depthwise taps over the biased plane (bytes x + 128): 4 outputs of a row at once (columns 0, sw, 2sw,
+ * 3sw from `base`) or 1, each weight (int32, k[ky*kw + kx]) loaded once for the 4: per tap LDR, then per output
+ * LDRB (an immediate offset), MULS, ADDS; after each kernel row the plane pointer moves down a row (pw). One asm
+ * statement per kernel row, its taps written out for kw = 3, 5, 7 (the compiler sizes an asm by its lines, so the
+ * text is the code); other widths take the plain C. */
+#if TF_V6M_ASM
+#define TF_V6M_TAP(i, out, off)                                                                  \
+    "ldrb %[x], [%[b], #(" #i "+" off ")]\n\tmuls %[x], %[w], %[x]\n\tadds " out ", " out ", %[x]\n\t"
+#define TF_V6M_TAP4(i)                                                                           \
+    "ldr %[w], [%[kp], #(4*" #i ")]\n\t" TF_V6M_TAP(i, "%[a0]", "0") TF_V6M_TAP(i, "%[a1]", "%c[sw]") \
+        TF_V6M_TAP(i, "%[a2]", "2*%c[sw]") TF_V6M_TAP(i, "%[a3]", "3*%c[sw]")
+#define TF_V6M_TAP1(i) "ldr %[w], [%[kp], #(4*" #i ")]\n\t" TF_V6M_TAP(i, "%[a0]", "0")
+#define TF_V6M_ROW3(T) T(0) T(1) T(2)
+#define TF_V6M_ROW5(T) T(0) T(1) T(2) T(3) T(4)
+#define TF_V6M_ROW7(T) T(0) T(1) T(2) T(3) T(4) T(5) T(6)
+#define TF_V6M_NEXT_ROW ".syntax unified\n\tadd %[b], %[pw]\n\tadds %[kp], #(4*%c[kw])\n\t"
+/* one kernel row of width kw (3, 5 or 7) */
+#define TF_V6M_ROWS(T, outs, ins)                                                                               \
+    for (int32_t ky = 0; ky < kh; ky++) {                                                                       \
+        if (kw == 3) __asm__(".syntax unified\n\t" TF_V6M_ROW3(T) TF_V6M_NEXT_ROW : outs : ins : "cc", "memory"); \
+        else if (kw == 5) __asm__(".syntax unified\n\t" TF_V6M_ROW5(T) TF_V6M_NEXT_ROW : outs : ins : "cc", "memory"); \
+        else __asm__(".syntax unified\n\t" TF_V6M_ROW7(T) TF_V6M_NEXT_ROW : outs : ins : "cc", "memory");       \
+    }
+#endif
+
+TF_INLINE void tf_v6m_taps4(const uint8_t *base, const int32_t *k, int32_t pw, int32_t kh, int32_t kw, int32_t sw,
+                            int32_t *acc) {
+#if TF_V6M_ASM
+    if (kw == 3 || kw == 5 || kw == 7) {
+        TF_V6M_REG(const uint8_t *, b, "r0", base);
+        TF_V6M_REG(const int32_t *, kp, "r1", k);
+        register int32_t wv __asm__("r2"), xv __asm__("r3");
+        TF_V6M_REG(int32_t, a0, "r4", acc[0]);
+        TF_V6M_REG(int32_t, a1, "r5", acc[1]);
+        TF_V6M_REG(int32_t, a2, "r6", acc[2]);
+        TF_V6M_REG(int32_t, a3, "r7", acc[3]);
+        TF_V6M_REG(int32_t, pwr, "r8", pw);
+#pragma GCC unroll 7
+        TF_V6M_ROWS(TF_V6M_TAP4,
+                    TF_V6M_OUTS([a0] "+l"(a0), [a1] "+l"(a1), [a2] "+l"(a2), [a3] "+l"(a3), [b] "+l"(b),
+                                [kp] "+l"(kp), [w] "=&l"(wv), [x] "=&l"(xv)),
+                    TF_V6M_OUTS([pw] "r"(pwr), [kw] "i"(kw), [sw] "i"(sw)))
+        acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+        return;
+    }
+#endif
+    for (int32_t ky = 0; ky < kh; ky++)
+        for (int32_t kx = 0; kx < kw; kx++)
+            for (int32_t j = 0; j < 4; j++) acc[j] += (int32_t)base[ky * pw + kx + j * sw] * k[ky * kw + kx];
+}
+
+TF_INLINE int32_t tf_v6m_taps1(const uint8_t *base, const int32_t *k, int32_t pw, int32_t kh, int32_t kw,
+                               int32_t acc) {
+#if TF_V6M_ASM
+    if (kw == 3 || kw == 5 || kw == 7) {
+        TF_V6M_REG(const uint8_t *, b, "r0", base);
+        TF_V6M_REG(const int32_t *, kp, "r1", k);
+        register int32_t wv __asm__("r2"), xv __asm__("r3");
+        TF_V6M_REG(int32_t, a0, "r4", acc);
+        TF_V6M_REG(int32_t, pwr, "r8", pw);
+#pragma GCC unroll 7
+        TF_V6M_ROWS(TF_V6M_TAP1,
+                    TF_V6M_OUTS([a0] "+l"(a0), [b] "+l"(b), [kp] "+l"(kp), [w] "=&l"(wv), [x] "=&l"(xv)),
+                    TF_V6M_OUTS([pw] "r"(pwr), [kw] "i"(kw)))
+        return a0;
+    }
+#endif
+    for (int32_t ky = 0; ky < kh; ky++)
+        for (int32_t kx = 0; kx < kw; kx++) acc += (int32_t)base[ky * pw + kx] * k[ky * kw + kx];
+    return acc;
+}
+
+/* an output byte: the short sequence where rq = 1, the general one otherwise */
+TF_INLINE int8_t tf_v6m_q(int32_t acc, int32_t m, int32_t s, int32_t rq, int32_t zp, int32_t lo, int32_t hi) {
+    return rq ? (int8_t)tf_v6m_out(acc, m, s, zp, lo, hi) : tf_clamp(tf_requant(acc, m, s) + zp, lo, hi);
+}
+
+/* the pointwise kernel on Armv6-M: per pixel, 4 output channels at a time (then 2, then 1); the per-channel
+ * constants are walked with pointers */
+TF_INLINE void tf_pointwise_v6m(const int8_t *in, int8_t *out, int32_t npix, int32_t cin, int32_t cout,
+                                const int8_t *w, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                                int32_t zp_out, int32_t lo, int32_t hi, int32_t rq) {
+    for (int32_t p = 0; p < npix; p++) {
+        const int8_t *x = in + p * cin, *wp = w;
+        int8_t *y = out + p * cout;
+        const int32_t *bp = bias, *mp = mult, *sp = shift;
+        for (int8_t *end = y + (cout & ~3); y != end; y += 4, wp += 4 * cin, bp += 4, mp += 4, sp += 4) {
+            int32_t acc[4] = {bp[0], bp[1], bp[2], bp[3]};
+            tf_v6m_dot4(x, wp, cin, acc);
+            y[0] = tf_v6m_q(acc[0], mp[0], sp[0], rq, zp_out, lo, hi);
+            y[1] = tf_v6m_q(acc[1], mp[1], sp[1], rq, zp_out, lo, hi);
+            y[2] = tf_v6m_q(acc[2], mp[2], sp[2], rq, zp_out, lo, hi);
+            y[3] = tf_v6m_q(acc[3], mp[3], sp[3], rq, zp_out, lo, hi);
+        }
+        if (cout & 2) {
+            int32_t acc[2] = {bp[0], bp[1]};
+            tf_v6m_dot2(x, wp, cin, acc);
+            y[0] = tf_v6m_q(acc[0], mp[0], sp[0], rq, zp_out, lo, hi);
+            y[1] = tf_v6m_q(acc[1], mp[1], sp[1], rq, zp_out, lo, hi);
+            y += 2, wp += 2 * cin, bp += 2, mp += 2, sp += 2;
+        }
+        if (cout & 1) y[0] = tf_v6m_q(tf_v6m_dot1(x, wp, cin, bp[0]), mp[0], sp[0], rq, zp_out, lo, hi);
+    }
+}
+#endif
+
 /* 1x1 convolution, stride 1: out[p][o] = requant(bias[o] + sum_k in[p][k] * w[o][k]); zp_in folded into bias.
  * `wide` (2 * cin int32 of scratch, or NULL): on a DSP core with cin a multiple of 4, each pixel pair's inputs are
  * widened once there and reused by every output channel pair. */
 TF_INLINE void tf_pointwise(const int8_t *in, int8_t *out, int32_t npix, int32_t cin, int32_t cout,
                             const int8_t *w, const int32_t *bias, const int32_t *mult, const int32_t *shift,
                             int32_t zp_out, int32_t lo, int32_t hi, int32_t rq, int32_t *wide) {
+#if TF_ARMV6M
+    (void)wide;
+    tf_pointwise_v6m(in, out, npix, cin, cout, w, bias, mult, shift, zp_out, lo, hi, rq);
+    return;
+#endif
     int32_t p = 0;
 #if TF_DSP
     if (cin % 4 == 0 && npix == 1) { /* a classifier: one input (widened once where `wide`), 2 channels at a time */
@@ -345,6 +650,38 @@ TF_INLINE void tf_depthwise(const int8_t *in, int32_t iy0, int32_t ix0, int32_t 
                             int8_t *plane, int32_t rq) {
     const int32_t py0 = oy0 * sh - pt, px0 = ox0 * sw - pl;
     const int32_t ph = (oh - 1) * sh + kh, pw = (ow - 1) * sw + kw;
+#if TF_ARMV6M
+    /* Armv6-M: the plane holds each input offset by 128 as an unsigned byte (x ^ 0x80), so a tap is one LDRB with
+     * an immediate offset (LDRSB has none); the bias takes -128 * sum(w) */
+    uint8_t *const up = (uint8_t *)plane;
+    memset(plane, (zp_in + 128) & 0xff, (size_t)(ph * pw));
+    for (int32_t ch = 0; ch < c; ch++) {
+        const int32_t x_lo = px0 < 0 ? -px0 : 0, x_hi = px0 + pw > w ? w - px0 : pw;
+        for (int32_t y = 0; y < ph; y++) {
+            int32_t gy = py0 + y;
+            if (gy < 0 || gy >= h) continue;
+            uint8_t *row = up + y * pw;
+            const uint8_t *src = (const uint8_t *)in + ((gy - iy0) * is + (px0 - ix0)) * c + ch;
+            for (int32_t x = x_lo; x < x_hi; x++) row[x] = (uint8_t)(src[x * c] ^ 0x80u);
+        }
+        int32_t k[TF_MAX_KERNEL_AREA], wsum = 0;
+        for (int32_t i = 0; i < kh * kw; i++) k[i] = wt[ch * kh * kw + i], wsum += k[i];
+        const int32_t b = bias[ch] - 128 * wsum, m = mult[ch], s = shift[ch];
+        for (int32_t oy = 0; oy < oh; oy++) {
+            int8_t *dst = out + ((oy0 + oy - oyb) * os + (ox0 - oxb)) * c + ch;
+            const uint8_t *prow = up + (oy * sh) * pw;
+            int32_t ox = 0;
+            for (; ox + 4 <= ow; ox += 4, dst += 4 * c) {
+                int32_t acc[4] = {b, b, b, b};
+                tf_v6m_taps4(prow + ox * sw, k, pw, kh, kw, sw, acc);
+                for (int32_t j = 0; j < 4; j++) dst[j * c] = tf_v6m_q(acc[j], m, s, rq, zp_out, lo, hi);
+            }
+            for (; ox < ow; ox++, dst += c)
+                *dst = tf_v6m_q(tf_v6m_taps1(prow + ox * sw, k, pw, kh, kw, b), m, s, rq, zp_out, lo, hi);
+        }
+    }
+    return;
+#endif
     memset(plane, zp_in, (size_t)(ph * pw));
     for (int32_t ch = 0; ch < c; ch++) {
         const int32_t x_lo = px0 < 0 ? -px0 : 0, x_hi = px0 + pw > w ? w - px0 : pw; /* columns inside the map */
@@ -388,7 +725,7 @@ TF_INLINE void tf_pointwise_rect(const int8_t *in, int32_t iy0, int32_t ix0, int
 /* one of the add's rescales: mode 2 (shift 0, |acc| < 2^30): SRDHM alone, SMMULR(2*acc, m), which is also the
  * single rounding at shift 0; else `tf_rq` (1: the short sequence with -shift - 1; 0: the general one) */
 TF_INLINE int32_t tf_rq_add(int32_t acc, int32_t m, int32_t s, int32_t mode) {
-    return mode == 2 ? tf_smmulr(acc * 2, m) : tf_rq(acc, m, s, mode);
+    return mode == 2 ? tf_smmulr2(acc, m) : tf_rq(acc, m, s, mode);
 }
 
 /* TF Lite's int8 add: both inputs scaled up by 2^20, rescaled to a common scale, summed, rescaled to the output; rq: the three rescales' modes (tf_rq_add) in base 3 */

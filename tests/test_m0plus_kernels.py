@@ -1,0 +1,173 @@
+"""The Armv6-M kernels (Cortex-M0+, the SAMD21's core: no DSP, no SSAT, no 64-bit multiply instruction): the
+generated firmware built for `cortex_m0plus` and run on qemu equals the NumPy oracle bit for bit under both
+roundings, over layers that take every path of those kernels — odd channel counts (the 4/2/1 output-channel
+blocks and the 4/1 output-column blocks), stride 2, depthwise 3x3 / 5x5 / 7x7, pointwise, im2col convolution,
+fully connected, residual add and pooling — and its object code holds no DSP instruction."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from tinyflow.deployment import Deployment
+from tinyflow.device import Device
+from tinyflow.firmware import build
+from tinyflow.firmware.project import FirmwareSettings, make_firmware
+from tinyflow.ir.onnx_import import from_onnx
+from tinyflow.memory.config import MemoryConfig
+from tinyflow.memory.layer_plan import layer_plan
+
+needs_toolchain = pytest.mark.skipif(bool(build.missing_tools()), reason="arm-none-eabi-gcc / qemu not installed")
+BOARD = Device("m0plus-board", 4096, 4096, "cortex_m0plus", 48)  # the M0+ core, room for any test model
+KERNELS = REPO / "src" / "tinyflow" / "firmware" / "templates" / "tf_kernels.h"
+# Armv7E-M / Armv7-M instructions an Armv6-M build must not contain (the DSP and saturation extensions, long
+# multiplies, Thumb-2 wide encodings' mnemonics the M0+ lacks)
+NOT_ARMV6M = ("smlad", "smlabb", "smmul", "smmulr", "sxtb16", "ssat", "usat", "smull", "umull", "smlal", "sdiv", "udiv")
+
+
+def _net(torch, cin: int = 3):
+    nn = torch.nn
+
+    class Net(nn.Module):
+        """Every Armv6-M kernel path: odd channels (7, 13, 5), stride 2, depthwise 3/5/7, an add, pools, a dense."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(cin, 7, 3, 2, 1), nn.ReLU())  # im2col, stride 2, cout 7 = 4+2+1
+            self.dw3 = nn.Sequential(nn.Conv2d(7, 7, 3, 1, 1, groups=7), nn.ReLU())
+            self.pw1 = nn.Conv2d(7, 13, 1)  # cin 7 (n % 4 = 3), cout 13 = 3 blocks of 4 + 1
+            self.dw5 = nn.Sequential(nn.Conv2d(13, 13, 5, 2, 2, groups=13), nn.ReLU())  # stride 2
+            self.pw2 = nn.Sequential(nn.Conv2d(13, 13, 1), nn.ReLU6())
+            self.dw7 = nn.Conv2d(13, 13, 7, 1, 3, groups=13)
+            self.pw3 = nn.Conv2d(13, 6, 1)  # cout 6 = 4 + 2, cin 13 (n % 4 = 1)
+            self.pw4 = nn.Conv2d(13, 6, 1)
+            self.conv = nn.Sequential(nn.Conv2d(6, 5, 3, 1, 1), nn.ReLU())  # im2col row 54 (n % 4 = 2)
+            self.maxpool = nn.MaxPool2d(2)
+            self.avgpool = nn.AvgPool2d(2)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(5, 5)
+
+        def forward(self, x):
+            x = self.dw3(self.stem(x))
+            x = self.dw5(self.pw1(x))
+            y = self.dw7(self.pw2(x))
+            x = self.pw3(y) + self.pw4(x)  # residual add
+            x = self.conv(x)
+            x = self.avgpool(self.maxpool(x))
+            return self.fc(torch.flatten(self.pool(x), 1))
+
+    return Net().eval()
+
+
+@pytest.fixture(scope="module")
+def m0_model(tmp_path_factory):
+    """The test network (random weights, seed 0), 20x22 input (odd output widths), quantized to int8 by
+    onnxruntime (per-channel weights, calibrated on random images)."""
+    torch = pytest.importorskip("torch")
+    from tinyflow.deploy.onnx_export import export_onnx
+    from tinyflow.deploy.quantize import quantize_int8
+
+    work = tmp_path_factory.mktemp("m0plus")
+    torch.manual_seed(0)
+    net = _net(torch)
+    shape = (1, 3, 20, 22)
+    export_onnx(net, shape, work / "float.onnx")
+    calib = np.random.default_rng(0).standard_normal((16, *shape[1:])).astype(np.float32)
+    path = quantize_int8(work / "float.onnx", work / "int8.onnx", calib)
+    return path, np.random.default_rng(1).standard_normal((6, *shape[1:])).astype(np.float32)
+
+
+def _firmware(path: Path, images: np.ndarray, out: Path, **settings) -> dict:
+    graph = from_onnx(path)
+    deployment = Deployment(graph, layer_plan(graph, MemoryConfig()), {}, model_path=str(path), source="int8 file")
+    return make_firmware(deployment, BOARD, out, images, FirmwareSettings(images=len(images), **settings))
+
+
+def test_the_model_takes_every_kernel(m0_model) -> None:
+    from tinyflow.firmware.qmodel import build_qmodel
+
+    kinds = [layer.kind for layer in build_qmodel(from_onnx(m0_model[0])).layers]
+    for kind in ("conv", "depthwise", "pointwise", "add", "maxpool", "avgpool", "global_avgpool", "linear"):
+        assert kind in kinds, kinds
+
+
+@needs_toolchain
+@pytest.mark.parametrize("rounding", ["single", "tflite"])
+def test_m0plus_firmware_is_bit_exact(m0_model, rounding, tmp_path) -> None:
+    """Built for the Cortex-M0+ (-mcpu=cortex-m0plus, run on the M3 board): every output equals the oracle's."""
+    path, images = m0_model
+    fw = _firmware(path, images, tmp_path, rounding=rounding)
+    assert fw["target"] == "cortex_m0plus" and "-mcpu=cortex-m0plus" in fw["cpu_flags"]
+    assert fw["bit_exact"] == fw["images"] == len(images), fw.get("failed_checks")
+    assert fw["instructions_per_inference"] > fw["macs"]
+
+
+@needs_toolchain
+@pytest.mark.parametrize("opt", ["-Os", "-O0"])
+def test_m0plus_other_optimisation_levels_are_bit_exact(m0_model, opt, tmp_path) -> None:
+    """-Os takes the same assembly loops; -O0 (the frame pointer holds r7) the plain-C Armv6-M paths."""
+    path, images = m0_model
+    fw = _firmware(path, images[:2], tmp_path, rounding="tflite", opt=opt)
+    assert fw["bit_exact"] == fw["images"] == 2
+
+
+@needs_toolchain
+def test_m0plus_object_code_has_no_dsp_instructions(m0_model, tmp_path) -> None:
+    """The model's object code is Armv6-M: none of the DSP / saturation / long-multiply instructions, and the
+    pointwise loops' multiply-accumulate is MULS (the kernels' own Armv6-M loops, not the M7 loop compiled down)."""
+    path, images = m0_model
+    fw = _firmware(path, images[:1], tmp_path)
+    objdump = shutil.which("arm-none-eabi-objdump")
+    if objdump is None:
+        pytest.skip("arm-none-eabi-objdump not installed")
+    obj = next(Path(fw["project_dir"]).rglob("model.o"), None) or Path(fw["project_dir"]) / "firmware.elf"
+    text = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(obj)], capture_output=True, text=True).stdout
+    mnemonics = {m.group(1) for m in re.finditer(r"^\s+[0-9a-f]+:\s+([a-z0-9.]+)", text, re.M)}
+    assert mnemonics and not mnemonics & set(NOT_ARMV6M), sorted(mnemonics & set(NOT_ARMV6M))
+    assert not any(m.endswith(".w") for m in mnemonics), "a 32-bit Thumb-2 encoding in Armv6-M code"
+    assert "muls" in mnemonics and "ldrsb" in mnemonics and "ldrb" in mnemonics
+
+
+HMUL_TEST = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include "tf_kernels.h"
+int main(void) {
+    uint64_t s = 88172645463325252ull;
+    long bad = 0;
+    for (long i = 0; i < 4000000; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        int32_t acc = (int32_t)(s % 2147483647u) - 1073741823, m = (int32_t)((s >> 31) % 1073741824u) + 1073741824;
+        if (i % 4 == 1) acc = (int32_t)(s % 131072u) - 65536;
+        if (i == 0) acc = -1073741823, m = 2147483647;
+        if (i == 1) acc = 1073741823, m = 1073741824;
+        for (int32_t c = 0; c < 2; c++) {
+            int64_t want = ((int64_t)acc * m + (c ? (INT64_C(1) << 30) : 0)) >> 31;
+            if (tf_hmul31(acc, m, c << 14) != (int32_t)want) bad++;
+        }
+    }
+    printf("%ld\n", bad);
+    return bad != 0;
+}
+"""
+
+
+def test_hmul31_is_the_64_bit_product(tmp_path) -> None:
+    """The Armv6-M high multiply in 32-bit arithmetic (`tf_hmul31`, compiled for the host with the Armv6-M
+    macro set: its plain-C path) equals floor((acc*m + c) / 2^31) on 8 M random and boundary operands."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no host C compiler")
+    (tmp_path / "t.c").write_text(HMUL_TEST)
+    exe = tmp_path / "t"
+    flags = ["-O1", "-std=c99", "-D__ARM_ARCH_6M__=1", f"-I{KERNELS.parent}"]
+    res = subprocess.run([cc, *flags, str(tmp_path / "t.c"), "-o", str(exe)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "0", run.stdout
