@@ -49,6 +49,13 @@ def test_report_after_quantize_and_schedule_has_the_deployed_figures(quantized) 
     m, plan = ctx.metrics, ctx.plan
     assert _row(md, "accuracy (float)")[1] == f"{100 * m['accuracy_float']:.2f} %"
     assert _row(md, "accuracy (int8)")[1] == f"{100 * m['accuracy_int8']:.2f} %"
+    n = int(m["test_images"])  # each accuracy with its 95 % interval over the test images (issue 26)
+    assert _row(md, "accuracy (int8)")[2].endswith(f"Wilson, n = {n:,}")
+    assert m["accuracy_int8_ci95_low"] <= m["accuracy_int8"] <= m["accuracy_int8_ci95_high"]
+    drop = _row(md, "int8 drop (float − int8)")
+    assert ("cannot be told apart" in drop[2]) == (
+        m["accuracy_drop_int8_ci95_low"] <= 0.0 <= m["accuracy_drop_int8_ci95_high"]
+    )
     assert _row(md, "flash")[1] == f"{plan['flash_bytes'] / 1024:,.1f} KiB"
     assert plan["flash_bytes"] == m["onnx_flash_bytes"]  # the int8 file's own count
     assert _row(md, "peak SRAM (live)")[1] == f"{plan['peak_live_bytes'] / 1024:,.1f} KiB"
@@ -57,6 +64,8 @@ def test_report_after_quantize_and_schedule_has_the_deployed_figures(quantized) 
     assert _row(md, "file: onnx (int8)")[1] == ctx.onnx_int8_path
     summary = json.loads((Path(ctx.output_dir) / REPORT_JSON).read_text())
     assert summary["flash_bytes"] == plan["flash_bytes"] and summary["fits"] is True
+    assert summary["test_images"] == n and summary["accuracy_float_ci95_high"] == m["accuracy_float_ci95_high"]
+    assert summary["accuracy_drop_int8_told_apart"] in (True, False)
     assert summary["latency_ms"] == plan["latency_ms"] is not None  # the default cost model (micronets)
 
 

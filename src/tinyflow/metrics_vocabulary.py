@@ -21,6 +21,10 @@ MEMORY_NAMES = (SRAM_PEAK, SRAM_ARENA, FLASH)
 ACCURACY_NAMES = (ACCURACY_FLOAT, ACCURACY_INT8)
 #: the child run's tag of a stage without accuracy; its value says why
 NO_ACCURACY_TAG = "accuracy.none"
+#: suffixes of an accuracy's 95 % interval (`accuracy.int8.ci95_low`, Wilson: tinyflow.confidence) and the number
+#: of images the accuracies were measured on (`accuracy.images`, under the same prefix)
+CI_LOW, CI_HIGH = "ci95_low", "ci95_high"
+EVAL_IMAGES = "accuracy.images"
 #: where the run context keeps each stage's headline figures (stage -> {sram, flash, accuracy, ...})
 CONTEXT_KEY = "stage_figures"
 
@@ -46,6 +50,28 @@ def figures(
     head = f"{prefix}." if prefix else ""
     tail = f".{suffix}" if suffix else ""
     return {f"{head}{name}{tail}": float(v) for name, v in values.items() if v is not None}
+
+
+def intervals(
+    prefix: str = "",
+    *,
+    n: float | None,
+    accuracy_float: float | None = None,
+    accuracy_int8: float | None = None,
+) -> dict[str, float]:
+    """The 95 % Wilson intervals of the given accuracies measured on `n` images (`<prefix>.accuracy.float.ci95_low`,
+    `….ci95_high`) and `n` itself (`<prefix>.accuracy.images`); {} when `n` is unknown."""
+    from tinyflow.confidence import interval
+
+    head = f"{prefix}." if prefix else ""
+    out: dict[str, float] = {}
+    for name, value in ((ACCURACY_FLOAT, accuracy_float), (ACCURACY_INT8, accuracy_int8)):
+        iv = interval(value, n)
+        if iv is not None:
+            out |= {f"{head}{name}.{CI_LOW}": iv.low, f"{head}{name}.{CI_HIGH}": iv.high}
+    if out:
+        out[f"{head}{EVAL_IMAGES}"] = float(n)  # type: ignore[arg-type]
+    return out
 
 
 def matches(metric: str, base: str) -> bool:

@@ -7,8 +7,9 @@ figures as metrics and tags on the MLflow parent run.
 Where a figure comes from (one source each):
 - memory, flash, MACs, params, latency, energy: the `schedule` stage's analysis of the deployed network
   (`ctx.plan`; its `source` says whether the int8 ONNX or the network's description was planned);
-- accuracy: the float model and the int8 model on the test split (stage `quantize`). A figure no stage produced
-  shows as "—";
+- accuracy: the float model and the int8 model on the test split (stage `quantize`), each with its 95 % Wilson
+  interval over the test images, and the int8-vs-float drop with its Newcombe interval — "cannot be told apart"
+  when that interval holds 0 (`tinyflow.confidence`). A figure no stage produced shows as "—";
 - whatever the backend measured (stage `deploy`): its report sections (`tinyflow.contracts.ReportSection`, kept in
   `ctx.extra["report_sections"]`), rendered as they are, one table each, without naming a backend; its metrics
   and details in `report.json` under their own names.
@@ -25,6 +26,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from rich.table import Table
 
+from tinyflow.confidence import DIFFERENCE_METHOD, METHOD, difference, interval
 from tinyflow.context import RunContext, atomic_write_text
 from tinyflow.contracts import ReportSection
 from tinyflow.errors import TinyflowError
@@ -51,6 +53,14 @@ class Figures:
     scheduler: str | None = None
     accuracy_float: float | None = None
     accuracy_int8: float | None = None
+    test_images: int | None = None  # the test split the accuracies were measured on: their intervals' n
+    accuracy_float_ci95_low: float | None = None  # 95 % Wilson intervals (tinyflow.confidence)
+    accuracy_float_ci95_high: float | None = None
+    accuracy_int8_ci95_low: float | None = None
+    accuracy_int8_ci95_high: float | None = None
+    accuracy_drop_int8: float | None = None  # float − int8, and its 95 % Newcombe interval
+    accuracy_drop_int8_ci95_low: float | None = None
+    accuracy_drop_int8_ci95_high: float | None = None
     peak_sram_bytes: float | None = None
     arena_bytes: float | None = None
     flash_bytes: float | None = None
@@ -66,6 +76,13 @@ class Figures:
     sram_total_bytes: float | None = None  # arena + overhead: the plan's SRAM figure
     linker_fits: bool | None = None  # a firmware backend's link for the device (None: no link)
     firmware_built: bool | None = None  # a firmware backend built its image (False: written, not built)
+
+    @property
+    def drop_told_apart(self) -> bool | None:
+        """Whether the int8 model's accuracy can be told apart from the float model's (the drop's interval does not
+        hold 0); None without the interval."""
+        low, high = self.accuracy_drop_int8_ci95_low, self.accuracy_drop_int8_ci95_high
+        return None if low is None or high is None else not low <= 0.0 <= high
 
     @property
     def sram_used(self) -> float | None:
@@ -120,6 +137,7 @@ def gather(cfg: DictConfig, ctx: RunContext) -> Figures:
         f.resolution = ctx.arch.get("resolution")
     f.accuracy_float = m.get(FLOAT_ACCURACY_KEY)
     f.accuracy_int8 = m.get("accuracy_int8")
+    _accuracy_intervals(f, m)
     plan = ctx.plan or {}
     f.memory_source = plan.get("source")
     f.scheduler = plan.get("scheduler")
@@ -138,6 +156,27 @@ def gather(cfg: DictConfig, ctx: RunContext) -> Figures:
     f.latency_ms = plan.get("latency_ms")
     f.energy_mj = plan.get("energy_mj")
     return f
+
+
+def _accuracy_intervals(f: Figures, m: dict[str, float]) -> None:
+    """The accuracies' intervals as `quantize` logged them; computed from the test-set size where a context has the
+    size but not the intervals (one written before they were logged)."""
+    n = m.get("test_images")
+    f.test_images = None if n is None else int(n)
+    for name in ("accuracy_float", "accuracy_int8"):
+        low, high = m.get(f"{name}_ci95_low"), m.get(f"{name}_ci95_high")
+        iv = interval(getattr(f, name), n) if low is None or high is None else None
+        if iv is not None:
+            low, high = iv.low, iv.high
+        setattr(f, f"{name}_ci95_low", low)
+        setattr(f, f"{name}_ci95_high", high)
+    if f.accuracy_float is None or f.accuracy_int8 is None:
+        return
+    f.accuracy_drop_int8 = f.accuracy_float - f.accuracy_int8
+    low, high = m.get("accuracy_drop_int8_ci95_low"), m.get("accuracy_drop_int8_ci95_high")
+    if (low is None or high is None) and f.test_images:
+        _, low, high = difference(f.accuracy_float, f.test_images, f.accuracy_int8, f.test_images)
+    f.accuracy_drop_int8_ci95_low, f.accuracy_drop_int8_ci95_high = low, high
 
 
 def sections(ctx: RunContext) -> list[ReportSection]:
@@ -160,6 +199,22 @@ def _pct(v: float | None) -> str:
     return DASH if v is None else f"{100 * v:.2f} %"
 
 
+def _ci(low: float | None, high: float | None, n: int | None) -> str:
+    """`95 % CI 85.7–91.3, Wilson, n = 500` ("" without the interval)."""
+    if low is None or high is None:
+        return ""
+    return f"95 % CI {100 * low:.1f}–{100 * high:.1f}, {METHOD}" + ("" if n is None else f", n = {n:,}")
+
+
+def _drop_note(f: Figures) -> str:
+    """The drop's interval and whether it tells int8 and float apart."""
+    low, high = f.accuracy_drop_int8_ci95_low, f.accuracy_drop_int8_ci95_high
+    if low is None or high is None:
+        return "no test-set size: no interval"
+    verdict = "a real difference" if f.drop_told_apart else "inside the interval: cannot be told apart"
+    return f"95 % CI {100 * low:+.1f}…{100 * high:+.1f}, {DIFFERENCE_METHOD}: {verdict}"
+
+
 def _num(v: float | None, fmt: str, unit: str = "") -> str:
     return DASH if v is None else f"{v:{fmt}}{unit}"
 
@@ -176,14 +231,23 @@ def _against(used: float | None, budget: int | None) -> str:
 
 def rows(f: Figures, files: dict[str, str]) -> list[tuple[str, str, str]]:
     """(what, value, against / note) rows of the report."""
-    drop = None if f.accuracy_float is None or f.accuracy_int8 is None else f.accuracy_float - f.accuracy_int8
+    n = f.test_images
     out = [
         ("device", f.device or DASH, ""),
         ("arch", DASH if f.arch is None else f"{f.arch} @ {f.resolution}²", ""),
         ("scheduler", f.scheduler or DASH, f"memory from: {f.memory_source}" if f.memory_source else ""),
         *([("schedule", f.schedule_used or DASH, f.schedule_reason or "")] if f.schedule_reason else []),
-        ("accuracy (float)", _pct(f.accuracy_float), "test split"),
-        ("accuracy (int8)", _pct(f.accuracy_int8), "" if drop is None else f"drop {100 * drop:+.2f} points"),
+        (
+            "accuracy (float)",
+            _pct(f.accuracy_float),
+            "; ".join(p for p in ("test split", _ci(f.accuracy_float_ci95_low, f.accuracy_float_ci95_high, n)) if p),
+        ),
+        ("accuracy (int8)", _pct(f.accuracy_int8), _ci(f.accuracy_int8_ci95_low, f.accuracy_int8_ci95_high, n)),
+        *(
+            [("int8 drop (float − int8)", f"{100 * f.accuracy_drop_int8:+.2f} points", _drop_note(f))]
+            if f.accuracy_drop_int8 is not None
+            else []
+        ),
         ("peak SRAM (live)", _kib(f.peak_sram_bytes), _against(f.peak_sram_bytes, f.sram_budget_bytes)),
         ("arena", _kib(f.arena_bytes), _against(f.arena_bytes, f.sram_budget_bytes)),
         *(
@@ -268,6 +332,14 @@ def metrics_of(f: Figures) -> dict[str, float]:
     names = (
         "accuracy_float",
         "accuracy_int8",
+        "test_images",
+        "accuracy_float_ci95_low",
+        "accuracy_float_ci95_high",
+        "accuracy_int8_ci95_low",
+        "accuracy_int8_ci95_high",
+        "accuracy_drop_int8",
+        "accuracy_drop_int8_ci95_low",
+        "accuracy_drop_int8_ci95_high",
         "peak_sram_bytes",
         "arena_bytes",
         "sram_overhead_bytes",
@@ -303,6 +375,9 @@ def write_report(cfg: DictConfig, ctx: RunContext) -> str:
     atomic_write_text(out / REPORT_MD, markdown)
     summary = {k: v for k, v in figures.__dict__.items()}
     summary.update(fits=figures.fits, fits_sram=figures.fits_sram, fits_flash=figures.fits_flash)
+    summary.update(
+        accuracy_interval=f"95 % {METHOD} score interval", accuracy_drop_int8_told_apart=figures.drop_told_apart
+    )
     summary.update(stages=list(ctx.completed), files=files)
     summary.update({k: v for k, v in backend_details(ctx).items() if k not in summary})
     summary.update(backend=ctx.extra.get("backend"), sections=[sec.to_dict() for sec in backend_sections])

@@ -7,7 +7,8 @@ model (`DeployedNetwork.build_model`) starts from the supernet's extracted weigh
 them when the scheduler kept the network, else those that carry over (`init_from_static`: stem, kept blocks, head,
 classifier; the new parts seeded fresh). Without a supernet (or with `finetune.from_supernet=false`) it starts from
 scratch. Writes `model.pt` (state_dict + the network's description) atomically into the job's output dir, records
-the network in `ctx.network` and the test accuracy as `accuracy_float`.
+the network in `ctx.network` and the test accuracy as `accuracy_float`, with its 95 % Wilson interval
+(`accuracy_float_ci95_low/high`) over the `test_images` it was measured on (tinyflow.confidence).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tinyflow.arch.genome import Arch
+from tinyflow.confidence import ci_metrics, dataset_size
 from tinyflow.context import RunContext
 from tinyflow.deploy.model import require
-from tinyflow.metrics_vocabulary import figures, record
+from tinyflow.metrics_vocabulary import figures, intervals, record
 from tinyflow.network import DeployedNetwork
 from tinyflow.network_memory import network_memory
 from tinyflow.plugins import build_plugin
@@ -114,6 +116,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
             "finetune_wall_time_s": float(result["wall_time_s"]),
         }
     )
+    n_test = dataset_size(data.test_dataloader())
+    metrics |= ci_metrics("accuracy_float", metrics["accuracy_float"], n_test)
+    if n_test is not None:
+        metrics["test_images"] = float(n_test)
     ctx.model_checkpoint = result["checkpoint"]
     ctx.network = net.to_dict()
     ctx.metrics.update(metrics)
@@ -121,5 +127,6 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     tracker.log_parent_metrics(metrics)
     log.info("finetune: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     values = {**network_memory(cfg, net, ctx.schedule_options), **figures(accuracy_float=metrics["accuracy_float"])}
+    values |= intervals(n=n_test, accuracy_float=metrics["accuracy_float"])
     record(ctx, tracker, "finetune", values)
     return ctx

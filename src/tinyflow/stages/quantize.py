@@ -1,6 +1,8 @@
 """Stage `quantize`: export the final model (whatever network it is) to float ONNX, quantize it to int8
-(onnxruntime, QDQ), and measure: float and int8 accuracy on the test split, the files' sizes and the int8 file's
-flash count (`onnx_flash_*`). It plans nothing: the `schedule` stage plans and costs the deployed network."""
+(onnxruntime, QDQ), and measure: float and int8 accuracy on the test split with their 95 % Wilson intervals
+(`accuracy_*_ci95_low/high`, `test_images`; the int8-vs-float drop's Newcombe interval: tinyflow.confidence), the
+files' sizes and the int8 file's flash count (`onnx_flash_*`). It plans nothing: the `schedule` stage plans and costs
+the deployed network."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from tinyflow.confidence import ci_metrics, difference, format_accuracy
 from tinyflow.context import RunContext
 from tinyflow.deploy.model import load_final_model
 from tinyflow.deploy.onnx_export import export_onnx
@@ -21,7 +24,7 @@ from tinyflow.deploy.quantize import (
     quantize_int8,
     torch_accuracy,
 )
-from tinyflow.metrics_vocabulary import FLASH, figures, record
+from tinyflow.metrics_vocabulary import FLASH, figures, intervals, record
 from tinyflow.network_memory import graph_memory
 from tinyflow.plugins import build_plugin
 from tinyflow.stages import stage
@@ -80,6 +83,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
         "onnx_int8_file_bytes": float(int8_path.stat().st_size),
     }
     metrics["accuracy_drop_int8"] = metrics["accuracy_float"] - metrics["accuracy_int8"]
+    n = len(images)  # every accuracy here is a proportion of these test images: its 95 % interval
+    metrics |= ci_metrics("accuracy_float", metrics["accuracy_float"], n)
+    metrics |= ci_metrics("accuracy_int8", metrics["accuracy_int8"], n)
+    _, low, high = difference(metrics["accuracy_float"], n, metrics["accuracy_int8"], n)
+    metrics |= {"accuracy_drop_int8_ci95_low": low, "accuracy_drop_int8_ci95_high": high}
     counted = int8_flash_bytes(int8_path)  # the int8 file's own flash: initializers as a runtime stores them
     metrics.update({f"onnx_{k}": float(v) for k, v in counted.items()})
     tracker = active_tracker()
@@ -91,11 +99,12 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     tracker.log_metrics(metrics)
     values = {**int8_memory(cfg, ctx, int8_path), FLASH: float(counted["flash_bytes"])}
     values.update(figures(accuracy_float=metrics["accuracy_float"], accuracy_int8=metrics["accuracy_int8"]))
+    values.update(intervals(n=n, accuracy_float=metrics["accuracy_float"], accuracy_int8=metrics["accuracy_int8"]))
     record(ctx, tracker, "quantize", values)
     log.info(
-        "int8: accuracy %.4f (float %.4f), int8 file's flash %d B",
-        metrics["accuracy_int8"],
-        metrics["accuracy_float"],
+        "int8: accuracy %s (float %s), int8 file's flash %d B",
+        format_accuracy(metrics["accuracy_int8"], n),
+        format_accuracy(metrics["accuracy_float"], n),
         counted["flash_bytes"],
     )
     return ctx

@@ -3,7 +3,8 @@
 Builds the data, the search space (re-targeted to the width multiplier and resolution that the `space` stage
 chose, and bound to the data's channels and classes) and the trainer, fits, and records what the trainer's
 `TrainResult` says it produced: a supernet (its checkpoint, for `search` and `finetune`) or a model (its `model.pt`
-and network, for `quantize` / `deploy`), with the trainer's final figures.
+and network, for `quantize` / `deploy`), with the trainer's final figures: each validation accuracy with its 95 %
+Wilson interval (`<name>_ci95_low/high`) over the `val_images` it was measured on (tinyflow.confidence).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from tinyflow.atomic import atomic_copy
+from tinyflow.confidence import ci_metrics, dataset_size
 from tinyflow.context import RunContext
 from tinyflow.contracts import TrainResult
-from tinyflow.metrics_vocabulary import figures, record
+from tinyflow.metrics_vocabulary import figures, intervals, record
 from tinyflow.network import DeployedNetwork
 from tinyflow.network_memory import network_memory
 from tinyflow.plugins import build_plugin
@@ -68,19 +70,27 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
             ctx.network = dict(result.network)
             ctx.arch = dict(result.network["arch"])
         metrics = {"train_val_accuracy": float(result.metrics["val_accuracy"])}
+    n_val = dataset_size(data.val_dataloader())  # the trainers' final accuracies are over the whole val split
+    for name, value in list(metrics.items()):
+        metrics |= ci_metrics(name, value, n_val)
+    if n_val is not None:
+        metrics["val_images"] = float(n_val)
     metrics["train_wall_time_s"] = float(result.wall_time_s)
     metrics["train_cache_hit"] = float(result.cache_hit)
     ctx.metrics.update(metrics)
     tracker.log_metrics(metrics)
     tracker.log_parent_metrics(metrics)
     log.info("train: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    log_memory_accuracy(cfg, ctx, tracker, trainer, space, result)
+    log_memory_accuracy(cfg, ctx, tracker, trainer, space, result, n_val)
     return ctx
 
 
-def log_memory_accuracy(cfg: DictConfig, ctx: RunContext, tracker: Any, trainer: Any, space: Any, result: Any) -> None:
+def log_memory_accuracy(
+    cfg: DictConfig, ctx: RunContext, tracker: Any, trainer: Any, space: Any, result: Any, n_val: int | None = None
+) -> None:
     """The shared names: a supernet's largest and smallest subnets' SRAM and flash (the configured scheduler's
-    costs) beside their accuracy (`largest.*`, `smallest.*`); a model's own SRAM, flash and accuracy."""
+    costs) beside their accuracy (`largest.*`, `smallest.*`); a model's own SRAM, flash and accuracy; each accuracy's
+    95 % interval over the `n_val` validation images."""
     if result.kind == "supernet":
         from tinyflow.plugins import build_device
         from tinyflow.stages.space import scheduler_costs
@@ -98,12 +108,14 @@ def log_memory_accuracy(cfg: DictConfig, ctx: RunContext, tracker: Any, trainer:
         for label in ("largest", "smallest"):
             acc = result.metrics.get(f"val_acc_{label}")
             values.update(figures(label, accuracy_float=acc))
+            values.update(intervals(label, n=n_val, accuracy_float=acc))
         record(ctx, tracker, "train", values, prefix="largest")
         return
     values = {}
     if result.network is not None:
         values.update(network_memory(cfg, DeployedNetwork.from_dict(result.network)))
     values.update(figures(accuracy_float=result.metrics.get("val_accuracy")))
+    values.update(intervals(n=n_val, accuracy_float=result.metrics.get("val_accuracy")))
     record(ctx, tracker, "train", values)
 
 
