@@ -47,6 +47,11 @@ class AccuracyMemo:
         with self._db:
             self._db.execute("INSERT OR IGNORE INTO accuracy VALUES (?, ?, ?)", (arch.key(), split, float(value)))
 
+    def items(self, split: str) -> list[tuple[str, float]]:
+        """Every (arch key, accuracy) measured on `split` so far, by any job sharing the memo (key order)."""
+        rows = self._db.execute("SELECT arch, value FROM accuracy WHERE split = ? ORDER BY arch", (split,))
+        return [(str(key), float(value)) for key, value in rows.fetchall()]
+
     def wrap(self, measure: Callable[[Arch], float], split: str) -> Callable[[Arch], float]:
         """`measure` that looks each arch up first and records what it measures."""
 

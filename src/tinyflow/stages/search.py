@@ -9,6 +9,11 @@ engine's full plan (arena layout).
 
 A supernet that runs another kind of network than a plain one (an RNNPool stem: `rnnpool`, with the options recorded
 in its checkpoint) is costed as that network, rewritten exactly once, as the supernet runs it.
+
+Never worse with more memory (issue 26): every subnet already measured on this supernet (the accuracy memo, shared
+by a sweep's jobs) that fits this search's budgets is a candidate (`tinyflow.search.memo_seed`); when the best of
+them whose arena fits beats the search's choice on measured val accuracy, it is the result (`result_source`:
+`accuracy memo`). The chosen subnet's val accuracy carries its 95 % Wilson interval over the val images.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ import logging
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from omegaconf import DictConfig
 
 from tinyflow.arch.genome import Arch
+from tinyflow.confidence import ci_metrics, dataset_size, format_accuracy
 from tinyflow.context import RunContext, atomic_write_text
 from tinyflow.contracts import ScheduleBudget
 from tinyflow.errors import BudgetError, ConfigError, TinyflowError
@@ -32,6 +39,7 @@ from tinyflow.plugins import build_device, build_memory, build_plugin
 from tinyflow.search.accuracy_memo import accuracy_memo
 from tinyflow.search.arch_figure import patch_stage_kernels
 from tinyflow.search.costing import SchedulerCosts, fixed_overhead, verify_plan
+from tinyflow.search.memo_seed import MemoCandidates, memo_candidates
 from tinyflow.search.problem import Budgets, SearchProblem
 from tinyflow.search.strategy import SearchSettings
 from tinyflow.stages import stage
@@ -40,6 +48,9 @@ from tinyflow.tracking import active_tracker
 from tinyflow.training.remote_cache import pull_accuracies, push_accuracies
 
 log = logging.getLogger(__name__)
+
+#: the accuracy memo's subnets that fit this search's budgets (issue 26), in the search folder
+MEMO_FILE = "memo_candidates.json"
 
 
 def load_supernet(cfg: DictConfig, ctx: RunContext) -> Supernet:
@@ -254,6 +265,14 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         budgets,
         schedule_choices=costs.joint_choices(settings.joint),
     )
+    if memo is not None:  # what earlier jobs on this supernet measured that fits this budget (issue 26)
+        earlier = memo_candidates(problem, memo)
+        log.info(
+            "search: %d of the %d subnets in the accuracy memo fit this budget%s",
+            len(earlier.rows),
+            earlier.read,
+            "" if earlier.best is None else f"; the best has val accuracy {earlier.best['accuracy']:.4f}",
+        )
     tracker.log_params(
         {
             "strategy": strategy.name,
@@ -273,9 +292,23 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         problem.accuracy_fn = counted
         result = strategy.search(problem, random.Random(seed))
 
-    best, check = choose_verified(result, costs, device, deployed_plan(cfg, costs, device))
+    plan_of = deployed_plan(cfg, costs, device)
+    best, check = choose_verified(result, costs, device, plan_of)
     best_arch: Arch = best["arch"]
     supernet_best = supernet_acc(best_arch)
+    found = memo_candidates(problem, memo) if memo is not None else MemoCandidates()
+    source = "search"
+    picked = _memo_fallback(found, supernet_best, costs, device, plan_of)
+    if picked is not None:
+        log.info(
+            "search: a subnet already measured on this supernet (accuracy memo) fits and beats the search's choice: "
+            "val accuracy %.4f > %.4f; taking it",
+            picked[0]["accuracy"],
+            supernet_best,
+        )
+        (best, check), source = picked, "accuracy memo"
+        best_arch, supernet_best = best["arch"], float(best["accuracy"])
+    n_val = dataset_size(supernet.evaluator.loader("val"))
     summary = {
         "strategy": strategy.name,
         "objective": settings.objective,
@@ -285,6 +318,11 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         "n_evaluations": result.n_evaluations,
         "search_score": best["accuracy"],
         "supernet_val_accuracy": supernet_best,
+        **ci_metrics("supernet_val_accuracy", supernet_best, n_val),
+        **({"val_images": n_val} if n_val is not None else {}),
+        "result_source": source,
+        "memo_fallback": float(source != "search"),
+        **found.summary(),
         "peak_sram": best["peak_sram"],
         "flash": best["flash"],
         "macs": best["macs"],
@@ -301,15 +339,21 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         push_accuracies(tracker, memo)
         memo.close()
     _log_search(tracker, result, best, summary, device, Path(ctx.output_dir) / "search")
-    from tinyflow.metrics_vocabulary import figures, record  # the shared names (docs/design.md §12)
+    if memo is not None:
+        atomic_write_text(Path(ctx.output_dir) / "search" / MEMO_FILE, json.dumps(found.to_json(), default=str))
+        tracker.log_artifact(str(Path(ctx.output_dir) / "search" / MEMO_FILE))
+    from tinyflow.metrics_vocabulary import figures, intervals, record  # the shared names (docs/design.md §12)
 
     searched = figures("searched", sram_peak=best["peak_sram"], sram_arena=check.get("plan_arena_bytes"))
     searched |= figures("searched", flash=best["flash"], accuracy_float=supernet_best)
+    searched |= intervals("searched", n=n_val, accuracy_float=supernet_best)
     record(ctx, tracker, "search", searched, prefix="searched")
     log.info(
-        "search: %s chose an arch with val accuracy %.4f, peak SRAM %d B (arena %d B), %.2f M MACs, schedule %s",
+        "search: %s chose an arch with val accuracy %s (from the %s), peak SRAM %d B (arena %d B), %.2f M MACs, "
+        "schedule %s",
         strategy.name,
-        supernet_best,
+        format_accuracy(supernet_best, n_val, digits=2),
+        source,
         best["peak_sram"],
         check["plan_arena_bytes"],
         best["macs"] / 1e6,
@@ -319,11 +363,32 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
     ctx.arch = best_arch.to_dict()
     ctx.schedule_options = dict(check.get("schedule", best["schedule"]))  # what the verified plan runs
     ctx.metrics["search_val_accuracy"] = supernet_best
+    ctx.metrics.update(ci_metrics("search_val_accuracy", supernet_best, n_val))
+    if n_val is not None:
+        ctx.metrics["search_val_images"] = float(n_val)
     ctx.metrics["search_peak_sram_bytes"] = float(best["peak_sram"])
     ctx.metrics["search_arena_bytes"] = float(check["plan_arena_bytes"])
     ctx.extra["search"] = {k: v for k, v in summary.items() if not isinstance(v, Arch)}
     ctx.artifacts["search_dir"] = str(Path(ctx.output_dir) / "search")
     return ctx
+
+
+def _memo_fallback(
+    found: MemoCandidates,
+    searched: float,
+    costs: SchedulerCosts,
+    device: Any,
+    plan_of: Callable[[Arch, dict[str, int]], Any],
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The most accurate memo subnet that fits the budgets, beats the search's choice (measured val accuracy
+    `searched`) and whose placed arena fits (`choose_verified`), with its check; None when there is none."""
+    better = [r for r in found.rows if r["accuracy"] > searched]
+    if not better:
+        return None
+    try:
+        return choose_verified(SimpleNamespace(evaluated=better), costs, device, plan_of)
+    except BudgetError:  # none of them has an arena layout within the budget
+        return None
 
 
 def _row_json(r: dict[str, Any]) -> dict[str, Any]:
