@@ -13,8 +13,11 @@ subnet accuracies are shared through the accuracy memo (`--cache`).
         [--evaluations 40] [--finetune-epochs 3] [--resolutions 32,40,48,64] [--width 0.5] [--out DIR]
         [--methods layer,patch,rnnpool] [--tracking none|mlflow] [override ...]
 
-Prints the int8 accuracy vs SRAM table (one row per budget, one column group per method), the patch-stage kernels
-against the rest for each patch model, and last `patch vs layer int8 accuracy at the tightest budget: <+x.x> points`.
+Prints the int8 accuracy vs SRAM table (one row per budget, one column group per method; each accuracy with its 95 %
+Wilson interval over the test images, `tinyflow.confidence`), the neighbouring budgets of a method whose int8
+accuracies cannot be told apart, the patch-stage kernels against the rest for each patch model, and last
+`patch vs layer int8 accuracy at the tightest budget: <+x.x> points` with whether the difference is inside its
+interval (Newcombe).
 With `--tracking mlflow` the table and the accuracy-vs-SRAM figure go to one MLflow run (kind=bench_joint).
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ from hydra import compose, initialize_config_dir
 
 import tinyflow
 from tinyflow.arch.genome import Arch
+from tinyflow.confidence import difference, format_accuracy
 from tinyflow.context import RunContext
 from tinyflow.plugins import build_plugin
 from tinyflow.search.arch_figure import patch_stage_kernels
@@ -100,6 +105,8 @@ def deploy(cfg: Any, checkpoint: str, out: Path) -> dict[str, Any]:
     return {
         "int8": ctx.metrics.get("accuracy_int8"),
         "float": ctx.metrics.get("accuracy_float"),
+        "test_images": ctx.metrics.get("test_images"),  # the accuracies' n: their 95 % intervals
+        **{k: v for k, v in ctx.metrics.items() if k.startswith("accuracy_") and "_ci95_" in k},
         "arena_kib": plan.get("arena_bytes", 0) / 1024,
         "fits": plan.get("fits_sram"),
         "resolution": arch.resolution,
@@ -115,6 +122,32 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f} %"
 
 
+def _with_ci(r: dict[str, Any], key: str) -> str:
+    """`84.8 % (95 % CI 81.4–87.7, Wilson, n = 500)`, or the accuracy alone without the test-set size."""
+    return format_accuracy(r.get(key), r.get("test_images"))
+
+
+def _told_apart(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, float] | None:
+    """(b − a, low, high) of two cells' int8 accuracies (Newcombe's 95 % interval), None without their sizes."""
+    if a.get("int8") is None or b.get("int8") is None or not a.get("test_images") or not b.get("test_images"):
+        return None
+    return difference(b["int8"], int(b["test_images"]), a["int8"], int(a["test_images"]))
+
+
+def noise_notes(budgets: list[int], methods: list[str], rows: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
+    """Per method, the neighbouring budgets whose int8 accuracies cannot be told apart."""
+    out = []
+    for m in methods:
+        for lo, hi in pairwise(budgets):
+            d = _told_apart(rows.get((m, lo), {}), rows.get((m, hi), {}))
+            if d is not None and d[1] <= 0.0 <= d[2]:
+                out.append(
+                    f"{m}: {lo} → {hi} kB int8 {100 * d[0]:+.1f} points (95 % CI {100 * d[1]:+.1f}…{100 * d[2]:+.1f}, "
+                    "Newcombe): cannot be told apart"
+                )
+    return out
+
+
 def table(budgets: list[int], methods: list[str], rows: dict[tuple[str, int], dict[str, Any]]) -> str:
     head = "| SRAM budget | " + " | ".join(methods) + " |"
     lines = [head, "| --- |" + " --- |" * len(methods)]
@@ -126,7 +159,7 @@ def table(budgets: list[int], methods: list[str], rows: dict[tuple[str, int], di
                 cells.append("failed" if r is None else f"failed: {r['error'][:60]}")
                 continue
             cells.append(
-                f"{_pct(r['int8'])} int8 ({_pct(r['float'])} float), r{r['resolution']}, "
+                f"{_with_ci(r, 'int8')} int8 ({_pct(r['float'])} float), r{r['resolution']}, "
                 f"{r['arena_kib']:.1f} KiB, {r['macs_m']:.2f} M MACs, {r['schedule']}"
             )
         lines.append(f"| {b} kB | " + " | ".join(cells) + " |")
@@ -202,6 +235,9 @@ def main() -> None:
                 print(f"{method} @ {b} kB: {json.dumps(rows[(method, b)], default=str)}", flush=True)
 
     text = table(budgets, methods, rows)
+    notes = noise_notes(budgets, methods, rows)
+    if notes:
+        text += "\n\nNeighbouring budgets that cannot be told apart:\n" + "\n".join(f"- {n}" for n in notes)
     print()
     print(text)
     for (m, b), r in sorted(rows.items()):
@@ -227,7 +263,14 @@ def main() -> None:
     tight = budgets[0]
     lay, pat = rows.get(("layer", tight), {}).get("int8"), rows.get(("patch", tight), {}).get("int8")
     gain = "n/a" if lay is None or pat is None else f"{100 * (pat - lay):+.1f}"
-    print(f"patch vs layer int8 accuracy at the tightest budget: {gain} points")
+    d = _told_apart(rows.get(("layer", tight), {}), rows.get(("patch", tight), {}))
+    ci = (
+        ""
+        if d is None
+        else f" (95 % CI {100 * d[1]:+.1f}…{100 * d[2]:+.1f}, Newcombe"
+        + ("; cannot be told apart)" if d[1] <= 0.0 <= d[2] else ")")
+    )
+    print(f"patch vs layer int8 accuracy at the tightest budget: {gain} points{ci}")
 
 
 if __name__ == "__main__":

@@ -215,3 +215,22 @@ def test_budgets_print_as_given(tmp_path, capsys):
     _print(rows)
     printed = capsys.readouterr().out
     assert "12.5" in printed and "1024.5" in printed and "e+03" not in printed
+
+
+def test_accuracies_carry_their_intervals_and_indistinguishable_neighbours_are_noted(tmp_path):
+    """Issue 26: each accuracy column with its 95 % interval; neighbouring budgets whose int8 accuracies cannot be
+    told apart on their test sets are said to be so."""
+    from tinyflow.sweep import summarize, table_markdown
+
+    base = {"accuracy_float": 0.90, "arena_bytes": 8000, "fits": True, "test_images": 500}
+    _job(tmp_path, 0, 16, 256, {**base, "accuracy_int8": 0.848})
+    _job(tmp_path, 1, 32, 256, {**base, "accuracy_int8": 0.838})  # 1 point on 500 images: noise
+    _job(tmp_path, 2, 64, 256, {**base, "accuracy_int8": 0.950})  # 11 points: real
+    rows = {r["sram_kb"]: r for r in collect(tmp_path)}
+    assert rows[16]["acc_int8_ci95_%"] == "81.4–87.7" and rows[16]["test_images"] == 500
+    header = table_markdown(list(rows.values())).splitlines()[0]
+    assert "| acc_int8_% | acc_int8_ci95_% |" in header and "| acc_float_% | acc_float_ci95_% |" in header
+    summarize(tmp_path, tracking={"_target_": "tinyflow.tracking.NullTracker"}, print_table=False)
+    text = (tmp_path / "sweep_summary.md").read_text()
+    assert "- SRAM 16 → 32 kB at flash 256 kB: int8 84.8 % → 83.8 %" in text and "cannot be told apart" in text
+    assert "SRAM 32 → 64 kB" not in text

@@ -5,7 +5,9 @@ what the pipeline produced), prints a table, draws heatmaps of the chosen width 
 (SRAM, flash) cell beside the deployed int8 accuracy and SRAM used (MCUNet's figure: width follows flash,
 resolution follows SRAM), checks those two trends, writes `sweep_summary.{md,json,png}` into the multirun directory and
 logs them to MLflow as a `sweep-summary` run. Runs at the end of a sweep as a Hydra callback (`SweepSummary`,
-registered in conf/config.yaml) or by hand: `python -m tinyflow.sweep_summary <multirun dir>`.
+registered in conf/config.yaml) or by hand: `python -m tinyflow.sweep_summary <multirun dir>`. Each accuracy comes
+with its 95 % interval, and neighbouring budgets whose accuracies cannot be told apart are noted
+(`tinyflow.sweep_summary`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tinyflow.context import CONTEXT_FILE, RunContext, atomic_write_text
 from tinyflow.errors import TinyflowError
+from tinyflow.sweep_summary import adjacent_notes, report_intervals, search_interval, with_intervals
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
             for m in TABLE_METRICS:
                 if m in ctx.metrics:
                     row[m] = ctx.metrics[m]
+            row.update(search_interval(ctx.metrics))
         row.update(_deployed(job))
         # every job that finishes writes its report (tinyflow.pipeline); one without it stopped on an error
         row["status"] = "ok" if _has_report(job) else f"failed: {_failure(job)}"
@@ -128,7 +132,7 @@ def _deployed(job: Path) -> dict[str, Any]:
     for col, (key, scale) in DEPLOYED.items():
         value = report.get(key)
         out[col] = value if value is None or scale is None else round(float(value) * scale, 2)
-    return out
+    return out | report_intervals(report)
 
 
 def grids(rows: list[dict[str, Any]]) -> tuple[list[float], list[float], dict[str, Any]]:
@@ -176,7 +180,8 @@ _AS_GIVEN = ("sram_kb", "flash_kb")
 
 def table_markdown(rows: list[dict[str, Any]]) -> str:
     cols = ["job", "sram_kb", "flash_kb", "width_mult", "resolution", "fit_share", "mean_macs_m"]
-    cols += [m for m in (*TABLE_METRICS, *DEPLOYED) if any(r.get(m) is not None for r in rows)] + ["status"]
+    cols += with_intervals([m for m in (*TABLE_METRICS, *DEPLOYED) if any(r.get(m) is not None for r in rows)], rows)
+    cols += ["status"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in sorted(rows, key=lambda r: (r.get("sram_kb") or 0, r.get("flash_kb") or 0)):
         lines.append("| " + " | ".join((given if c in _AS_GIVEN else _fmt)(r.get(c)) for c in cols) + " |")
@@ -292,6 +297,8 @@ def summarize(root: str | Path, tracking: Any = None, print_table: bool = True) 
     srams, flashes, g = grids(rows)
     found = trends(rows)
     md = table_markdown(rows) + "\n" + grid_markdown(rows) + "\n" + _trends_text(found) + "\n"
+    notes = adjacent_notes(rows)
+    md += ("\n" + notes) if notes else ""
     atomic_write_text(root / "sweep_summary.md", md)
     atomic_write_text(root / "sweep_summary.json", json.dumps(rows, indent=2, default=str))
     fig = summary_figure(srams, flashes, g)
@@ -299,6 +306,8 @@ def summarize(root: str | Path, tracking: Any = None, print_table: bool = True) 
     if print_table:
         _print(rows)
         print(grid_markdown(rows) + _trends_text(found))
+        if notes:
+            print(notes, end="")
     run_id = _log_mlflow(root, md, fig, rows, tracking, found)
     plt.close(fig)
     return {"rows": rows, "srams": srams, "flashes": flashes, "grids": g, "trends": found, "mlflow_run_id": run_id}
