@@ -68,6 +68,9 @@ class ScheduleBudget:
     `sram_bytes`: the SRAM budget; `metric`: what must fit, the placed `arena` or `peak_live` (a search's lower
     bound); `device` and `cost_model` price candidates (latency) when the scheduler ranks by cost; `strict`: an
     option invalid for this network is an error (analysing one network) instead of clamped with a warning.
+    `overhead(graph, plan)`: the firmware's own SRAM beside the arena for a plan; given, `sram_bytes` is the whole
+    budget and a scheduler that chooses between plans prices each one's overhead (a patch plan's kernel scratch is
+    smaller than the layer plan's); a scheduler with one plan per graph ignores it.
     """
 
     sram_bytes: int | None
@@ -75,6 +78,7 @@ class ScheduleBudget:
     device: Device | None = None
     cost_model: Any = None
     strict: bool = False
+    overhead: Any = None  # Callable[[Graph, ExecutionPlan], int] | None
 
 
 @dataclass

@@ -121,6 +121,7 @@ class PatchScheduler(SchedulerBase):
             max_extra_macs=self.max_extra_macs,
             metric="arena" if b is None else b.metric,
             strict=bool(b is not None and b.strict),
+            overhead=None if b is None else b.overhead,
         )
         cost = None
         if b is not None and b.cost_model is not None and b.device is not None:

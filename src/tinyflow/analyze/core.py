@@ -64,9 +64,12 @@ def analyze(
     this network is an error (analysing one network) rather than clamped (a pipeline's deployed network).
     Flash is decided once, by `conventions.model_flash`: the cost model's count, or `model_path`'s (the int8 file
     deployed) or the imported file's under the memory convention."""
-    # the scheduler's share of the budget: less the firmware's own SRAM for any plan of this graph (its bound)
-    bound = runtime_overhead.predict(graph, None, device.core).total
-    budget = ScheduleBudget(max(1, device.sram_budget_bytes - bound), "arena", device, cost_model, strict)
+
+    # the whole budget; a scheduler choosing between plans prices each one's firmware overhead beside its arena
+    def overhead(g: Graph, p: ExecutionPlan) -> int:
+        return runtime_overhead.predict(g, p, device.core).total
+
+    budget = ScheduleBudget(device.sram_budget_bytes, "arena", device, cost_model, strict, overhead)
     plan: ExecutionPlan = scheduler.for_budget(budget).plan(graph, memory)
     name = scheduler.name
     base = graph if baseline is None else baseline

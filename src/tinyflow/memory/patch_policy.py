@@ -61,6 +61,10 @@ class PolicyOptions:
     max_extra_macs: float | None = 0.5
     metric: str = "arena"  # what must fit: the placed arena, or peak_live (a search's lower bound)
     strict: bool = False
+    #: the firmware's own SRAM beside the arena for a plan (kernel scratch, stack, I/O: runtime_overhead.predict);
+    #: given, a plan fits when metric + overhead(graph, plan) ≤ the budget — priced per candidate, so a patch plan's
+    #: smaller scratch buys a coarser grid; None: the budget is the metric's alone
+    overhead: Callable[[Graph, ExecutionPlan], int] | None = None
 
 
 class _Candidate:
@@ -144,6 +148,7 @@ class PatchPolicy:
         self.options = options
         self.cost = cost
         self.warn = _Warner()
+        self._graph: Graph | None = None  # the graph `choose` is choosing for (the overhead is priced on it)
 
     # ---- candidates ---------------------------------------------------------------------------------
     def _boundaries(self, graph: Graph) -> list[int]:
@@ -197,10 +202,17 @@ class PatchPolicy:
 
     # ---- the policy ---------------------------------------------------------------------------------
     def _measure(self, plan: ExecutionPlan) -> int:
-        return plan.arena_bytes if self.options.metric == "arena" else plan.peak_live_bytes
+        """What must fit the budget: the metric, plus the firmware's overhead for this plan when priced."""
+        used = plan.arena_bytes if self.options.metric == "arena" else plan.peak_live_bytes
+        overhead = self.options.overhead
+        return used if overhead is None or self._graph is None else used + int(overhead(self._graph, plan))
+
+    def _incl(self) -> str:
+        return " (arena + firmware overhead)" if self.options.overhead is not None else ""
 
     def choose(self, graph: Graph, memory: MemoryConfig, budget_bytes: int | None) -> ExecutionPlan:
         """The plan the policy chooses for `graph` under `budget_bytes` (None: the lowest peak)."""
+        self._graph = graph
         lt = compute_lifetimes(graph, memory)
         layer_peak = max(lt.working_set, default=0)
         layer: ExecutionPlan | None = None
@@ -208,7 +220,7 @@ class PatchPolicy:
             layer = layer_plan(graph, memory)
             if self._measure(layer) <= budget_bytes:
                 used = _kib(self._measure(layer))
-                why = f"the layer plan fits: {used} ≤ budget {_kib(budget_bytes)}, no recomputation"
+                why = f"the layer plan fits: {used}{self._incl()} ≤ budget {_kib(budget_bytes)}, no recomputation"
                 return self._mark_layer(layer, why, budget_bytes)
         macs = graph.macs()
         cap = None if self.options.max_extra_macs is None else self.options.max_extra_macs * macs
@@ -236,8 +248,8 @@ class PatchPolicy:
             )
             why = (
                 f"the layer plan needs {_kib(layer_peak if layer is None else self._measure(layer))} > budget "
-                f"{_kib(budget_bytes or 0)}; {schedule_label(_sched(best))} fits at {_kib(self._measure(plan))} "
-                f"with {price}"
+                f"{_kib(budget_bytes or 0)}; {schedule_label(_sched(best))} fits at {_kib(self._measure(plan))}"
+                f"{self._incl()} with {price}"
             )
             return self._mark_patch(plan, why, budget_bytes)
         return self._lowest_peak(graph, memory, lt, layer_peak, cands, cap, budget_bytes)
@@ -306,8 +318,8 @@ class PatchPolicy:
         else:
             over = self._measure(plan) - budget_bytes
             why = (
-                f"does not fit by {_kib(over)}: {label} has the lowest peak, {_kib(self._measure(plan))} > budget "
-                f"{_kib(budget_bytes)}{capped}"
+                f"does not fit by {_kib(over)}: {label} has the lowest peak, {_kib(self._measure(plan))}"
+                f"{self._incl()} > budget {_kib(budget_bytes)}{capped}"
             )
         if best is None:
             return self._mark_layer(plan, why, budget_bytes)
