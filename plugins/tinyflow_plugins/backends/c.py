@@ -7,7 +7,10 @@ check of SRAM and flash: the report's top-level "fits"), runs the test images on
 outputs bit for bit against the NumPy oracle and by top-1 against onnxruntime
 (`tinyflow.firmware`, docs/design.md §15). Without the cross-compiler or qemu it writes the project and says that
 building and running were skipped. It returns its `firmware` report section and details; the zipped project and
-the map file go to the tracker.
+the map file go to the tracker. With `profile: true` the firmware counts instructions per layer
+(`firmware/profile.py`): a `firmware profile` report section, per-op-kind metrics `firmware.profile.<kind>.*`, the
+figure `profile.png` as an artifact, and a profile whose counting check fails is a failed check
+(`firmware/profile_rows.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, ClassVar
 from tinyflow.contracts import BackendResult
 from tinyflow.deploy.quantize import collect_images
 from tinyflow.device import Device
+from tinyflow.firmware.profile_rows import profile_failures, profile_metrics, profile_report_section
 from tinyflow.firmware.project import FirmwareSettings, make_firmware
 from tinyflow.firmware.report_rows import SECTION_TITLE, firmware_section
 
@@ -56,6 +60,7 @@ class CBackend:
         on_overflow: str = "report",
         rounding: str = "single",
         timeout_s: float = 900.0,
+        profile: bool = False,
     ):
         self.device = Device.from_config(device)
         self.settings = FirmwareSettings(
@@ -66,6 +71,7 @@ class CBackend:
             on_overflow=on_overflow,
             rounding=rounding,
             timeout_s=float(timeout_s),
+            profile=bool(profile),
         )
 
     def deploy(
@@ -73,7 +79,13 @@ class CBackend:
     ) -> BackendResult:
         images, _ = collect_images(data.test_dataloader(), self.settings.images)
         result = make_firmware(deployment, self.device, workdir, images, self.settings)
+        if self.settings.profile:  # a profile whose counting check fails is a failed check, as the firmware's own
+            for failure in profile_failures(result):
+                log.warning("firmware: check failed: %s", failure)
+                result["failed_checks"] = [*result.get("failed_checks", []), failure]
         metrics = {f"firmware_{k}": float(v) for k, v in result.items() if isinstance(v, int | float)}
+        if self.settings.profile:
+            metrics.update(profile_metrics(result))
         if result.get("built"):  # measured on the built firmware, under the shared names (docs/design.md §12)
             shared = {"sram.peak_bytes": "sram_bytes", "sram.arena_bytes": "arena_bytes", "flash.bytes": "flash_bytes"}
             metrics.update({name: float(result[key]) for name, key in shared.items() if key in result})
@@ -82,15 +94,22 @@ class CBackend:
         out_files = {"firmware_zip": result["project_zip"]}
         if result.get("map_file"):
             out_files["firmware_map"] = result["map_file"]
+        if result.get("profile_figure"):
+            out_files["firmware_profile_figure"] = result["profile_figure"]
         for path in out_files.values():
             tracker.log_artifact(path, "firmware")
         device = self.device
         checks = {k: result[k] for k in CHECKS if k in result}
         checks["linker_fits"] = result.get("fits") if result.get("built") else None
+        if "profile_check" in result:
+            checks["profile_check"] = result["profile_check"]
+        sections = [firmware_section(result, device.sram_budget_bytes, device.flash_budget_bytes)]
+        if self.settings.profile:
+            sections.append(profile_report_section(result))
         return BackendResult(
             metrics=metrics,
             checks=checks,
             files=out_files,
-            sections=[firmware_section(result, device.sram_budget_bytes, device.flash_budget_bytes)],
+            sections=sections,
             details={SECTION_TITLE: result},
         )
