@@ -28,6 +28,21 @@ TICK = 40  # instructions per tick of the 25 MHz timer under -icount shift=0
 CALIBRATION = 2 * 20000  # the harness's calibration loop: 20,000 passes of subs + bne
 PROFILE_OVERHEAD = 2 * TICK + 32  # |whole − Σ points|: one tick at each end + entry/exit and two clock calls
 POINT_COST = 10  # instructions each profile point adds to the profiled build (bl clock, ldr, sub, str, mov)
+POINT_BYTES = 4  # each point's counter in .bss (uint32_t tf_profile[points])
+PROFILE_STACK_BYTES = 32  # the clock call's frame and the saved registers around it (measured +16 to +20 B)
+
+
+def profiled_overhead(predicted: Any, points: int) -> Any:
+    """The overhead prediction of a profiled build: its counters (runtime data) and the clock call's frame (stack)
+    on top of the plain build's — a profiled build is measured against what it really carries."""
+    from dataclasses import replace
+
+    return replace(
+        predicted,
+        runtime=predicted.runtime + POINT_BYTES * points,
+        stack=predicted.stack + PROFILE_STACK_BYTES,
+        source=f"{predicted.source}; + the profile's {points} counters and its clock call's frame",
+    )
 
 
 def layer_rows(model: QModel, points: list[str], per_point: np.ndarray) -> list[dict[str, Any]]:

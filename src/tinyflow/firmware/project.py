@@ -185,6 +185,10 @@ def make_firmware(
     tgt = linker.target_for(settings.target, device.core)
     core = tgt.name if tgt is not None else device.core
     predicted = runtime_overhead.predict(deployment.graph, plan, core, settings.opt)
+    if settings.profile:
+        from tinyflow.firmware.profile import profiled_overhead
+
+        predicted = profiled_overhead(predicted, len(sources.profile_points))
     stack = settings.stack_bytes(predicted.stack)
     folder = project_folder(out)
     flags = build.compile_flags(tgt, settings.opt) if tgt is not None else []
@@ -308,6 +312,9 @@ def failed_checks(result: dict[str, Any]) -> list[str]:
     check = str(result.get("reference_check", ""))
     if check.startswith("not run"):
         out.append(f"reference runtime comparison: {check}")
+    from tinyflow.firmware.profile_rows import profile_failures
+
+    out += profile_failures(result)  # a profile whose method check failed (none without a profile)
     return out
 
 

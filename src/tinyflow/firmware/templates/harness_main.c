@@ -63,7 +63,8 @@ uint32_t tf_profile_clock(void) { return TIMER0[1]; }
 static uint32_t calibration(void) {
     uint32_t n = TF_CALIBRATION_LOOPS;
     uint32_t t0 = tf_profile_clock();
-    __asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(n) : : "cc");
+    /* unified syntax: Armv6-M (Thumb-1) assembles `subs rd, rd, #imm` only in it */
+    __asm__ volatile(".syntax unified\n1: subs %0, %0, #1\n\tbne 1b" : "+r"(n) : : "cc");
     uint32_t t1 = tf_profile_clock();
     return (t0 - t1) * NS_PER_TICK;
 }
