@@ -16,6 +16,7 @@ from tinyflow.errors import ConfigError
 from tinyflow.nn.calibration import recalibrate_bn
 from tinyflow.nn.elastic import ElasticSupernet
 from tinyflow.training.evaluation import evaluate_accuracy
+from tinyflow.training.profile import phase
 
 SPLITS = ("train", "val", "test")
 
@@ -53,7 +54,8 @@ class SubnetEvaluator:
         was_training = net.training
         try:
             net.set_active(arch)
-            recalibrate_bn(net, self.calibration_batches(arch.resolution))
+            with phase("bn_recalib"):
+                recalibrate_bn(net, self.calibration_batches(arch.resolution))
             with data_resolution(self.data, arch.resolution, self.base_resolution):
                 return evaluate_accuracy(net, self.loader(split))
         finally:

@@ -18,6 +18,7 @@ from torch import nn
 from tinyflow.atomic import atomic_open
 from tinyflow.errors import CheckpointError, ConfigError
 from tinyflow.network import DeployedNetwork
+from tinyflow.training.profile import phase
 
 
 def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> Path:
@@ -61,7 +62,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO that writes via temp file + rename and raises CheckpointError on a bad file."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        save_checkpoint(checkpoint, path)
+        with phase("checkpoint"):
+            save_checkpoint(checkpoint, path)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
         """Always `weights_only=True` (what tinyflow's trainers save is plain data), whatever the caller asks."""

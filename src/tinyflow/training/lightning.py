@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 
 from tinyflow.training.callbacks import RngStateCallback
 from tinyflow.training.checkpoint import AtomicCheckpointIO
+from tinyflow.training.profile import ProfileCallback, active
 
 
 def make_trainer(
@@ -18,8 +19,11 @@ def make_trainer(
 ) -> pl.Trainer:
     """CPU, progress bar on, no Lightning logger (metrics go to the tracker through `TrackerCallback`), atomic
     checkpoint writes read back with `weights_only=True`, the random generators' state in every checkpoint
-    (`RngStateCallback`: a resumed training draws what an uninterrupted one would), no sanity validation.
-    `overrides` win (e.g. `strategy="ddp", devices=2`)."""
+    (`RngStateCallback`: a resumed training draws what an uninterrupted one would), no sanity validation, and
+    while a training profile is active (the train stage) its `ProfileCallback`. `overrides` win (e.g.
+    `strategy="ddp", devices=2`)."""
+    profile = active()
+    extra: list[pl.Callback] = [RngStateCallback()] + ([ProfileCallback(profile)] if profile is not None else [])
     kwargs: dict[str, Any] = {
         "max_epochs": max_epochs,
         "default_root_dir": default_root_dir,
@@ -32,7 +36,7 @@ def make_trainer(
         "num_sanity_val_steps": 0,
         "deterministic": True,
         "plugins": [AtomicCheckpointIO()],
-        "callbacks": [*list(callbacks or []), RngStateCallback()],
+        "callbacks": [*list(callbacks or []), *extra],
     }
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     return pl.Trainer(**kwargs)
