@@ -112,6 +112,7 @@ RANGES: dict[str, dict[str, Field]] = {
     "trainer": {
         "seed": _F(INT, min=0),
         "epochs": _F(INT, optional=True, min=1),
+        "epochs_at_resolution": _F(INT, optional=True, min=1),  # tinyflow.training.budget
         "batch_size": _F(INT, optional=True, min=2),
         "devices": _F(INT, min=1),
         "num_nodes": _F(INT, min=1),

@@ -30,6 +30,7 @@ from tinyflow.contracts import TrainResult
 from tinyflow.errors import CheckpointError, ConfigError
 from tinyflow.nn.elastic import resolve_stem, space_to_dict
 from tinyflow.supernet.checkpoint import CKPT_KEY, read_checkpoint, stem_of, supernet_state
+from tinyflow.training.budget import EpochBudget, epoch_budget
 from tinyflow.training.checkpoint import load_weights
 from tinyflow.training.lightning import make_trainer, seed_all
 from tinyflow_plugins.trainers.ofa_module import LAST_CKPT, OfaModule, OfaOptions
@@ -86,6 +87,24 @@ class OfaTrainer:
             return space
         return resolve_stem(space, **self.stem_config)[0]
 
+    def phases_and_budget(self, space: MBConvSpace) -> tuple[list[Phase], EpochBudget]:
+        """The phases trained on `space` and the epoch budget behind them: `trainer.epochs` (or the phases' own)
+        spread over the phases, lowered to the compute of `trainer.epochs_at_resolution` when the space's
+        resolution is larger (`tinyflow.training.budget`), at least one epoch per phase."""
+        if self.options.resolutions:
+            space = space.with_resolutions(self.options.resolutions)
+        phases = scale_epochs(parse_phases(self.raw_phases, space), self.options.epochs)
+        active = sum(1 for p in phases if p.epochs > 0)
+        configured = sum(p.epochs for p in phases)
+        budget = epoch_budget(configured, self.options.epochs_at_resolution, space.resolutions, minimum=active)
+        if budget.scaled:
+            phases = scale_epochs(phases, budget.effective)
+        return phases, budget
+
+    def epoch_budget(self, space: MBConvSpace) -> EpochBudget:
+        """The epochs `fit` trains on `space` and why (`EpochBudget.reason`)."""
+        return self.phases_and_budget(space)[1]
+
     def fit(self, space: MBConvSpace, data: Any, workdir: str, tracker: Any) -> TrainResult:
         """Train the supernet of `space` on `data`; the checkpoint and the final accuracies of the largest, smallest
         and fixed random subnet (plus `epochs`, and `resumed_from_epoch` when it resumed)."""
@@ -95,7 +114,7 @@ class OfaTrainer:
             )
         if self.options.resolutions:  # elastic resolution: the checkpoint's space carries the choices
             space = space.with_resolutions(self.options.resolutions)
-        phases = scale_epochs(parse_phases(self.raw_phases, space), self.options.epochs)
+        phases, budget = self.phases_and_budget(space)
         self._prepare_data(space, data)
         workdir_p = Path(workdir)
         workdir_p.mkdir(parents=True, exist_ok=True)
@@ -131,6 +150,8 @@ class OfaTrainer:
                     "phases": [asdict(p) for p in phases],
                     **asdict(self.options),
                     "stem": module.supernet.stem_config,
+                    "epochs_effective": budget.effective,
+                    "epochs_reason": budget.reason,
                 }
             }
         )

@@ -18,6 +18,7 @@ from tinyflow.arch.space import MBConvSpace
 from tinyflow.nn.elastic import ElasticSupernet, space_to_dict
 from tinyflow.supernet.checkpoint import CKPT_KEY
 from tinyflow.supernet.evaluation import SubnetEvaluator
+from tinyflow.training import profile
 from tinyflow.training.optim import build_optimizer, cosine_lr, param_groups
 from tinyflow_plugins.trainers.ofa_phases import Phase
 from tinyflow_plugins.trainers.ofa_runtime import log_record
@@ -43,6 +44,7 @@ class OfaOptions:
     seed: int = 0
     batch_size: int | None = None  # training batch size for the supernet (sets data.batch_size); null: the data's
     epochs: int | None = None  # total epoch budget spread over the phases (null: each phase's own epochs)
+    epochs_at_resolution: int | None = None  # the epochs are the compute budget at this resolution (training.budget)
     resolutions: list[int] | None = None  # elastic resolution (the space's choices; one drawn per batch); null: fixed
     channels_last: bool = True  # NHWC: 2-3x faster depthwise convs (and their weight gradients) on CPU
     limit_train_batches: int | float | None = None
@@ -168,7 +170,8 @@ class OfaModule(pl.LightningModule):
         if self.trainer.is_global_zero:
             record: dict[str, Any] = {"epoch": epoch, "phase": phase.name, "phase_index": index}
             for label, arch in self.eval_archs.items():
-                record[f"val_acc_{label}"] = self.evaluator.accuracy(arch, "val")
+                with profile.subnet(label):  # BN recalibration and evaluation per subnet in the training profile
+                    record[f"val_acc_{label}"] = self.evaluator.accuracy(arch, "val")
             record["train_loss"] = self._loss_sum / max(1, self._loss_n)
             record["epoch_time_s"] = time.perf_counter() - self._t0
             record["global_step"] = int(self.global_step)
@@ -182,7 +185,8 @@ class OfaModule(pl.LightningModule):
                 flush=True,
             )
         # every rank calls it (it synchronises); only rank 0 writes, through the atomic checkpoint IO
-        self.trainer.save_checkpoint(Path(self.trainer.default_root_dir) / LAST_CKPT, weights_only=False)
+        with profile.phase("checkpoint"):
+            self.trainer.save_checkpoint(Path(self.trainer.default_root_dir) / LAST_CKPT, weights_only=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The entries `tinyflow.supernet` rebuilds the supernet from, and this trainer's progress."""

@@ -7,6 +7,7 @@ network it is); `evaluate(arch, split)` scores the trained network.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from tinyflow.arch.genome import Arch
 from tinyflow.contracts import DataModule, SearchSpace, TrainResult
 from tinyflow.errors import ConfigError, TinyflowError
 from tinyflow.nn.static import StaticNet
+from tinyflow.training.budget import EpochBudget, epoch_budget
 from tinyflow.training.checkpoint import read_model
 from tinyflow.training.classifier import Recipe, fit_static
 from tinyflow.training.evaluation import evaluate_accuracy
@@ -37,12 +39,15 @@ class StandaloneTrainer:
         init_weights: str | None = None,
         resume: bool = False,
         model_builder: Any = None,  # builder(arch, dropout=) -> nn.Module; None = StaticNet (e.g. RNNPoolNet)
+        epochs_at_resolution: int | None = None,  # the epochs are the compute budget at this resolution
         **recipe: Any,
     ) -> None:
         self.model_builder = model_builder or StaticNet
         self.recipe = Recipe.from_options(dict(recipe), where="trainer")
         self.arch_spec = arch
         self.init_weights = init_weights
+        self.epochs_at_resolution = epochs_at_resolution
+        self.configured_epochs = self.recipe.epochs  # `fit` may lower the recipe's epochs (epoch_budget)
         self.resume = bool(resume)
         self.model: StaticNet | None = None
         self.arch: Arch | None = None
@@ -54,7 +59,15 @@ class StandaloneTrainer:
         """The space as given (one arch of it is trained)."""
         return space
 
+    def epoch_budget(self, space: SearchSpace) -> EpochBudget:
+        """The epochs `fit` trains the arch for and why (`trainer.epochs_at_resolution`, tinyflow.training.budget)."""
+        arch = self.resolve_arch(space)
+        return epoch_budget(self.configured_epochs, self.epochs_at_resolution, arch.resolution)
+
     def fit(self, space: SearchSpace, data: DataModule, workdir: str, tracker: Any) -> TrainResult:
+        budget = self.epoch_budget(space)
+        self.recipe = replace(self.recipe, epochs=budget.effective)
+        tracker.log_params({"trainer.epochs_effective": budget.effective, "trainer.epochs_reason": budget.reason})
         result = self.fit_arch(self.resolve_arch(space), data, workdir, tracker)
         metrics = {
             k: float(result[k]) for k in ("val_accuracy", "best_epoch_val_accuracy", "epochs", "train_images_per_s")

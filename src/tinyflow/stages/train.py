@@ -5,6 +5,11 @@ chose, and bound to the data's channels and classes) and the trainer, fits, and 
 `TrainResult` says it produced: a supernet (its checkpoint, for `search` and `finetune`) or a model (its `model.pt`
 and network, for `quantize` / `deploy`), with the trainer's final figures: each validation accuracy with its 95 %
 Wilson interval (`<name>_ci95_low/high`) over the `val_images` it was measured on (tinyflow.confidence).
+
+The epochs follow the trainer's compute budget (`trainer.epochs_at_resolution`, tinyflow.training.budget: logged as
+`train.epochs_effective` with the tag `train.epochs_reason`), and the stage is profiled (tinyflow.training.profile):
+seconds per phase (`train.profile.<phase>_s` / `_share`, per subnet `train.profile.<phase>.<subnet>_s`), images/s
+and images/s per core, and one printed line at the end.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from tinyflow import console
 from tinyflow.atomic import atomic_copy
 from tinyflow.confidence import ci_metrics, dataset_size
 from tinyflow.context import RunContext
@@ -28,6 +34,10 @@ from tinyflow.plugins import build_plugin
 from tinyflow.stages import stage
 from tinyflow.tracking import active_tracker
 from tinyflow.training.cache import train_cache, train_key
+from tinyflow.training.profile import TrainingProfile
+from tinyflow.training.profile import activate as activate_profile
+from tinyflow.training.profile import enter as profile_enter
+from tinyflow.training.profile import phase as profile_phase
 from tinyflow.training.remote_cache import shared_training
 
 log = logging.getLogger(__name__)
@@ -46,6 +56,32 @@ def build_space(cfg: DictConfig, ctx: RunContext, data: Any) -> Any:
 
 @stage("train")
 def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
+    with activate_profile() as prof:
+        ctx, trained = train(cfg, ctx)
+    report_profile(prof, trained)
+    return ctx
+
+
+def report_profile(prof: TrainingProfile, trained: bool) -> None:
+    """The stage's training profile (tinyflow.training.profile) to the stage's run (`train.profile.*`; throughput
+    and total on the parent run too) and one printed line."""
+    tracker = active_tracker()
+    label = "train profile" if trained else "train profile (cache hit: no training)"
+    line = prof.summary(label)
+    metrics = prof.metrics()
+    try:
+        tracker.log_metrics(metrics)
+        keep = ("total_s", "images_per_s", "images_per_s_per_core")
+        tracker.log_parent_metrics({k: v for k, v in metrics.items() if k.rsplit(".", 1)[-1] in keep})
+        tracker.log_text(line + "\n", "train_profile.txt")
+    except Exception as exc:  # logging the profile must never fail a finished training
+        log.warning("train: the training profile was not logged (%s: %s)", type(exc).__name__, exc)
+    log.info("%s", line)
+    console.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def train(cfg: DictConfig, ctx: RunContext) -> tuple[RunContext, bool]:
+    """The stage's work; whether it trained (false: the train cache's result was reused)."""
     data = build_plugin(cfg, "data")
     space = build_space(cfg, ctx, data)
     trainer = build_plugin(cfg, "trainer")
@@ -60,7 +96,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
             "train.resolution": space.resolution,
         }
     )
+    log_budget(trainer, space, tracker)
     result = fit_or_reuse(cfg, ctx, trainer, space, data, tracker)
+    profile_enter("other")  # the figures after the training
     if result.kind == "supernet":
         ctx.supernet_checkpoint = result.checkpoint
         metrics = {f"supernet_{k}": float(v) for k, v in result.metrics.items() if k.startswith("val_acc_")}
@@ -82,7 +120,26 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     tracker.log_parent_metrics(metrics)
     log.info("train: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     log_memory_accuracy(cfg, ctx, tracker, trainer, space, result, n_val)
-    return ctx
+    return ctx, not result.cache_hit
+
+
+def log_budget(trainer: Any, space: Any, tracker: Any) -> None:
+    """The epochs the trainer will train and why (`trainer.epochs_at_resolution`, tinyflow.training.budget):
+    metrics `train.epochs_configured` / `train.epochs_effective` (stage and parent run), tag `train.epochs_reason`."""
+    budget_of = getattr(trainer, "epoch_budget", None)
+    if budget_of is None:  # a trainer plugin without one trains its epochs as configured
+        return
+    budget = budget_of(space)
+    metrics = budget.metrics()
+    tracker.log_metrics(metrics)
+    tracker.log_parent_metrics(metrics)
+    tracker.set_tags({"train.epochs_reason": budget.reason})
+    tracker.set_tags({"train.epochs_reason": budget.reason}, parent=False)
+    log.info("train: %d epochs: %s", budget.effective, budget.reason)
+    if budget.scaled:
+        console.console.print(
+            f"train: {budget.effective} epochs, {budget.reason}", markup=False, highlight=False, soft_wrap=True
+        )
 
 
 def log_memory_accuracy(
@@ -151,7 +208,7 @@ def fit_or_reuse(cfg: DictConfig, ctx: RunContext, trainer: Any, space: Any, dat
     tracker.set_tags({"train.cache_key": key})
     t0 = time.perf_counter()
     # shared_training: through a tracking server, also with jobs on other machines (docs/design.md §16)
-    with cache.lock(key), shared_training(tracker, cache, key):
+    with profile_phase("cache"), cache.lock(key), shared_training(tracker, cache, key):
         result = cache.lookup(key, workdir)
         if result is not None:
             source = cache.source(key)
@@ -169,7 +226,8 @@ def fit_or_reuse(cfg: DictConfig, ctx: RunContext, trainer: Any, space: Any, dat
         from tinyflow.training.callbacks import RESUMES  # Lightning: imported once the job trains
 
         resumes = len(RESUMES)
-        result = trainer.fit(space, data, workdir, tracker)
+        with profile_phase("setup"):  # the timeline's phases until the first step, then the fit's own
+            result = trainer.fit(space, data, workdir, tracker)
         tracker.set_tags({"train.cache": "miss"})
         if not all(RESUMES[resumes:]):
             log.warning("train: resumed without the random generators' state; the result is not cached")
