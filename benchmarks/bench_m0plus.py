@@ -8,6 +8,11 @@ oracle and the instructions per op kind (the profile's rows). The kernels measur
 
     .venv/bin/python benchmarks/bench_m0plus.py [MODEL ...] [--rounding single tflite] [--target cortex_m0plus]
         [--images 10] [--json rows.json]
+
+`--run outputs/runs/<id>` instead measures a pipeline run's own firmware again: the Deployment its schedule stage
+saved (`deployment.npz`), the test images its `backend=c` ran (`firmware/run_firmware/images.bin`) and its
+device (`run_config.json`), with the run's rounding — the same network, plan and inputs as the run's report, built
+with the kernels importable now (once plain, once profiled for the per-kind rows).
 """
 
 from __future__ import annotations
@@ -48,6 +53,36 @@ def measure(model: str, target: str, rounding: str, images: int) -> dict:
     return json.loads(proc.stdout)
 
 
+def rerun(run: Path, profile: bool) -> dict:
+    """A pipeline run's firmware (its Deployment, device, test images and rounding) built and run again."""
+    import tempfile
+
+    import numpy as np
+
+    import tinyflow.firmware.build as build
+    from tinyflow.deployment import Deployment
+    from tinyflow.device import Device
+    from tinyflow.firmware.project import FirmwareSettings, make_firmware
+    from tinyflow.firmware.qmodel import build_qmodel
+
+    template = build.template
+    build.template = lambda name: template(name).replace(*UNIFIED) if name == "harness_main.c" else template(name)
+    cfg = json.loads((run / "run_config.json").read_text())
+    device = {k[len("device.") :]: v for k, v in cfg.items() if k.startswith("device.")}
+    device["core"] = str(device["core"]).split(".")[-1]
+    dep = Deployment.load(run / "deployment.npz")
+    model = build_qmodel(dep.graph)
+    raw = (run / "firmware" / "run_firmware" / "images.bin").read_bytes()
+    n = int.from_bytes(raw[:4], "little")
+    q = np.frombuffer(raw[4:], np.int8).reshape(n, *(model.input_shape[i] for i in (2, 3, 1)))  # NHWC on the board
+    images = ((q.astype(np.float32) - model.input_zp) * np.float32(model.input_scale)).transpose(0, 3, 1, 2)
+    settings = FirmwareSettings(
+        images=n, on_overflow="report", rounding=cfg.get("backend.rounding", "single"), profile=profile
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        return make_firmware(dep, Device.from_config(device), tmp, images, settings)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--app":
         app(sys.argv[2:])
@@ -58,10 +93,21 @@ def main() -> None:
     ap.add_argument("--rounding", nargs="+", default=["single", "tflite"])
     ap.add_argument("--images", type=int, default=10)
     ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--run", default=None, help="a pipeline run folder (backend=c): its own firmware again")
     args = ap.parse_args()
     import tinyflow
 
     print(f"kernels: {Path(tinyflow.__file__).parent / 'firmware' / 'templates' / 'tf_kernels.h'}")
+    if args.run:
+        plain, prof = rerun(Path(args.run), False), rerun(Path(args.run), True)
+        kinds = {r["kind"]: r["instructions"] for r in prof.get("profile_by_kind") or []}
+        print(f"{args.run}: {plain['target']} {plain['rounding']}: {plain['instructions_per_inference']:,} "
+              f"instructions per inference ({plain['instructions_per_mac']:.2f} per MAC), bit-exact "
+              f"{plain['bit_exact']}/{plain['images']}, stack {plain['stack_bytes']} B, flash {plain['flash_bytes']:,} B")
+        print("  per op kind (profiled build): " + ", ".join(f"{k} {v / 1e6:.3f}M" for k, v in kinds.items()))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"plain": plain, "profile": prof}, indent=1, default=str))
+        return
     rows = []
     for model in args.models:
         for rounding in args.rounding:

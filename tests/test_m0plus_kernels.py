@@ -118,6 +118,36 @@ def test_m0plus_other_optimisation_levels_are_bit_exact(m0_model, opt, tmp_path)
 
 
 @needs_toolchain
+@pytest.mark.parametrize("rounding", ["single", "tflite"])
+def test_m0plus_activation_bounds_and_general_requantization(m0_model, rounding, tmp_path, monkeypatch) -> None:
+    """Activation bounds inside the int8 range (the output stage's clamp and + lo) and layers that take the
+    general requantization (a left shift: rq = 0), on the integer model the firmware and the oracle both use."""
+    import tinyflow.firmware.project as project
+    from tinyflow.firmware.codegen import rq_mode
+
+    original = project.build_qmodel
+
+    def altered(graph):
+        model = original(graph)
+        for i, layer in enumerate(model.layers):
+            p = layer.p
+            if not isinstance(p.get("mult"), np.ndarray) or "weight" not in p:
+                continue
+            if i % 3 == 0:  # ReLU-like bounds: zp_out + 3 .. 100
+                p["act_min"], p["act_max"] = min(int(p["zp_out"]) + 3, 90), 100
+            if i % 3 == 1:  # every channel scaled up by 2 as a left shift: the general sequence
+                p["mult"] = (p["mult"] // 2).astype(p["mult"].dtype)
+                p["shift"] = np.maximum(p["shift"] + 2, 1).astype(p["shift"].dtype)
+        assert {rq_mode(la) for la in model.layers if "weight" in la.p} == {0, 1}
+        return model
+
+    monkeypatch.setattr(project, "build_qmodel", altered)
+    path, images = m0_model
+    fw = _firmware(path, images, tmp_path, rounding=rounding)
+    assert fw["bit_exact"] == fw["images"] == len(images), fw.get("failed_checks")
+
+
+@needs_toolchain
 def test_m0plus_object_code_has_no_dsp_instructions(m0_model, tmp_path) -> None:
     """The model's object code is Armv6-M: none of the DSP / saturation / long-multiply instructions, and the
     pointwise loops' multiply-accumulate is MULS (the kernels' own Armv6-M loops, not the M7 loop compiled down)."""

@@ -359,38 +359,33 @@ TF_INLINE int32_t tf_v6m_dot1(const int8_t *x, const int8_t *w, int32_t n, int32
 #define TF_V6M_NUDGE "movs %[t1], #1\n\tlsls %[t1], %[t1], #14\n\tadds %[t3], %[t3], %[t1]\n\t"
 #define TF_V6M_SIGN "asrs %[t1], %[a], #31\n\tadds %[a], %[a], %[t1]\n\t"
 #endif
+/* the high multiply (`tf_hmul31`, with TF Lite's nudge and sign fix-up where that is the rounding) of %[a] by
+ * %[m], into %[a]; %[m] and the temporaries %[t1..3] are clobbered */
+#define TF_V6M_HMUL                                                                                              \
+    "sxth %[t1], %[a]\n\t"                                             /* al */                                   \
+    "subs %[a], %[a], %[t1]\n\tasrs %[a], %[a], #16\n\t"                /* ah */                                   \
+    "uxth %[t2], %[m]\n\tlsrs %[m], %[m], #16\n\t"                      /* ml, mh */                               \
+    "movs %[t3], %[t1]\n\tmuls %[t3], %[t2], %[t3]\n\tasrs %[t3], %[t3], #16\n\t" /* al*ml >> 16 */             \
+    "muls %[t2], %[a], %[t2]\n\tadds %[t3], %[t3], %[t2]\n\t"           /* + ah*ml */                              \
+    "muls %[t1], %[m], %[t1]\n\tadds %[t3], %[t3], %[t1]\n\t" TF_V6M_NUDGE /* + al*mh */                          \
+    "asrs %[t3], %[t3], #15\n\tmuls %[a], %[m], %[a]\n\tlsls %[a], %[a], #1\n\tadds %[a], %[a], %[t3]\n\t"      \
+    TF_V6M_SIGN
+/* u = (%[a] + K) >> 1 clamped to [0, hi - lo]: ASRS sets N for the lower bound, one unsigned compare the upper */
+#define TF_V6M_CLAMP \
+    "asrs %[a], %[a], #1\n\tbpl 1f\n\tmovs %[a], #0\n1:\n\tcmp %[a], %[r]\n\tbls 2f\n\tmovs %[a], %[r]\n2:\n\t"
+/* + K (a constant in [-509, 511], never 0) as immediates, then the clamp, then + lo (the output byte) */
+#define TF_V6M_ADDK_CLAMP_LO                                                                                   \
+    ".if %c[k] > 510\n\tadds %[a], #255\n\tadds %[a], #255\n\tadds %[a], #(%c[k]-510)\n\t"                      \
+    ".elseif %c[k] > 255\n\tadds %[a], #255\n\tadds %[a], #(%c[k]-255)\n\t"                                       \
+    ".elseif %c[k] < -255\n\tsubs %[a], #255\n\tadds %[a], #(%c[k]+255)\n\t"                                      \
+    ".else\n\tadds %[a], #(%c[k])\n\t.endif\n\t" TF_V6M_CLAMP ".if %c[lo]\n\tadds %[a], #(%c[lo])\n\t.endif\n\t"
 #endif
+
 TF_INLINE int32_t tf_v6m_out(int32_t acc, int32_t m, int32_t s, int32_t zp, int32_t lo, int32_t hi) {
 #if TF_V6M_ASM
     int32_t t1, t2, t3;
     const int32_t k = 1 + 2 * (zp - lo);
-    __asm__(".syntax unified\n\t"
-            "sxth %[t1], %[a]\n\t"             /* al */
-            "subs %[a], %[a], %[t1]\n\t"
-            "asrs %[a], %[a], #16\n\t"         /* ah */
-            "uxth %[t2], %[m]\n\t"             /* ml */
-            "lsrs %[m], %[m], #16\n\t"         /* mh */
-            "movs %[t3], %[t1]\n\t"
-            "muls %[t3], %[t2], %[t3]\n\t"     /* al*ml */
-            "asrs %[t3], %[t3], #16\n\t"
-            "muls %[t2], %[a], %[t2]\n\t"      /* ah*ml */
-            "adds %[t3], %[t3], %[t2]\n\t"
-            "muls %[t1], %[m], %[t1]\n\t"      /* al*mh */
-            "adds %[t3], %[t3], %[t1]\n\t" TF_V6M_NUDGE
-            "asrs %[t3], %[t3], #15\n\t"
-            "muls %[a], %[m], %[a]\n\t"        /* ah*mh */
-            "lsls %[a], %[a], #1\n\t"
-            "adds %[a], %[a], %[t3]\n\t" TF_V6M_SIGN
-            "asrs %[a], %[a], %[s]\n\t"
-            "add %[a], %[k]\n\t"
-            "asrs %[a], %[a], #1\n\t"
-            "bpl 1f\n\t"
-            "movs %[a], #0\n"
-            "1:\n\t"
-            "cmp %[a], %[r]\n\t"
-            "bls 2f\n\t"
-            "movs %[a], %[r]\n"
-            "2:\n\t"
+    __asm__(".syntax unified\n\t" TF_V6M_HMUL "asrs %[a], %[a], %[s]\n\tadd %[a], %[k]\n\t" TF_V6M_CLAMP
             : [a] "+l"(acc), [m] "+l"(m), [t1] "=&l"(t1), [t2] "=&l"(t2), [t3] "=&l"(t3)
             : [s] "l"(s), [k] "r"(k), [r] "i"(hi - lo)
             : "cc");
@@ -400,6 +395,28 @@ TF_INLINE int32_t tf_v6m_out(int32_t acc, int32_t m, int32_t s, int32_t zp, int3
 #endif
 }
 
+#if TF_V6M_ASM
+/* four output bytes of a block whose accumulators are in r8-r11 (rq = 1), all in one asm: per output the
+ * accumulator moved down, m and s loaded (`mq`), the high multiply, >> s, + K, the clamp, + lo, STRB (`st`) */
+#define TF_V6M_OUT(acc, mq, st) "mov %[a], " acc "\n\t" mq TF_V6M_HMUL "asrs %[a], %[a], %[s]\n\t" TF_V6M_ADDK_CLAMP_LO st
+#define TF_V6M_EPILOGUE_REGS                                                                                    \
+    register int32_t ra __asm__("r0"), rm __asm__("r1"), rs __asm__("r2"), t1 __asm__("r3"), t2 __asm__("r4"),    \
+        t3 __asm__("r5")
+#define TF_V6M_EPILOGUE_OUTS [a] "=&l"(ra), [m] "=&l"(rm), [s] "=&l"(rs), [t1] "=&l"(t1), [t2] "=&l"(t2), [t3] "=&l"(t3)
+/* pointwise: channel j's m and s at mp[j], sp[j], its byte at y[j] */
+#define TF_V6M_PW_OUT(j, acc)                                                                                  \
+    TF_V6M_OUT(acc, "ldr %[m], [%[mp], #(4*" #j ")]\n\tldr %[s], [%[sp], #(4*" #j ")]\n\t",                         \
+               "mov %[t1], %[y]\n\tstrb %[a], [%[t1], #" #j "]\n\t")
+/* depthwise: one channel's m and s (q[0], q[1]); the bytes c apart */
+#define TF_V6M_DW_OUT(acc) \
+    TF_V6M_OUT(acc, "ldr %[m], [%[q]]\n\tldr %[s], [%[q], #4]\n\t", "mov %[t1], %[y]\n\tstrb %[a], [%[t1]]\n\tadd %[y], %[c]\n\t")
+#endif
+
+/* an output byte: the short sequence where rq = 1, the general one otherwise */
+TF_INLINE int8_t tf_v6m_q(int32_t acc, int32_t m, int32_t s, int32_t rq, int32_t zp, int32_t lo, int32_t hi) {
+    return rq ? (int8_t)tf_v6m_out(acc, m, s, zp, lo, hi) : tf_clamp(tf_requant(acc, m, s) + zp, lo, hi);
+}
+
 /* Armv6-M depthwise taps over the biased plane (bytes x + 128): 4 outputs of a row at once (columns 0, sw, 2sw,
  * 3sw from `base`) or 1, each weight (int32, k[ky*kw + kx]) loaded once for the 4: per tap LDR, then per output
  * LDRB (an immediate offset), MULS, ADDS; after each kernel row the plane pointer moves down a row (pw). One asm
@@ -407,25 +424,80 @@ TF_INLINE int32_t tf_v6m_out(int32_t acc, int32_t m, int32_t s, int32_t zp, int3
  * text is the code); other widths take the plain C. */
 #if TF_V6M_ASM
 #define TF_V6M_TAP(i, out, off)                                                                  \
-    "ldrb %[x], [%[b], #(" #i "+" off ")]\n\tmuls %[x], %[w], %[x]\n\tadds " out ", " out ", %[x]\n\t"
+    "ldrb %[x], [%[b], #(" #i "+" off ")]\n\tmuls %[x], %[w], %[x]\n\tadd " out ", %[x]\n\t"
 #define TF_V6M_TAP4(i)                                                                           \
     "ldr %[w], [%[kp], #(4*" #i ")]\n\t" TF_V6M_TAP(i, "%[a0]", "0") TF_V6M_TAP(i, "%[a1]", "%c[sw]") \
         TF_V6M_TAP(i, "%[a2]", "2*%c[sw]") TF_V6M_TAP(i, "%[a3]", "3*%c[sw]")
+#define TF_V6M_TAP2(i) "ldr %[w], [%[kp], #(4*" #i ")]\n\t" TF_V6M_TAP(i, "%[a0]", "0") TF_V6M_TAP(i, "%[a1]", "%c[sw]")
 #define TF_V6M_TAP1(i) "ldr %[w], [%[kp], #(4*" #i ")]\n\t" TF_V6M_TAP(i, "%[a0]", "0")
 #define TF_V6M_ROW3(T) T(0) T(1) T(2)
 #define TF_V6M_ROW5(T) T(0) T(1) T(2) T(3) T(4)
 #define TF_V6M_ROW7(T) T(0) T(1) T(2) T(3) T(4) T(5) T(6)
 #define TF_V6M_NEXT_ROW ".syntax unified\n\tadd %[b], %[pw]\n\tadds %[kp], #(4*%c[kw])\n\t"
-/* one kernel row of width kw (3, 5 or 7) */
+/* the kernel rows: a 3x3 written out, wider kernels one row in a counted loop (%[n] rows; code size) */
 #define TF_V6M_ROWS(T, outs, ins)                                                                               \
-    for (int32_t ky = 0; ky < kh; ky++) {                                                                       \
-        if (kw == 3) __asm__(".syntax unified\n\t" TF_V6M_ROW3(T) TF_V6M_NEXT_ROW : outs : ins : "cc", "memory"); \
-        else if (kw == 5) __asm__(".syntax unified\n\t" TF_V6M_ROW5(T) TF_V6M_NEXT_ROW : outs : ins : "cc", "memory"); \
-        else __asm__(".syntax unified\n\t" TF_V6M_ROW7(T) TF_V6M_NEXT_ROW : outs : ins : "cc", "memory");       \
-    }
+    if (kw == 3 && kh == 3)                                                                                     \
+        __asm__(".syntax unified\n\t" TF_V6M_ROW3(T) TF_V6M_NEXT_ROW TF_V6M_ROW3(T) TF_V6M_NEXT_ROW TF_V6M_ROW3(T)  \
+                    TF_V6M_NEXT_ROW : outs, [n] "+l"(rows) : ins : "cc", "memory");                                      \
+    else if (kw == 3)                                                                                           \
+        __asm__(".syntax unified\n1:\n\t" TF_V6M_ROW3(T) TF_V6M_NEXT_ROW "subs %[n], #1\n\tbne 1b\n\t"              \
+                : outs, [n] "+l"(rows) : ins : "cc", "memory");                                                   \
+    else if (kw == 5)                                                                                           \
+        __asm__(".syntax unified\n1:\n\t" TF_V6M_ROW5(T) TF_V6M_NEXT_ROW "subs %[n], #1\n\tbne 1b\n\t"              \
+                : outs, [n] "+l"(rows) : ins : "cc", "memory");                                                   \
+    else                                                                                                        \
+        __asm__(".syntax unified\n1:\n\t" TF_V6M_ROW7(T) TF_V6M_NEXT_ROW "subs %[n], #1\n\tbne 1b\n\t"              \
+                : outs, [n] "+l"(rows) : ins : "cc", "memory");
 #endif
 
-TF_INLINE void tf_v6m_taps4(const uint8_t *base, const int32_t *k, int32_t pw, int32_t kh, int32_t kw, int32_t sw,
+/* 4 depthwise outputs of one channel (a row's columns 0, sw, 2sw, 3sw from `base`), written to y, y + c, y + 2c,
+ * y + 3c: the taps (accumulators in r8-r11), then the four output stages in one asm where rq = 1 */
+TF_INLINE void tf_v6m_dw4(const uint8_t *base, const int32_t *k, int32_t pw, int32_t kh, int32_t kw, int32_t sw,
+                          int32_t b0, const int32_t *q, int8_t *y, int32_t c, int32_t rq, int32_t zp, int32_t lo,
+                          int32_t hi) {
+#if TF_V6M_ASM
+    if (kw == 3 || kw == 5 || kw == 7) {
+        TF_V6M_REG(int32_t, a0, "r8", b0);
+        TF_V6M_REG(int32_t, a1, "r9", b0);
+        TF_V6M_REG(int32_t, a2, "r10", b0);
+        TF_V6M_REG(int32_t, a3, "r11", b0);
+        {
+            TF_V6M_REG(const uint8_t *, b, "r0", base);
+            TF_V6M_REG(const int32_t *, kp, "r1", k);
+            register int32_t wv __asm__("r2"), xv __asm__("r3");
+            TF_V6M_REG(int32_t, pwr, "r4", pw);
+            TF_V6M_REG(int32_t, rows, "r5", kh);
+            TF_V6M_ROWS(TF_V6M_TAP4,
+                        TF_V6M_OUTS([a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [b] "+l"(b),
+                                    [kp] "+l"(kp), [w] "=&l"(wv), [x] "=&l"(xv)),
+                        TF_V6M_OUTS([pw] "l"(pwr), [kw] "i"(kw), [sw] "i"(sw)))
+        }
+        if (rq) {
+            TF_V6M_EPILOGUE_REGS;
+            TF_V6M_REG(const int32_t *, rq_, "r6", q);
+            TF_V6M_REG(int32_t, rc, "r7", c);
+            TF_V6M_REG(int8_t *, ry, "r12", y);
+            __asm__ volatile(".syntax unified\n\t" TF_V6M_DW_OUT("%[a0]") TF_V6M_DW_OUT("%[a1]") TF_V6M_DW_OUT("%[a2]")
+                                 TF_V6M_DW_OUT("%[a3]")
+                             : TF_V6M_EPILOGUE_OUTS, [y] "+r"(ry)
+                             : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [q] "l"(rq_), [c] "l"(rc),
+                               [k] "i"(1 + 2 * (zp - lo)), [r] "i"(hi - lo), [lo] "i"(lo)
+                             : "cc", "memory");
+        } else {
+            y[0] = tf_v6m_q(a0, q[0], q[1], 0, zp, lo, hi), y[c] = tf_v6m_q(a1, q[0], q[1], 0, zp, lo, hi);
+            y[2 * c] = tf_v6m_q(a2, q[0], q[1], 0, zp, lo, hi), y[3 * c] = tf_v6m_q(a3, q[0], q[1], 0, zp, lo, hi);
+        }
+        return;
+    }
+#endif
+    int32_t acc[4] = {b0, b0, b0, b0};
+    for (int32_t ky = 0; ky < kh; ky++)
+        for (int32_t kx = 0; kx < kw; kx++)
+            for (int32_t j = 0; j < 4; j++) acc[j] += (int32_t)base[ky * pw + kx + j * sw] * k[ky * kw + kx];
+    for (int32_t j = 0; j < 4; j++) y[j * c] = tf_v6m_q(acc[j], q[0], q[1], rq, zp, lo, hi);
+}
+
+TF_INLINE void tf_v6m_taps2(const uint8_t *base, const int32_t *k, int32_t pw, int32_t kh, int32_t kw, int32_t sw,
                             int32_t *acc) {
 #if TF_V6M_ASM
     if (kw == 3 || kw == 5 || kw == 7) {
@@ -434,21 +506,19 @@ TF_INLINE void tf_v6m_taps4(const uint8_t *base, const int32_t *k, int32_t pw, i
         register int32_t wv __asm__("r2"), xv __asm__("r3");
         TF_V6M_REG(int32_t, a0, "r4", acc[0]);
         TF_V6M_REG(int32_t, a1, "r5", acc[1]);
-        TF_V6M_REG(int32_t, a2, "r6", acc[2]);
-        TF_V6M_REG(int32_t, a3, "r7", acc[3]);
         TF_V6M_REG(int32_t, pwr, "r8", pw);
-#pragma GCC unroll 7
-        TF_V6M_ROWS(TF_V6M_TAP4,
-                    TF_V6M_OUTS([a0] "+l"(a0), [a1] "+l"(a1), [a2] "+l"(a2), [a3] "+l"(a3), [b] "+l"(b),
-                                [kp] "+l"(kp), [w] "=&l"(wv), [x] "=&l"(xv)),
+        TF_V6M_REG(int32_t, rows, "r6", kh);
+        TF_V6M_ROWS(TF_V6M_TAP2,
+                    TF_V6M_OUTS([a0] "+l"(a0), [a1] "+l"(a1), [b] "+l"(b), [kp] "+l"(kp), [w] "=&l"(wv),
+                                [x] "=&l"(xv)),
                     TF_V6M_OUTS([pw] "r"(pwr), [kw] "i"(kw), [sw] "i"(sw)))
-        acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+        acc[0] = a0, acc[1] = a1;
         return;
     }
 #endif
     for (int32_t ky = 0; ky < kh; ky++)
         for (int32_t kx = 0; kx < kw; kx++)
-            for (int32_t j = 0; j < 4; j++) acc[j] += (int32_t)base[ky * pw + kx + j * sw] * k[ky * kw + kx];
+            for (int32_t j = 0; j < 2; j++) acc[j] += (int32_t)base[ky * pw + kx + j * sw] * k[ky * kw + kx];
 }
 
 TF_INLINE int32_t tf_v6m_taps1(const uint8_t *base, const int32_t *k, int32_t pw, int32_t kh, int32_t kw,
@@ -460,7 +530,7 @@ TF_INLINE int32_t tf_v6m_taps1(const uint8_t *base, const int32_t *k, int32_t pw
         register int32_t wv __asm__("r2"), xv __asm__("r3");
         TF_V6M_REG(int32_t, a0, "r4", acc);
         TF_V6M_REG(int32_t, pwr, "r8", pw);
-#pragma GCC unroll 7
+        TF_V6M_REG(int32_t, rows, "r6", kh);
         TF_V6M_ROWS(TF_V6M_TAP1,
                     TF_V6M_OUTS([a0] "+l"(a0), [b] "+l"(b), [kp] "+l"(kp), [w] "=&l"(wv), [x] "=&l"(xv)),
                     TF_V6M_OUTS([pw] "r"(pwr), [kw] "i"(kw)))
@@ -472,9 +542,84 @@ TF_INLINE int32_t tf_v6m_taps1(const uint8_t *base, const int32_t *k, int32_t pw
     return acc;
 }
 
-/* an output byte: the short sequence where rq = 1, the general one otherwise */
-TF_INLINE int8_t tf_v6m_q(int32_t acc, int32_t m, int32_t s, int32_t rq, int32_t zp, int32_t lo, int32_t hi) {
-    return rq ? (int8_t)tf_v6m_out(acc, m, s, zp, lo, hi) : tf_clamp(tf_requant(acc, m, s) + zp, lo, hi);
+/* n >= 1 bytes of one channel (stride c) into a plane row, each offset by 128 (x ^ 0x80): LDRB, ADDS, EORS, STRB
+ * with a register offset counting up to 0, ADDS; two per loop pass */
+TF_INLINE void tf_v6m_copy_biased(uint8_t *dst, const uint8_t *src, int32_t n, int32_t c) {
+#if TF_V6M_ASM
+    if (n <= 0) return;
+    int32_t i = -n, t;
+    const uint32_t mask = 0x80u;
+    uint8_t *end = dst + n;
+    if (n & 1)
+        __asm__ volatile(".syntax unified\n\t"
+                "b 2f\n"
+                "1:\n\t"
+                "ldrb %[t], [%[s]]\n\tadds %[s], %[s], %[c]\n\teors %[t], %[t], %[k]\n\tstrb %[t], [%[d], %[i]]\n\t"
+                "adds %[i], #1\n"
+                "2:\n\t"
+                "ldrb %[t], [%[s]]\n\tadds %[s], %[s], %[c]\n\teors %[t], %[t], %[k]\n\tstrb %[t], [%[d], %[i]]\n\t"
+                "adds %[i], #1\n\t"
+                "bne 1b\n\t"
+                : [i] "+l"(i), [s] "+l"(src), [t] "=&l"(t)
+                : [d] "l"(end), [c] "l"(c), [k] "l"(mask)
+                : "cc", "memory");
+    else
+        __asm__ volatile(".syntax unified\n"
+                "1:\n\t"
+                "ldrb %[t], [%[s]]\n\tadds %[s], %[s], %[c]\n\teors %[t], %[t], %[k]\n\tstrb %[t], [%[d], %[i]]\n\t"
+                "adds %[i], #1\n\t"
+                "ldrb %[t], [%[s]]\n\tadds %[s], %[s], %[c]\n\teors %[t], %[t], %[k]\n\tstrb %[t], [%[d], %[i]]\n\t"
+                "adds %[i], #1\n\t"
+                "bne 1b\n\t"
+                : [i] "+l"(i), [s] "+l"(src), [t] "=&l"(t)
+                : [d] "l"(end), [c] "l"(c), [k] "l"(mask)
+                : "cc", "memory");
+#else
+    for (int32_t x = 0; x < n; x++) dst[x] = (uint8_t)(src[x * c] ^ 0x80u);
+#endif
+}
+
+/* 4 pointwise outputs of one pixel (channels o..o+3: weights w, biases bp, constants mp / sp, bytes y[0..3]): the
+ * dot products (accumulators in r8-r11), then the four output stages in one asm where rq = 1 */
+TF_INLINE void tf_v6m_pw4(const int8_t *x, const int8_t *w, int32_t n, const int32_t *bp, const int32_t *mp,
+                          const int32_t *sp, int8_t *y, int32_t rq, int32_t zp, int32_t lo, int32_t hi) {
+#if TF_V6M_ASM
+    if (rq) {
+        TF_V6M_REG(int32_t, a0, "r8", bp[0]);
+        TF_V6M_REG(int32_t, a1, "r9", bp[1]);
+        TF_V6M_REG(int32_t, a2, "r10", bp[2]);
+        TF_V6M_REG(int32_t, a3, "r11", bp[3]);
+        {
+            TF_V6M_REG(int32_t, k, "r0", -n);
+            TF_V6M_REG(const int8_t *, px, "r1", x + n);
+            TF_V6M_REG(const int8_t *, p0, "r2", w + n);
+            TF_V6M_REG(const int8_t *, p1, "r3", w + 2 * n);
+            TF_V6M_REG(const int8_t *, p2, "r4", w + 3 * n);
+            TF_V6M_REG(const int8_t *, p3, "r5", w + 4 * n);
+            register int32_t xv __asm__("r6"), wv __asm__("r7");
+            TF_V6M_ENTRIES(TF_V6M_STEP4,
+                           TF_V6M_OUTS([a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [k] "+l"(k),
+                                       [x] "=&l"(xv), [w] "=&l"(wv)),
+                           TF_V6M_OUTS([px] "l"(px), [p0] "l"(p0), [p1] "l"(p1), [p2] "l"(p2), [p3] "l"(p3)))
+        }
+        {
+            TF_V6M_EPILOGUE_REGS;
+            TF_V6M_REG(const int32_t *, rmp, "r6", mp);
+            TF_V6M_REG(const int32_t *, rsp, "r7", sp);
+            TF_V6M_REG(int8_t *, ry, "r12", y);
+            __asm__ volatile(".syntax unified\n\t" TF_V6M_PW_OUT(0, "%[a0]") TF_V6M_PW_OUT(1, "%[a1]")
+                                 TF_V6M_PW_OUT(2, "%[a2]") TF_V6M_PW_OUT(3, "%[a3]")
+                             : TF_V6M_EPILOGUE_OUTS
+                             : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [mp] "l"(rmp), [sp] "l"(rsp),
+                               [y] "r"(ry), [k] "i"(1 + 2 * (zp - lo)), [r] "i"(hi - lo), [lo] "i"(lo)
+                             : "cc", "memory");
+        }
+        return;
+    }
+#endif
+    int32_t acc[4] = {bp[0], bp[1], bp[2], bp[3]};
+    tf_v6m_dot4(x, w, n, acc);
+    for (int32_t j = 0; j < 4; j++) y[j] = tf_v6m_q(acc[j], mp[j], sp[j], rq, zp, lo, hi);
 }
 
 /* the pointwise kernel on Armv6-M: per pixel, 4 output channels at a time (then 2, then 1); the per-channel
@@ -487,12 +632,7 @@ TF_INLINE void tf_pointwise_v6m(const int8_t *in, int8_t *out, int32_t npix, int
         int8_t *y = out + p * cout;
         const int32_t *bp = bias, *mp = mult, *sp = shift;
         for (int8_t *end = y + (cout & ~3); y != end; y += 4, wp += 4 * cin, bp += 4, mp += 4, sp += 4) {
-            int32_t acc[4] = {bp[0], bp[1], bp[2], bp[3]};
-            tf_v6m_dot4(x, wp, cin, acc);
-            y[0] = tf_v6m_q(acc[0], mp[0], sp[0], rq, zp_out, lo, hi);
-            y[1] = tf_v6m_q(acc[1], mp[1], sp[1], rq, zp_out, lo, hi);
-            y[2] = tf_v6m_q(acc[2], mp[2], sp[2], rq, zp_out, lo, hi);
-            y[3] = tf_v6m_q(acc[3], mp[3], sp[3], rq, zp_out, lo, hi);
+            tf_v6m_pw4(x, wp, cin, bp, mp, sp, y, rq, zp_out, lo, hi);
         }
         if (cout & 2) {
             int32_t acc[2] = {bp[0], bp[1]};
@@ -660,23 +800,26 @@ TF_INLINE void tf_depthwise(const int8_t *in, int32_t iy0, int32_t ix0, int32_t 
         for (int32_t y = 0; y < ph; y++) {
             int32_t gy = py0 + y;
             if (gy < 0 || gy >= h) continue;
-            uint8_t *row = up + y * pw;
-            const uint8_t *src = (const uint8_t *)in + ((gy - iy0) * is + (px0 - ix0)) * c + ch;
-            for (int32_t x = x_lo; x < x_hi; x++) row[x] = (uint8_t)(src[x * c] ^ 0x80u);
+            const uint8_t *src = (const uint8_t *)in + ((gy - iy0) * is + (px0 - ix0 + x_lo)) * c + ch;
+            tf_v6m_copy_biased(up + y * pw + x_lo, src, x_hi - x_lo, c);
         }
         int32_t k[TF_MAX_KERNEL_AREA], wsum = 0;
         for (int32_t i = 0; i < kh * kw; i++) k[i] = wt[ch * kh * kw + i], wsum += k[i];
-        const int32_t b = bias[ch] - 128 * wsum, m = mult[ch], s = shift[ch];
+        const int32_t b = bias[ch] - 128 * wsum, m = mult[ch], s = shift[ch], q[2] = {m, s};
         for (int32_t oy = 0; oy < oh; oy++) {
             int8_t *dst = out + ((oy0 + oy - oyb) * os + (ox0 - oxb)) * c + ch;
             const uint8_t *prow = up + (oy * sh) * pw;
             int32_t ox = 0;
-            for (; ox + 4 <= ow; ox += 4, dst += 4 * c) {
-                int32_t acc[4] = {b, b, b, b};
-                tf_v6m_taps4(prow + ox * sw, k, pw, kh, kw, sw, acc);
-                for (int32_t j = 0; j < 4; j++) dst[j * c] = tf_v6m_q(acc[j], m, s, rq, zp_out, lo, hi);
+            for (; ox + 4 <= ow; ox += 4, dst += 4 * c)
+                tf_v6m_dw4(prow + ox * sw, k, pw, kh, kw, sw, b, q, dst, c, rq, zp_out, lo, hi);
+            if ((ow - ox) & 2) {
+                int32_t acc[2] = {b, b};
+                tf_v6m_taps2(prow + ox * sw, k, pw, kh, kw, sw, acc);
+                dst[0] = tf_v6m_q(acc[0], m, s, rq, zp_out, lo, hi);
+                dst[c] = tf_v6m_q(acc[1], m, s, rq, zp_out, lo, hi);
+                ox += 2, dst += 2 * c;
             }
-            for (; ox < ow; ox++, dst += c)
+            if (ox < ow)
                 *dst = tf_v6m_q(tf_v6m_taps1(prow + ox * sw, k, pw, kh, kw, b), m, s, rq, zp_out, lo, hi);
         }
     }
