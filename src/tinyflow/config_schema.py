@@ -73,6 +73,7 @@ CORE: dict[str, dict[str, Field]] = {
         "seed": _F(INT, min=0),
         "resume": _F((bool, str), optional=True),
         "stages": _F((list,), items=_F((str,))),
+        "threads": _F((int, str), optional=True),  # auto or a count (tinyflow.threads.parse_setting)
     },
     "space": {
         "widths": _F((list,), items=_F(NUM, above=0, max=4)),

@@ -21,6 +21,7 @@ from tinyflow.context import CONTEXT_FILE, RunContext
 from tinyflow.errors import ConfigError
 from tinyflow.plugins import build_device, build_plugin
 from tinyflow.stages import get_stage
+from tinyflow.threads import JobThreads
 from tinyflow.tracking import activate, flatten
 from tinyflow.training.cache import file_digest
 from tinyflow.validation import refuse_non_finite
@@ -58,7 +59,7 @@ def _job_info() -> tuple[str, int, dict[str, str]]:
 #: the resolved config of a run, written when it starts, so a resume can tell whether it continues the same job
 RUN_CONFIG_FILE = "run_config.json"
 #: top-level keys that change how a job runs or is shown, never its results (a resume may change them)
-NEUTRAL_KEYS = ("resume", "tracking", "cache", "stages", "sweep")
+NEUTRAL_KEYS = ("resume", "tracking", "cache", "stages", "sweep", "threads")
 #: RunContext fields that name files a stage produced (their digests are checked when a run resumes)
 FILE_FIELDS = ("supernet_checkpoint", "model_checkpoint", "onnx_path", "onnx_int8_path")
 #: files a stage records in `ctx.artifacts` that later stages read back (the schedule stage's Deployment)
@@ -204,10 +205,12 @@ def run_pipeline(cfg: DictConfig) -> RunContext:
         "stages": ",".join(stages),
     }
     rows: list[dict[str, Any]] = []
-    with activate(tracker), tracker.job(cfg, tags):
+    # registered as a running job from the start (tinyflow.threads): others sharing the machine count it
+    with JobThreads.for_job(cfg) as threads, activate(tracker), tracker.job(cfg, tags):
         # checks inside the job so a bad config still leaves a FAILED run that says why; all before any stage runs
         validate_config(cfg)
         refuse_non_finite(cfg)  # NaN passes every range check (`nan <= 0` is false); infinity every lower bound
+        threads.start(tracker)  # this job's share of the cores: printed, logged, re-evaluated as jobs come and go
         build_device(cfg)
         if not stages:
             raise ConfigError("stages: the list is empty. Name the stages to run, e.g. `stages=[space,train]`.")
@@ -229,6 +232,7 @@ def run_pipeline(cfg: DictConfig) -> RunContext:
                 console.stage_skipped(name)
                 rows.append({"stage": name, "status": "skipped (resume)"})
                 continue
+            threads.check()
             console.stage_started(name, i, len(stages))
             log.info("stage %s: start", name)
             start = time.perf_counter()

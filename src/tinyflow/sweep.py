@@ -431,9 +431,18 @@ def exit_if_jobs_failed(config: DictConfig) -> None:
 
 class SweepSummary(Callback):
     """Hydra callback: at the end of a multirun, summarise it (a failure of the summary never fails the sweep),
-    then exit 1 if a job failed for a reason other than "nothing fits" (`exit_if_jobs_failed`)."""
+    then exit 1 if a job failed for a reason other than "nothing fits" (`exit_if_jobs_failed`). At its start it
+    prints the threads per job (`tinyflow.threads.announce_sweep`)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from tinyflow.threads import announce_sweep
+
+        announce_sweep(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from tinyflow.threads import sweep_finished
+
+        sweep_finished()
         try:
             summarize(config.hydra.sweep.dir, config.get("tracking"))
         except Exception as exc:  # the jobs are done and logged; the summary must not turn them into a failure

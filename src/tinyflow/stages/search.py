@@ -217,12 +217,13 @@ def choose_verified(
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Small-batch evaluation of tiny CNNs runs faster on one thread, far faster on a busy machine (measured on
-    this project's 2-core host under load: 1.1–1.6 s per subnet on 1 thread against 6.6–25 s on 2)."""
+    this project's 2-core host under load: 1.1–1.6 s per subnet on 1 thread against 6.6–25 s on 2). Never more
+    than the job's share of the cores (tinyflow.threads set it: the count torch has now)."""
     import torch
 
     before = torch.get_num_threads()
     if n:
-        torch.set_num_threads(int(n))
+        torch.set_num_threads(min(int(n), before))
     try:
         yield
     finally:
