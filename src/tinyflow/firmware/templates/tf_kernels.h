@@ -373,15 +373,16 @@ TF_INLINE int32_t tf_v6m_dot1(const int8_t *x, const int8_t *w, int32_t n, int32
 /* u = (%[a] + K) >> 1 clamped to [0, hi - lo]: ASRS sets N for the lower bound, one unsigned compare the upper */
 #define TF_V6M_CLAMP \
     "asrs %[a], %[a], #1\n\tbpl 1f\n\tmovs %[a], #0\n1:\n\tcmp %[a], %[r]\n\tbls 2f\n\tmovs %[a], %[r]\n2:\n\t"
-/* + K (a constant in [-509, 511], never 0) as immediates, then the clamp, then + lo (the output byte) */
-#define TF_V6M_ADDK_CLAMP_LO                                                                                   \
+/* + K (a constant in [-509, 511], never 0) as immediates, then the clamp */
+#define TF_V6M_ADDK_CLAMP                                                                                      \
     ".if %c[k] > 510\n\tadds %[a], #255\n\tadds %[a], #255\n\tadds %[a], #(%c[k]-510)\n\t"                      \
     ".elseif %c[k] > 255\n\tadds %[a], #255\n\tadds %[a], #(%c[k]-255)\n\t"                                       \
     ".elseif %c[k] < -255\n\tsubs %[a], #255\n\tadds %[a], #(%c[k]+255)\n\t"                                      \
-    ".else\n\tadds %[a], #(%c[k])\n\t.endif\n\t" TF_V6M_CLAMP ".if %c[lo]\n\tadds %[a], #(%c[lo])\n\t.endif\n\t"
+    ".else\n\tadds %[a], #(%c[k])\n\t.endif\n\t" TF_V6M_CLAMP
 #endif
 
 TF_INLINE int32_t tf_v6m_out(int32_t acc, int32_t m, int32_t s, int32_t zp, int32_t lo, int32_t hi) {
+    if (lo >= zp && acc <= 0) return lo; /* see TF_V6M_FAST */
 #if TF_V6M_ASM
     int32_t t1, t2, t3;
     const int32_t k = 1 + 2 * (zp - lo);
@@ -398,7 +399,12 @@ TF_INLINE int32_t tf_v6m_out(int32_t acc, int32_t m, int32_t s, int32_t zp, int3
 #if TF_V6M_ASM
 /* four output bytes of a block whose accumulators are in r8-r11 (rq = 1), all in one asm: per output the
  * accumulator moved down, m and s loaded (`mq`), the high multiply, >> s, + K, the clamp, + lo, STRB (`st`) */
-#define TF_V6M_OUT(acc, mq, st) "mov %[a], " acc "\n\t" mq TF_V6M_HMUL "asrs %[a], %[a], %[s]\n\t" TF_V6M_ADDK_CLAMP_LO st
+#define TF_V6M_OUT(acc, mq, st)                                                                                 \
+    "mov %[a], " acc "\n\t" TF_V6M_FAST mq TF_V6M_HMUL "asrs %[a], %[a], %[s]\n\t" TF_V6M_ADDK_CLAMP               \
+    "4:\n\t.if %c[lo]\n\tadds %[a], #(%c[lo])\n\t.endif\n\t" st
+/* where the lower bound is at or above the zero point (a ReLU's): acc <= 0 requantizes to <= 0, so the byte is lo
+ * (u = 0) without the multiply — about half a ReLU layer's outputs */
+#define TF_V6M_FAST ".if %c[fast]\n\tcmp %[a], #0\n\tbgt 3f\n\tmovs %[a], #0\n\tb 4f\n3:\n\t.endif\n\t"
 #define TF_V6M_EPILOGUE_REGS                                                                                    \
     register int32_t ra __asm__("r0"), rm __asm__("r1"), rs __asm__("r2"), t1 __asm__("r3"), t2 __asm__("r4"),    \
         t3 __asm__("r5")
@@ -481,7 +487,7 @@ TF_INLINE void tf_v6m_dw4(const uint8_t *base, const int32_t *k, int32_t pw, int
                                  TF_V6M_DW_OUT("%[a3]")
                              : TF_V6M_EPILOGUE_OUTS, [y] "+r"(ry)
                              : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [q] "l"(rq_), [c] "l"(rc),
-                               [k] "i"(1 + 2 * (zp - lo)), [r] "i"(hi - lo), [lo] "i"(lo)
+                               [k] "i"(1 + 2 * (zp - lo)), [r] "i"(hi - lo), [lo] "i"(lo), [fast] "i"(lo >= zp)
                              : "cc", "memory");
         } else {
             y[0] = tf_v6m_q(a0, q[0], q[1], 0, zp, lo, hi), y[c] = tf_v6m_q(a1, q[0], q[1], 0, zp, lo, hi);
@@ -611,7 +617,7 @@ TF_INLINE void tf_v6m_pw4(const int8_t *x, const int8_t *w, int32_t n, const int
                                  TF_V6M_PW_OUT(2, "%[a2]") TF_V6M_PW_OUT(3, "%[a3]")
                              : TF_V6M_EPILOGUE_OUTS
                              : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [mp] "l"(rmp), [sp] "l"(rsp),
-                               [y] "r"(ry), [k] "i"(1 + 2 * (zp - lo)), [r] "i"(hi - lo), [lo] "i"(lo)
+                               [y] "r"(ry), [k] "i"(1 + 2 * (zp - lo)), [r] "i"(hi - lo), [lo] "i"(lo), [fast] "i"(lo >= zp)
                              : "cc", "memory");
         }
         return;
@@ -871,9 +877,34 @@ TF_INLINE int32_t tf_rq_add(int32_t acc, int32_t m, int32_t s, int32_t mode) {
     return mode == 2 ? tf_smmulr2(acc, m) : tf_rq(acc, m, s, mode);
 }
 
+#if TF_ARMV6M
+/* an input rescale of the add on Armv6-M: acc = v * 2^20 (|v| <= 255) has a zero low half, so `tf_hmul31` is
+ * 2*ah*mh + ((ah*ml + c16) >> 15) with ah = 16v: two multiplies (m is a constant, its halves are too) */
+TF_INLINE int32_t tf_v6m_rq20(int32_t v, int32_t m, int32_t s, int32_t mode) {
+    const int32_t ah = v * 16, mh = m >> 16, ml = m & 0xffff;
+    if (mode == 0) return tf_requant(v * (1 << 20), m, s);
+#if defined(TF_SINGLE_ROUNDING) && TF_SINGLE_ROUNDING
+    if (mode == 1) return (((2 * ah * mh + ((ah * ml) >> 15)) >> s) + 1) >> 1;
+#endif
+    const int32_t y = 2 * ah * mh + ((ah * ml + (1 << 14)) >> 15);
+    return mode == 2 ? y : (((y + (y >> 31)) >> s) + 1) >> 1;
+}
+#endif
+
 /* TF Lite's int8 add: both inputs scaled up by 2^20, rescaled to a common scale, summed, rescaled to the output; rq: the three rescales' modes (tf_rq_add) in base 3 */
 TF_INLINE void tf_add(const int8_t *a, const int8_t *b, int8_t *out, int32_t n, int32_t zp1, int32_t m1, int32_t sh1,
                       int32_t zp2, int32_t m2, int32_t sh2, int32_t mo, int32_t sho, int32_t zp_out, int32_t rq) {
+#if TF_ARMV6M
+    for (int32_t i = 0; i < n; i++) {
+        int32_t x = tf_v6m_rq20((int32_t)a[i] - zp1, m1, sh1, rq % 3);
+        int32_t y = tf_v6m_rq20((int32_t)b[i] - zp2, m2, sh2, rq / 3 % 3);
+        if (rq / 9 == 1) /* the output rescale shifts right: the Armv6-M output stage */
+            out[i] = (int8_t)tf_v6m_out(x + y, mo, sho, zp_out, -128, 127);
+        else
+            out[i] = tf_clamp(tf_rq_add(x + y, mo, sho, rq / 9) + zp_out, -128, 127);
+    }
+    return;
+#endif
     for (int32_t i = 0; i < n; i++) {
         int32_t x = tf_rq_add(((int32_t)a[i] - zp1) * (1 << 20), m1, sh1, rq % 3);
         int32_t y = tf_rq_add(((int32_t)b[i] - zp2) * (1 << 20), m2, sh2, rq / 3 % 3);
