@@ -44,7 +44,8 @@ class CoreFit:
 
     def describe(self, clock_mhz: float) -> str:
         return (
-            f"the {self.core} fit of tinyflow's firmware ({self.instructions_per_mac:.3f} instructions per MAC over "
+            f"the {self.core} fit of tinyflow's firmware ({self.instructions_per_mac:.3f} instructions per MAC "
+            f"+ {self.intercept_instructions / 1e6:.2f} M over "
             f"{self.n} subnets on qemu {self.machine}, r2 {self.r2:.3f}, Spearman {self.spearman:.3f}) x assumed CPI "
             f"{self.assumed_cpi:g} at {clock_mhz:g} MHz"
         )

@@ -6,9 +6,9 @@ with its r² (and the same for energy, through the origin), and the YAML lines t
 `conf/device/<device>.yaml`.
 
 With `--core <core>` the CSV is `benchmarks/bench_firmware.py --core <core>`'s (an `instructions` column): it fits
-instructions = a · MACs through the origin, prints r² and the Spearman rank correlation between that estimate and the
-measurements, and with `--write` stores the line as the core's fit (`tinyflow.cost.core_fits`), which device files
-name with `latency_fit: <core>`.
+instructions = a · MACs + b (b ≥ 0, else through the origin), prints r² and the Spearman rank correlation between
+that estimate and the measurements, and with `--write` stores the line as the core's fit
+(`tinyflow.cost.core_fits`), which device files name with `latency_fit: <core>`.
 """
 
 from __future__ import annotations
@@ -90,13 +90,17 @@ def read_instructions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_core(path: str | Path, core: str, cpi: float, machine: str, command: str) -> CoreFit:
-    """The core's fit from a bench_firmware CSV: instructions per MAC through the origin, r², Spearman."""
+    """The core's fit from a bench_firmware CSV: instructions = a · MACs + b with b ≥ 0 (a negative intercept is
+    refitted through the origin: a model of no MACs takes no negative time), r², Spearman."""
     from scipy.stats import spearmanr
 
     macs, insns = read_instructions(path)
-    line = fit_line(macs, insns, through_origin=True)
-    rho = float(spearmanr(line.slope * macs, insns).statistic)
-    return CoreFit(core, round(line.slope, 5), 0.0, round(line.r2, 4), round(rho, 4), line.n, cpi, machine, command)
+    line = fit_line(macs, insns)
+    if line.intercept < 0:
+        line = fit_line(macs, insns, through_origin=True)
+    rho = float(spearmanr(line.slope * macs + line.intercept, insns).statistic)
+    a, b = round(line.slope, 5), round(line.intercept)
+    return CoreFit(core, a, b, round(line.r2, 4), round(rho, 4), line.n, cpi, machine, command)
 
 
 def _main_core(args: argparse.Namespace) -> int:
@@ -109,7 +113,8 @@ def _main_core(args: argparse.Namespace) -> int:
     )
     fit = fit_core(args.csv, args.core, args.cpi, tgt.machine or "none", command)
     print(
-        f"{args.core}: instructions = {fit.instructions_per_mac:.4f} * MACs over {fit.n} subnets   "
+        f"{args.core}: instructions = {fit.instructions_per_mac:.4f} * MACs + {fit.intercept_instructions:,.0f} "
+        f"over {fit.n} subnets   "
         f"r2 = {fit.r2:.4f}   Spearman(estimate, measured) = {fit.spearman:.4f}"
     )
     if args.write:
