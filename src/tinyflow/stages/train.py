@@ -22,7 +22,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from tinyflow import console
 from tinyflow.atomic import atomic_copy
 from tinyflow.confidence import ci_metrics, dataset_size
 from tinyflow.context import RunContext
@@ -64,7 +63,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
 
 def report_profile(prof: TrainingProfile, trained: bool) -> None:
     """The stage's training profile (tinyflow.training.profile) to the stage's run (`train.profile.*`; throughput
-    and total on the parent run too) and one printed line."""
+    and total on the parent run too) and one logged line."""
     tracker = active_tracker()
     label = "train profile" if trained else "train profile (cache hit: no training)"
     line = prof.summary(label)
@@ -76,8 +75,7 @@ def report_profile(prof: TrainingProfile, trained: bool) -> None:
         tracker.log_text(line + "\n", "train_profile.txt")
     except Exception as exc:  # logging the profile must never fail a finished training
         log.warning("train: the training profile was not logged (%s: %s)", type(exc).__name__, exc)
-    log.info("%s", line)
-    console.console.print(line, markup=False, highlight=False, soft_wrap=True)
+    log.info("%s", line)  # Hydra's job logging prints it (and keeps it in the job's log file)
 
 
 def train(cfg: DictConfig, ctx: RunContext) -> tuple[RunContext, bool]:
@@ -136,10 +134,6 @@ def log_budget(trainer: Any, space: Any, tracker: Any) -> None:
     tracker.set_tags({"train.epochs_reason": budget.reason})
     tracker.set_tags({"train.epochs_reason": budget.reason}, parent=False)
     log.info("train: %d epochs: %s", budget.effective, budget.reason)
-    if budget.scaled:
-        console.console.print(
-            f"train: {budget.effective} epochs, {budget.reason}", markup=False, highlight=False, soft_wrap=True
-        )
 
 
 def log_memory_accuracy(
