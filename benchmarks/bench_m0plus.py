@@ -25,7 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("tests/data/models/kws_ref_model.tflite", "tests/data/models/person_detect.tflite")
-# GCC puts Thumb-1 inline assembly in divided syntax, where the harness's `subs rX, rX, #1` does not assemble
+# GCC puts Thumb-1 inline assembly in divided syntax, where the calibration loop's `subs rX, rX, #1` does not
+# assemble: harnesses before d49539f (the kernels before the Armv6-M ones, measured from another checkout) need it
 UNIFIED = ('__asm__ volatile("1: subs', '__asm__ volatile(".syntax unified\\n1: subs')
 
 
@@ -101,9 +102,11 @@ def main() -> None:
     if args.run:
         plain, prof = rerun(Path(args.run), False), rerun(Path(args.run), True)
         kinds = {r["kind"]: r["instructions"] for r in prof.get("profile_by_kind") or []}
-        print(f"{args.run}: {plain['target']} {plain['rounding']}: {plain['instructions_per_inference']:,} "
-              f"instructions per inference ({plain['instructions_per_mac']:.2f} per MAC), bit-exact "
-              f"{plain['bit_exact']}/{plain['images']}, stack {plain['stack_bytes']} B, flash {plain['flash_bytes']:,} B")
+        print(
+            f"{args.run}: {plain['target']} {plain['rounding']}: {plain['instructions_per_inference']:,} "
+            f"instructions per inference ({plain['instructions_per_mac']:.2f} per MAC), bit-exact "
+            f"{plain['bit_exact']}/{plain['images']}, stack {plain['stack_bytes']} B, flash {plain['flash_bytes']:,} B"
+        )
         print("  per op kind (profiled build): " + ", ".join(f"{k} {v / 1e6:.3f}M" for k, v in kinds.items()))
         if args.json:
             Path(args.json).write_text(json.dumps({"plain": plain, "profile": prof}, indent=1, default=str))
@@ -115,11 +118,24 @@ def main() -> None:
             fw = res
             insns, exact = fw["instructions_per_inference"], fw["bit_exact"]
             kinds = {r["kind"]: r["instructions"] for r in fw.get("profile_by_kind") or []}
-            rows.append({"model": model, "target": args.target, "rounding": rounding, "instructions": insns,
-                         "bit_exact": exact, "images": fw["images"], "macs": fw.get("macs"), "kinds": kinds})
+            rows.append(
+                {
+                    "model": model,
+                    "target": args.target,
+                    "rounding": rounding,
+                    "instructions": insns,
+                    "bit_exact": exact,
+                    "images": fw["images"],
+                    "macs": fw.get("macs"),
+                    "kinds": kinds,
+                }
+            )
             per_kind = ", ".join(f"{k} {v / 1e6:.3f}M" for k, v in kinds.items())
-            print(f"{Path(model).name:28s} {rounding:6s} {insns / 1e6:9.3f} M  bit-exact {exact}/{fw['images']}  "
-                  f"[{per_kind}]", flush=True)
+            print(
+                f"{Path(model).name:28s} {rounding:6s} {insns / 1e6:9.3f} M  bit-exact {exact}/{fw['images']}  "
+                f"[{per_kind}]",
+                flush=True,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

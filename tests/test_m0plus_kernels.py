@@ -164,6 +164,31 @@ def test_m0plus_object_code_has_no_dsp_instructions(m0_model, tmp_path) -> None:
     assert "muls" in mnemonics and "ldrsb" in mnemonics and "ldrb" in mnemonics
 
 
+@pytest.mark.slow
+@needs_toolchain
+@pytest.mark.parametrize("name", ["kws_ref_model", "resnet8_32"])
+def test_m0plus_firmware_equals_tflite_micro(name, tmp_path) -> None:
+    """Published models built for the Cortex-M0+ under rounding=tflite: every output equals TF Lite Micro's."""
+    from tinyflow.firmware.emulator import read_outputs
+    from tinyflow.firmware.qmodel import build_qmodel
+    from tinyflow.firmware.tflm_reference import tflm_available, tflm_outputs
+    from tinyflow.ir import import_model
+
+    if not tflm_available():
+        pytest.skip("the tflite-micro wheel is not importable")
+    path = REPO / "tests" / "data" / "models" / f"{name}.tflite"
+    model = build_qmodel(import_model(path))
+    n = 10
+    q = np.random.default_rng(0).integers(-128, 128, (n, *model.input_shape[1:]))
+    x = ((q - model.input_zp) * np.float32(model.input_scale)).astype(np.float32)
+    dep = Deployment(model.graph, layer_plan(model.graph, MemoryConfig()), {}, model_path=str(path), source="int8")
+    fw = make_firmware(dep, BOARD, tmp_path, x, FirmwareSettings(images=n, rounding="tflite"))
+    assert fw["target"] == "cortex_m0plus" and fw["bit_exact"] == n
+    ours = read_outputs(fw["project_dir"]).astype(np.int32)
+    theirs = tflm_outputs(path, model.quantize_input(x)).reshape(n, -1).astype(np.int32)
+    assert (ours == theirs).all()
+
+
 HMUL_TEST = r"""
 #include <stdint.h>
 #include <stdio.h>
