@@ -35,7 +35,8 @@ def _net(torch, cin: int = 3):
     nn = torch.nn
 
     class Net(nn.Module):
-        """Every Armv6-M kernel path: odd channels (7, 13, 5), stride 2, depthwise 3/5/7, an add, pools, a dense."""
+        """Every Armv6-M kernel path: odd channels (7, 13, 5), stride 2, depthwise 3/5/7, an add, pools, a dense
+        layer on the pooled map (no global pool, so the outputs depend on the input: the checks have power)."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -49,9 +50,8 @@ def _net(torch, cin: int = 3):
             self.pw4 = nn.Conv2d(13, 6, 1)
             self.conv = nn.Sequential(nn.Conv2d(6, 5, 3, 1, 1), nn.ReLU())  # im2col row 54 (n % 4 = 2)
             self.maxpool = nn.MaxPool2d(2)
-            self.avgpool = nn.AvgPool2d(2)
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(5, 5)
+            self.avgpool = nn.AvgPool2d(2, 1)
+            self.fc = nn.Linear(10, 7)  # n = 10 (n % 4 = 2), 7 outputs
 
         def forward(self, x):
             x = self.dw3(self.stem(x))
@@ -59,10 +59,15 @@ def _net(torch, cin: int = 3):
             y = self.dw7(self.pw2(x))
             x = self.pw3(y) + self.pw4(x)  # residual add
             x = self.conv(x)
-            x = self.avgpool(self.maxpool(x))
-            return self.fc(torch.flatten(self.pool(x), 1))
+            x = self.avgpool(self.maxpool(x))  # 5x6 -> 2x3 -> 1x2: the outputs keep where in the image
+            return self.fc(torch.flatten(x, 1))
 
-    return Net().eval()
+    net = Net().eval()
+    for m in net.modules():  # He-normal weights, small biases: the signal (not the biases) reaches the output
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.uniform_(m.bias, -0.1, 0.1)
+    return net
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +98,7 @@ def test_the_model_takes_every_kernel(m0_model) -> None:
     from tinyflow.firmware.qmodel import build_qmodel
 
     kinds = [layer.kind for layer in build_qmodel(from_onnx(m0_model[0])).layers]
-    for kind in ("conv", "depthwise", "pointwise", "add", "maxpool", "avgpool", "global_avgpool", "linear"):
+    for kind in ("conv", "depthwise", "pointwise", "add", "maxpool", "avgpool", "linear"):
         assert kind in kinds, kinds
 
 
@@ -117,32 +122,43 @@ def test_m0plus_other_optimisation_levels_are_bit_exact(m0_model, opt, tmp_path)
     assert fw["bit_exact"] == fw["images"] == 2
 
 
+def _altered(original):
+    """`build_qmodel` with activation bounds inside the int8 range on every other weighted layer (lo = zp + 3,
+    hi = 100: the output stage's clamp, its + lo, a lower bound above the zero point) and the general
+    requantization on the rest (the same real multiplier as m >> -shift with shift 0: rq = 0)."""
+
+    def build(graph):
+        model = original(graph)
+        layers = [la for la in model.layers if "weight" in la.p and isinstance(la.p.get("mult"), np.ndarray)]
+        for i, layer in enumerate(layers):
+            p = layer.p
+            if i % 2 == 0:
+                p["act_min"], p["act_max"] = min(int(p["zp_out"]) + 3, 90), 100
+            else:
+                p["mult"] = (p["mult"].astype(np.int64) >> np.maximum(-p["shift"], 0)).astype(p["mult"].dtype)
+                p["shift"] = np.maximum(p["shift"], 0).astype(p["shift"].dtype)
+        return model
+
+    return build
+
+
 @needs_toolchain
 @pytest.mark.parametrize("rounding", ["single", "tflite"])
 def test_m0plus_activation_bounds_and_general_requantization(m0_model, rounding, tmp_path, monkeypatch) -> None:
-    """Activation bounds inside the int8 range (the output stage's clamp and + lo) and layers that take the
-    general requantization (a left shift: rq = 0), on the integer model the firmware and the oracle both use."""
+    """Activation bounds inside the int8 range and layers that take the general requantization, on the integer
+    model the firmware and the oracle both use; the outputs differ from image to image (the check has power)."""
     import tinyflow.firmware.project as project
     from tinyflow.firmware.codegen import rq_mode
+    from tinyflow.firmware.oracle import run_oracle
+    from tinyflow.firmware.qmodel import build_qmodel
 
-    original = project.build_qmodel
-
-    def altered(graph):
-        model = original(graph)
-        for i, layer in enumerate(model.layers):
-            p = layer.p
-            if not isinstance(p.get("mult"), np.ndarray) or "weight" not in p:
-                continue
-            if i % 3 == 0:  # ReLU-like bounds: zp_out + 3 .. 100
-                p["act_min"], p["act_max"] = min(int(p["zp_out"]) + 3, 90), 100
-            if i % 3 == 1:  # every channel scaled up by 2 as a left shift: the general sequence
-                p["mult"] = (p["mult"] // 2).astype(p["mult"].dtype)
-                p["shift"] = np.maximum(p["shift"] + 2, 1).astype(p["shift"].dtype)
-        assert {rq_mode(la) for la in model.layers if "weight" in la.p} == {0, 1}
-        return model
-
-    monkeypatch.setattr(project, "build_qmodel", altered)
     path, images = m0_model
+    model = _altered(build_qmodel)(from_onnx(path))
+    model.set_rounding(rounding)
+    assert {rq_mode(la) for la in model.layers if "weight" in la.p} == {0, 1}
+    ref = np.asarray(run_oracle(model, model.quantize_input(images))).reshape(len(images), -1)
+    assert len({tuple(r) for r in ref}) == len(images), "the altered model's outputs do not depend on its input"
+    monkeypatch.setattr(project, "build_qmodel", _altered(project.build_qmodel))
     fw = _firmware(path, images, tmp_path, rounding=rounding)
     assert fw["bit_exact"] == fw["images"] == len(images), fw.get("failed_checks")
 

@@ -370,9 +370,11 @@ TF_INLINE int32_t tf_v6m_dot1(const int8_t *x, const int8_t *w, int32_t n, int32
     "muls %[t1], %[m], %[t1]\n\tadds %[t3], %[t3], %[t1]\n\t" TF_V6M_NUDGE /* + al*mh */                          \
     "asrs %[t3], %[t3], #15\n\tmuls %[a], %[m], %[a]\n\tlsls %[a], %[a], #1\n\tadds %[a], %[a], %[t3]\n\t"      \
     TF_V6M_SIGN
-/* u = (%[a] + K) >> 1 clamped to [0, hi - lo]: ASRS sets N for the lower bound, one unsigned compare the upper */
-#define TF_V6M_CLAMP \
-    "asrs %[a], %[a], #1\n\tbpl 1f\n\tmovs %[a], #0\n1:\n\tcmp %[a], %[r]\n\tbls 2f\n\tmovs %[a], %[r]\n2:\n\t"
+/* u = (%[a] + K) >> 1 clamped to [0, hi - lo]: ASRS sets N for the lower bound (none where `fast` and lo = zp,
+ * K = 1: acc > 0 there, so u >= 0), one unsigned compare the upper */
+#define TF_V6M_CLAMP                                                                                   \
+    "asrs %[a], %[a], #1\n\t.if %c[k] != 1 || !%c[fast]\n\tbpl 1f\n\tmovs %[a], #0\n1:\n\t.endif\n\t"     \
+    "cmp %[a], %[r]\n\tbls 2f\n\tmovs %[a], %[r]\n2:\n\t"
 /* + K (a constant in [-509, 511], never 0) as immediates, then the clamp */
 #define TF_V6M_ADDK_CLAMP                                                                                      \
     ".if %c[k] > 510\n\tadds %[a], #255\n\tadds %[a], #255\n\tadds %[a], #(%c[k]-510)\n\t"                      \
@@ -386,9 +388,9 @@ TF_INLINE int32_t tf_v6m_out(int32_t acc, int32_t m, int32_t s, int32_t zp, int3
 #if TF_V6M_ASM
     int32_t t1, t2, t3;
     const int32_t k = 1 + 2 * (zp - lo);
-    __asm__(".syntax unified\n\t" TF_V6M_HMUL "asrs %[a], %[a], %[s]\n\tadd %[a], %[k]\n\t" TF_V6M_CLAMP
+    __asm__(".syntax unified\n\t" TF_V6M_HMUL "asrs %[a], %[a], %[s]\n\tadd %[a], %[kr]\n\t" TF_V6M_CLAMP
             : [a] "+l"(acc), [m] "+l"(m), [t1] "=&l"(t1), [t2] "=&l"(t2), [t3] "=&l"(t3)
-            : [s] "l"(s), [k] "r"(k), [r] "i"(hi - lo)
+            : [s] "l"(s), [kr] "r"(k), [k] "i"(1 + 2 * (zp - lo)), [r] "i"(hi - lo), [fast] "i"(lo >= zp)
             : "cc");
     return acc + lo;
 #else
