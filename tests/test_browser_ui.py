@@ -223,7 +223,8 @@ def test_sweep_runs_compared_side_by_side(ui: Ui) -> None:
             return []
         return [v for v in section if v.replace(".", "", 1).replace("-", "", 1).isdigit()]
 
-    page = ui.wait_text("Comparing 2 Runs", "custom-0", "custom-1", "device.sram_kb", "accuracy_int8", "Artifacts")
+    # the first metric rows in name order: the accuracies and their intervals (accuracy_drop_int8, ...)
+    page = ui.wait_text("Comparing 2 Runs", "custom-0", "custom-1", "device.sram_kb", "accuracy_drop_int8", "Artifacts")
     # parameters: one row per name, both runs' values on it
     row = next(line for line in page.splitlines() if line.startswith("device.sram_kb "))
     assert row.split()[1:] == ["128.0", "256.0"], row

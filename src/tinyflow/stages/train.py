@@ -62,16 +62,15 @@ def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
 
 
 def report_profile(prof: TrainingProfile, trained: bool) -> None:
-    """The stage's training profile (tinyflow.training.profile) to the stage's run (`train.profile.*`; throughput
-    and total on the parent run too) and one logged line."""
+    """The stage's training profile (tinyflow.training.profile) to the stage's run (`train.profile.*`) and one
+    logged line."""
     tracker = active_tracker()
     label = "train profile" if trained else "train profile (cache hit: no training)"
     line = prof.summary(label)
     metrics = prof.metrics()
     try:
-        tracker.log_metrics(metrics)
-        keep = ("total_s", "images_per_s", "images_per_s_per_core")
-        tracker.log_parent_metrics({k: v for k, v in metrics.items() if k.rsplit(".", 1)[-1] in keep})
+        tracker.log_metrics(metrics)  # the stage's run only: a job that reused the training has no profile,
+        # and the parent runs of a sweep carry the same metric names (MLflow's compare view lines them up)
         tracker.log_text(line + "\n", "train_profile.txt")
     except Exception as exc:  # logging the profile must never fail a finished training
         log.warning("train: the training profile was not logged (%s: %s)", type(exc).__name__, exc)
@@ -123,14 +122,14 @@ def train(cfg: DictConfig, ctx: RunContext) -> tuple[RunContext, bool]:
 
 def log_budget(trainer: Any, space: Any, tracker: Any) -> None:
     """The epochs the trainer will train and why (`trainer.epochs_at_resolution`, tinyflow.training.budget):
-    metrics `train.epochs_configured` / `train.epochs_effective` (stage and parent run), tag `train.epochs_reason`."""
+    metrics `train.epochs_configured` / `train.epochs_effective` (the stage's run), tag `train.epochs_reason` (both)."""
     budget_of = getattr(trainer, "epoch_budget", None)
     if budget_of is None:  # a trainer plugin without one trains its epochs as configured
         return
     budget = budget_of(space)
     metrics = budget.metrics()
-    tracker.log_metrics(metrics)
-    tracker.log_parent_metrics(metrics)
+    tracker.log_metrics(metrics)  # the stage's run: MLflow's compare view of a sweep's parent runs plots the first
+    # metric a parent run logged, which should stay a result (accuracy), not a setting logged before training
     tracker.set_tags({"train.epochs_reason": budget.reason})
     tracker.set_tags({"train.epochs_reason": budget.reason}, parent=False)
     log.info("train: %d epochs: %s", budget.effective, budget.reason)
