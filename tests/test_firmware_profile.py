@@ -153,6 +153,7 @@ def test_backend_profile_option(monkeypatch, tmp_path):
     """`backend.profile` is one of backend c's options (a non-boolean is refused before anything runs); a failing
     profile check reaches the BackendResult's failed checks, its report section and the firmware section."""
     from tinyflow.config_schema import validate_config
+    from tinyflow.firmware.profile_rows import profile_failures
     from tinyflow.plugins import build_plugin
     from tinyflow.tracking import NullTracker
     from tinyflow_plugins.backends import c as backend_c
@@ -167,7 +168,8 @@ def test_backend_profile_option(monkeypatch, tmp_path):
 
     zipped = tmp_path / "firmware.zip"
     zipped.write_bytes(b"")
-    fw = {**_fw(_check(whole=5000)), "built": True, "ran": False, "fits": True, "failed_checks": []}
+    fw = {**_fw(_check(whole=5000)), "built": True, "ran": False, "fits": True}
+    fw["failed_checks"] = profile_failures(fw)  # as make_firmware's failed_checks carries it (firmware.project)
     fw.update(arena_bytes=1024, plan_arena_bytes=1024, flash_bytes=4096, project_zip=str(zipped))
     monkeypatch.setattr(backend_c, "make_firmware", lambda *a, **k: dict(fw))
 
@@ -243,3 +245,14 @@ def test_profile_through_the_deploy_stage_report_and_mlflow(tmp_path_factory):
                 k["instructions_per_mac"]
             )
     assert "firmware/profile.png" in {a.path for a in client.list_artifacts(child, "firmware")}
+
+
+def test_make_firmwares_failed_checks_carry_a_failed_profile_check():
+    """The firmware's own list of failed checks (the standalone app and the backend read it) names a profile whose
+    counting check failed, beside the emulator's checks."""
+    from tinyflow.firmware.project import failed_checks
+
+    fw = {**_fw(_check(whole=5000)), "built": True, "ran": True, "bit_exact": 3}
+    (failure,) = failed_checks(fw)
+    assert failure.startswith("per-layer profile:") and "OUTSIDE the stated overhead" in failure
+    assert failed_checks({**fw, **_fw(_check())}) == []
