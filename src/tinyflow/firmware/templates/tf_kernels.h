@@ -284,15 +284,20 @@ TF_INLINE void tf_pointwise_2x2w(const int32_t *x0, const int32_t *x1, const int
 /* explicit registers: GCC's own choice of eight low registers for one asm is not guaranteed */
 #define TF_V6M_REG(type, name, reg, value) register type name __asm__(reg) = (value)
 
+/* the operands every dot-product asm reads: k counts from -n up to 0, px points past the input, p0 past weight row
+ * 0 (row j ends at w + (j + 1)·n), xv / wv hold the bytes loaded */
+#define TF_V6M_DOT_START(x, w, n)                                                                                   \
+    TF_V6M_REG(int32_t, k, "r0", -(n));                                                                            \
+    TF_V6M_REG(const int8_t *, px, "r1", (x) + (n));                                                               \
+    TF_V6M_REG(const int8_t *, p0, "r2", (w) + (n));                                                               \
+    register int32_t xv __asm__("r6"), wv __asm__("r7")
+
 TF_INLINE void tf_v6m_dot4(const int8_t *x, const int8_t *w, int32_t n, int32_t *acc) {
 #if TF_V6M_ASM
-    TF_V6M_REG(int32_t, k, "r0", -n);
-    TF_V6M_REG(const int8_t *, px, "r1", x + n);
-    TF_V6M_REG(const int8_t *, p0, "r2", w + n);
+    TF_V6M_DOT_START(x, w, n);
     TF_V6M_REG(const int8_t *, p1, "r3", w + 2 * n);
     TF_V6M_REG(const int8_t *, p2, "r4", w + 3 * n);
     TF_V6M_REG(const int8_t *, p3, "r5", w + 4 * n);
-    register int32_t xv __asm__("r6"), wv __asm__("r7");
     TF_V6M_REG(int32_t, a0, "r8", acc[0]);
     TF_V6M_REG(int32_t, a1, "r9", acc[1]);
     TF_V6M_REG(int32_t, a2, "r10", acc[2]);
@@ -312,11 +317,8 @@ TF_INLINE void tf_v6m_dot4(const int8_t *x, const int8_t *w, int32_t n, int32_t 
 
 TF_INLINE void tf_v6m_dot2(const int8_t *x, const int8_t *w, int32_t n, int32_t *acc) {
 #if TF_V6M_ASM
-    TF_V6M_REG(int32_t, k, "r0", -n);
-    TF_V6M_REG(const int8_t *, px, "r1", x + n);
-    TF_V6M_REG(const int8_t *, p0, "r2", w + n);
+    TF_V6M_DOT_START(x, w, n);
     TF_V6M_REG(const int8_t *, p1, "r3", w + 2 * n);
-    register int32_t xv __asm__("r6"), wv __asm__("r7");
     TF_V6M_REG(int32_t, a0, "r4", acc[0]);
     TF_V6M_REG(int32_t, a1, "r5", acc[1]);
     TF_V6M_ENTRIES(TF_V6M_STEP2,
@@ -333,10 +335,7 @@ TF_INLINE void tf_v6m_dot2(const int8_t *x, const int8_t *w, int32_t n, int32_t 
 
 TF_INLINE int32_t tf_v6m_dot1(const int8_t *x, const int8_t *w, int32_t n, int32_t acc) {
 #if TF_V6M_ASM
-    TF_V6M_REG(int32_t, k, "r0", -n);
-    TF_V6M_REG(const int8_t *, px, "r1", x + n);
-    TF_V6M_REG(const int8_t *, p0, "r2", w + n);
-    register int32_t xv __asm__("r6"), wv __asm__("r7");
+    TF_V6M_DOT_START(x, w, n);
     TF_V6M_REG(int32_t, a0, "r4", acc);
     TF_V6M_ENTRIES(TF_V6M_STEP1, TF_V6M_OUTS([a0] "+l"(a0), [k] "+l"(k), [x] "=&l"(xv), [w] "=&l"(wv)),
                    TF_V6M_OUTS([px] "l"(px), [p0] "l"(p0)))
@@ -558,30 +557,19 @@ TF_INLINE void tf_v6m_copy_biased(uint8_t *dst, const uint8_t *src, int32_t n, i
     int32_t i = -n, t;
     const uint32_t mask = 0x80u;
     uint8_t *end = dst + n;
-    if (n & 1)
-        __asm__ volatile(".syntax unified\n\t"
-                "b 2f\n"
-                "1:\n\t"
-                "ldrb %[t], [%[s]]\n\tadds %[s], %[s], %[c]\n\teors %[t], %[t], %[k]\n\tstrb %[t], [%[d], %[i]]\n\t"
-                "adds %[i], #1\n"
-                "2:\n\t"
-                "ldrb %[t], [%[s]]\n\tadds %[s], %[s], %[c]\n\teors %[t], %[t], %[k]\n\tstrb %[t], [%[d], %[i]]\n\t"
-                "adds %[i], #1\n\t"
-                "bne 1b\n\t"
-                : [i] "+l"(i), [s] "+l"(src), [t] "=&l"(t)
-                : [d] "l"(end), [c] "l"(c), [k] "l"(mask)
-                : "cc", "memory");
+/* one byte of the plane: load, step the source by c, flip the sign bit (+128), store at end[i], i + 1 */
+#define TF_V6M_COPY_ONE                                                                                            \
+    "ldrb %[t], [%[s]]\n\tadds %[s], %[s], %[c]\n\teors %[t], %[t], %[k]\n\tstrb %[t], [%[d], %[i]]\n\t"              \
+    "adds %[i], #1\n\t"
+#define TF_V6M_COPY_OPERANDS                                                                                       \
+    : [i] "+l"(i), [s] "+l"(src), [t] "=&l"(t) : [d] "l"(end), [c] "l"(c), [k] "l"(mask) : "cc", "memory"
+    if (n & 1) /* two bytes a pass: an odd count enters at the second */
+        __asm__ volatile(".syntax unified\n\tb 2f\n1:\n\t" TF_V6M_COPY_ONE "2:\n\t" TF_V6M_COPY_ONE
+                         "bne 1b\n\t" TF_V6M_COPY_OPERANDS);
     else
-        __asm__ volatile(".syntax unified\n"
-                "1:\n\t"
-                "ldrb %[t], [%[s]]\n\tadds %[s], %[s], %[c]\n\teors %[t], %[t], %[k]\n\tstrb %[t], [%[d], %[i]]\n\t"
-                "adds %[i], #1\n\t"
-                "ldrb %[t], [%[s]]\n\tadds %[s], %[s], %[c]\n\teors %[t], %[t], %[k]\n\tstrb %[t], [%[d], %[i]]\n\t"
-                "adds %[i], #1\n\t"
-                "bne 1b\n\t"
-                : [i] "+l"(i), [s] "+l"(src), [t] "=&l"(t)
-                : [d] "l"(end), [c] "l"(c), [k] "l"(mask)
-                : "cc", "memory");
+        __asm__ volatile(".syntax unified\n1:\n\t" TF_V6M_COPY_ONE TF_V6M_COPY_ONE "bne 1b\n\t" TF_V6M_COPY_OPERANDS);
+#undef TF_V6M_COPY_ONE
+#undef TF_V6M_COPY_OPERANDS
 #else
     for (int32_t x = 0; x < n; x++) dst[x] = (uint8_t)(src[x * c] ^ 0x80u);
 #endif
@@ -598,13 +586,10 @@ TF_INLINE void tf_v6m_pw4(const int8_t *x, const int8_t *w, int32_t n, const int
         TF_V6M_REG(int32_t, a2, "r10", bp[2]);
         TF_V6M_REG(int32_t, a3, "r11", bp[3]);
         {
-            TF_V6M_REG(int32_t, k, "r0", -n);
-            TF_V6M_REG(const int8_t *, px, "r1", x + n);
-            TF_V6M_REG(const int8_t *, p0, "r2", w + n);
+            TF_V6M_DOT_START(x, w, n);
             TF_V6M_REG(const int8_t *, p1, "r3", w + 2 * n);
             TF_V6M_REG(const int8_t *, p2, "r4", w + 3 * n);
             TF_V6M_REG(const int8_t *, p3, "r5", w + 4 * n);
-            register int32_t xv __asm__("r6"), wv __asm__("r7");
             TF_V6M_ENTRIES(TF_V6M_STEP4,
                            TF_V6M_OUTS([a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [k] "+l"(k),
                                        [x] "=&l"(xv), [w] "=&l"(wv)),
