@@ -242,3 +242,46 @@ def test_hmul31_is_the_64_bit_product(tmp_path) -> None:
     assert res.returncode == 0, res.stderr
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "0", run.stdout
+
+
+@needs_toolchain
+def test_im2col_row_padding_is_chosen_by_the_devices_flash(m0_model, tmp_path) -> None:
+    """Issue 23: the padded im2col rows (27 -> 28 and 54 -> 56: 7 + 10 = 17 B of weights) are a per-model layout
+    the generator keeps only when the device's flash has room. With room: kept, and the report says what it cost.
+    Short of flash: the unpadded rows are built too and kept when they link (bit-exact); when neither links, the
+    smaller overflow is reported."""
+    global BOARD
+    from tinyflow.firmware.codegen import row_padding_bytes
+    from tinyflow.firmware.qmodel import build_qmodel
+    from tinyflow.firmware.report_rows import firmware_rows
+
+    path, images = m0_model
+    assert row_padding_bytes(build_qmodel(from_onnx(path))) == 17
+
+    def build_for(flash_bytes: float, name: str) -> dict:
+        global BOARD
+        board, BOARD = BOARD, Device(name, 4096, flash_bytes / 1024, "cortex_m7", 216)
+        try:
+            return _firmware(path, images[:2], tmp_path / name, target="cortex_m7", on_overflow="report")
+        finally:
+            BOARD = board
+
+    def padding_row(fw: dict) -> tuple:
+        return next(r for r in firmware_rows(fw, None, None) if r[0] == "im2col row padding")
+
+    roomy = build_for(4096 * 1024, "roomy")
+    assert roomy["row_padding"] == {"bytes": 17, "kept": True} and roomy["fits"]
+    assert padding_row(roomy)[1:] == ("+17 B flash", "kept: the device's flash has room")
+    small = roomy["flash_bytes"] // 2  # neither build links: both overflows are measured
+    short = build_for(small, "short")
+    pad = short["row_padding"]
+    over_with, over_without = pad["padded_over"], pad["unpadded_over"]
+    assert short["fits"] is False and short["overflow_bytes"] == min(over_with, over_without)
+    assert pad["kept"] == (over_with <= over_without) and "neither links" in padding_row(short)[2]
+    if over_without < over_with:  # room for the unpadded build only: it is chosen, links and is bit-exact
+        between = build_for(small + (over_with + over_without) // 2, "between")
+        assert between["row_padding"]["kept"] is False and between["fits"], between["row_padding"]
+        assert between["bit_exact"] == 2 and padding_row(between)[1] == "dropped"
+    else:  # room for the padded build only: it is kept and links
+        between = build_for(small + (over_with + over_without) // 2, "between")
+        assert between["row_padding"]["kept"] is True and between["fits"] and between["bit_exact"] == 2

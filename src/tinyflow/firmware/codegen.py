@@ -154,13 +154,35 @@ def rq_mode(layer: QLayer) -> int:
     return int(np.all(np.abs(p["bias"].astype(np.int64)) + 128 * w < ACC_BOUND))
 
 
+#: the layer parameter that turns an im2col conv's row padding off (`set_row_padding`): padding costs flash
+ROW_PADDING = "row_padding"
+
+
 def conv_row(layer: QLayer) -> int:
     """An im2col conv's weight row: kh·kw·cin rounded up to a multiple of 4 when that adds at most 1/8 more MACs
-    (the kernel's dot products then need no remainder loop: 27 -> 28), else kh·kw·cin (9 stays 9)."""
+    (the kernel's dot products then need no remainder loop and take the DSP path: 27 -> 28), else kh·kw·cin (9 stays
+    9); kh·kw·cin when the generator dropped the padding for want of flash (`set_row_padding`)."""
     (kh, kw), cin = layer.p["kernel"], hwc(layer.in_shapes[0])[2]
     k = kh * kw * cin
     kp = -(-k // 4) * 4
-    return kp if 8 * (kp - k) <= k else k
+    return kp if 8 * (kp - k) <= k and layer.p.get(ROW_PADDING, True) else k
+
+
+def row_padding_bytes(model: QModel) -> int:
+    """The flash the padded im2col rows cost beside the plain ones: cout · (row − kh·kw·cin) per conv layer."""
+    total = 0
+    for layer in model.layers:
+        if layer.kind == "conv":
+            (kh, kw), cin = layer.p["kernel"], hwc(layer.in_shapes[0])[2]
+            total += int(layer.p["weight"].shape[0]) * (conv_row(layer) - kh * kw * cin)
+    return total
+
+
+def set_row_padding(model: QModel, on: bool) -> None:
+    """Pad the im2col rows (faster, costs `row_padding_bytes` of flash) or not (the kernels' remainder loops)."""
+    for layer in model.layers:
+        if layer.kind == "conv":
+            layer.p[ROW_PADDING] = on
 
 
 def kernel_weight(layer: QLayer) -> np.ndarray:

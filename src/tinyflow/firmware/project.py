@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from tinyflow.deployment import Deployment
 from tinyflow.device import Device
 from tinyflow.errors import ConfigError
 from tinyflow.firmware import build, linker
-from tinyflow.firmware.codegen import generate
+from tinyflow.firmware.codegen import generate, row_padding_bytes, set_row_padding
 from tinyflow.firmware.emulator import run_images
 from tinyflow.firmware.oracle import run_oracle
 from tinyflow.firmware.qmodel import ROUNDINGS, QModel, build_qmodel
@@ -225,7 +225,9 @@ def make_firmware(
         result["failed_checks"] = failed_checks(result)
         return result
     assert tgt is not None
-    elf = _link(folder, flags, device, settings, result, stack)
+    elf, sources = _link_with_row_padding(
+        model, plan, sources, folder, flags, device, settings, result, stack, machine or "mps2-an500"
+    )
     sections = build.read_map(elf.with_suffix(".map"))
     image = build.image_sizes(elf)
     result.update(
@@ -345,6 +347,65 @@ def measured_overhead(image: dict[str, int], arena: int, elf: Path, stack: int) 
     io = -(-sizes.get("out_buf", 0) // 4) * 4
     parts = {"scratch": scratch, "io": io, "runtime": static - scratch - io, "stack": stack}
     return {**parts, "total": static + stack}
+
+
+def _link_with_row_padding(
+    model: QModel,
+    plan: Any,
+    sources: Any,
+    folder: Path,
+    flags: list[str],
+    device: Device,
+    settings: FirmwareSettings,
+    result: dict,
+    stack: int,
+    machine: str,
+) -> tuple[Path, Any]:
+    """Link the padded im2col rows (`codegen.row_padding_bytes` of weights; no remainder loops) when the device's
+    flash has room for them. On a flash overflow the unpadded rows are built too (fewer weight bytes, the kernels'
+    remainder loops) and kept when they link; when neither links, the smaller overflow is the one reported (`_link`).
+    The result's `row_padding` says what the padding costs and which was chosen, with both overflows."""
+    padding = row_padding_bytes(model)
+    result["row_padding"] = {"bytes": padding, "kept": True}
+    strict = replace(settings, on_overflow="error")
+    try:
+        return _link(folder, flags, device, strict if padding else settings, result, stack), sources
+    except build.LinkOverflowError as exc:
+        if exc.region != "FLASH":
+            return _link(folder, flags, device, settings, result, stack), sources
+        padded_over = exc.over_bytes
+
+    def write(on: bool) -> Any:
+        set_row_padding(model, on)
+        src = generate(model, plan, profile=settings.profile)
+        build.write_project(folder, src, linker.device_script(device, stack), flags, machine)
+        result.update(scratch_bytes=src.scratch_bytes)
+        return src
+
+    unpadded = write(False)
+    try:
+        elf = _link(folder, flags, device, strict, result, stack)
+    except build.LinkOverflowError as exc:
+        unpadded_over = exc.over_bytes if exc.region == "FLASH" else None
+    else:
+        why = f"the padded firmware overflowed the device's flash by {padded_over:,} B; without the padding it links"
+        result["row_padding"] = {"bytes": padding, "kept": False, "why": why, "padded_over": padded_over}
+        log.info("firmware: im2col rows not padded (%s)", why)
+        return elf, unpadded
+    keep = unpadded_over is None or padded_over <= unpadded_over
+    why = (
+        f"neither links: flash overflows by {padded_over:,} B with the padding, "
+        f"{'a RAM overflow' if unpadded_over is None else f'{unpadded_over:,} B'} without it"
+    )
+    result["row_padding"] = {
+        "bytes": padding,
+        "kept": keep,
+        "why": why,
+        "padded_over": padded_over,
+        "unpadded_over": unpadded_over,
+    }
+    chosen = write(True) if keep else unpadded
+    return _link(folder, flags, device, settings, result, stack), chosen
 
 
 def _link(folder: Path, flags: list[str], device: Device, settings: FirmwareSettings, result: dict, stack: int) -> Path:

@@ -39,6 +39,17 @@ def _overhead_row(fw: dict[str, Any]) -> tuple | None:
     return ("firmware overhead (measured)", f"{meas['total']:,} B", note)
 
 
+def _padding_row(fw: dict[str, Any]) -> list[tuple]:
+    """What the padded im2col rows cost in flash and whether the generator kept them (none without padding)."""
+    pad = fw.get("row_padding") or {}
+    if not pad.get("bytes"):
+        return []
+    if pad.get("kept"):
+        why = pad.get("why") or "the device's flash has room"
+        return [("im2col row padding", f"+{pad['bytes']:,} B flash", f"kept: {why}")]
+    return [("im2col row padding", "dropped", f"+{pad['bytes']:,} B flash would not fit: {pad.get('why', '')}")]
+
+
 def firmware_rows(fw: dict[str, Any] | None, sram_budget: int | None, flash_budget: int | None) -> list[tuple]:
     """(what, value, against / note) rows; none without a firmware section."""
     if not fw:
@@ -58,6 +69,7 @@ def firmware_rows(fw: dict[str, Any] | None, sram_budget: int | None, flash_budg
         ("firmware arena", _kib(fw["arena_bytes"]), f"map file; the plan's arena {fw['plan_arena_bytes']:,} B"),
         ("firmware flash", _kib(fw["flash_bytes"]), _against(fw["flash_bytes"], flash_total)),
         ("firmware fits (linker)", "yes" if fits else "NO", fw.get("overflow") or f"device {fw.get('device')}"),
+        *_padding_row(fw),
     ]
     if not fw.get("ran", "bit_exact" in fw):  # a result saved before `ran` existed ran when it has outputs
         return [("firmware", "built, not run", where), *linked, *failed]
