@@ -26,13 +26,14 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from tinyflow.atomic import atomic_write_text
 from tinyflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -146,11 +147,8 @@ class Registry:
     def register(self, pid: int | None = None) -> bool:
         """Write `<pid>` atomically; False (and a debug line) where the folder cannot be written."""
         pid = os.getpid() if pid is None else pid
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self.root / f".{pid}.{time.monotonic_ns()}.tmp"
-            tmp.write_text(_proc_start(pid) + "\n")
-            os.replace(tmp, self.root / str(pid))
+        try:  # the temporary name starts with "." (atomic_write_text), so `live` never reads a half-written entry
+            atomic_write_text(self.root / str(pid), _proc_start(pid) + "\n")
         except OSError as exc:
             log.debug("threads: cannot register in %s (%s); counting the launcher's jobs only", self.root, exc)
             return False
@@ -456,12 +454,7 @@ def sweep_finished(env: Any = None) -> None:
     env.pop(ENV_SWEEP_OMP, None)
 
 
-def live_jobs(root: Path | str | None = None) -> Iterator[int]:
-    """The pids of the live tinyflow jobs of this host (for a look from outside: `python -m tinyflow.threads`)."""
-    yield from Registry(root).live()
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # a look from outside: the live tinyflow jobs of this host
     cores = usable_cores()
-    pids = list(live_jobs())
+    pids = Registry().live()
     print(f"{cores} usable cores; {len(pids)} tinyflow job(s) running here: {' '.join(map(str, pids)) or '-'}")

@@ -112,9 +112,9 @@ class OfaTrainer:
             raise ConfigError(
                 f"trainer=ofa needs an elastic MBConv space (search_space=mcunet); got {type(space).__name__}"
             )
+        phases, budget = self.phases_and_budget(space)
         if self.options.resolutions:  # elastic resolution: the checkpoint's space carries the choices
             space = space.with_resolutions(self.options.resolutions)
-        phases, budget = self.phases_and_budget(space)
         self._prepare_data(space, data)
         workdir_p = Path(workdir)
         workdir_p.mkdir(parents=True, exist_ok=True)
