@@ -162,20 +162,21 @@ def conv_row(layer: QLayer) -> int:
     """An im2col conv's weight row: kh·kw·cin rounded up to a multiple of 4 when that adds at most 1/8 more MACs
     (the kernel's dot products then need no remainder loop and take the DSP path: 27 -> 28), else kh·kw·cin (9 stays
     9); kh·kw·cin when the generator dropped the padding for want of flash (`set_row_padding`)."""
-    (kh, kw), cin = layer.p["kernel"], hwc(layer.in_shapes[0])[2]
-    k = kh * kw * cin
+    k = _taps(layer)
     kp = -(-k // 4) * 4
     return kp if 8 * (kp - k) <= k and layer.p.get(ROW_PADDING, True) else k
 
 
+def _taps(layer: QLayer) -> int:
+    """An im2col conv's unpadded row: kh·kw·cin."""
+    (kh, kw), cin = layer.p["kernel"], hwc(layer.in_shapes[0])[2]
+    return kh * kw * cin
+
+
 def row_padding_bytes(model: QModel) -> int:
     """The flash the padded im2col rows cost beside the plain ones: cout · (row − kh·kw·cin) per conv layer."""
-    total = 0
-    for layer in model.layers:
-        if layer.kind == "conv":
-            (kh, kw), cin = layer.p["kernel"], hwc(layer.in_shapes[0])[2]
-            total += int(layer.p["weight"].shape[0]) * (conv_row(layer) - kh * kw * cin)
-    return total
+    convs = [layer for layer in model.layers if layer.kind == "conv"]
+    return sum(int(la.p["weight"].shape[0]) * (conv_row(la) - _taps(la)) for la in convs)
 
 
 def set_row_padding(model: QModel, on: bool) -> None:

@@ -15,6 +15,7 @@ against a loop of exactly 2 × 20,000 instructions after every image (`calibrati
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,6 @@ PROFILE_STACK_BYTES = 32  # the clock call's frame and the saved registers aroun
 def profiled_overhead(predicted: Any, points: int) -> Any:
     """The overhead prediction of a profiled build: its counters (runtime data) and the clock call's frame (stack)
     on top of the plain build's — a profiled build is measured against what it really carries."""
-    from dataclasses import replace
-
     return replace(
         predicted,
         runtime=predicted.runtime + POINT_BYTES * points,

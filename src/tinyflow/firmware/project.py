@@ -25,6 +25,8 @@ from tinyflow.firmware import build, linker
 from tinyflow.firmware.codegen import generate, row_padding_bytes, set_row_padding
 from tinyflow.firmware.emulator import run_images
 from tinyflow.firmware.oracle import run_oracle
+from tinyflow.firmware.profile import profiled_overhead
+from tinyflow.firmware.profile_rows import profile_failures
 from tinyflow.firmware.qmodel import ROUNDINGS, QModel, build_qmodel
 from tinyflow.memory import runtime_overhead
 
@@ -186,8 +188,6 @@ def make_firmware(
     core = tgt.name if tgt is not None else device.core
     predicted = runtime_overhead.predict(deployment.graph, plan, core, settings.opt)
     if settings.profile:
-        from tinyflow.firmware.profile import profiled_overhead
-
         predicted = profiled_overhead(predicted, len(sources.profile_points))
     stack = settings.stack_bytes(predicted.stack)
     folder = project_folder(out)
@@ -314,8 +314,6 @@ def failed_checks(result: dict[str, Any]) -> list[str]:
     check = str(result.get("reference_check", ""))
     if check.startswith("not run"):
         out.append(f"reference runtime comparison: {check}")
-    from tinyflow.firmware.profile_rows import profile_failures
-
     out += profile_failures(result)  # a profile whose method check failed (none without a profile)
     return out
 
