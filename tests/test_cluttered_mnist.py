@@ -116,3 +116,22 @@ def test_on_the_default_config_the_budget_binds() -> None:
     assert (result.best.width_mult, result.best.resolution) != top
     assert any(c.fit_share < cfg.space.min_fit_share for c in result.cells)
     assert result.best.resolution < max(cfg.space.resolutions)  # the SRAM caps the resolution
+
+
+def test_eval_copies_place_each_held_apart_digit_again_and_never_a_training_digit(
+    data: ClutteredMnistData, tmp_path: Path
+) -> None:
+    more = make(tmp_path, eval_copies=3)
+    assert {s: len(more.split(s)) for s in ("train", "val", "test")} == {"train": 4000, "val": 1500, "test": 1500}
+    assert torch.equal(more.split("train").images, data.split("train").images)  # the training canvases unchanged
+    assert more.cache_path != make(tmp_path).cache_path
+    val = more.split("val")
+    # copy-major: each copy is every held-apart digit once, so a prefix of whole copies keeps the classes balanced
+    assert torch.equal(val.labels[:500], val.labels[500:1000])
+    assert torch.bincount(val.labels[:500], minlength=10).tolist() == [50] * 10
+    # the copies are new canvases (fresh place, size and clutter), not the same image repeated
+    assert not torch.equal(val.images[:500], val.images[500:1000])
+    # no canvas of the val split carries a training digit: its digits are the eval_copies=1 split's digits
+    assert torch.equal(val.labels[:500], data.split("val").labels)
+    with pytest.raises(ConfigError, match="eval_copies"):
+        ClutteredMnistData(cache_dir=str(tmp_path), eval_copies=0)

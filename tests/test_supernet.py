@@ -111,3 +111,35 @@ def test_train_result_kinds_and_round_trip():
     assert TrainResult.from_dict(result.to_dict()) == result
     with pytest.raises(ValueError, match="supernet"):
         TrainResult("weights", "x")
+
+
+def test_a_subnet_is_scored_on_a_prefix_of_the_val_split(tmp_path, data):
+    """`max_images`: the first n images of the split, the same ones the whole split's pass scores first."""
+    path, _ = write(tmp_path / "s.ckpt", evaluation={"recalib_batches": 2, "seed": 5})
+    supernet = Supernet.load(path, data)
+    arch = supernet.space.sample(random.Random(4))
+    hits = supernet.evaluator.correct(arch, "val")
+    assert hits.dtype == torch.bool and len(hits) == len(data.split("val"))
+    for n in (1, 7, len(hits) // 2, len(hits)):
+        assert supernet.evaluate(arch, "val", n) == pytest.approx(int(hits[:n].sum()) / n, abs=1e-12)
+    assert supernet.evaluate(arch, "val") == pytest.approx(int(hits.sum()) / len(hits), abs=1e-12)
+
+
+def test_subnets_measured_by_two_worker_processes_score_as_one_by_one(tmp_path, data, caplog):
+    """The search's predictor pairs spread over forked workers: the same accuracies, in order, cached as evaluate
+    caches them, and the progress told once per subnet."""
+    from tinyflow.search.parallel_eval import measure_many
+
+    path, _ = write(tmp_path / "s.ckpt", evaluation={"recalib_batches": 2, "seed": 5})
+    rng = random.Random(11)
+    archs = [Supernet.load(path, data).space.sample(rng) for _ in range(6)]
+    one_by_one = [Supernet.load(path, data).evaluate(a, "val", 40) for a in archs]
+    supernet = Supernet.load(path, data)
+    supernet.evaluate(archs[2], "val", 40)  # one already measured: not measured again
+    ticks: list[int] = []
+    with caplog.at_level("INFO", logger="tinyflow.search.parallel_eval"):
+        spread = measure_many(supernet, archs, "val", 40, workers=2, progress=ticks.append)
+    assert "5 subnets measured by 2 worker processes" in caplog.text
+    assert spread == pytest.approx(one_by_one, abs=1e-12)
+    assert sum(ticks) == len(archs)
+    assert all(supernet.is_evaluated(a, "val", 40) for a in archs)

@@ -33,7 +33,7 @@ class Supernet:
         self.net = net
         self.checkpoint = checkpoint
         self.evaluator: SubnetEvaluator = SubnetEvaluator(net, data, recalib_batches, seed)
-        self._accuracy: dict[tuple[str, str], float] = {}
+        self._accuracy: dict[tuple[str, str, int | None], float] = {}
 
     @classmethod
     def load(
@@ -70,12 +70,21 @@ class Supernet:
         """`{"stem": "conv"}`, or `{"stem": "rnnpool", "rnnpool": {...resolved options}}`."""
         return self.net.stem_config
 
-    def evaluate(self, arch: Arch, split: str = "val") -> float:
-        """Accuracy in [0, 1] of subnet `arch` on `split`, BatchNorm recalibrated at `arch.resolution` (cached)."""
-        key = (arch.key(), split)
+    def evaluate(self, arch: Arch, split: str = "val", max_images: int | None = None) -> float:
+        """Accuracy in [0, 1] of subnet `arch` on `split` (its first `max_images` images when given), BatchNorm
+        recalibrated at `arch.resolution` (cached)."""
+        key = (arch.key(), split, max_images)
         if key not in self._accuracy:
-            self._accuracy[key] = self.evaluator.accuracy(arch, split)
+            self._accuracy[key] = self.evaluator.accuracy(arch, split, max_images)
         return self._accuracy[key]
+
+    def is_evaluated(self, arch: Arch, split: str = "val", max_images: int | None = None) -> bool:
+        """Whether `evaluate(arch, split, max_images)` is cached."""
+        return (arch.key(), split, max_images) in self._accuracy
+
+    def remember(self, arch: Arch, split: str, max_images: int | None, accuracy: float) -> None:
+        """Cache an accuracy `evaluate` would give (measured by a worker process on this supernet's copy)."""
+        self._accuracy[(arch.key(), split, max_images)] = float(accuracy)
 
     def calibration_batches(self, resolution: int) -> list[torch.Tensor]:
         """The train images BatchNorm is recalibrated on at `resolution` (the same every time)."""

@@ -15,7 +15,6 @@ from tinyflow.arch.genome import Arch
 from tinyflow.errors import ConfigError
 from tinyflow.nn.calibration import recalibrate_bn
 from tinyflow.nn.elastic import ElasticSupernet
-from tinyflow.training.evaluation import evaluate_accuracy
 from tinyflow.training.profile import phase
 
 SPLITS = ("train", "val", "test")
@@ -31,6 +30,7 @@ class SubnetEvaluator:
         self.seed = seed
         self.base_resolution = supernet.space.resolution
         self._calib: dict[int, list[torch.Tensor]] = {}
+        self._eval: dict[tuple[str, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def calibration_batches(self, resolution: int) -> list[torch.Tensor]:
         """The same train images every time, cached per resolution: un-augmented (like the images evaluated), from
@@ -49,17 +49,45 @@ class SubnetEvaluator:
             raise ConfigError(f"evaluate: split must be train, val or test, got {split!r}")
         return getattr(self.data, f"{split}_dataloader")()
 
-    def accuracy(self, arch: Arch, split: str = "val") -> float:
+    def eval_batches(self, split: str, resolution: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The split's images as the loader serves them at `resolution` (resized, normalised), cached: every
+        subnet at one resolution is scored on the same tensors without resizing them again."""
+        key = (split, resolution)
+        if key not in self._eval:
+            with data_resolution(self.data, resolution, self.base_resolution):
+                self._eval[key] = [(x, y) for x, y in self.loader(split)]
+        return self._eval[key]
+
+    def correct(self, arch: Arch, split: str = "val", max_images: int | None = None) -> torch.Tensor:
+        """Per image of `split` (the first `max_images` when given), whether subnet `arch` classifies it right,
+        after BatchNorm recalibration at its resolution (bool vector, in the split's order)."""
         net = self.supernet
         was_training = net.training
+        hits: list[torch.Tensor] = []
+        seen = 0
         try:
             net.set_active(arch)
             with phase("bn_recalib"):
                 recalibrate_bn(net, self.calibration_batches(arch.resolution))
-            with data_resolution(self.data, arch.resolution, self.base_resolution):
-                return evaluate_accuracy(net, self.loader(split))
+            net.eval()
+            with phase("eval"), torch.no_grad():
+                for x, y in self.eval_batches(split, arch.resolution):
+                    if max_images is not None and seen >= max_images:
+                        break
+                    if max_images is not None and seen + len(y) > max_images:
+                        x, y = x[: max_images - seen], y[: max_images - seen]
+                    hits.append(net(x).argmax(dim=1) == y)
+                    seen += len(y)
         finally:
             net.train(was_training)
+        if not hits:
+            raise ValueError(f"evaluate: the {split} split yielded no images")
+        return torch.cat(hits)
+
+    def accuracy(self, arch: Arch, split: str = "val", max_images: int | None = None) -> float:
+        """Top-1 accuracy in [0, 1] of subnet `arch` on `split` (its first `max_images` images when given)."""
+        hits = self.correct(arch, split, max_images)
+        return int(hits.sum()) / len(hits)
 
 
 class data_resolution:
