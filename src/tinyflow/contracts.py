@@ -97,6 +97,7 @@ class SearchSettings:
     predictor: dict[str, Any] = field(default_factory=dict)
     memory_metric: str = "peak_live"  # or "arena": constrain the placed arena (every candidate planned; slower)
     torch_threads: int | None = 1  # threads while subnets are evaluated; None = torch's default
+    val_images: int | None = None  # each subnet scored on the val split's first this many images; None = all
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -106,6 +107,8 @@ class SearchSettings:
             raise ConfigError(f"strategy.objective must be 'supernet' or 'predictor', got '{self.objective}'.")
         if self.memory_metric not in ("peak_live", "arena"):
             raise ConfigError(f"strategy.memory_metric must be 'peak_live' or 'arena', got '{self.memory_metric}'.")
+        if self.val_images is not None and int(self.val_images) < 1:
+            raise ConfigError(f"strategy.val_images must be a number of images >= 1 or null, got {self.val_images}.")
         for name in ("latency_budget_ms", "energy_budget_mj"):
             v = getattr(self, name)
             if v is not None and float(v) <= 0:

@@ -67,6 +67,24 @@ class AccuracyMemo:
 
         return memoized
 
+    def wrap_many(self, measure_many: Callable[..., list[float]], split: str) -> Callable[..., list[float]]:
+        """`measure_many(archs, progress)` that looks every arch up first, measures the rest in one call and records
+        them; `progress(n)` is told of the looked-up ones too."""
+
+        def memoized(archs: list[Arch], progress: Callable[[int], None] | None = None) -> list[float]:
+            known = {a.key(): self.get(a, split) for a in archs}
+            missing = [a for a in archs if known[a.key()] is None]
+            self.hits += len(archs) - len(missing)
+            self.misses += len(missing)
+            if progress is not None and len(archs) > len(missing):
+                progress(len(archs) - len(missing))
+            for arch, value in zip(missing, measure_many(missing, progress)):
+                self.put(arch, split, value)
+                known[arch.key()] = value
+            return [float(known[a.key()]) for a in archs]  # type: ignore[arg-type]
+
+        return memoized
+
     def close(self) -> None:
         self._db.close()
 

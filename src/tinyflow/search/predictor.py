@@ -139,8 +139,10 @@ def sample_pairs(
     n: int,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    measure_many: Callable[..., list[float]] | None = None,
 ) -> tuple[list[Arch], list[float]]:
-    """Sample `n` distinct archs and measure each (the predictor's training set)."""
+    """Sample `n` distinct archs and measure each (the predictor's training set); `measure_many(archs, progress)`,
+    when given, measures them all in one call instead of `accuracy` one by one."""
     rng = random.Random(seed)
     seen: dict[str, Arch] = {}
     tries = 0
@@ -149,6 +151,8 @@ def sample_pairs(
         a = sample(rng)
         seen.setdefault(a.key(), a)
     archs = list(seen.values())
+    if measure_many is not None:  # all at once (e.g. spread over worker processes)
+        return archs, [float(v) for v in measure_many(archs, progress)]
     accs = []
     for a in archs:
         accs.append(float(accuracy(a)))

@@ -40,6 +40,7 @@ from tinyflow.search.accuracy_memo import accuracy_memo
 from tinyflow.search.arch_figure import patch_stage_kernels
 from tinyflow.search.costing import SchedulerCosts, fixed_overhead, verify_plan
 from tinyflow.search.memo_seed import MemoCandidates, memo_candidates
+from tinyflow.search.parallel_eval import measure_many
 from tinyflow.search.problem import Budgets, SearchProblem
 from tinyflow.search.strategy import SearchSettings
 from tinyflow.stages import stage
@@ -136,22 +137,35 @@ class _EvalProgress:
 
     def __call__(self, arch: Arch) -> float:
         v = self.fn(arch)
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1)
+        self.advance(1)
         return v
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=n)
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
 
 
-def train_predictor(settings: SearchSettings, problem: SearchProblem, supernet_acc: Any, seed: int, tracker: Any):
-    """Measure `n_samples` feasible archs on the supernet and fit the MLP predictor on them."""
+def train_predictor(
+    settings: SearchSettings,
+    problem: SearchProblem,
+    supernet_acc: Any,
+    seed: int,
+    tracker: Any,
+    measure_many: Callable[..., list[float]] | None = None,
+):
+    """Measure `n_samples` feasible archs on the supernet (all at once with `measure_many(archs, progress)`) and fit
+    the MLP predictor on them."""
     from tinyflow.search.predictor import AccuracyPredictor, PredictorConfig, sample_pairs
 
     pc = PredictorConfig(**{"seed": seed, **settings.predictor})
     with _EvalProgress(supernet_acc, pc.n_samples, "search: predictor pairs", settings.progress) as acc:
-        archs, accs = sample_pairs(lambda r: problem.draw(lambda: problem.sample(r)).arch, acc, pc.n_samples, seed)
+        draw = lambda r: problem.draw(lambda: problem.sample(r)).arch  # noqa: E731
+        ticks = acc.advance if measure_many is not None else None  # `acc` ticks the one-by-one pass itself
+        archs, accs = sample_pairs(draw, acc, pc.n_samples, seed, progress=ticks, measure_many=measure_many)
     predictor = AccuracyPredictor(problem.space.encode, pc)
     metrics = predictor.fit(archs, accs)
     tracker.log_metrics(metrics)
@@ -234,11 +248,15 @@ def torch_threads(n: int | None) -> Iterator[None]:
 def run(cfg: DictConfig, ctx: RunContext) -> RunContext:
     strategy = build_plugin(cfg, "strategy")
     settings: SearchSettings = strategy.settings
+    import torch
+
+    share = torch.get_num_threads()  # the job's share of the cores (tinyflow.threads)
+    workers = max(1, share // settings.torch_threads) if settings.torch_threads else 1
     with torch_threads(settings.torch_threads):
-        return _run(cfg, ctx, strategy, settings)
+        return _run(cfg, ctx, strategy, settings, workers)
 
 
-def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettings) -> RunContext:
+def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettings, workers: int) -> RunContext:
     tracker = active_tracker()
     device = build_device(cfg)
     supernet = load_supernet(cfg, ctx)
@@ -252,12 +270,20 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         energy_mj=settings.energy_budget_mj,
     )
 
+    n_val_split = dataset_size(supernet.evaluator.loader("val"))
+    n_val = settings.val_images if n_val_split is None else min(n_val_split, settings.val_images or n_val_split)
+    split = val_split_label(n_val, n_val_split)
+
     def measure(arch: Arch) -> float:
-        return supernet.evaluate(arch, "val")
+        return supernet.evaluate(arch, "val", n_val)
+
+    def measure_all(archs: list[Arch], progress: Callable[[int], None] | None = None) -> list[float]:
+        return measure_many(supernet, archs, "val", n_val, workers, progress)
 
     memo = accuracy_memo(cfg, ctx.supernet_checkpoint)
     pull_accuracies(tracker, memo)  # through a tracking server: rows measured on other machines (§16)
-    supernet_acc = measure if memo is None else memo.wrap(measure, "val")
+    supernet_acc = measure if memo is None else memo.wrap(measure, split)
+    supernet_acc_many = measure_all if memo is None else memo.wrap_many(measure_all, split)
 
     problem = SearchProblem(
         space,
@@ -267,7 +293,7 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         schedule_choices=costs.joint_choices(settings.joint),
     )
     if memo is not None:  # what earlier jobs on this supernet measured that fits this budget (issue 26)
-        earlier = memo_candidates(problem, memo)
+        earlier = memo_candidates(problem, memo, split)
         log.info(
             "search: %d of the %d subnets in the accuracy memo fit this budget%s",
             len(earlier.rows),
@@ -286,7 +312,9 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
     )
     predictor_metrics: dict[str, float] = {}
     if settings.objective == "predictor":
-        predictor, predictor_metrics = train_predictor(settings, problem, supernet_acc, seed, tracker)
+        predictor, predictor_metrics = train_predictor(
+            settings, problem, supernet_acc, seed, tracker, supernet_acc_many
+        )
         problem.accuracy_fn = predictor.predict
     label = f"search: {strategy.name} ({settings.objective})"
     with _EvalProgress(problem.accuracy_fn, strategy.planned_evaluations, label, settings.progress) as counted:
@@ -297,7 +325,7 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
     best, check = choose_verified(result, costs, device, plan_of)
     best_arch: Arch = best["arch"]
     supernet_best = supernet_acc(best_arch)
-    found = memo_candidates(problem, memo) if memo is not None else MemoCandidates()
+    found = memo_candidates(problem, memo, split) if memo is not None else MemoCandidates()
     source = "search"
     picked = _memo_fallback(found, supernet_best, costs, device, plan_of)
     if picked is not None:
@@ -309,7 +337,6 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         )
         (best, check), source = picked, "accuracy memo"
         best_arch, supernet_best = best["arch"], float(best["accuracy"])
-    n_val = dataset_size(supernet.evaluator.loader("val"))
     summary = {
         "strategy": strategy.name,
         "objective": settings.objective,
@@ -372,6 +399,12 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
     ctx.extra["search"] = {k: v for k, v in summary.items() if not isinstance(v, Arch)}
     ctx.artifacts["search_dir"] = str(Path(ctx.output_dir) / "search")
     return ctx
+
+
+def val_split_label(n_images: int | None, n_split: int | None) -> str:
+    """The accuracy memo's name for "val accuracy on the first `n_images`": `val` for the whole split, so the
+    memo rows of runs that score on all of it stay shared."""
+    return "val" if n_images is None or n_images == n_split else f"val[:{n_images}]"
 
 
 def _memo_fallback(
