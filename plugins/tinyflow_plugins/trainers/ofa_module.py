@@ -41,6 +41,7 @@ class OfaOptions:
     warmup_epochs: float = 0.0
     dropout: float = 0.0
     recalib_batches: int = 4
+    val_images: int | None = 1000  # the per-epoch figures: subnets scored on the val split's first this many
     seed: int = 0
     batch_size: int | None = None  # training batch size for the supernet (sets data.batch_size); null: the data's
     epochs: int | None = None  # total epoch budget spread over the phases (null: each phase's own epochs)
@@ -171,7 +172,7 @@ class OfaModule(pl.LightningModule):
             record: dict[str, Any] = {"epoch": epoch, "phase": phase.name, "phase_index": index}
             for label, arch in self.eval_archs.items():
                 with profile.subnet(label):  # BN recalibration and evaluation per subnet in the training profile
-                    record[f"val_acc_{label}"] = self.evaluator.accuracy(arch, "val")
+                    record[f"val_acc_{label}"] = self.evaluator.accuracy(arch, "val", self.options.val_images)
             record["train_loss"] = self._loss_sum / max(1, self._loss_n)
             record["epoch_time_s"] = time.perf_counter() - self._t0
             record["global_step"] = int(self.global_step)
