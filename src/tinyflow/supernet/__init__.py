@@ -98,9 +98,9 @@ class Supernet:
     def extract(self, arch: Arch) -> torch.nn.Module:
         """The subnet `arch` as its own network (`StaticNet`, or `RNNPoolNet` with an RNNPool stem) holding the
         supernet's weights, BatchNorm recalibrated, in eval mode."""
-        from tinyflow.nn.calibration import recalibrate_bn
-
         import torch
+
+        from tinyflow.nn.calibration import recalibrate_bn
 
         net = self.net.extract(arch).to(memory_format=torch.contiguous_format)
         recalibrate_bn(net, self.calibration_batches(arch.resolution))
