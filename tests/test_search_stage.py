@@ -207,3 +207,39 @@ def test_latency_budget_through_the_cost_model_plugin():
             Budgets(latency_ms=1.0),
         )
         p2.feasible(p2.sample(rng))
+
+
+@pytest.mark.slow
+def test_predictor_pairs_on_a_val_prefix_measured_by_two_workers(supernet, tmp_path, caplog):
+    """`strategy.val_images`: every subnet scored on the val split's first n images, recorded in the accuracy memo
+    under its own name; a share of two cores measures the predictor's pairs in two worker processes."""
+    from tinyflow.search.accuracy_memo import AccuracyMemo
+    from tinyflow.stages.search import run
+
+    space, ckpt = supernet
+    cfg = compose_cfg(
+        *_device_overrides(_median_layer_peak(space)),
+        "scheduler=layer",
+        "strategy.objective=predictor",
+        "strategy.val_images=20",
+        "cache.search=true",
+        f"cache.dir={tmp_path / 'cache'}",
+    )
+    torch.set_num_threads(2)  # the job's share
+    try:
+        with caplog.at_level("INFO", logger="tinyflow.search.parallel_eval"):
+            ctx = run(cfg, RunContext(output_dir=str(tmp_path), supernet_checkpoint=ckpt))
+    finally:
+        torch.set_num_threads(1)
+    assert "measured by 2 worker processes" in caplog.text
+    assert ctx.extra["search"]["val_images"] == 20 and ctx.metrics["search_val_images"] == 20
+    (db,) = (tmp_path / "cache" / "search").glob("*.sqlite")
+    memo = AccuracyMemo(db)
+    rows = memo.items("val[:20]")
+    assert len(rows) >= 40 and memo.items("val") == []  # the predictor's 40 pairs, never mixed with whole-split rows
+    assert all(abs(v * 20 - round(v * 20)) < 1e-9 for _, v in rows)  # proportions of 20 images
+
+
+def test_val_images_must_be_positive():
+    with pytest.raises(ConfigError, match=r"strategy\.val_images"):
+        build_plugin(compose_cfg("strategy.val_images=0"), "strategy")
