@@ -243,3 +243,19 @@ def test_predictor_pairs_on_a_val_prefix_measured_by_two_workers(supernet, tmp_p
 def test_val_images_must_be_positive():
     with pytest.raises(ConfigError, match=r"strategy\.val_images"):
         build_plugin(compose_cfg("strategy.val_images=0"), "strategy")
+
+
+def test_the_val_images_are_a_budget_in_compute():
+    """`strategy.val_images_at_resolution`: the images × pixels of `val_images` at that resolution, at any larger
+    one; never more images than configured."""
+    from tinyflow.contracts import SearchSettings
+    from tinyflow.stages.search import val_images_budget
+
+    budgeted = SearchSettings(val_images=4000, val_images_at_resolution=48)
+    assert val_images_budget(budgeted, (48,)) == 4000
+    assert val_images_budget(budgeted, (32,)) == 4000
+    assert val_images_budget(budgeted, (64,)) == 2250  # 4000 x (48/64)^2
+    assert val_images_budget(SearchSettings(val_images=4000), (64,)) == 4000
+    assert val_images_budget(SearchSettings(val_images=None, val_images_at_resolution=48), (64,)) is None
+    with pytest.raises(ConfigError, match=r"strategy\.val_images_at_resolution"):
+        SearchSettings(val_images=4000, val_images_at_resolution=0)

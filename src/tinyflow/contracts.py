@@ -98,6 +98,7 @@ class SearchSettings:
     memory_metric: str = "peak_live"  # or "arena": constrain the placed arena (every candidate planned; slower)
     torch_threads: int | None = 1  # threads while subnets are evaluated; None = torch's default
     val_images: int | None = None  # each subnet scored on the val split's first this many images; None = all
+    val_images_at_resolution: int | None = None  # val_images is the budget at this resolution (fewer at a larger one)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -107,6 +108,9 @@ class SearchSettings:
             raise ConfigError(f"strategy.objective must be 'supernet' or 'predictor', got '{self.objective}'.")
         if self.memory_metric not in ("peak_live", "arena"):
             raise ConfigError(f"strategy.memory_metric must be 'peak_live' or 'arena', got '{self.memory_metric}'.")
+        at = self.val_images_at_resolution
+        if at is not None and (isinstance(at, bool) or int(at) < 1):
+            raise ConfigError(f"strategy.val_images_at_resolution must be a resolution >= 1 or null, got {at!r}.")
         if self.val_images is not None and int(self.val_images) < 1:
             raise ConfigError(f"strategy.val_images must be a number of images >= 1 or null, got {self.val_images}.")
         for name in ("latency_budget_ms", "energy_budget_mj"):

@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -46,6 +46,7 @@ from tinyflow.search.strategy import SearchSettings
 from tinyflow.stages import stage
 from tinyflow.supernet import Supernet
 from tinyflow.tracking import active_tracker
+from tinyflow.training.budget import epoch_budget
 from tinyflow.training.remote_cache import pull_accuracies, push_accuracies
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,8 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
     )
 
     n_val_split = dataset_size(supernet.evaluator.loader("val"))
-    n_val = settings.val_images if n_val_split is None else min(n_val_split, settings.val_images or n_val_split)
+    wanted = val_images_budget(settings, space.resolutions)
+    n_val = wanted if n_val_split is None else min(n_val_split, wanted or n_val_split)
     split = val_split_label(n_val, n_val_split)
 
     def measure(arch: Arch) -> float:
@@ -399,6 +401,15 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
     ctx.extra["search"] = {k: v for k, v in summary.items() if not isinstance(v, Arch)}
     ctx.artifacts["search_dir"] = str(Path(ctx.output_dir) / "search")
     return ctx
+
+
+def val_images_budget(settings: SearchSettings, resolutions: Sequence[int]) -> int | None:
+    """The val images each subnet is scored on: `strategy.val_images`, a budget in compute when
+    `strategy.val_images_at_resolution` is set — images × pixels of that many images at that resolution, so a
+    larger resolution (mean square of the supernet's) scores fewer (tinyflow.training.budget's rule)."""
+    if settings.val_images is None or settings.val_images_at_resolution is None:
+        return settings.val_images
+    return epoch_budget(settings.val_images, settings.val_images_at_resolution, resolutions).effective
 
 
 def val_split_label(n_images: int | None, n_split: int | None) -> str:
