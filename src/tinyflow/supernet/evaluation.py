@@ -54,7 +54,10 @@ class SubnetEvaluator:
         subnet at one resolution is scored on the same tensors without resizing them again."""
         key = (split, resolution)
         if key not in self._eval:
-            with data_resolution(self.data, resolution, self.base_resolution):
+            # a DataLoader iterator draws a seed from torch's generator; a training measures subnets mid-run, so
+            # building the cache (once per process) must not move that generator, or a resumed training would
+            # draw other numbers than an uninterrupted one
+            with torch.random.fork_rng(), data_resolution(self.data, resolution, self.base_resolution):
                 self._eval[key] = [(x, y) for x, y in self.loader(split)]
         return self._eval[key]
 
