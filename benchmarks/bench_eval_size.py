@@ -33,8 +33,7 @@ def main() -> None:
     p.add_argument("--sizes", default="500,1000,2000,4000,5000")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
-    conf = str(Path(tinyflow.__file__).resolve().parents[2] / "conf")
-    with initialize_config_dir(config_dir=conf, version_base=None):
+    with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base=None):
         cfg = compose(config_name="config", overrides=["tracking=none", *args.overrides])
     context = json.loads((args.run / "context.json").read_text())
     resolution = int(context["arch"]["resolution"])

@@ -10,14 +10,14 @@ spread between subnets, the predictor learns noise. This benchmark measures, on 
 2. the measurement's own reliability at each size n: Spearman between the subnets' accuracies on two disjoint sets
    of n images (the ceiling any predictor trained on such labels can show);
 3. the predictor at each size: trained on the first `--train-pairs` subnets' accuracies on the first n val images
-   (as the search trains it, `strategy.predictor`), ranked on the remaining held-apart subnets against (a) their
+   (as the search trains it, `strategy.predictor`), ranked on the last `--held-apart` subnets against (a) their
    accuracy on the same n images — the `predictor_spearman` the search logs — and (b) their accuracy on the
    split's second half, images no size up to half the split has seen (an independent reference);
 4. the cost of one subnet measurement (BatchNorm recalibration + n images) and what the search's predictor pairs
    would cost at each size.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_val_size.py --checkpoint <run>/train/supernet.ckpt
-        [--subnets 300] [--train-pairs 120,240] [--sizes 250,500,1000,2000] [--out DIR] [override ...]
+        [--subnets 300] [--held-apart 60] [--train-pairs 120,240] [--sizes 250,500,1000,2000] [--out DIR] [override ...]
 
 Overrides are Hydra overrides of the pipeline's config (the device, `data.eval_copies`, ...). The per-image results
 are kept in `<out>/correct.npz`: a rerun with the same checkpoint and subnets reads them back.
@@ -101,6 +101,7 @@ def main() -> None:
     p.add_argument("--checkpoint", required=True, help="a trained supernet (a run's train/ checkpoint)")
     p.add_argument("--subnets", type=int, default=300)
     p.add_argument("--train-pairs", default="120,240", help="predictor training pairs, a list")
+    p.add_argument("--held-apart", type=int, default=60, help="the last this many subnets rank the predictors")
     p.add_argument("--time-subnets", type=int, default=10, help="subnets timed afresh for the cost column")
     p.add_argument("--sizes", default="250,500,1000,2000")
     p.add_argument("--seed", type=int, default=0)
@@ -108,8 +109,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     torch.set_num_threads(1)
-    conf = str(Path(tinyflow.__file__).resolve().parents[2] / "conf")
-    with initialize_config_dir(config_dir=conf, version_base=None):
+    with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base=None):
         cfg = compose(config_name="config", overrides=["tracking=none", *args.overrides])
     supernet = Supernet.load(args.checkpoint, build_plugin(cfg, "data"))
     settings = build_plugin(cfg, "strategy").settings
@@ -125,14 +125,16 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",") if int(s) <= n_split]
     pairs = [int(s) for s in args.train_pairs.split(",")]
     reference = correct[:, half:].mean(axis=1)  # images no size <= half has seen
-    held = slice(max(pairs), len(archs))  # the same held-apart subnets for every row
+    if max(pairs) > len(archs) - args.held_apart:
+        raise SystemExit(f"--train-pairs up to {max(pairs)} leave fewer than --held-apart {args.held_apart} subnets")
+    held = slice(len(archs) - args.held_apart, len(archs))  # the same held-apart subnets for every row and list
     acc_full = correct.mean(axis=1)
     print(
         f"\n{len(archs)} subnets fitting {cfg.device.name}, val split {n_split} canvases; "
         f"accuracy over subnets {100 * acc_full.min():.1f}–{100 * acc_full.max():.1f} % "
         f"(sd {100 * acc_full.std():.2f} points); one measurement: recalibration {recal:.3f} s + "
         f"{1000 * per_image:.3f} ms per image (medians of {args.time_subnets} subnets, 1 thread); "
-        f"{len(archs) - max(pairs)} held-apart subnets"
+        f"the last {args.held_apart} held apart"
     )
     print(
         "\n| val images | SE at 90 % | reliability ρ (two disjoint sets) | predictor pairs | predictor ρ, same "
