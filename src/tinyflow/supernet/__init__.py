@@ -78,18 +78,18 @@ class Supernet:
     def evaluate(self, arch: Arch, split: str = "val", max_images: int | None = None) -> float:
         """Accuracy in [0, 1] of subnet `arch` on `split` (its first `max_images` images when given), BatchNorm
         recalibrated at `arch.resolution` (cached)."""
-        key = (arch.key(), split, max_images)
+        key = _key(arch, split, max_images)
         if key not in self._accuracy:
             self._accuracy[key] = self.evaluator.accuracy(arch, split, max_images)
         return self._accuracy[key]
 
     def is_evaluated(self, arch: Arch, split: str = "val", max_images: int | None = None) -> bool:
         """Whether `evaluate(arch, split, max_images)` is cached."""
-        return (arch.key(), split, max_images) in self._accuracy
+        return _key(arch, split, max_images) in self._accuracy
 
     def remember(self, arch: Arch, split: str, max_images: int | None, accuracy: float) -> None:
         """Cache an accuracy `evaluate` would give (measured by a worker process on this supernet's copy)."""
-        self._accuracy[(arch.key(), split, max_images)] = float(accuracy)
+        self._accuracy[_key(arch, split, max_images)] = float(accuracy)
 
     def calibration_batches(self, resolution: int) -> list[torch.Tensor]:
         """The train images BatchNorm is recalibrated on at `resolution` (the same every time)."""
@@ -113,6 +113,11 @@ class Supernet:
         if stem is None:
             return DeployedNetwork.plain(arch)
         return DeployedNetwork("rnnpool", arch.to_dict(), stem.rewrite(arch).options())
+
+
+def _key(arch: Arch, split: str, max_images: int | None) -> tuple[str, str, int | None]:
+    """What one measurement's accuracy is cached under."""
+    return (arch.key(), split, max_images)
 
 
 __all__ = ["Supernet"]
