@@ -98,9 +98,12 @@ def test_resume_after_first_phase_continues_and_mlflow_holds_both_parts(tmp_path
 
 def test_supernet_evaluate_equals_extracted_static_subnet(tmp_path, data):
     space = tiny_space()
-    t = trainer(resolutions=[12, 16])  # elastic resolution: random subnets train at 12 or 16
+    t = trainer(resolutions=[12, 16], val_images=7)  # elastic resolution: random subnets train at 12 or 16
     result = t.fit(space, data, str(tmp_path), NullTracker())
     assert set(result.metrics) >= {"val_acc_largest", "val_acc_smallest", "val_acc_random"}
+    # the final figures' n is the images they were measured on (their intervals), not the val split's size
+    assert result.metrics["val_images"] == 7
+    assert all(round(result.metrics[f"val_acc_{k}"] * 7, 6).is_integer() for k in ("largest", "smallest", "random"))
     supernet = Supernet.load(result.checkpoint, data)  # what search and finetune do: the checkpoint alone
     assert supernet.space.max_arch() == space.max_arch() and supernet.stem == {"stem": "conv"}
     assert supernet.evaluator.recalib_batches == 2  # as the trainer recalibrated (recorded in the checkpoint)

@@ -175,7 +175,7 @@ class OfaTrainer:
         atomic_copy(last, final)
         self.module = module
         end = history[-1] if history else {}
-        metrics = {k: float(v) for k, v in end.items() if k.startswith("val_acc")}
+        metrics = {k: float(v) for k, v in end.items() if k.startswith("val_acc") or k == "val_images"}
         metrics["epochs"] = float(ckpt[CKPT_KEY]["epochs_done"])
         if ckpt_path:
             metrics["resumed_from_epoch"] = float(start_epoch)

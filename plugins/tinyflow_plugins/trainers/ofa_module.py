@@ -172,7 +172,9 @@ class OfaModule(pl.LightningModule):
             record: dict[str, Any] = {"epoch": epoch, "phase": phase.name, "phase_index": index}
             for label, arch in self.eval_archs.items():
                 with profile.subnet(label):  # BN recalibration and evaluation per subnet in the training profile
-                    record[f"val_acc_{label}"] = self.evaluator.accuracy(arch, "val", self.options.val_images)
+                    hits = self.evaluator.correct(arch, "val", self.options.val_images)
+                record[f"val_acc_{label}"] = float(hits.float().mean())
+                record["val_images"] = len(hits)  # the figures' n: their intervals (train stage)
             record["train_loss"] = self._loss_sum / max(1, self._loss_n)
             record["epoch_time_s"] = time.perf_counter() - self._t0
             record["global_step"] = int(self.global_step)

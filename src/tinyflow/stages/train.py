@@ -105,7 +105,9 @@ def train(cfg: DictConfig, ctx: RunContext) -> tuple[RunContext, bool]:
             ctx.network = dict(result.network)
             ctx.arch = dict(result.network["arch"])
         metrics = {"train_val_accuracy": float(result.metrics["val_accuracy"])}
-    n_val = dataset_size(data.val_dataloader())  # the trainers' final accuracies are over the whole val split
+    # the images the trainer's final accuracies were measured on (`val_images`: the OFA trainer's per-epoch figures
+    # use the val split's first trainer.val_images), else the whole val split
+    n_val = int(result.metrics["val_images"]) if "val_images" in result.metrics else dataset_size(data.val_dataloader())
     for name, value in list(metrics.items()):
         metrics |= ci_metrics(name, value, n_val)
     if n_val is not None:
