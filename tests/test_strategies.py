@@ -122,3 +122,20 @@ def test_bad_settings_are_config_errors():
         EvolutionStrategy(population=0)
     with pytest.raises(ConfigError, match="choices"):
         SearchProblem(SPACE, toy_accuracy, toy_costs, schedule_choices={"n_patches": []})
+
+
+def test_budget_only_the_smallest_subnet_fits_starts_from_it_instead_of_failing():
+    # the toy's flash grows with every block's size: a flash budget of the smallest subnet's own flash
+    smallest = toy_costs(SPACE.min_arch()).flash
+    rng = random.Random(7)
+    assert min(toy_costs(SPACE.sample(rng)).flash for _ in range(200)) > smallest  # uniform draws miss it
+    problem = SearchProblem(SPACE, toy_accuracy, toy_costs, Budgets(flash_bytes=smallest), max_redraws=200)
+    res = small_evolution().search(problem, random.Random(0))
+    assert problem.smallest()[0].arch == SPACE.min_arch()
+    assert toy_costs(res.best).flash <= smallest and all(r["flash"] <= smallest for r in res.evaluated)
+    # one byte less: nothing fits, and the error says the smallest subnet breaks the budget too
+    with pytest.raises(BudgetError, match="the smallest subnet breaks them too"):
+        small_evolution().search(
+            SearchProblem(SPACE, toy_accuracy, toy_costs, Budgets(flash_bytes=smallest - 1), max_redraws=200),
+            random.Random(0),
+        )

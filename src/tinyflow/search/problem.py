@@ -11,6 +11,8 @@ archs it asked about; this is the budget strategies are compared at.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +23,11 @@ import numpy as np
 from tinyflow.arch.genome import Arch
 from tinyflow.arch.space import MBConvSpace
 from tinyflow.errors import BudgetError, ConfigError, TinyflowError
+
+log = logging.getLogger(__name__)
+
+#: draws per candidate once uniform draws have failed and the search holds the smallest fitting subnet
+FALLBACK_REDRAWS = 50
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,7 @@ class SearchProblem:
     _acc_cache: dict[str, float] = field(default_factory=dict, repr=False)
     _cost_cache: dict[Any, Costs] = field(default_factory=dict, repr=False)
     evaluated: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _fallback: Candidate | None = field(default=None, repr=False)  # the smallest fitting subnet, once draws failed
 
     def __post_init__(self) -> None:
         self.schedule_choices = {k: tuple(int(v) for v in vs) for k, vs in self.schedule_choices.items()}
@@ -203,19 +211,49 @@ class SearchProblem:
     def feasible(self, cand: Candidate) -> bool:
         return not self.violations(cand)
 
+    def smallest(self) -> list[Candidate]:
+        """The space's smallest subnet at each of its resolutions, lowest first, with every combination of the
+        searched scheduler options: what a budget too tight for uniform draws may still fit."""
+        genome = dict(self.space.min_arch().genome)
+        resolutions = sorted(self.space.resolutions) if self.space.elastic_resolution else [None]
+        combos = list(itertools.product(*self.schedule_choices.values()))
+        return [
+            self.make({**genome, "resolution": r}, dict(zip(self.schedule_choices, combo, strict=True)))
+            for r in resolutions
+            for combo in combos
+        ]
+
     def draw(self, make: Callable[[], Candidate]) -> Candidate:
-        """Call `make` until it returns a feasible candidate (a broken constraint is rejected and redrawn)."""
+        """Call `make` until it returns a feasible candidate (a broken constraint is rejected and redrawn).
+
+        When `max_redraws` draws find none, the smallest subnets (`smallest`) are tried: at a budget so tight that
+        uniform draws almost never fit, the search starts from the smallest subnet that fits (and later draws try
+        `FALLBACK_REDRAWS` times before returning it again, so mutations and crossovers around it are explored)."""
         last: list[str] = []
-        for _ in range(self.max_redraws):
+        for _ in range(self.max_redraws if self._fallback is None else min(self.max_redraws, FALLBACK_REDRAWS)):
             cand = make()
             last = self.violations(cand)
             if not last:
                 return cand
-        raise BudgetError(
-            f"search: no candidate satisfying the constraints in {self.max_redraws} draws "
-            f"(last one broke: {'; '.join(last)}). Loosen the device budgets or choose a smaller width/resolution "
-            "(run the `space` stage first, or lower search_space.width_mult / resolution)."
-        )
+        if self._fallback is None:
+            smallest = self.smallest()
+            self._fallback = next((c for c in smallest if self.feasible(c)), None)
+            if self._fallback is None:
+                broke = "; ".join(self.violations(smallest[0]))
+                raise BudgetError(
+                    f"search: no candidate satisfying the constraints in {self.max_redraws} draws (last one broke: "
+                    f"{'; '.join(last)}), and the smallest subnet breaks them too ({broke}). Loosen the device "
+                    "budgets or choose a smaller width/resolution (run the `space` stage first, or lower "
+                    "search_space.width_mult / resolution)."
+                )
+            log.info(
+                "search: %d uniform draws found no subnet within the budgets; the smallest subnet fits (r%d%s): the "
+                "search starts from it",
+                self.max_redraws,
+                self._fallback.arch.resolution,
+                f", {dict(self._fallback.schedule_options)}" if self._fallback.schedule_options else "",
+            )
+        return self._fallback
 
     # ---- accuracy --------------------------------------------------------------------------------------
     def is_evaluated(self, cand: Candidate) -> bool:
