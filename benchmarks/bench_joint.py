@@ -192,6 +192,11 @@ def figure(budgets: list[int], methods: list[str], rows: dict[tuple[str, int], d
     return fig
 
 
+def by_name(cells: dict[tuple[str, int], Any]) -> dict[str, Any]:
+    """Cells keyed `method@budget`, as the JSON files hold them."""
+    return {f"{m}@{b}": v for (m, b), v in cells.items()}
+
+
 def seed_stats(
     per_seed: list[dict[tuple[str, int], dict[str, Any]]], budgets: list[int], methods: list[str]
 ) -> dict[tuple[str, int], dict[str, Any]]:
@@ -330,9 +335,7 @@ def run_seed(
     out.mkdir(parents=True, exist_ok=True)
     fig = figure(budgets, methods, rows)
     fig.savefig(out / "accuracy_vs_sram.png", dpi=120)
-    (out / "bench_joint.json").write_text(
-        json.dumps({f"{m}@{b}": r for (m, b), r in rows.items()}, indent=2, default=str)
-    )
+    (out / "bench_joint.json").write_text(json.dumps(by_name(rows), indent=2, default=str))
     return rows, text, fig
 
 
@@ -401,8 +404,8 @@ def main() -> None:
     fig.savefig(out / "accuracy_vs_sram_seeds.png", dpi=120)
     results = {
         "seeds": seeds,
-        "per_seed": [{f"{m}@{b}": r for (m, b), r in rows.items()} for rows in per_seed],
-        "summary": {f"{m}@{b}": st for (m, b), st in stats.items()},
+        "per_seed": [by_name(rows) for rows in per_seed],
+        "summary": by_name(stats),
         "last_line": last,
     }
     (out / "bench_joint_seeds.json").write_text(json.dumps(results, indent=2, default=str))

@@ -173,7 +173,7 @@ class OfaModule(pl.LightningModule):
             for label, arch in self.eval_archs.items():
                 with profile.subnet(label):  # BN recalibration and evaluation per subnet in the training profile
                     hits = self.evaluator.correct(arch, "val", self.options.val_images)
-                record[f"val_acc_{label}"] = float(hits.float().mean())
+                record[f"val_acc_{label}"] = int(hits.sum()) / len(hits)  # as SubnetEvaluator.accuracy
                 record["val_images"] = len(hits)  # the figures' n: their intervals (train stage)
             record["train_loss"] = self._loss_sum / max(1, self._loss_n)
             record["epoch_time_s"] = time.perf_counter() - self._t0
