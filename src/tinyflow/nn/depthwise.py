@@ -1,0 +1,69 @@
+"""Depthwise convolution whose weight gradient is computed as one grouped forward convolution.
+
+On CPU, PyTorch's depthwise weight gradient (oneDNN, channels-last or not) is fast for 3×3 kernels but 4–6× slower
+than the forward pass for 5×5 and 7×7 ones: in the OFA sandwich step at the default setting the 7×7 weight
+gradients alone were the largest single cost of training. The same gradient is a correlation of each channel's
+input with its output gradient, summed over the batch:
+
+    dW[c, i, j] = Σ_n Σ_h,w  x_pad[n, c, s·h + i, s·w + j] · g[n, c, h, w]
+
+i.e. a depthwise convolution of the input (batch folded into channels, N·C groups) with the output gradient as its
+kernel (dilated by the stride), then a sum over the batch. oneDNN runs that 1.3–3.7× faster than its own weight
+gradient for k ≥ 5 on the layer shapes of the default space (`benchmarks/bench_training.py`, "depthwise weight
+gradient" table). Where the spatial size is tiny (2×2 outputs) or the kernel is 3×3, the native gradient stays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+# the folded form pays from this kernel size and output side on (measured: see the module docstring)
+MIN_KERNEL = 5
+MIN_OUTPUT_SIDE = 4
+
+
+def depthwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """The gradient of a depthwise conv's (C, 1, k, k) weight from its input `x` and output gradient `grad_out`
+    (padding k // 2), as one grouped forward convolution over batch × channels."""
+    n, c, h, w = x.shape
+    ho, wo = grad_out.shape[2:]
+    inputs = x.contiguous().reshape(1, n * c, h, w)
+    kernels = grad_out.contiguous().reshape(n * c, 1, ho, wo)
+    out = F.conv2d(inputs, kernels, None, 1, kernel // 2, stride, n * c)
+    return out[..., :kernel, :kernel].reshape(n, c, kernel, kernel).sum(0).unsqueeze(1)
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.stride = stride
+        k = weight.shape[-1]
+        return F.conv2d(x, weight, None, stride, k // 2, 1, x.shape[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        x, weight = ctx.saved_tensors
+        s, k = ctx.stride, weight.shape[-1]
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, None, [s, s], [k // 2, k // 2], [1, 1], False, [0, 0], x.shape[1],
+                [True, False, False],
+            )[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = depthwise_weight_grad(x, grad_out, k, s)
+        return grad_x, grad_w, None
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """`F.conv2d(x, weight, None, stride, k // 2, groups=C)` for a (C, 1, k, k) weight; under autograd with
+    k ≥ 5 and outputs of at least 4×4, its weight gradient comes from `depthwise_weight_grad`."""
+    k = weight.shape[-1]
+    out_side = (min(x.shape[-2:]) + 2 * (k // 2) - k) // stride + 1
+    if torch.is_grad_enabled() and weight.requires_grad and k >= MIN_KERNEL and out_side >= MIN_OUTPUT_SIDE:
+        return _DepthwiseConv.apply(x, weight, stride)
+    return F.conv2d(x, weight, None, stride, k // 2, 1, x.shape[1])
