@@ -22,8 +22,10 @@ def test_predictor_ranks_held_out_archs():
     assert len({a.key() for a in archs}) == 300
     pred = AccuracyPredictor(SPACE.encode, PredictorConfig(n_samples=300, epochs=60, seed=0))
     m = pred.fit(archs, accs)
-    assert m["predictor_test_pairs"] == 60
+    assert m["predictor_test_pairs"] == 300 and m["predictor_folds"] == 5  # every pair predicted once, unseen
+    assert m["predictor_train_pairs"] == 240
     assert m["predictor_spearman"] > 0.8 and m["predictor_kendall"] > 0.6
+    assert m["predictor_spearman_ci95_low"] < m["predictor_spearman"] < m["predictor_spearman_ci95_high"]
     # an unseen arch: prediction close to the truth on the target's scale
     fresh = SPACE.sample(random.Random(999))
     assert abs(pred.predict(fresh) - toy_accuracy(fresh)) < 0.05
@@ -38,7 +40,9 @@ def test_shuffled_labels_do_not_rank():
 
 
 def test_predictor_config_errors():
-    with pytest.raises(ConfigError, match="holdout"):
-        PredictorConfig(holdout=1.5)
+    with pytest.raises(ConfigError, match="folds"):
+        PredictorConfig(folds=1)
+    with pytest.raises(ConfigError, match="folds"):
+        PredictorConfig(n_samples=10, folds=6)
     with pytest.raises(ConfigError, match="n_samples"):
         PredictorConfig(n_samples=5)

@@ -147,7 +147,8 @@ def test_predictor_objective(supernet, tmp_path):
 
     ctx = run(cfg, RunContext(output_dir=str(tmp_path), supernet_checkpoint=ckpt))
     s = ctx.extra["search"]
-    assert s["objective"] == "predictor" and s["predictor_test_pairs"] == 8  # 40 pairs, 20% held out
+    assert s["objective"] == "predictor" and s["predictor_test_pairs"] == 40  # 40 pairs, each held out once
+    assert s["predictor_folds"] == 5
     assert -1.0 <= s["predictor_spearman"] <= 1.0
     # the chosen arch's reported accuracy is the supernet's, measured after the predictor-driven search
     assert ctx.metrics["search_val_accuracy"] == pytest.approx(s["supernet_val_accuracy"])

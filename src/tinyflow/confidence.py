@@ -132,6 +132,16 @@ def ci_metrics(name: str, accuracy: float | None, n: float | None) -> dict[str, 
     return {f"{name}_{LOW}": iv.low, f"{name}_{HIGH}": iv.high}
 
 
+def spearman_interval(rho: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """95 % interval of a Spearman correlation on `n` pairs: Fisher's z with the standard error sqrt(1.06 / (n − 3))
+    of Fieller, Hartley & Pearson (1957), as for a Pearson correlation but wider by their factor 1.06."""
+    if n <= 3:
+        return -1.0, 1.0
+    centre = math.atanh(max(-0.999999, min(0.999999, rho)))
+    half = z * math.sqrt(1.06 / (n - 3))
+    return math.tanh(centre - half), math.tanh(centre + half)
+
+
 def dataset_size(loader: Any) -> int | None:
     """The number of samples a data loader serves (`len(loader.dataset)`), or None when it cannot say."""
     try:

@@ -50,10 +50,10 @@ class _DepthwiseConv(torch.autograd.Function):
         s, k = ctx.stride, weight.shape[-1]
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad_out, x, weight, None, [s, s], [k // 2, k // 2], [1, 1], False, [0, 0], x.shape[1],
-                [True, False, False],
-            )[0]
+            pad, groups = [k // 2, k // 2], x.shape[1]
+            mask = [True, False, False]  # the input's gradient only
+            conv_backward = torch.ops.aten.convolution_backward
+            grad_x = conv_backward(grad_out, x, weight, None, [s, s], pad, [1, 1], False, [0, 0], groups, mask)[0]
         if ctx.needs_input_grad[1]:
             grad_w = depthwise_weight_grad(x, grad_out, k, s)
         return grad_x, grad_w, None

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from tinyflow.arch.genome import Arch, Block
+from tinyflow.nn.depthwise import depthwise_conv
 
 
 class ConvBNAct(nn.Sequential):
@@ -17,8 +18,16 @@ class ConvBNAct(nn.Sequential):
             nn.BatchNorm2d(cout),
         ]
         if act:
-            layers.append(nn.ReLU6(inplace=False))
+            layers.append(nn.ReLU6(inplace=True))
         super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        if not (self.training and 1 < conv.groups == conv.in_channels == conv.out_channels):
+            return super().forward(x)
+        # training a depthwise conv: its weight gradient as one grouped forward conv (tinyflow.nn.depthwise)
+        y = self.bn(depthwise_conv(x, conv.weight, conv.stride[0]))
+        return self[2](y) if len(self) > 2 else y
 
     @property
     def conv(self) -> nn.Conv2d:

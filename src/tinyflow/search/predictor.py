@@ -1,7 +1,11 @@
 """Accuracy predictor (OFA): an MLP on the one-hot arch encoding, trained on (arch, measured accuracy) pairs.
 
-Its worth is its ranking, not its absolute error: `fit` holds out a share of the pairs and reports Spearman's
-rho and Kendall's tau between predicted and measured accuracy on them.
+Its worth is its ranking, not its absolute error: `fit` cross-validates it — the pairs split into `folds`, each
+fold predicted by an MLP trained on the others — and reports Spearman's rho (with its 95 % interval) and Kendall's
+tau between predicted and measured accuracy over *all* pairs, each predicted once by a model that never saw it.
+A single 20 % hold-out of 200 pairs ranks 40 of them, a rho that is itself ± 0.15 wide (the first default runs
+logged 0.46–0.63 for the same setting); pooled over 200 pairs it is ± 0.1. The MLP the search then uses is trained
+on all the pairs.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from scipy.stats import kendalltau, spearmanr
 from torch import nn
 
 from tinyflow.arch.genome import Arch
+from tinyflow.confidence import spearman_interval
 from tinyflow.errors import ConfigError
 
 
@@ -31,19 +36,19 @@ class PredictorConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 128
-    holdout: float = 0.2
+    folds: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("n_samples", "hidden", "layers", "epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"strategy.predictor.{name} must be ≥ 1, got {getattr(self, name)}.")
-        if not 0.0 < self.holdout < 1.0:
-            raise ConfigError(f"strategy.predictor.holdout must be in (0, 1), got {self.holdout}.")
-        if self.n_samples * self.holdout < 3:
+        if int(self.folds) < 2:
+            raise ConfigError(f"strategy.predictor.folds must be ≥ 2 (cross-validation folds), got {self.folds}.")
+        if self.n_samples < 2 * int(self.folds):
             raise ConfigError(
-                f"strategy.predictor: n_samples={self.n_samples} × holdout={self.holdout} leaves fewer than 3 "
-                "held-out pairs to rank; raise n_samples."
+                f"strategy.predictor: n_samples={self.n_samples} is too few for folds={self.folds} (at least two "
+                "pairs per fold); raise n_samples or lower folds."
             )
 
 
@@ -71,51 +76,71 @@ class AccuracyPredictor:
         return torch.tensor([self.encode(a) for a in archs], dtype=torch.float32)
 
     def fit(self, archs: Sequence[Arch], accuracies: Sequence[float]) -> dict[str, float]:
-        """Train on all but a held-out share; return held-out Spearman, Kendall and RMSE (and train size)."""
+        """Cross-validate over `folds` folds, then train on all pairs; return the out-of-fold Spearman (with its
+        95 % interval), Kendall and RMSE over all pairs."""
         c = self.config
-        if len(archs) != len(accuracies) or len(archs) < 4:
-            raise ConfigError(f"predictor: need ≥ 4 (arch, accuracy) pairs of equal length, got {len(archs)}.")
-        idx = list(range(len(archs)))
+        n = len(archs)
+        if n != len(accuracies) or n < 2 * int(c.folds):
+            raise ConfigError(
+                f"predictor: need ≥ {2 * int(c.folds)} (arch, accuracy) pairs of equal length for {c.folds} folds, "
+                f"got {n}."
+            )
+        idx = list(range(n))
         random.Random(c.seed).shuffle(idx)
-        n_test = max(3, round(len(idx) * c.holdout))
-        test, train = idx[:n_test], idx[n_test:]
+        folds = [sorted(idx[k :: int(c.folds)]) for k in range(int(c.folds))]
         x = self._x(archs)
         y = torch.tensor(accuracies, dtype=torch.float32)
-        self._mean = float(y[train].mean())
-        self._std = float(y[train].std()) if len(train) > 1 and float(y[train].std()) > 0 else 1.0
-        gen = torch.Generator().manual_seed(c.seed)
-        torch.manual_seed(c.seed)
-        self.model = self._build(x.shape[1])
-        opt = torch.optim.Adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        out_of_fold = np.empty(n, dtype=np.float64)
+        for k, held in enumerate(folds):
+            held_set = set(held)
+            model, mean, std = self._train(x, y, [i for i in idx if i not in held_set], c.seed + 1 + k)
+            out_of_fold[held] = _predict(model, x[held], mean, std)
+        self.model, self._mean, self._std = self._train(x, y, idx, c.seed)
+        true = y.numpy().astype(np.float64)
+        rho = float(spearmanr(out_of_fold, true).statistic)
+        low, high = spearman_interval(rho, n) if np.isfinite(rho) else (float("nan"), float("nan"))
+        self.metrics = {
+            "predictor_spearman": rho,
+            "predictor_spearman_ci95_low": low,
+            "predictor_spearman_ci95_high": high,
+            "predictor_kendall": float(kendalltau(out_of_fold, true).statistic),
+            "predictor_rmse": float(np.sqrt(np.mean((out_of_fold - true) ** 2))),
+            "predictor_folds": float(len(folds)),
+            "predictor_train_pairs": float(n - max(len(f) for f in folds)),
+            "predictor_test_pairs": float(n),
+        }
+        return self.metrics
+
+    def _train(
+        self, x: torch.Tensor, y: torch.Tensor, rows: Sequence[int], seed: int
+    ) -> tuple[nn.Sequential, float, float]:
+        """An MLP fit to the standardised accuracies of `rows`, with the mean and sd it standardised by."""
+        c = self.config
+        mean = float(y[rows].mean())
+        sd = float(y[rows].std()) if len(rows) > 1 else 0.0
+        std = sd if sd > 0 else 1.0
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        model = self._build(x.shape[1])
+        opt = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
-        xt, yt = x[train], (y[train] - self._mean) / self._std
-        self.model.train()
+        xt, yt = x[list(rows)], (y[list(rows)] - mean) / std
+        model.train()
         for _ in range(c.epochs):
-            perm = torch.randperm(len(train), generator=gen)
-            for s in range(0, len(train), c.batch_size):
+            perm = torch.randperm(len(rows), generator=gen)
+            for s in range(0, len(rows), c.batch_size):
                 b = perm[s : s + c.batch_size]
-                loss = nn.functional.mse_loss(self.model(xt[b]).squeeze(1), yt[b])
+                loss = nn.functional.mse_loss(model(xt[b]).squeeze(1), yt[b])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
             sched.step()
-        self.model.eval()
-        pred = self._predict_x(x[test])
-        true = y[test].numpy()
-        self.metrics = {
-            "predictor_spearman": float(spearmanr(pred, true).statistic),
-            "predictor_kendall": float(kendalltau(pred, true).statistic),
-            "predictor_rmse": float(np.sqrt(np.mean((pred - true) ** 2))),
-            "predictor_train_pairs": float(len(train)),
-            "predictor_test_pairs": float(len(test)),
-        }
-        return self.metrics
+        return model.eval(), mean, std
 
     def _predict_x(self, x: torch.Tensor) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("AccuracyPredictor.predict called before fit")
-        with torch.no_grad():
-            return (self.model(x).squeeze(1) * self._std + self._mean).numpy()
+        return _predict(self.model, x, self._mean, self._std)
 
     def predict(self, arch: Arch) -> float:
         return float(self._predict_x(self._x([arch]))[0])
@@ -131,6 +156,11 @@ class AccuracyPredictor:
             "config": self.config.__dict__,
             "metrics": self.metrics,
         }
+
+
+def _predict(model: nn.Sequential, x: torch.Tensor, mean: float, std: float) -> np.ndarray:
+    with torch.no_grad():
+        return (model(x).squeeze(1) * std + mean).numpy()
 
 
 def sample_pairs(

@@ -171,10 +171,14 @@ def train_predictor(
     metrics = predictor.fit(archs, accs)
     tracker.log_metrics(metrics)
     log.info(
-        "search: predictor held-out Spearman %.3f, Kendall %.3f on %d pairs",
+        "search: predictor Spearman %.3f (95 %% CI %.2f–%.2f), Kendall %.3f on %d pairs, each predicted by the "
+        "model of the %d-fold cross-validation that did not see it",
         metrics["predictor_spearman"],
+        metrics["predictor_spearman_ci95_low"],
+        metrics["predictor_spearman_ci95_high"],
         metrics["predictor_kendall"],
         int(metrics["predictor_test_pairs"]),
+        int(metrics["predictor_folds"]),
     )
     return predictor, metrics
 
