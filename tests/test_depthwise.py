@@ -41,7 +41,7 @@ def test_weight_grad_equals_pytorchs_own():
 
 
 def test_small_kernels_and_tiny_maps_keep_the_native_gradient():
-    for kernel, side in ((3, 8), (7, 3)):
+    for kernel, side in ((3, 8), (7, 3), (7, 24)):
         x = torch.randn(2, 4, side, side)
         w = torch.randn(4, 1, kernel, kernel, requires_grad=True)
         assert depthwise_conv(x, w, 1).grad_fn.name() != "_DepthwiseConvBackward"

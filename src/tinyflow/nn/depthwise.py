@@ -8,9 +8,9 @@ input with its output gradient, summed over the batch:
     dW[c, i, j] = Σ_n Σ_h,w  x_pad[n, c, s·h + i, s·w + j] · g[n, c, h, w]
 
 i.e. a depthwise convolution of the input (batch folded into channels, N·C groups) with the output gradient as its
-kernel (dilated by the stride), then a sum over the batch. oneDNN runs that 1.3–3.7× faster than its own weight
-gradient for k ≥ 5 on the layer shapes of the default space (`benchmarks/bench_training.py`, "depthwise weight
-gradient" table). Where the spatial size is tiny (2×2 outputs) or the kernel is 3×3, the native gradient stays.
+kernel (dilated by the stride), then a sum over the batch. oneDNN runs that 1.1–3.7× faster than its own weight
+gradient for k ≥ 5 on the default space's 4–16 px maps (`benchmarks/bench_depthwise.py`). On larger or tiny
+maps, and for 3×3 kernels, PyTorch's own gradient is the faster one and stays.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-# the folded form pays from this kernel size and output side on (measured: see the module docstring)
+# where the grouped form pays (benchmarks/bench_depthwise.py, 2 threads): kernels of 5 and 7 on inputs of 4 to 16
+# pixels a side; on 24-32 px maps oneDNN's own gradient is faster (PyTorch ÷ grouped 0.4-0.6 at stride 2), and
+# on 2-3 px maps the 7x7 case is 4x slower grouped
 MIN_KERNEL = 5
-MIN_OUTPUT_SIDE = 4
+SIDES = (4, 16)
 
 
 def depthwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -61,9 +63,10 @@ class _DepthwiseConv(torch.autograd.Function):
 
 def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
     """`F.conv2d(x, weight, None, stride, k // 2, groups=C)` for a (C, 1, k, k) weight; under autograd with
-    k ≥ 5 and outputs of at least 4×4, its weight gradient comes from `depthwise_weight_grad`."""
+    k ≥ 5 on inputs of 4 to 16 pixels a side, its weight gradient comes from `depthwise_weight_grad`."""
     k = weight.shape[-1]
-    out_side = (min(x.shape[-2:]) + 2 * (k // 2) - k) // stride + 1
-    if torch.is_grad_enabled() and weight.requires_grad and k >= MIN_KERNEL and out_side >= MIN_OUTPUT_SIDE:
+    sides = x.shape[-2:]
+    grouped = k >= MIN_KERNEL and SIDES[0] <= min(sides) and max(sides) <= SIDES[1]
+    if grouped and torch.is_grad_enabled() and weight.requires_grad:
         return _DepthwiseConv.apply(x, weight, stride)
     return F.conv2d(x, weight, None, stride, k // 2, 1, x.shape[1])

@@ -1,0 +1,131 @@
+"""Depthwise weight gradient: tinyflow's grouped forward conv (`tinyflow.nn.depthwise`) vs PyTorch's own, side by side.
+
+1. Per layer: every depthwise layer of the default space's largest subnet at the default job's resolution (r48,
+   batch 64, channels-last, kernels 5 and 7, as the OFA sandwich step meets them), the weight gradient timed both
+   ways in alternating rounds; the median per layer and the ratio PyTorch ÷ tinyflow.
+2. Per OFA step: the default trainer's last phase (largest + smallest + random subnets, distillation) on the
+   default supernet, with the grouped gradient on and off (`MIN_KERNEL` raised past every kernel) in alternating
+   rounds, same weights and batches; the ratio of the median step times, last line
+   `ofa sandwich step, PyTorch's depthwise gradient ÷ tinyflow's: <x>`.
+
+    .venv/bin/python benchmarks/bench_depthwise.py [--resolution 48] [--threads 2] [--rounds 5] [--steps 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+import tinyflow
+from tinyflow.nn import depthwise
+from tinyflow.plugins import build_plugin
+from tinyflow.training.lightning import seed_all
+from tinyflow_plugins.trainers.ofa_phases import parse_phases
+from tinyflow_plugins.trainers.ofa_runtime import channels_last
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_training import BenchOfaModule, plain_ofa_loop  # noqa: E402
+
+
+def layer_table(space, batch: int, rounds: int) -> None:
+    arch = space.max_arch()
+    side = arch.resolution // arch.stem_stride
+    rows = []
+    cb = torch.ops.aten.convolution_backward
+    for block in arch.blocks:
+        out_side = (side + block.stride - 1) // block.stride
+        for kernel in (5, 7):
+            c = block.hidden
+            x = torch.randn(batch, c, side, side).contiguous(memory_format=torch.channels_last)
+            w = torch.randn(c, 1, kernel, kernel)
+            g = torch.randn(batch, c, out_side, out_side).contiguous(memory_format=torch.channels_last)
+            s, p = block.stride, kernel // 2
+
+            def native() -> None:
+                cb(g, x, w, None, [s, s], [p, p], [1, 1], False, [0, 0], c, [False, True, False])
+
+            def grouped() -> None:
+                depthwise.depthwise_weight_grad(x, g, kernel, s)
+
+            t_native, t_grouped = alternate(native, grouped, rounds)
+            used = kernel >= depthwise.MIN_KERNEL and depthwise.SIDES[0] <= side <= depthwise.SIDES[1]
+            rows.append((c, side, s, kernel, t_native, t_grouped, used))
+        side = out_side
+    print("\n| channels | input side | stride | kernel | PyTorch ms | grouped ms | PyTorch ÷ grouped | used |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for c, sd, s, k, a, b, used in rows:
+        print(f"| {c} | {sd} | {s} | {k} | {a:.2f} | {b:.2f} | {a / b:.2f} | {'yes' if used else 'no'} |")
+
+
+def alternate(first, second, rounds: int, reps: int = 3) -> tuple[float, float]:
+    """Median ms of `first` and `second`, timed in alternating rounds (after one untimed call each)."""
+    first(), second()
+    a, b = [], []
+    for _ in range(rounds):
+        for fn, out in ((first, a), (second, b)):
+            t = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            out.append((time.perf_counter() - t) / reps * 1e3)
+    return statistics.median(a), statistics.median(b)
+
+
+def ofa_steps(cfg, data, space, rounds: int, steps: int) -> None:
+    trainer = build_plugin(cfg, "trainer")
+    options = trainer.options
+    phase = replace(parse_phases(trainer.raw_phases, space)[-1], epochs=1, sort_channels=False)
+    seed_all(0)
+    initial = BenchOfaModule(space, [phase], options, data)
+    channels_last(initial.supernet)
+    batches = [b for _, b in zip(range(steps + 2), data.train_dataloader())]
+    saved = depthwise.MIN_KERNEL
+    times: dict[str, list[float]] = {"pytorch": [], "grouped": []}
+    try:
+        order = [("pytorch", 10**6), ("grouped", saved)]
+        for r in range(rounds):
+            for name, min_kernel in order if r % 2 == 0 else order[::-1]:  # ABBA: neither always runs first
+                depthwise.MIN_KERNEL = min_kernel
+                net = copy.deepcopy(initial.supernet)
+                plain_ofa_loop(net, iter(batches[:2]), phase, options, 2)  # warm-up
+                t = time.perf_counter()
+                plain_ofa_loop(net, iter(batches[2:]), phase, options, steps)
+                times[name].append((time.perf_counter() - t) / steps * 1e3)
+    finally:
+        depthwise.MIN_KERNEL = saved
+    a, b = statistics.median(times["pytorch"]), statistics.median(times["grouped"])
+    print(
+        f"\nofa sandwich step (phase {phase.name}, batch {data.batch_size}, r{space.resolution}): PyTorch's depthwise "
+        f"gradient {a:.0f} ms, tinyflow's {b:.0f} ms (median of {rounds} rounds of {steps} steps, the order swapped every round)"
+    )
+    print(f"ofa sandwich step, PyTorch's depthwise gradient ÷ tinyflow's: {a / b:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--resolution", type=int, default=48, help="the default job trains at r48")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    overrides = [f"search_space.resolution={args.resolution}", f"data.resolution={args.resolution}"]
+    with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    data = build_plugin(cfg, "data")
+    data.setup("fit")
+    space = build_plugin(cfg, "search_space").bind(data)
+    print(f"search_space={space.name} w{space.width_mult} r{space.resolution}; torch threads {args.threads}")
+    layer_table(space, data.batch_size, args.rounds)
+    ofa_steps(cfg, data, space, args.rounds, args.steps)
+
+
+if __name__ == "__main__":
+    main()
