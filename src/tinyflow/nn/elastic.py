@@ -39,6 +39,7 @@ from tinyflow.arch.rnnpool import RNNPoolOptions, SupernetStem, supernet_stem
 from tinyflow.arch.space import ArchOutsideSpaceError, MBConvSpace, StageSpec
 from tinyflow.errors import ConfigError, TinyflowError
 from tinyflow.nn.depthwise import depthwise_conv
+from tinyflow.nn.fold import fold_bn
 from tinyflow.nn.rnnpool import RNNPool
 from tinyflow.nn.rnnpool_net import RNNPoolNet
 from tinyflow.nn.static import ConvBNAct, MBConv, StaticNet
@@ -72,16 +73,6 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             factor,
             self.eps,
         )
-
-
-def fold_bn(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """`weight` (out channels first) and a bias that fold inference-mode `bn` (its first `weight.shape[0]`
-    channels, running statistics) into the conv before it."""
-    c = weight.shape[0]
-    if bn.running_mean is None or bn.running_var is None:
-        raise ValueError("fold_bn: the BatchNorm keeps no running statistics")
-    scale = bn.weight[:c] * torch.rsqrt(bn.running_var[:c] + bn.eps)
-    return weight * scale.reshape(-1, 1, 1, 1), bn.bias[:c] - bn.running_mean[:c] * scale
 
 
 class ElasticPointwise(nn.Conv2d):
@@ -167,9 +158,7 @@ class ElasticMBConv(nn.Module):
         return x + y if self.residual else y
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference with each BatchNorm folded into its conv (weights scaled, a bias added): the same function
-        as `forward` up to float rounding, without the BatchNorm passes over the activations. On CPU they and the
-        out-of-place ReLU6 took over half of a subnet's evaluation, the search's main cost."""
+        """Inference with each BatchNorm folded into its conv (`tinyflow.nn.fold`)."""
         y = x
         if self.active_expand != 1:
             w, b = fold_bn(self.expand_conv.active_weight(x.shape[1]), self.expand_bn)
@@ -362,16 +351,21 @@ class ElasticSupernet(nn.Module):
             yield from list(slots)[:depth]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
+        # inference: the fixed layers' BatchNorms folded too (the elastic blocks fold their own); not while
+        # `recalibrate_bn` runs the BatchNorms alone in train mode
+        fold = not self.stem.bn.training
+        x = self.stem.forward_folded(x) if fold else self.stem(x)
         if self.rnnpool is not None:
             x = self.rnnpool(x)
         if self.first is not None:
-            x = self.first(x)
+            x = self.first.forward_folded(x) if fold else self.first(x)
         for block in self.active_blocks():
             x = block(x)
         for block in self.tail:
-            x = block(x)
-        return self.head(x) if self.head is not None else x
+            x = block.forward_folded(x) if fold else block(x)
+        if self.head is None:
+            return x
+        return self.head.forward_folded(x) if fold else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tinyflow.arch.genome import Arch, Block
 from tinyflow.nn.depthwise import depthwise_conv
+from tinyflow.nn.fold import fold_bn
 
 
 class ConvBNAct(nn.Sequential):
@@ -27,6 +29,13 @@ class ConvBNAct(nn.Sequential):
             return super().forward(x)
         # training a depthwise conv: its weight gradient as one grouped forward conv (tinyflow.nn.depthwise)
         y = self.bn(depthwise_conv(x, conv.weight, conv.stride[0]))
+        return self[2](y) if len(self) > 2 else y
+
+    def forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference with the BatchNorm folded into the conv (`tinyflow.nn.fold`; the supernet's evaluation)."""
+        conv = self.conv
+        w, b = fold_bn(conv.weight, self.bn)
+        y = F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
         return self[2](y) if len(self) > 2 else y
 
     @property
@@ -53,6 +62,12 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.expand(x) if self.expand is not None else x
         y = self.project(self.depthwise(y))
+        return x + y if self.residual else y
+
+    def forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference with the BatchNorms folded into the convs (`tinyflow.nn.fold`; the supernet's evaluation)."""
+        y = self.expand.forward_folded(x) if self.expand is not None else x
+        y = self.project.forward_folded(self.depthwise.forward_folded(y))
         return x + y if self.residual else y
 
 
