@@ -139,3 +139,41 @@ def test_budget_only_the_smallest_subnet_fits_starts_from_it_instead_of_failing(
             SearchProblem(SPACE, toy_accuracy, toy_costs, Budgets(flash_bytes=smallest - 1), max_redraws=200),
             random.Random(0),
         )
+
+
+def test_predictor_at_a_budget_few_subnets_fit_falls_back_to_measuring_them():
+    # only the smallest subnet fits: the pair sampling stops once draws find nothing new (instead of 50 x n_samples
+    # draws of 50 redraws each), and with too few pairs to cross-validate the search measures candidates directly
+    from tinyflow.contracts import SearchSettings
+    from tinyflow.search import predictor as predictor_module
+    from tinyflow.stages.search import train_predictor
+    from tinyflow.tracking import NullTracker
+
+    smallest = toy_costs(SPACE.min_arch()).flash
+    problem = SearchProblem(SPACE, toy_accuracy, toy_costs, Budgets(flash_bytes=smallest), max_redraws=200)
+    calls = []
+
+    def counted(arch):
+        calls.append(arch.key())
+        return toy_accuracy(arch)
+
+    settings = SearchSettings(predictor={"n_samples": 50, "epochs": 2}, progress=False)
+    predictor, metrics = train_predictor(settings, problem, counted, 0, NullTracker())
+    assert predictor is None and metrics["predictor_skipped"] == 1.0
+    assert metrics["predictor_pairs_found"] == len(set(calls)) < 10
+    assert predictor_module.STALE_DRAWS == 200
+
+
+def test_sample_pairs_stops_when_draws_find_nothing_new():
+    from tinyflow.search.predictor import sample_pairs
+
+    pool = [SPACE.min_arch(), SPACE.max_arch()]
+    draws = []
+
+    def draw(rng):
+        draws.append(1)
+        return pool[rng.randrange(2)]
+
+    archs, accs = sample_pairs(draw, toy_accuracy, 100, seed=0)
+    assert len(archs) == 2 and len(accs) == 2
+    assert len(draws) < 300  # STALE_DRAWS in a row after the second one, not 50 x 100

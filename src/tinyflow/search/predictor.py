@@ -158,6 +158,10 @@ class AccuracyPredictor:
         }
 
 
+#: consecutive draws without a new subnet after which `sample_pairs` stops looking
+STALE_DRAWS = 200
+
+
 def _predict(model: nn.Sequential, x: torch.Tensor, mean: float, std: float) -> np.ndarray:
     with torch.no_grad():
         return (model(x).squeeze(1) * std + mean).numpy()
@@ -172,13 +176,16 @@ def sample_pairs(
     measure_many: Callable[..., list[float]] | None = None,
 ) -> tuple[list[Arch], list[float]]:
     """Sample `n` distinct archs and measure each (the predictor's training set); `measure_many(archs, progress)`,
-    when given, measures them all in one call instead of `accuracy` one by one."""
+    when given, measures them all in one call instead of `accuracy` one by one. Fewer than `n` when `STALE_DRAWS`
+    draws in a row find no new arch (a budget that few subnets fit)."""
     rng = random.Random(seed)
     seen: dict[str, Arch] = {}
-    tries = 0
-    while len(seen) < n and tries < 50 * n:
+    tries = stale = 0
+    # at a budget only a handful of subnets fit, draws stop finding new ones: give up after STALE_DRAWS in a row
+    while len(seen) < n and tries < 50 * n and stale < STALE_DRAWS:
         tries += 1
         a = sample(rng)
+        stale = stale + 1 if a.key() in seen else 0
         seen.setdefault(a.key(), a)
     archs = list(seen.values())
     if measure_many is not None:  # all at once (e.g. spread over worker processes)

@@ -167,6 +167,18 @@ def train_predictor(
         draw = lambda r: problem.draw(lambda: problem.sample(r)).arch  # noqa: E731
         ticks = acc.advance if measure_many is not None else None  # `acc` ticks the one-by-one pass itself
         archs, accs = sample_pairs(draw, acc, pc.n_samples, seed, progress=ticks, measure_many=measure_many)
+    if len(archs) < 2 * int(pc.folds):
+        log.warning(
+            "search: only %d distinct subnets fit the budgets; the predictor needs at least %d to be cross-validated, "
+            "so every candidate is scored on the supernet instead (as with strategy.objective=supernet)",
+            len(archs),
+            2 * int(pc.folds),
+        )
+        skipped = {"predictor_skipped": 1.0, "predictor_pairs_found": float(len(archs))}
+        tracker.log_metrics(skipped)
+        return None, skipped
+    if len(archs) < pc.n_samples:
+        log.info("search: %d predictor pairs of the %d asked: no more distinct subnets fit", len(archs), pc.n_samples)
     predictor = AccuracyPredictor(problem.space.encode, pc)
     metrics = predictor.fit(archs, accs)
     tracker.log_metrics(metrics)
@@ -321,7 +333,8 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
         predictor, predictor_metrics = train_predictor(
             settings, problem, supernet_acc, seed, tracker, supernet_acc_many
         )
-        problem.accuracy_fn = predictor.predict
+        if predictor is not None:
+            problem.accuracy_fn = predictor.predict
     label = f"search: {strategy.name} ({settings.objective})"
     with _EvalProgress(problem.accuracy_fn, strategy.planned_evaluations, label, settings.progress) as counted:
         problem.accuracy_fn = counted
