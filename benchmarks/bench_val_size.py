@@ -20,7 +20,9 @@ spread between subnets, the predictor learns noise. This benchmark measures, on 
         [--subnets 300] [--held-apart 60] [--train-pairs 120,240] [--sizes 250,500,1000,2000] [--out DIR] [override ...]
 
 Overrides are Hydra overrides of the pipeline's config (the device, `data.eval_copies`, ...). The per-image results
-are kept in `<out>/correct.npz`: a rerun with the same checkpoint and subnets reads them back.
+are kept in `<out>/correct.npz`: a rerun with the same checkpoint and subnets reads them back. The curve — the
+reliability and the predictor's ρ (both references, one line per pair count) against val images — is
+`<out>/rho_vs_val_size.png`; with `--tracking mlflow` it and the table go to one MLflow run (kind=bench_val_size).
 Last line: `val images for predictor Spearman >= 0.8: on the same images <n>; on an independent reference <n>` (or
 `none of <sizes>`).
 """
@@ -32,6 +34,10 @@ import random
 import time
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
@@ -96,6 +102,44 @@ def rho(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def curve_figure(rows: list[dict[str, float]], title: str) -> plt.Figure:
+    """Reliability and predictor ρ against val images (log axis), one line per pair count and reference."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sizes = sorted({int(r["images"]) for r in rows})
+    rel = [next(r["reliability"] for r in rows if r["images"] == n) for n in sizes]
+    ax.plot(sizes, rel, "k--o", label="reliability (two disjoint image sets)")
+    for n_pairs in sorted({int(r["pairs"]) for r in rows}):
+        mine = [r for r in rows if r["pairs"] == n_pairs]
+        xs = [r["images"] for r in mine]
+        ax.plot(xs, [r["rho_same"] for r in mine], "-o", label=f"predictor, same images ({n_pairs} pairs)")
+        ax.plot(xs, [r["rho_reference"] for r in mine], ":s", label=f"predictor, independent images ({n_pairs} pairs)")
+    ax.axhline(0.8, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.set_xlabel("val images per subnet")
+    ax.set_ylabel("Spearman ρ")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def log_mlflow(cfg, text: str, fig: plt.Figure, rows: list[dict[str, float]]) -> None:
+    """The table, its rows and the curve in one MLflow run (kind=bench_val_size)."""
+    import json
+
+    from tinyflow.tracking import activate
+
+    with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base=None):
+        cfg.tracking = compose(config_name="config", overrides=["tracking=mlflow"]).tracking
+    tracker = build_plugin(cfg, "tracking")
+    tags = {"run_name": "bench_val_size", "kind": "bench_val_size"}
+    with activate(tracker), tracker.job(cfg, tags), tracker.stage("bench_val_size"):
+        tracker.log_text(text, "bench_val_size.md")
+        tracker.log_text(json.dumps(rows, indent=2), "bench_val_size.json")
+        tracker.log_figure(fig, "rho_vs_val_size.png")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="a trained supernet (a run's train/ checkpoint)")
@@ -106,6 +150,7 @@ def main() -> None:
     p.add_argument("--sizes", default="250,500,1000,2000")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/bench_val_size")
+    p.add_argument("--tracking", default="none", choices=("none", "mlflow"))
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -129,19 +174,20 @@ def main() -> None:
         raise SystemExit(f"--train-pairs up to {max(pairs)} leave fewer than --held-apart {args.held_apart} subnets")
     held = slice(len(archs) - args.held_apart, len(archs))  # the same held-apart subnets for every row and list
     acc_full = correct.mean(axis=1)
-    print(
-        f"\n{len(archs)} subnets fitting {cfg.device.name}, val split {n_split} canvases; "
+    lines = [
+        f"{len(archs)} subnets fitting {cfg.device.name}, val split {n_split} canvases; "
         f"accuracy over subnets {100 * acc_full.min():.1f}–{100 * acc_full.max():.1f} % "
         f"(sd {100 * acc_full.std():.2f} points); one measurement: recalibration {recal:.3f} s + "
         f"{1000 * per_image:.3f} ms per image (medians of {args.time_subnets} subnets, 1 thread); "
-        f"the last {args.held_apart} held apart"
-    )
-    print(
-        "\n| val images | SE at 90 % | reliability ρ (two disjoint sets) | predictor pairs | predictor ρ, same "
-        "images | predictor ρ, independent reference | cost of the pairs (1 thread) |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+        f"the last {args.held_apart} held apart",
+        "",
+        "| val images | SE at 90 % | reliability ρ (two disjoint sets) | predictor pairs | predictor ρ, same "
+        "images | predictor ρ, independent reference | cost of the pairs (1 thread) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    print("\n" + "\n".join(lines))
     first: dict[str, str] = {}
+    rows: list[dict[str, float]] = []
     for n in sizes:
         acc_n = correct[:, :n].mean(axis=1)
         other = correct[:, n : 2 * n].mean(axis=1) if 2 * n <= n_split else None
@@ -155,15 +201,28 @@ def main() -> None:
             rho_ref = rho(pred, reference[held]) if n <= half else float("nan")
             cost = n_pairs * (recal + n * per_image)
             se = 100 * (0.9 * 0.1 / n) ** 0.5
-            print(f"| {n} | ±{se:.2f} | {rel:.3f} | {n_pairs} | {rho_same:.3f} | {rho_ref:.3f} | {cost:.0f} s |")
+            line = f"| {n} | ±{se:.2f} | {rel:.3f} | {n_pairs} | {rho_same:.3f} | {rho_ref:.3f} | {cost:.0f} s |"
+            print(line, flush=True)
+            lines.append(line)
+            rows.append(
+                {"images": n, "pairs": n_pairs, "reliability": rel, "rho_same": rho_same, "rho_reference": rho_ref}
+            )
             for kind, value in (("same", rho_same), ("reference", rho_ref)):
                 if kind not in first and value >= 0.8:
                     first[kind] = f"{n} ({n_pairs} pairs)"
     none = "none of " + args.sizes
-    print(
+    last = (
         f"val images for predictor Spearman >= 0.8: on the same images {first.get('same', none)}; "
         f"on an independent reference {first.get('reference', none)}"
     )
+    fig = curve_figure(rows, f"{len(archs)} subnets fitting {cfg.device.name}; ranked: the last {args.held_apart}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "rho_vs_val_size.png", dpi=120)
+    if args.tracking == "mlflow":
+        log_mlflow(cfg, "\n".join([*lines, "", last]), fig, rows)
+    print(f"figure {out / 'rho_vs_val_size.png'}")
+    print(last)
 
 
 if __name__ == "__main__":
