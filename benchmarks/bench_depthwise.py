@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import statistics
 import sys
 import time
@@ -32,7 +33,7 @@ from tinyflow_plugins.trainers.ofa_phases import parse_phases
 from tinyflow_plugins.trainers.ofa_runtime import channels_last
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_training import BenchOfaModule, plain_ofa_loop  # noqa: E402
+from bench_training import BenchOfaModule, plain_ofa_loop
 
 
 def layer_table(space, batch: int, rounds: int) -> None:
@@ -49,12 +50,9 @@ def layer_table(space, batch: int, rounds: int) -> None:
             g = torch.randn(batch, c, out_side, out_side).contiguous(memory_format=torch.channels_last)
             s, p = block.stride, kernel // 2
 
-            def native() -> None:
-                cb(g, x, w, None, [s, s], [p, p], [1, 1], False, [0, 0], c, [False, True, False])
-
-            def grouped() -> None:
-                depthwise.depthwise_weight_grad(x, g, kernel, s)
-
+            args = [[s, s], [p, p], [1, 1], False, [0, 0], c, [False, True, False]]
+            native = functools.partial(cb, g, x, w, None, *args)
+            grouped = functools.partial(depthwise.depthwise_weight_grad, x, g, kernel, s)
             t_native, t_grouped = alternate(native, grouped, rounds)
             used = kernel >= depthwise.MIN_KERNEL and depthwise.SIDES[0] <= side <= depthwise.SIDES[1]
             rows.append((c, side, s, kernel, t_native, t_grouped, used))
@@ -103,7 +101,8 @@ def ofa_steps(cfg, data, space, rounds: int, steps: int) -> None:
     a, b = statistics.median(times["pytorch"]), statistics.median(times["grouped"])
     print(
         f"\nofa sandwich step (phase {phase.name}, batch {data.batch_size}, r{space.resolution}): PyTorch's depthwise "
-        f"gradient {a:.0f} ms, tinyflow's {b:.0f} ms (median of {rounds} rounds of {steps} steps, the order swapped every round)"
+        f"gradient {a:.0f} ms, tinyflow's {b:.0f} ms (median of {rounds} rounds of {steps} steps, the order swapped "
+        "every round)"
     )
     print(f"ofa sandwich step, PyTorch's depthwise gradient ÷ tinyflow's: {a / b:.2f}")
 
