@@ -45,11 +45,16 @@ class PredictorConfig:
                 raise ConfigError(f"strategy.predictor.{name} must be ≥ 1, got {getattr(self, name)}.")
         if int(self.folds) < 2:
             raise ConfigError(f"strategy.predictor.folds must be ≥ 2 (cross-validation folds), got {self.folds}.")
-        if self.n_samples < 2 * int(self.folds):
+        if self.n_samples < self.min_pairs:
             raise ConfigError(
                 f"strategy.predictor: n_samples={self.n_samples} is too few for folds={self.folds} (at least two "
                 "pairs per fold); raise n_samples or lower folds."
             )
+
+    @property
+    def min_pairs(self) -> int:
+        """The fewest pairs `fit` cross-validates: two per fold."""
+        return 2 * int(self.folds)
 
 
 class AccuracyPredictor:
@@ -80,10 +85,9 @@ class AccuracyPredictor:
         95 % interval), Kendall and RMSE over all pairs."""
         c = self.config
         n = len(archs)
-        if n != len(accuracies) or n < 2 * int(c.folds):
+        if n != len(accuracies) or n < c.min_pairs:
             raise ConfigError(
-                f"predictor: need ≥ {2 * int(c.folds)} (arch, accuracy) pairs of equal length for {c.folds} folds, "
-                f"got {n}."
+                f"predictor: need ≥ {c.min_pairs} (arch, accuracy) pairs of equal length for {c.folds} folds, got {n}."
             )
         idx = list(range(n))
         random.Random(c.seed).shuffle(idx)
@@ -116,6 +120,7 @@ class AccuracyPredictor:
     ) -> tuple[nn.Sequential, float, float]:
         """An MLP fit to the standardised accuracies of `rows`, with the mean and sd it standardised by."""
         c = self.config
+        rows = list(rows)
         mean = float(y[rows].mean())
         sd = float(y[rows].std()) if len(rows) > 1 else 0.0
         std = sd if sd > 0 else 1.0
@@ -124,7 +129,7 @@ class AccuracyPredictor:
         model = self._build(x.shape[1])
         opt = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
-        xt, yt = x[list(rows)], (y[list(rows)] - mean) / std
+        xt, yt = x[rows], (y[rows] - mean) / std
         model.train()
         for _ in range(c.epochs):
             perm = torch.randperm(len(rows), generator=gen)

@@ -167,12 +167,12 @@ def train_predictor(
         draw = lambda r: problem.draw(lambda: problem.sample(r)).arch  # noqa: E731
         ticks = acc.advance if measure_many is not None else None  # `acc` ticks the one-by-one pass itself
         archs, accs = sample_pairs(draw, acc, pc.n_samples, seed, progress=ticks, measure_many=measure_many)
-    if len(archs) < 2 * int(pc.folds):
+    if len(archs) < pc.min_pairs:
         log.warning(
             "search: only %d distinct subnets fit the budgets; the predictor needs at least %d to be cross-validated, "
             "so every candidate is scored on the supernet instead (as with strategy.objective=supernet)",
             len(archs),
-            2 * int(pc.folds),
+            pc.min_pairs,
         )
         skipped = {"predictor_skipped": 1.0, "predictor_pairs_found": float(len(archs))}
         tracker.log_metrics(skipped)
