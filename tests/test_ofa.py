@@ -167,6 +167,47 @@ def test_phase_config_errors_name_the_field():
         OfaTrainer(phases=PHASES, learning_rate=0.1)
 
 
+def test_phase_resolution_scale_trains_smaller_images(tmp_path, data):
+    """Progressive resizing: a phase with `resolution_scale` feeds the subnets images at that share of their
+    resolution (a multiple of 8); the per-epoch figures and the checkpoint keep the full resolution."""
+    space = tiny_space()
+    assert Phase("p", 1, 0.1, resolution_scale=0.67).step_resolution(48) == 32
+    assert Phase("p", 1, 0.1, resolution_scale=0.67).step_resolution(64) == 40
+    assert Phase("p", 1, 0.1).step_resolution(44) == 44
+    with pytest.raises(ConfigError, match=r"phases\[0\]\.resolution_scale"):
+        parse_phases([{"name": "full", "epochs": 1, "lr": 0.1, "resolution_scale": 1.5}], space)
+    seen: list[int] = []
+
+    class Sizes(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            handle = pl_module.supernet.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[-1]))
+            self.handle = handle
+
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            self.handle.remove()
+
+    phases = [{**PHASES[0], "resolution_scale": 0.5}, PHASES[1]]
+    t = trainer(phases=phases, callbacks=[Sizes()])
+    result = t.fit(space, data, str(tmp_path), NullTracker())
+    full = space.resolution
+    assert seen[:3] == [max(8, 8 * round(full * 0.5 / 8))] * 3  # the scaled phase, 3 steps of one subnet
+    assert set(seen[3:]) == {full}  # the next phase at the subnets' own resolution
+    assert 0 <= result.metrics["val_acc_largest"] <= 1
+
+
+def test_per_epoch_figures_every_epoch_or_at_phase_ends(tmp_path, data):
+    space = tiny_space()
+    phases = [{**PHASES[0], "epochs": 2}, PHASES[1]]
+    for every, scored in (("phase", [1, 2]), ("epoch", [0, 1, 2])):
+        result = trainer(phases=phases, val_every=every).fit(space, data, str(tmp_path / every), NullTracker())
+        history = read_checkpoint(result.checkpoint)[CKPT_KEY]["history"]
+        assert [h["epoch"] for h in history] == [0, 1, 2]  # every epoch has its loss and time
+        assert [h["epoch"] for h in history if "val_acc_largest" in h] == scored
+        assert "val_acc_largest" in result.metrics
+    with pytest.raises(ConfigError, match="val_every"):
+        trainer(val_every="step")
+
+
 def test_fit_input_errors(tmp_path, data):
     with pytest.raises(ConfigError, match="batch_size"):
         trainer(batch_size=1).fit(tiny_space(), data, str(tmp_path), NullTracker())

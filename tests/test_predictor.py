@@ -46,3 +46,14 @@ def test_predictor_config_errors():
         PredictorConfig(n_samples=10, folds=6)
     with pytest.raises(ConfigError, match="n_samples"):
         PredictorConfig(n_samples=5)
+
+
+def test_fits_on_two_worker_processes_give_the_same_predictor():
+    """The cross-validation's fits and the final one are independent: on two forked workers (`tinyflow.forked`)
+    they give the numbers one process gives, metrics and predictions alike."""
+    archs, accs = sample_pairs(SPACE.sample, toy_accuracy, 60, seed=2)
+    config = PredictorConfig(n_samples=60, epochs=20, seed=0)
+    one, two = AccuracyPredictor(SPACE.encode, config), AccuracyPredictor(SPACE.encode, config)
+    assert one.fit(archs, accs, workers=1) == two.fit(archs, accs, workers=2)
+    fresh = [SPACE.sample(random.Random(k)) for k in range(5)]
+    assert one.predict_many(fresh).tolist() == two.predict_many(fresh).tolist()

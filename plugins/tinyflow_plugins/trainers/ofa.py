@@ -74,6 +74,11 @@ class OfaTrainer:
         if unknown:
             raise ConfigError(f"trainer (ofa): unknown option(s) {unknown}; known: {sorted(known)}")
         self.options = OfaOptions(**options)
+        if self.options.val_every not in ("epoch", "phase"):
+            raise ConfigError(
+                f"trainer.val_every = {self.options.val_every!r}: give 'epoch' (the per-epoch figures after every "
+                "epoch) or 'phase' (after each phase's last epoch)"
+            )
         self.raw_phases = [dict(p) for p in phases]
         self.resume = bool(resume)
         self.accelerator, self.devices, self.strategy, self.num_nodes = accelerator, devices, strategy, num_nodes

@@ -42,6 +42,7 @@ class OfaOptions:
     dropout: float = 0.0
     recalib_batches: int = 4
     val_images: int | None = 1000  # the per-epoch figures: subnets scored on the val split's first this many
+    val_every: str = "phase"  # "epoch": the figures after every epoch; "phase": after each phase's last epoch
     seed: int = 0
     batch_size: int | None = None  # training batch size for the supernet (sets data.batch_size); null: the data's
     epochs: int | None = None  # total epoch budget spread over the phases (null: each phase's own epochs)
@@ -147,7 +148,8 @@ class OfaModule(pl.LightningModule):
         total = x.new_zeros(())
         for arch in self.step_archs(phase, int(self.global_step)):
             self.supernet.set_active(arch)
-            inp = x if x.shape[-1] == arch.resolution else _resize(x, arch.resolution)
+            r = phase.step_resolution(arch.resolution)
+            inp = x if x.shape[-1] == r else _resize(x, r)
             logits = self.supernet(inp)
             loss = F.cross_entropy(logits, y, label_smoothing=self.options.label_smoothing)
             if teacher is None:
@@ -170,11 +172,14 @@ class OfaModule(pl.LightningModule):
         index, phase, _ = self.phase_at(epoch)
         if self.trainer.is_global_zero:
             record: dict[str, Any] = {"epoch": epoch, "phase": phase.name, "phase_index": index}
-            for label, arch in self.eval_archs.items():
-                with profile.subnet(label):  # BN recalibration and evaluation per subnet in the training profile
-                    hits = self.evaluator.correct(arch, "val", self.options.val_images)
-                record[f"val_acc_{label}"] = int(hits.sum()) / len(hits)  # as SubnetEvaluator.accuracy
-                record["val_images"] = len(hits)  # the figures' n: their intervals (train stage)
+            scored = ""
+            if self.evaluates(epoch):
+                for label, arch in self.eval_archs.items():
+                    with profile.subnet(label):  # BN recalibration and evaluation per subnet in the training profile
+                        hits = self.evaluator.correct(arch, "val", self.options.val_images)
+                    record[f"val_acc_{label}"] = int(hits.sum()) / len(hits)  # as SubnetEvaluator.accuracy
+                    record["val_images"] = len(hits)  # the figures' n: their intervals (train stage)
+                scored = "val acc " + " ".join(f"{k} {record[f'val_acc_{k}']:.4f}" for k in self.eval_archs) + " "
             record["train_loss"] = self._loss_sum / max(1, self._loss_n)
             record["epoch_time_s"] = time.perf_counter() - self._t0
             record["global_step"] = int(self.global_step)
@@ -182,14 +187,20 @@ class OfaModule(pl.LightningModule):
             if self.tracker is not None:
                 log_record(self.tracker, record)
             print(
-                f"[ofa] epoch {epoch} phase {phase.name}: val acc largest {record['val_acc_largest']:.4f} "
-                f"smallest {record['val_acc_smallest']:.4f} random {record['val_acc_random']:.4f} "
-                f"loss {record['train_loss']:.3f} ({record['epoch_time_s']:.1f}s)",
+                f"[ofa] epoch {epoch} phase {phase.name}: {scored}loss {record['train_loss']:.3f} "
+                f"({record['epoch_time_s']:.1f}s)",
                 flush=True,
             )
         # every rank calls it (it synchronises); only rank 0 writes, through the atomic checkpoint IO
         with profile.phase("checkpoint"):
             self.trainer.save_checkpoint(Path(self.trainer.default_root_dir) / LAST_CKPT, weights_only=False)
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether the per-epoch figures are measured after `epoch`: every epoch (`val_every: epoch`), else at the
+        end of each phase (the last epoch is always one)."""
+        _, phase, within = self.phase_at(epoch)
+        last = epoch + 1 >= sum(p.epochs for p in self.phases)
+        return self.options.val_every == "epoch" or within + 1 >= phase.epochs or last
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The entries `tinyflow.supernet` rebuilds the supernet from, and this trainer's progress."""

@@ -23,6 +23,9 @@ class Phase:
     depth: list[int] | None = None
     expand: list[int] | None = None
     sort_channels: bool = False  # re-sort hidden channels by importance when the phase starts (expand phase)
+    # progressive resizing: the phase's steps see the images at the subnet's resolution x this, rounded to a
+    # multiple of 8 (the per-epoch figures and every later stage keep the full resolution)
+    resolution_scale: float = 1.0
 
     def subspace(self, space: MBConvSpace) -> MBConvSpace:
         return replace(
@@ -31,6 +34,12 @@ class Phase:
             depth_choices=tuple(self.depth or space.depth_choices),
             expand_choices=tuple(self.expand or space.expand_choices),
         )
+
+    def step_resolution(self, resolution: int) -> int:
+        """The resolution this phase trains a subnet of `resolution` at (`resolution_scale`, a multiple of 8)."""
+        if self.resolution_scale == 1.0:
+            return resolution
+        return max(8, 8 * round(resolution * self.resolution_scale / 8))
 
 
 def parse_phases(phases: Any, space: MBConvSpace) -> list[Phase]:
@@ -50,6 +59,11 @@ def parse_phases(phases: Any, space: MBConvSpace) -> list[Phase]:
             raise ConfigError(
                 f"trainer.phases[{i}] ({phase.name}): epochs and random_subnets must be >= 0 and lr > 0, got "
                 f"epochs={phase.epochs}, lr={phase.lr}, random_subnets={phase.random_subnets}"
+            )
+        if not 0 < phase.resolution_scale <= 1:
+            raise ConfigError(
+                f"trainer.phases[{i}].resolution_scale ({phase.name}) = {phase.resolution_scale}: give a factor in "
+                "(0, 1] (1 = the subnet's own resolution)"
             )
         for fname, allowed in (
             ("kernel", space.kernel_choices),

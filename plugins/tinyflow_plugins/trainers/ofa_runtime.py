@@ -83,7 +83,7 @@ def channels_last(net: torch.nn.Module) -> None:
 
 
 def history_figure(history: list[dict[str, Any]]) -> Any:
-    """Val accuracy of the largest, smallest and fixed random subnet per epoch, phases shaded."""
+    """Val accuracy of the largest, smallest and fixed random subnet per scored epoch, phases shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,8 +91,9 @@ def history_figure(history: list[dict[str, Any]]) -> Any:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = [h["epoch"] for h in history]
+    scored = [h for h in history if "val_acc_largest" in h]  # `val_every: phase` scores the phases' last epochs
     for label in ("largest", "smallest", "random"):
-        ax.plot(epochs, [100 * h[f"val_acc_{label}"] for h in history], marker="o", label=label)
+        ax.plot([h["epoch"] for h in scored], [100 * h[f"val_acc_{label}"] for h in scored], marker="o", label=label)
     start = 0
     for i, h in enumerate([*history, {"phase": None}]):
         if i == len(history) or (i > 0 and h["phase"] != history[i - 1]["phase"]):

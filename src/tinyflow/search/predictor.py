@@ -23,6 +23,7 @@ from torch import nn
 from tinyflow.arch.genome import Arch
 from tinyflow.confidence import spearman_interval
 from tinyflow.errors import ConfigError
+from tinyflow.forked import fork_map
 
 
 @dataclass
@@ -80,9 +81,10 @@ class AccuracyPredictor:
     def _x(self, archs: Sequence[Arch]) -> torch.Tensor:
         return torch.tensor([self.encode(a) for a in archs], dtype=torch.float32)
 
-    def fit(self, archs: Sequence[Arch], accuracies: Sequence[float]) -> dict[str, float]:
+    def fit(self, archs: Sequence[Arch], accuracies: Sequence[float], workers: int = 1) -> dict[str, float]:
         """Cross-validate over `folds` folds, then train on all pairs; return the out-of-fold Spearman (with its
-        95 % interval), Kendall and RMSE over all pairs."""
+        95 % interval), Kendall and RMSE over all pairs. The `folds` + 1 fits are independent: `workers` forked
+        processes of one thread each share them (`tinyflow.forked`; the same numbers as one after the other)."""
         c = self.config
         n = len(archs)
         if n != len(accuracies) or n < c.min_pairs:
@@ -94,12 +96,25 @@ class AccuracyPredictor:
         folds = [sorted(idx[k :: int(c.folds)]) for k in range(int(c.folds))]
         x = self._x(archs)
         y = torch.tensor(accuracies, dtype=torch.float32)
-        out_of_fold = np.empty(n, dtype=np.float64)
-        for k, held in enumerate(folds):
+
+        def fit_one(job: int) -> Any:
+            if job == 0:  # the model the search uses: all pairs (first, as the longest fit)
+                model, mean, std = self._train(x, y, idx, c.seed)
+                return {k: v.numpy() for k, v in model.state_dict().items()}, mean, std
+            held = folds[job - 1]
             held_set = set(held)
-            model, mean, std = self._train(x, y, [i for i in idx if i not in held_set], c.seed + 1 + k)
-            out_of_fold[held] = _predict(model, x[held], mean, std)
-        self.model, self._mean, self._std = self._train(x, y, idx, c.seed)
+            model, mean, std = self._train(x, y, [i for i in idx if i not in held_set], c.seed + job)
+            return _predict(model, x[held], mean, std)
+
+        out_of_fold = np.empty(n, dtype=np.float64)
+        for job, result in enumerate(fork_map(fit_one, len(folds) + 1, workers)):
+            if job == 0:
+                state, self._mean, self._std = result
+                self.model = self._build(x.shape[1])
+                self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+                self.model.eval()
+            else:
+                out_of_fold[folds[job - 1]] = result
         true = y.numpy().astype(np.float64)
         rho = float(spearmanr(out_of_fold, true).statistic)
         low, high = spearman_interval(rho, n) if np.isfinite(rho) else (float("nan"), float("nan"))

@@ -157,9 +157,10 @@ def train_predictor(
     seed: int,
     tracker: Any,
     measure_many: Callable[..., list[float]] | None = None,
+    workers: int = 1,
 ):
     """Measure `n_samples` feasible archs on the supernet (all at once with `measure_many(archs, progress)`) and fit
-    the MLP predictor on them."""
+    the MLP predictor on them (its cross-validation fits on `workers` processes)."""
     from tinyflow.search.predictor import AccuracyPredictor, PredictorConfig, sample_pairs
 
     pc = PredictorConfig(**{"seed": seed, **settings.predictor})
@@ -180,7 +181,7 @@ def train_predictor(
     if len(archs) < pc.n_samples:
         log.info("search: %d predictor pairs of the %d asked: no more distinct subnets fit", len(archs), pc.n_samples)
     predictor = AccuracyPredictor(problem.space.encode, pc)
-    metrics = predictor.fit(archs, accs)
+    metrics = predictor.fit(archs, accs, workers=workers)
     tracker.log_metrics(metrics)
     log.info(
         "search: predictor Spearman %.3f (95 %% CI %.2f–%.2f), Kendall %.3f on %d pairs, each predicted by the "
@@ -331,7 +332,7 @@ def _run(cfg: DictConfig, ctx: RunContext, strategy: Any, settings: SearchSettin
     predictor_metrics: dict[str, float] = {}
     if settings.objective == "predictor":
         predictor, predictor_metrics = train_predictor(
-            settings, problem, supernet_acc, seed, tracker, supernet_acc_many
+            settings, problem, supernet_acc, seed, tracker, supernet_acc_many, workers
         )
         if predictor is not None:
             problem.accuracy_fn = predictor.predict
