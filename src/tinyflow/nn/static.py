@@ -93,3 +93,12 @@ class StaticNet(nn.Module):
         x = self.features(x)
         x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
         return self.classifier(self.dropout(x))
+
+    def forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference (eval mode) with every BatchNorm folded into its conv (`tinyflow.nn.fold`): what accuracy
+        evaluation runs; `forward` keeps Conv -> BatchNorm for training and export."""
+        x = self.stem.forward_folded(x)
+        for block in self.blocks:
+            x = block.forward_folded(x)
+        x = self.head.forward_folded(x) if self.head is not None else x
+        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
