@@ -154,6 +154,30 @@ def test_a_job_gives_threads_back_when_a_second_starts(tmp_path, sleeper, monkey
     opt.step()  # the hook is gone with the job
 
 
+def test_a_forked_worker_never_re_evaluates_the_jobs_share(tmp_path, sleeper, monkeypatch):
+    """The search's forked workers (tinyflow.forked) train the predictor's MLPs: their optimizer steps must not
+    re-check the job's share (they would count themselves as a second job, log from a forked process — where a lock
+    held by another of the parent's threads deadlocks them — and write to the parent's tracker)."""
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    reg = Registry(tmp_path)
+    with JobThreads(registry=reg, env={}) as job:
+        job.start()
+        reg.register(sleeper)  # a second job: the parent itself would drop to one thread
+        job._last -= threads.CHECK_EVERY_S
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: an optimizer step, then report the share it sees and its torch threads
+            opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+            opt.step()
+            os.write(write, f"{job.share.threads} {torch.get_num_threads()}".encode())
+            os._exit(0)
+        os.close(write)
+        reported = os.read(read, 64).decode()
+        os.waitpid(pid, 0)
+        assert reported == "2 2"
+        assert job.check().threads == 1  # the job itself does see the second job
+
+
 def test_an_explicit_job_is_not_re_evaluated(tmp_path, sleeper, monkeypatch):
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     reg = Registry(tmp_path)

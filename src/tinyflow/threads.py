@@ -357,6 +357,7 @@ class JobThreads:
         self._last = 0.0
         self._before: int | None = None
         self._hook: Any = None
+        self._pid = os.getpid()  # a worker forked from the job (tinyflow.forked) is not the job: it never re-checks
 
     @classmethod
     def for_job(cls, cfg: DictConfig) -> JobThreads:
@@ -404,7 +405,8 @@ class JobThreads:
     def check(self, force: bool = True) -> Share | None:
         """Re-evaluate the share (at most every `every_s` seconds unless `force`); apply and report a change (metric
         `threads_used` of the running stage's run: the job's run keeps the metrics a sweep's runs are compared on)."""
-        if self.share is None or self.share.explicit:
+        if self.share is None or self.share.explicit or os.getpid() != self._pid:
+            # a forked worker (one thread, set by its pool) must not log, reset threads or write to the tracker
             return self.share
         now = time.monotonic()
         if not force and now - self._last < self.every_s:
