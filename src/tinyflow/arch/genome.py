@@ -8,8 +8,9 @@ into an `Arch`.
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -90,7 +91,12 @@ class Arch:
         return self.head_channels or (self.blocks[-1].out_channels if self.blocks else self.stem_channels)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """`dataclasses.asdict(self)` (blocks as a tuple of dicts, the genome a deep copy), built directly: asdict's
+        generic recursion made keying archs most of an evolution search's time."""
+        d = {name: getattr(self, name) for name in _ARCH_FIELDS}
+        d["blocks"] = tuple({name: getattr(b, name) for name in _BLOCK_FIELDS} for b in self.blocks)
+        d["genome"] = copy.deepcopy(self.genome)
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Arch:
@@ -106,8 +112,15 @@ class Arch:
         return cls.from_dict(json.loads(text))
 
     def key(self) -> str:
-        """A short stable identity for caching (excludes the name and genome)."""
-        d = self.to_dict()
-        d.pop("name")
-        d.pop("genome")
-        return json.dumps(d, sort_keys=True)
+        """A short stable identity for caching (excludes the name and genome); computed once per arch (frozen)."""
+        cached = self.__dict__.get("_key")
+        if cached is None:
+            d = {name: getattr(self, name) for name in _ARCH_FIELDS if name not in ("name", "genome")}
+            d["blocks"] = [{name: getattr(b, name) for name in _BLOCK_FIELDS} for b in self.blocks]
+            cached = json.dumps(d, sort_keys=True)
+            object.__setattr__(self, "_key", cached)  # not a field: equality, hashing and to_dict ignore it
+        return cached
+
+
+_ARCH_FIELDS = tuple(f.name for f in fields(Arch))
+_BLOCK_FIELDS = tuple(f.name for f in fields(Block))
