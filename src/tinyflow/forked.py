@@ -12,6 +12,7 @@ here, one after the other.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +23,10 @@ def _start_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
+    # the job's own handlers (tinyflow.app: SIGTERM/SIGINT raise JobInterrupted) are not the worker's: the pool ends
+    # its workers with SIGTERM, which must end them quietly, and Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run(index: int) -> Any:
