@@ -19,6 +19,7 @@ from tinyflow.nn.elastic import ElasticSupernet, space_to_dict
 from tinyflow.supernet.checkpoint import CKPT_KEY
 from tinyflow.supernet.evaluation import SubnetEvaluator
 from tinyflow.training import profile
+from tinyflow.training.evaluation import nhwc
 from tinyflow.training.optim import build_optimizer, cosine_lr, param_groups
 from tinyflow_plugins.trainers.ofa_phases import Phase
 from tinyflow_plugins.trainers.ofa_runtime import log_record
@@ -135,7 +136,7 @@ class OfaModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         if self.options.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = nhwc(x)
         index, phase, within = self.phase_at(self.current_epoch)
         nb = max(1, int(self.trainer.num_training_batches))
         warmup = round(self.options.warmup_epochs * nb) if index == 0 else 0
@@ -199,8 +200,7 @@ class OfaModule(pl.LightningModule):
         """Whether the per-epoch figures are measured after `epoch`: every epoch (`val_every: epoch`), else at the
         end of each phase (the last epoch is always one)."""
         _, phase, within = self.phase_at(epoch)
-        last = epoch + 1 >= sum(p.epochs for p in self.phases)
-        return self.options.val_every == "epoch" or within + 1 >= phase.epochs or last
+        return self.options.val_every == "epoch" or within + 1 >= phase.epochs
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The entries `tinyflow.supernet` rebuilds the supernet from, and this trainer's progress."""

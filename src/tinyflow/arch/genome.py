@@ -93,9 +93,14 @@ class Arch:
     def to_dict(self) -> dict[str, Any]:
         """`dataclasses.asdict(self)` (blocks as a tuple of dicts, the genome a deep copy), built directly: asdict's
         generic recursion made keying archs most of an evolution search's time."""
-        d = {name: getattr(self, name) for name in _ARCH_FIELDS}
-        d["blocks"] = tuple({name: getattr(b, name) for name in _BLOCK_FIELDS} for b in self.blocks)
+        d = self._fields(skip=())
         d["genome"] = copy.deepcopy(self.genome)
+        return d
+
+    def _fields(self, skip: tuple[str, ...]) -> dict[str, Any]:
+        """The fields but `skip`, blocks as a tuple of dicts (the genome, if kept, is the arch's own dict)."""
+        d = {name: getattr(self, name) for name in _ARCH_FIELDS if name not in skip}
+        d["blocks"] = tuple({name: getattr(b, name) for name in _BLOCK_FIELDS} for b in self.blocks)
         return d
 
     @classmethod
@@ -115,9 +120,7 @@ class Arch:
         """A short stable identity for caching (excludes the name and genome); computed once per arch (frozen)."""
         cached = self.__dict__.get("_key")
         if cached is None:
-            d = {name: getattr(self, name) for name in _ARCH_FIELDS if name not in ("name", "genome")}
-            d["blocks"] = [{name: getattr(b, name) for name in _BLOCK_FIELDS} for b in self.blocks]
-            cached = json.dumps(d, sort_keys=True)
+            cached = json.dumps(self._fields(skip=("name", "genome")), sort_keys=True)
             object.__setattr__(self, "_key", cached)  # not a field: equality, hashing and to_dict ignore it
         return cached
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from tinyflow.errors import ConfigError
 from tinyflow.training.callbacks import TrackerCallback
-from tinyflow.training.evaluation import evaluate_accuracy, nhwc
+from tinyflow.training.evaluation import eval_forward, evaluate_accuracy, nhwc
 from tinyflow.training.lightning import make_trainer
 from tinyflow.training.optim import build_optimizer, cosine_schedule
 
@@ -87,7 +87,7 @@ class ClassifierModule(pl.LightningModule):
         x, y = batch
         # eval mode: BatchNorms folded where the network offers it, as `evaluate_accuracy` does (same numbers up to
         # float rounding, fewer passes over the activations)
-        logits = getattr(self.model, "forward_folded", self.model)(nhwc(x))
+        logits = eval_forward(self.model)(nhwc(x))
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(1) == y).float().mean()
         # epoch value = batch-size-weighted mean = the exact accuracy over the split
