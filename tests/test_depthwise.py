@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tinyflow.arch.space import MBConvSpace
 from tinyflow.nn import depthwise
 from tinyflow.nn.calibration import recalibrate_bn
-from tinyflow.nn.depthwise import depthwise_conv, depthwise_weight_grad
+from tinyflow.nn.depthwise import depthwise_conv, depthwise_weight_grad, folded_conv, visible_kernel
 from tinyflow.nn.elastic import ElasticSupernet
 from tinyflow.nn.static import ConvBNAct
 
@@ -48,6 +48,52 @@ def test_small_kernels_and_tiny_maps_keep_the_native_gradient():
     w = torch.randn(4, 1, 7, 7, requires_grad=True)
     assert depthwise_conv(torch.randn(2, 4, 8, 8), w, 1).grad_fn.name() == "_DepthwiseConvBackward"
     assert depthwise.MIN_KERNEL == 5
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (2, 2), (3, 3), (4, 4), (2, 5), (3, 6)])
+def test_a_kernel_cropped_to_its_map_is_the_same_convolution(h, w, kernel, stride):
+    torch.manual_seed(4)
+    x = torch.randn(3, 5, h, w, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    wt = torch.randn(5, 1, kernel, kernel, dtype=torch.float64)
+    x1, w1 = x.clone().requires_grad_(), wt.clone().requires_grad_()
+    x2, w2 = x.clone().requires_grad_(), wt.clone().requires_grad_()
+    ours = depthwise_conv(x1, w1, stride)
+    ref = F.conv2d(x2, w2, None, stride, kernel // 2, 1, 5)
+    torch.testing.assert_close(ours, ref)
+    g = torch.randn_like(ref)
+    ours.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad)
+    torch.testing.assert_close(w1.grad, w2.grad)
+
+
+def test_the_crop_keeps_the_taps_that_reach_the_map():
+    wt = torch.arange(49.0).reshape(1, 1, 7, 7)
+    cropped, padding = visible_kernel(wt, (3, 3), 1)
+    assert cropped.shape[-2:] == (5, 5) and padding == [2, 2]
+    assert torch.equal(cropped, wt[..., 1:6, 1:6])
+    assert visible_kernel(wt, (2, 5), 1)[0].shape[-2:] == (3, 7)
+    assert visible_kernel(wt, (4, 4), 1)[0] is wt  # 2·4 − 1 = 7: nothing to crop
+    assert visible_kernel(wt, (2, 2), 2)[0] is wt  # stride 2: left whole
+    # the outer ring never meets the map: its gradient is exactly zero, as PyTorch's own
+    w = wt.clone().requires_grad_()
+    depthwise_conv(torch.randn(2, 1, 3, 3), w, 1).sum().backward()
+    ring = torch.ones(7, 7, dtype=torch.bool)
+    ring[1:6, 1:6] = False
+    assert torch.all(w.grad[0, 0][ring] == 0)
+
+
+@pytest.mark.parametrize(("h", "w", "groups"), [(3, 3, 1), (2, 5, 2), (6, 6, 4)])
+def test_folded_conv_is_the_same_padded_convolution(h, w, groups):
+    torch.manual_seed(5)
+    x = torch.randn(2, 4, h, w, dtype=torch.float64)
+    wt = torch.randn(8, 4 // groups, 7, 7, dtype=torch.float64)
+    b = torch.randn(8, dtype=torch.float64)
+    for stride in (1, 2):
+        ref = F.conv2d(x, wt, b, stride, 3, 1, groups)
+        torch.testing.assert_close(folded_conv(x, wt, b, stride, groups), ref)
 
 
 def test_static_depthwise_layer_trains_to_the_same_gradients():

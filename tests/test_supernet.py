@@ -143,3 +143,34 @@ def test_subnets_measured_by_two_worker_processes_score_as_one_by_one(tmp_path, 
     assert spread == pytest.approx(one_by_one, abs=1e-12)
     assert sum(ticks) == len(archs)
     assert all(supernet.is_evaluated(a, "val", 40) for a in archs)
+
+
+@pytest.mark.parametrize("stem", [None, {"stem": "rnnpool", "rnnpool": STEM}])
+def test_the_shared_layers_run_once_per_resolution_and_give_the_same_numbers(tmp_path, data, stem, monkeypatch):
+    """A loaded supernet caches its stem's (and RNNPool's, first block's) outputs: every subnet's hits, and the
+    BatchNorm statistics it leaves, equal those of a full recalibration and pass — the same numbers."""
+    from tinyflow.supernet.evaluation import SubnetEvaluator
+
+    path, _ = write(tmp_path / "s.ckpt", stem=stem, evaluation={"recalib_batches": 2, "seed": 5})
+    supernet = Supernet.load(path, data)
+    net = supernet.net
+    full = SubnetEvaluator(net, data, 2, 5)  # no cache: every layer per subnet
+    assert supernet.evaluator.cache_prefix and not full.cache_prefix
+    x = full.eval_batches("val", net.space.resolution)[0][0]
+    rng = random.Random(8)
+    archs = [net.space.max_arch(), net.space.min_arch()] + [net.space.sample(rng) for _ in range(3)]
+    supernet.evaluator.prepare("val", net.space.resolution)
+    calls = []
+    monkeypatch.setattr(net, "prefix", lambda t: calls.append(1) or type(net).prefix(net, t))
+    for arch in archs:
+        cached = supernet.evaluator.correct(arch, "val")
+        with torch.no_grad():
+            cached_logits = net.eval()(x)
+        again = full.correct(arch, "val")
+        with torch.no_grad():
+            full_logits = net.eval()(x)
+        assert torch.equal(cached, again)
+        assert torch.equal(cached_logits, full_logits)  # the statistics each left behind, to the bit
+    n_batches = len(full.calibration_batches(net.space.resolution)) + len(full.eval_batches("val", net.space.resolution))
+    # the cached evaluator never ran the prefix itself; the full one and the logits above did
+    assert len(calls) == len(archs) * (n_batches + 2)

@@ -38,7 +38,7 @@ from tinyflow.arch.genome import Arch
 from tinyflow.arch.rnnpool import RNNPoolOptions, SupernetStem, supernet_stem
 from tinyflow.arch.space import ArchOutsideSpaceError, MBConvSpace, StageSpec
 from tinyflow.errors import ConfigError, TinyflowError
-from tinyflow.nn.depthwise import depthwise_conv
+from tinyflow.nn.depthwise import depthwise_conv, folded_conv
 from tinyflow.nn.fold import fold_bn
 from tinyflow.nn.rnnpool import RNNPool
 from tinyflow.nn.rnnpool_net import RNNPoolNet
@@ -165,7 +165,7 @@ class ElasticMBConv(nn.Module):
             y = F.relu6(F.conv2d(x, w, b), inplace=True)
         c, k = y.shape[1], self.dw.active_kernel
         w, b = fold_bn(self.dw.kernel_weight(k, c), self.dw_bn)
-        y = F.relu6(F.conv2d(y, w, b, self.stride, k // 2, groups=c), inplace=True)
+        y = F.relu6(folded_conv(y, w, b, self.stride, c), inplace=True)
         w, b = fold_bn(self.project_conv.active_weight(c), self.project_bn)
         y = F.conv2d(y, w, b)
         return x + y if self.residual else y
@@ -350,26 +350,30 @@ class ElasticSupernet(nn.Module):
         for slots, depth in zip(self.stages, self.active_depths):
             yield from list(slots)[:depth]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        # inference: the fixed layers' BatchNorms folded too (the elastic blocks fold their own); not while
-        # `recalibrate_bn` runs the BatchNorms alone in train mode
-        fold = not self.stem.bn.training
-        x = self.stem.forward_folded(x) if fold else self.stem(x)
+    def prefix_modules(self) -> list[nn.Module]:
+        """The layers every subnet runs alike, whatever the arch: stem, RNNPool, the fixed first block."""
+        return [m for m in (self.stem, self.rnnpool, self.first) if m is not None]
+
+    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """The output of `prefix_modules` (the same for every subnet at one resolution)."""
+        x = _fixed(self.stem, x)
         if self.rnnpool is not None:
             x = self.rnnpool(x)
-        if self.first is not None:
-            x = self.first.forward_folded(x) if fold else self.first(x)
+        return x if self.first is None else _fixed(self.first, x)
+
+    def suffix(self, x: torch.Tensor) -> torch.Tensor:
+        """The active subnet from the prefix's output on: its elastic blocks, tail, head, pool and classifier."""
         for block in self.active_blocks():
             x = block(x)
         for block in self.tail:
-            x = block.forward_folded(x) if fold else block(x)
-        if self.head is None:
-            return x
-        return self.head.forward_folded(x) if fold else self.head(x)
+            x = _fixed(block, x)
+        if self.head is not None:
+            x = _fixed(self.head, x)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.classifier(self.dropout(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1)
-        return self.classifier(self.dropout(x))
+        return self.suffix(self.prefix(x))
 
     def sort_channels(self) -> None:
         """Re-sort every elastic block's hidden channels by importance (before the expand phase)."""
@@ -408,6 +412,13 @@ class ElasticSupernet(nn.Module):
             net.head.load_state_dict(self.head.state_dict())
         net.classifier.load_state_dict(self.classifier.state_dict())
         return net.train(self.training)
+
+
+def _fixed(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A fixed (not elastic) layer: in inference with its BatchNorms folded into the convs (the elastic blocks fold
+    their own); as trained while its BatchNorms are in train mode (training, or `recalibrate_bn` estimating them)."""
+    bn_training = any(m.training for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+    return module(x) if bn_training else module.forward_folded(x)
 
 
 def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, c: int) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tinyflow.arch.genome import Arch, Block
-from tinyflow.nn.depthwise import depthwise_conv
+from tinyflow.nn.depthwise import depthwise_conv, folded_conv
 from tinyflow.nn.fold import fold_bn
 
 
@@ -35,7 +34,7 @@ class ConvBNAct(nn.Sequential):
         """Inference with the BatchNorm folded into the conv (`tinyflow.nn.fold`; the supernet's evaluation)."""
         conv = self.conv
         w, b = fold_bn(conv.weight, self.bn)
-        y = F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+        y = folded_conv(x, w, b, conv.stride[0], conv.groups)
         return self[2](y) if len(self) > 2 else y
 
     @property

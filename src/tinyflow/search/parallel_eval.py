@@ -35,8 +35,7 @@ def measure_many(
     forked = can_fork(workers, len(todo))
     if forked:
         for resolution in sorted({a.resolution for a in todo}):  # built once here, inherited by every worker
-            supernet.evaluator.calibration_batches(resolution)
-            supernet.evaluator.eval_batches(split, resolution)
+            supernet.evaluator.prepare(split, resolution)
     scores = fork_map(lambda i: float(supernet.evaluate(todo[i], split, max_images)), len(todo), workers)
     for arch, acc in zip(todo, scores):
         supernet.remember(arch, split, max_images, acc)

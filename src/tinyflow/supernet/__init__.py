@@ -32,7 +32,8 @@ class Supernet:
 
         self.net = net
         self.checkpoint = checkpoint
-        self.evaluator: SubnetEvaluator = SubnetEvaluator(net, data, recalib_batches, seed)
+        # trained: its weights stay put, so the layers every subnet shares run once per resolution
+        self.evaluator: SubnetEvaluator = SubnetEvaluator(net, data, recalib_batches, seed, cache_prefix=True)
         self._accuracy: dict[tuple[str, str, int | None], float] = {}
 
     @classmethod
