@@ -1,0 +1,137 @@
+"""Two speed-ups that change no number beyond rounding, each against the code path it replaces, side by side.
+
+1. **Kernels cropped to their map** (`tinyflow.nn.depthwise.visible_kernel`): the OFA sandwich step of the default
+   trainer's phases (full, kernel, expand) at the default job's resolution (r48: the last stages run 3 px maps,
+   where a 7x7 kernel is its centre 5x5), with the crop and without it (`visible_kernel` replaced by one that keeps
+   the whole kernel), same weights and batches, the order swapped every round. Last lines:
+   `ofa sandwich step (<phase>), whole kernels ÷ cropped: <x>`.
+2. **The shared layers run once** (`SubnetEvaluator(cache_prefix=True)`, what a loaded `Supernet` uses): the
+   search's measurement of a subnet (BatchNorm recalibration on 256 train images, then `--images` val images, one
+   thread, as a search worker runs it) with every layer per subnet and with the stem / first block cached, the same
+   subnets in alternating rounds; the accuracies must agree. Last line:
+   `subnet measurement, every layer ÷ shared layers cached: <x>`.
+
+    .venv/bin/python benchmarks/bench_exact_speedups.py [--resolution 48] [--threads 2] [--rounds 4] [--steps 6]
+        [--subnets 8] [--images 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import random
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+import tinyflow
+from tinyflow.nn import depthwise
+from tinyflow.nn.elastic import ElasticSupernet
+from tinyflow.plugins import build_plugin
+from tinyflow.supernet.evaluation import SubnetEvaluator
+from tinyflow.training.lightning import seed_all
+from tinyflow_plugins.trainers.ofa_phases import parse_phases
+from tinyflow_plugins.trainers.ofa_runtime import channels_last
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_training import BenchOfaModule, plain_ofa_loop
+
+
+def whole_kernel(weight: torch.Tensor, side: tuple[int, int], stride: int) -> tuple[torch.Tensor, list[int]]:
+    """`visible_kernel` without the crop: the code path before it."""
+    return weight, [weight.shape[-2] // 2, weight.shape[-1] // 2]
+
+
+def crop_steps(cfg, data, space, rounds: int, steps: int) -> None:
+    trainer = build_plugin(cfg, "trainer")
+    options = trainer.options
+    phases = parse_phases(trainer.raw_phases, space)
+    batches = [b for _, b in zip(range(steps + 2), data.train_dataloader())]
+    cropped = depthwise.visible_kernel
+    for phase in (phases[0], phases[1], phases[-1]):
+        phase = replace(phase, epochs=1, sort_channels=False)
+        seed_all(0)
+        initial = BenchOfaModule(space, [phase], options, data)
+        channels_last(initial.supernet)
+        times: dict[str, list[float]] = {"whole": [], "cropped": []}
+        order = [("whole", whole_kernel), ("cropped", cropped)]
+        try:
+            for r in range(rounds):
+                for name, fn in order if r % 2 == 0 else order[::-1]:  # ABBA: neither always runs first
+                    depthwise.visible_kernel = fn
+                    net = copy.deepcopy(initial.supernet)
+                    plain_ofa_loop(net, iter(batches[:2]), phase, options, 2)  # warm-up
+                    t = time.perf_counter()
+                    plain_ofa_loop(net, iter(batches[2:]), phase, options, steps)
+                    times[name].append((time.perf_counter() - t) / steps * 1e3)
+        finally:
+            depthwise.visible_kernel = cropped
+        a, b = statistics.median(times["whole"]), statistics.median(times["cropped"])
+        print(
+            f"ofa sandwich step (phase {phase.name}, batch {data.batch_size}, r{space.resolution}): whole kernels "
+            f"{a:.0f} ms, cropped {b:.0f} ms (median of {rounds} rounds of {steps} steps)"
+        )
+        print(f"ofa sandwich step ({phase.name}), whole kernels ÷ cropped: {a / b:.2f}")
+
+
+def measurement(data, space, rounds: int, n_subnets: int, images: int) -> None:
+    torch.manual_seed(0)
+    net = ElasticSupernet(space).to(memory_format=torch.channels_last)
+    rng = random.Random(0)
+    archs = [space.sample(rng) for _ in range(n_subnets)]
+    evaluators = {"every layer": SubnetEvaluator(net, data, 4, 0), "cached": SubnetEvaluator(net, data, 4, 0, True)}
+    for ev in evaluators.values():
+        ev.prepare("val", space.resolution)
+        ev.accuracy(archs[0], "val", images)  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in evaluators}
+    accs: dict[str, list[float]] = {}
+    order = list(evaluators.items())
+    with torch.no_grad():
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)  # as a search worker measures
+        try:
+            for r in range(rounds):
+                for name, ev in order if r % 2 == 0 else order[::-1]:
+                    t = time.perf_counter()
+                    accs[name] = [ev.accuracy(a, "val", images) for a in archs]
+                    times[name].append((time.perf_counter() - t) / len(archs))
+        finally:
+            torch.set_num_threads(before)
+    if accs["every layer"] != accs["cached"]:
+        raise SystemExit(f"the two paths disagree: {accs}")
+    a, b = statistics.median(times["every layer"]), statistics.median(times["cached"])
+    print(
+        f"subnet measurement ({n_subnets} subnets, 256 calibration + {images} val images, one thread): every layer "
+        f"{a:.3f} s, shared layers cached {b:.3f} s per subnet (median of {rounds} rounds); the same accuracies"
+    )
+    print(f"subnet measurement, every layer ÷ shared layers cached: {a / b:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--resolution", type=int, default=48, help="the default job trains at r48")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--subnets", type=int, default=8)
+    parser.add_argument("--images", type=int, default=2000)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    overrides = [f"search_space.resolution={args.resolution}", f"data.resolution={args.resolution}"]
+    with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    data = build_plugin(cfg, "data")
+    data.setup("fit")
+    space = build_plugin(cfg, "search_space").bind(data)
+    print(f"search_space={space.name} w{space.width_mult} r{space.resolution}; torch threads {args.threads}")
+    crop_steps(cfg, data, space, args.rounds, args.steps)
+    measurement(data, space, args.rounds, args.subnets, args.images)
+
+
+if __name__ == "__main__":
+    main()
