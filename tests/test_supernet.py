@@ -171,6 +171,7 @@ def test_the_shared_layers_run_once_per_resolution_and_give_the_same_numbers(tmp
             full_logits = net.eval()(x)
         assert torch.equal(cached, again)
         assert torch.equal(cached_logits, full_logits)  # the statistics each left behind, to the bit
-    n_batches = len(full.calibration_batches(net.space.resolution)) + len(full.eval_batches("val", net.space.resolution))
+    r = net.space.resolution
+    n_batches = len(full.calibration_batches(r)) + len(full.eval_batches("val", r))
     # the cached evaluator never ran the prefix itself; the full one and the logits above did
     assert len(calls) == len(archs) * (n_batches + 2)
