@@ -136,9 +136,10 @@ def plain_ofa_loop(
         optimizer.zero_grad()
         teacher = None
         total = x.new_zeros(())
+        shared = net.prefix(x)  # the layers every subnet runs alike, once per step (as OfaModule)
         for arch in sandwich_archs(net.space, phase, o.seed, step):
             net.set_active(arch)
-            logits = net(x)
+            logits = net.suffix(shared)
             loss = F.cross_entropy(logits, y, label_smoothing=o.label_smoothing)
             if teacher is None:
                 teacher = logits.detach()

@@ -180,7 +180,7 @@ def test_phase_resolution_scale_trains_smaller_images(tmp_path, data):
 
     class Sizes(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            handle = pl_module.supernet.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[-1]))
+            handle = pl_module.supernet.stem.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[-1]))
             self.handle = handle
 
         def on_train_batch_end(self, trainer, pl_module, *args):
@@ -191,8 +191,38 @@ def test_phase_resolution_scale_trains_smaller_images(tmp_path, data):
     result = t.fit(space, data, str(tmp_path), NullTracker())
     full = space.resolution
     assert seen[:3] == [max(8, 8 * round(full * 0.5 / 8))] * 3  # the scaled phase, 3 steps of one subnet
-    assert set(seen[3:]) == {full}  # the next phase at the subnets' own resolution
+    # the next phase at the subnets' own resolution; the stem runs once a step for the step's 3 subnets
+    assert seen[3:] == [full] * 3
     assert 0 <= result.metrics["val_acc_largest"] <= 1
+
+
+def test_a_step_runs_the_shared_layers_once_with_the_gradients_of_one_pass_per_subnet(data):
+    """The sandwich step computes stem and first block once for its subnets (`prefix` / `suffix`): the loss and every
+    gradient are those of a full forward per subnet, to float rounding."""
+    space = tiny_space()
+    torch.manual_seed(0)
+    from tinyflow.nn.elastic import ElasticSupernet
+
+    net = ElasticSupernet(space).train()
+    x, y = next(iter(data.train_dataloader()))
+    archs = [space.max_arch(), space.min_arch(), space.sample(random.Random(2))]
+
+    def grads(shared: bool) -> tuple[float, list[torch.Tensor]]:
+        net.zero_grad()
+        h = net.prefix(x) if shared else None
+        total = x.new_zeros(())
+        for arch in archs:
+            net.set_active(arch)
+            total = total + torch.nn.functional.cross_entropy(net.suffix(h) if shared else net(x), y)
+        total.backward()
+        return float(total), [p.grad.clone() for p in net.parameters() if p.grad is not None]
+
+    loss_each, grads_each = grads(False)
+    loss_once, grads_once = grads(True)
+    assert loss_once == pytest.approx(loss_each, rel=1e-6)
+    assert len(grads_once) == len(grads_each)
+    for a, b in zip(grads_once, grads_each):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_per_epoch_figures_every_epoch_or_at_phase_ends(tmp_path, data):
