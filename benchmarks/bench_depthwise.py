@@ -19,8 +19,10 @@ import functools
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -76,29 +78,56 @@ def alternate(first, second, rounds: int, reps: int = 3) -> tuple[float, float]:
     return statistics.median(a), statistics.median(b)
 
 
-def ofa_steps(cfg, data, space, rounds: int, steps: int) -> None:
+def ofa_step_times(
+    cfg, data, space, phase, variants: list[tuple[str, Callable[[], None]]], rounds: int, steps: int
+) -> dict[str, float]:
+    """Median ms per OFA sandwich step of `phase` under each variant (its callable switches it on), same initial
+    weights and batches, in rounds whose order is swapped every round (ABBA: neither always runs first)."""
     trainer = build_plugin(cfg, "trainer")
     options = trainer.options
-    phase = replace(parse_phases(trainer.raw_phases, space)[-1], epochs=1, sort_channels=False)
+    phase = replace(phase, epochs=1, sort_channels=False)
     seed_all(0)
     initial = BenchOfaModule(space, [phase], options, data)
     channels_last(initial.supernet)
     batches = [b for _, b in zip(range(steps + 2), data.train_dataloader())]
+    times: dict[str, list[float]] = {name: [] for name, _ in variants}
+    for r in range(rounds):
+        for name, switch_on in variants if r % 2 == 0 else variants[::-1]:
+            switch_on()
+            net = copy.deepcopy(initial.supernet)
+            plain_ofa_loop(net, iter(batches[:2]), phase, options, 2)  # warm-up
+            t = time.perf_counter()
+            plain_ofa_loop(net, iter(batches[2:]), phase, options, steps)
+            times[name].append((time.perf_counter() - t) / steps * 1e3)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def default_setting(resolution: int, threads: int) -> tuple[Any, Any, Any]:
+    """The default config, data and bound search space at `resolution`, with `threads` torch threads."""
+    torch.set_num_threads(threads)
+    overrides = [f"search_space.resolution={resolution}", f"data.resolution={resolution}"]
+    with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    data = build_plugin(cfg, "data")
+    data.setup("fit")
+    space = build_plugin(cfg, "search_space").bind(data)
+    print(f"search_space={space.name} w{space.width_mult} r{space.resolution}; torch threads {threads}")
+    return cfg, data, space
+
+
+def ofa_steps(cfg, data, space, rounds: int, steps: int) -> None:
+    trainer = build_plugin(cfg, "trainer")
+    phase = parse_phases(trainer.raw_phases, space)[-1]
     saved = depthwise.MIN_KERNEL
-    times: dict[str, list[float]] = {"pytorch": [], "grouped": []}
+    variants = [
+        ("pytorch", lambda: setattr(depthwise, "MIN_KERNEL", 10**6)),
+        ("grouped", lambda: setattr(depthwise, "MIN_KERNEL", saved)),
+    ]
     try:
-        order = [("pytorch", 10**6), ("grouped", saved)]
-        for r in range(rounds):
-            for name, min_kernel in order if r % 2 == 0 else order[::-1]:  # ABBA: neither always runs first
-                depthwise.MIN_KERNEL = min_kernel
-                net = copy.deepcopy(initial.supernet)
-                plain_ofa_loop(net, iter(batches[:2]), phase, options, 2)  # warm-up
-                t = time.perf_counter()
-                plain_ofa_loop(net, iter(batches[2:]), phase, options, steps)
-                times[name].append((time.perf_counter() - t) / steps * 1e3)
+        t = ofa_step_times(cfg, data, space, phase, variants, rounds, steps)
     finally:
         depthwise.MIN_KERNEL = saved
-    a, b = statistics.median(times["pytorch"]), statistics.median(times["grouped"])
+    a, b = t["pytorch"], t["grouped"]
     print(
         f"\nofa sandwich step (phase {phase.name}, batch {data.batch_size}, r{space.resolution}): PyTorch's depthwise "
         f"gradient {a:.0f} ms, tinyflow's {b:.0f} ms (median of {rounds} rounds of {steps} steps, the order swapped "
@@ -114,14 +143,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    overrides = [f"search_space.resolution={args.resolution}", f"data.resolution={args.resolution}"]
-    with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    data = build_plugin(cfg, "data")
-    data.setup("fit")
-    space = build_plugin(cfg, "search_space").bind(data)
-    print(f"search_space={space.name} w{space.width_mult} r{space.resolution}; torch threads {args.threads}")
+    cfg, data, space = default_setting(args.resolution, args.threads)
     layer_table(space, data.batch_size, args.rounds)
     ofa_steps(cfg, data, space, args.rounds, args.steps)
 

@@ -18,28 +18,22 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import random
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-import tinyflow
 from tinyflow.nn import depthwise
 from tinyflow.nn.elastic import ElasticSupernet
 from tinyflow.plugins import build_plugin
 from tinyflow.supernet.evaluation import SubnetEvaluator
-from tinyflow.training.lightning import seed_all
 from tinyflow_plugins.trainers.ofa_phases import parse_phases
-from tinyflow_plugins.trainers.ofa_runtime import channels_last
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_training import BenchOfaModule, plain_ofa_loop
+from bench_depthwise import default_setting, ofa_step_times
 
 
 def whole_kernel(weight: torch.Tensor, side: tuple[int, int], stride: int) -> tuple[torch.Tensor, list[int]]:
@@ -48,30 +42,18 @@ def whole_kernel(weight: torch.Tensor, side: tuple[int, int], stride: int) -> tu
 
 
 def crop_steps(cfg, data, space, rounds: int, steps: int) -> None:
-    trainer = build_plugin(cfg, "trainer")
-    options = trainer.options
-    phases = parse_phases(trainer.raw_phases, space)
-    batches = [b for _, b in zip(range(steps + 2), data.train_dataloader())]
+    phases = parse_phases(build_plugin(cfg, "trainer").raw_phases, space)
     cropped = depthwise.visible_kernel
+    variants = [
+        ("whole", lambda: setattr(depthwise, "visible_kernel", whole_kernel)),
+        ("cropped", lambda: setattr(depthwise, "visible_kernel", cropped)),
+    ]
     for phase in (phases[0], phases[1], phases[-1]):
-        phase = replace(phase, epochs=1, sort_channels=False)
-        seed_all(0)
-        initial = BenchOfaModule(space, [phase], options, data)
-        channels_last(initial.supernet)
-        times: dict[str, list[float]] = {"whole": [], "cropped": []}
-        order = [("whole", whole_kernel), ("cropped", cropped)]
         try:
-            for r in range(rounds):
-                for name, fn in order if r % 2 == 0 else order[::-1]:  # ABBA: neither always runs first
-                    depthwise.visible_kernel = fn
-                    net = copy.deepcopy(initial.supernet)
-                    plain_ofa_loop(net, iter(batches[:2]), phase, options, 2)  # warm-up
-                    t = time.perf_counter()
-                    plain_ofa_loop(net, iter(batches[2:]), phase, options, steps)
-                    times[name].append((time.perf_counter() - t) / steps * 1e3)
+            t = ofa_step_times(cfg, data, space, phase, variants, rounds, steps)
         finally:
             depthwise.visible_kernel = cropped
-        a, b = statistics.median(times["whole"]), statistics.median(times["cropped"])
+        a, b = t["whole"], t["cropped"]
         print(
             f"ofa sandwich step (phase {phase.name}, batch {data.batch_size}, r{space.resolution}): whole kernels "
             f"{a:.0f} ms, cropped {b:.0f} ms (median of {rounds} rounds of {steps} steps)"
@@ -121,14 +103,7 @@ def main() -> None:
     parser.add_argument("--subnets", type=int, default=8)
     parser.add_argument("--images", type=int, default=2000)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    overrides = [f"search_space.resolution={args.resolution}", f"data.resolution={args.resolution}"]
-    with initialize_config_dir(config_dir=str(tinyflow.CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    data = build_plugin(cfg, "data")
-    data.setup("fit")
-    space = build_plugin(cfg, "search_space").bind(data)
-    print(f"search_space={space.name} w{space.width_mult} r{space.resolution}; torch threads {args.threads}")
+    cfg, data, space = default_setting(args.resolution, args.threads)
     crop_steps(cfg, data, space, args.rounds, args.steps)
     measurement(data, space, args.rounds, args.subnets, args.images)
 
