@@ -112,7 +112,8 @@ def _onnxruntime_layer_outputs(path: str, model, x: np.ndarray) -> dict[str, np.
 def test_oracle_agrees_with_onnxruntime(stages_run):
     """Each integer layer, fed onnxruntime's own int8 input, gives onnxruntime's int8 output but for rounding ties
     (onnxruntime: float arithmetic between Q/DQ pairs, round half to even; here TF Lite's fixed point); end to end
-    the top-1 agrees on the test split, the logits drifting by a few int8 steps through the layers."""
+    the logits drift by a few int8 steps through the layers, and the top-1 agrees on the test split except on
+    near-ties (the two best logits within two steps on both sides)."""
     from tinyflow.firmware.oracle import run_layer
     from tinyflow.firmware.qmodel import hwc
 
@@ -134,7 +135,17 @@ def test_oracle_agrees_with_onnxruntime(stages_run):
     from tinyflow.deploy.onnx_export import run_onnx, session
 
     theirs = run_onnx(session(ctx.onnx_int8_path), x)
-    assert np.mean(ours.argmax(1) == theirs.argmax(1)) >= 0.995
+    step = model.output_scale  # one int8 step of the logits
+    assert np.abs(ours - theirs).max() <= 6 * step + 1e-6  # a few steps of drift through the layers
+    # the top-1 agrees but where the two best logits are within two steps of each other on both sides (a tie in
+    # ours, one step apart in onnxruntime's: the first index wins a tie): a near-tie flips, nothing else does
+    mine, ref_top = ours.argmax(1), theirs.argmax(1)
+    rows = np.arange(len(x))
+    gap_theirs = theirs[rows, ref_top] - theirs[rows, mine]
+    gap_ours = ours[rows, mine] - ours[rows, ref_top]
+    flipped = mine != ref_top
+    assert np.all(gap_theirs[flipped] <= 2 * step + 1e-6) and np.all(gap_ours[flipped] <= 2 * step + 1e-6)
+    assert np.mean(~flipped) >= 0.97
 
 
 @pytest.mark.slow
