@@ -37,13 +37,11 @@ def visible_kernel(weight: torch.Tensor, side: tuple[int, int], stride: int) -> 
     `stride`, and the padding that goes with the crop: the same convolution, up to float rounding. Only stride 1
     is cropped (a stride-2 kernel's reach is not centred)."""
     kh, kw = weight.shape[-2:]
-    if stride != 1:
-        return weight, [kh // 2, kw // 2]
-    ch, cw = min(kh, 2 * side[0] - 1), min(kw, 2 * side[1] - 1)
-    if (ch, cw) == (kh, kw):
-        return weight, [kh // 2, kw // 2]
-    top, left = (kh - ch) // 2, (kw - cw) // 2
-    return weight[..., top : top + ch, left : left + cw], [ch // 2, cw // 2]
+    ch, cw = (kh, kw) if stride != 1 else (min(kh, 2 * side[0] - 1), min(kw, 2 * side[1] - 1))
+    if (ch, cw) != (kh, kw):
+        top, left = (kh - ch) // 2, (kw - cw) // 2
+        weight = weight[..., top : top + ch, left : left + cw]
+    return weight, [ch // 2, cw // 2]
 
 
 def depthwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:

@@ -38,6 +38,7 @@ from tinyflow.arch.genome import Arch
 from tinyflow.arch.rnnpool import RNNPoolOptions, SupernetStem, supernet_stem
 from tinyflow.arch.space import ArchOutsideSpaceError, MBConvSpace, StageSpec
 from tinyflow.errors import ConfigError, TinyflowError
+from tinyflow.nn.calibration import batchnorms_of
 from tinyflow.nn.depthwise import depthwise_conv, folded_conv
 from tinyflow.nn.fold import fold_bn
 from tinyflow.nn.rnnpool import RNNPool
@@ -417,8 +418,7 @@ class ElasticSupernet(nn.Module):
 def _fixed(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A fixed (not elastic) layer: in inference with its BatchNorms folded into the convs (the elastic blocks fold
     their own); as trained while its BatchNorms are in train mode (training, or `recalibrate_bn` estimating them)."""
-    bn_training = any(m.training for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
-    return module(x) if bn_training else module.forward_folded(x)
+    return module(x) if any(bn.training for bn in batchnorms_of(module)) else module.forward_folded(x)
 
 
 def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, c: int) -> None:

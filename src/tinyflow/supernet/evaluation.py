@@ -89,12 +89,9 @@ class SubnetEvaluator:
         net = self.supernet
         if resolution not in self._prefix_calib:
             outputs: list[torch.Tensor] = []
-            prefix_bns = [bn for m in net.prefix_modules() for bn in batchnorms_of(m)]
-            recalibrate_bn(
-                net, self.calibration_batches(resolution), lambda x: outputs.append(net.prefix(x)), prefix_bns
-            )
+            calib = self.calibration_batches(resolution)
+            recalibrate_bn(net, calib, lambda x: outputs.append(net.prefix(x)), _prefix_batchnorms(net))
             self._prefix_calib[resolution] = outputs
-            self._prefix_eval = {k: v for k, v in self._prefix_eval.items() if k[1] != resolution}
         key = (split, resolution)
         if key not in self._prefix_eval:
             was_training = net.training
@@ -117,7 +114,7 @@ class SubnetEvaluator:
             net.set_active(arch)
             if self.cache_prefix:
                 calib, batches = self._prefix_batches(split, arch.resolution)
-                shared = {id(bn) for m in net.prefix_modules() for bn in batchnorms_of(m)}
+                shared = {id(bn) for bn in _prefix_batchnorms(net)}
                 own = [bn for bn in batchnorms_of(net) if id(bn) not in shared]
                 run = net.suffix
                 with phase("bn_recalib"):
@@ -145,6 +142,11 @@ class SubnetEvaluator:
         """Top-1 accuracy in [0, 1] of subnet `arch` on `split` (its first `max_images` images when given)."""
         hits = self.correct(arch, split, max_images)
         return int(hits.sum()) / len(hits)
+
+
+def _prefix_batchnorms(net: ElasticSupernet) -> list[torch.nn.Module]:
+    """The BatchNorms of the layers every subnet shares (`ElasticSupernet.prefix_modules`)."""
+    return [bn for m in net.prefix_modules() for bn in batchnorms_of(m)]
 
 
 class data_resolution:
