@@ -149,7 +149,7 @@ class OfaModule(pl.LightningModule):
         total = x.new_zeros(())
         # the layers every subnet runs alike (stem, RNNPool, first block) see the same images with the same weights
         # and batch statistics: computed once per resolution and shared by the step's subnets (their gradients
-        # meet there and flow back once), the same math as one pass per subnet, 5-7 % less per step
+        # meet there and flow back once), the same math as one pass per subnet, 5-7 % less per kernel/expand step
         shared: dict[int, torch.Tensor] = {}
         for arch in self.step_archs(phase, int(self.global_step)):
             self.supernet.set_active(arch)
