@@ -1,4 +1,4 @@
-"""Two speed-ups that change no number beyond rounding, each against the code path it replaces, side by side.
+"""Three speed-ups that change no number beyond rounding, each against the code path it replaces, side by side.
 
 1. **Kernels cropped to their map** (`tinyflow.nn.depthwise.visible_kernel`): the OFA sandwich step of the default
    trainer's phases (full, kernel, expand) at the default job's resolution (r48: the last stages run 3 px maps,
@@ -10,9 +10,12 @@
    thread, as a search worker runs it) with every layer per subnet and with the stem / first block cached, the same
    subnets in alternating rounds; the accuracies must agree. Last line:
    `subnet measurement, every layer ÷ shared layers cached: <x>`.
+3. **ReLU6 in place without autograd's clone** (`tinyflow.nn.activation.relu6_`): the OFA sandwich step of the
+   kernel and expand phases with it and with PyTorch's `F.relu6(inplace=True)` in the elastic blocks, the same
+   gradients to the bit. Last lines: `ofa sandwich step (<phase>), PyTorch's relu6_ ÷ tinyflow's: <x>`.
 
     .venv/bin/python benchmarks/bench_exact_speedups.py [--resolution 48] [--threads 2] [--rounds 4] [--steps 6]
-        [--subnets 8] [--images 2000]
+        [--subnets 8] [--images 2000] [--only crop,measurement,relu6]
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from pathlib import Path
 
 import torch
 
-from tinyflow.nn import depthwise
+import torch.nn.functional as F
+
+from tinyflow.nn import depthwise, elastic
 from tinyflow.nn.elastic import ElasticSupernet
 from tinyflow.plugins import build_plugin
 from tinyflow.supernet.evaluation import SubnetEvaluator
@@ -59,6 +64,26 @@ def crop_steps(cfg, data, space, rounds: int, steps: int) -> None:
             f"{a:.0f} ms, cropped {b:.0f} ms (median of {rounds} rounds of {steps} steps)"
         )
         print(f"ofa sandwich step ({phase.name}), whole kernels ÷ cropped: {a / b:.2f}")
+
+
+def relu6_steps(cfg, data, space, rounds: int, steps: int) -> None:
+    phases = parse_phases(build_plugin(cfg, "trainer").raw_phases, space)
+    ours = elastic.relu6_
+    variants = [
+        ("pytorch", lambda: setattr(elastic, "relu6_", lambda x: F.relu6(x, inplace=True))),
+        ("ours", lambda: setattr(elastic, "relu6_", ours)),
+    ]
+    for phase in (phases[1], phases[-1]):
+        try:
+            t = ofa_step_times(cfg, data, space, phase, variants, rounds, steps)
+        finally:
+            elastic.relu6_ = ours
+        a, b = t["pytorch"], t["ours"]
+        print(
+            f"ofa sandwich step (phase {phase.name}, batch {data.batch_size}, r{space.resolution}): PyTorch's "
+            f"relu6_ {a:.0f} ms, tinyflow's {b:.0f} ms (median of {rounds} rounds of {steps} steps)"
+        )
+        print(f"ofa sandwich step ({phase.name}), PyTorch's relu6_ ÷ tinyflow's: {a / b:.2f}")
 
 
 def measurement(data, space, rounds: int, n_subnets: int, images: int) -> None:
@@ -102,10 +127,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--subnets", type=int, default=8)
     parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--only", default="crop,measurement,relu6", help="which of the three, comma-separated")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     cfg, data, space = default_setting(args.resolution, args.threads)
-    crop_steps(cfg, data, space, args.rounds, args.steps)
-    measurement(data, space, args.rounds, args.subnets, args.images)
+    if "crop" in only:
+        crop_steps(cfg, data, space, args.rounds, args.steps)
+    if "measurement" in only:
+        measurement(data, space, args.rounds, args.subnets, args.images)
+    if "relu6" in only:
+        relu6_steps(cfg, data, space, args.rounds, args.steps)
 
 
 if __name__ == "__main__":

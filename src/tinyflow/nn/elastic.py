@@ -38,6 +38,7 @@ from tinyflow.arch.genome import Arch
 from tinyflow.arch.rnnpool import RNNPoolOptions, SupernetStem, supernet_stem
 from tinyflow.arch.space import ArchOutsideSpaceError, MBConvSpace, StageSpec
 from tinyflow.errors import ConfigError, TinyflowError
+from tinyflow.nn.activation import relu6_
 from tinyflow.nn.calibration import batchnorms_of
 from tinyflow.nn.depthwise import depthwise_conv, folded_conv
 from tinyflow.nn.fold import fold_bn
@@ -153,8 +154,8 @@ class ElasticMBConv(nn.Module):
             return self._forward_folded(x)  # not while `recalibrate_bn` runs the BatchNorms alone in train mode
         y = x
         if self.active_expand != 1:
-            y = F.relu6(self.expand_bn(self.expand_conv(x)), inplace=True)
-        y = F.relu6(self.dw_bn(self.dw(y)), inplace=True)
+            y = relu6_(self.expand_bn(self.expand_conv(x)))
+        y = relu6_(self.dw_bn(self.dw(y)))
         y = self.project_bn(self.project_conv(y))
         return x + y if self.residual else y
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from tinyflow.arch.genome import Arch, Block
+from tinyflow.nn.activation import relu6_
 from tinyflow.nn.depthwise import depthwise_conv, folded_conv
 from tinyflow.nn.fold import fold_bn
 
@@ -23,12 +24,15 @@ class ConvBNAct(nn.Sequential):
         super().__init__(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)  # export and evaluation see the plain Conv -> BatchNorm -> ReLU6 modules
         conv = self.conv
-        if not (self.training and 1 < conv.groups == conv.in_channels == conv.out_channels):
-            return super().forward(x)
-        # training a depthwise conv: its weight gradient as one grouped forward conv (tinyflow.nn.depthwise)
-        y = self.bn(depthwise_conv(x, conv.weight, conv.stride[0]))
-        return self[2](y) if len(self) > 2 else y
+        if 1 < conv.groups == conv.in_channels == conv.out_channels:
+            # training a depthwise conv: its weight gradient as one grouped forward conv (tinyflow.nn.depthwise)
+            y = self.bn(depthwise_conv(x, conv.weight, conv.stride[0]))
+        else:
+            y = self.bn(conv(x))
+        return relu6_(y) if len(self) > 2 else y
 
     def forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """Inference with the BatchNorm folded into the conv (`tinyflow.nn.fold`; the supernet's evaluation)."""
