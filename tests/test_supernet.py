@@ -159,6 +159,7 @@ def test_the_shared_layers_run_once_per_resolution_and_give_the_same_numbers(tmp
     x = full.eval_batches("val", net.space.resolution)[0][0]
     rng = random.Random(8)
     archs = [net.space.max_arch(), net.space.min_arch()] + [net.space.sample(rng) for _ in range(3)]
+    archs += [*_sharing_their_start(net, archs[-1]), archs[-1]]  # the path cache: partial and whole hits
     supernet.evaluator.prepare("val", net.space.resolution)
     calls = []
     monkeypatch.setattr(net, "prefix", lambda t: calls.append(1) or type(net).prefix(net, t))
@@ -175,3 +176,49 @@ def test_the_shared_layers_run_once_per_resolution_and_give_the_same_numbers(tmp
     n_batches = len(full.calibration_batches(r)) + len(full.eval_batches("val", r))
     # the cached evaluator never ran the prefix itself; the full one and the logits above did
     assert len(calls) == len(archs) * (n_batches + 2)
+
+
+def _sharing_their_start(net: ElasticSupernet, arch) -> list:
+    """Two subnets that run `arch`'s first elastic blocks and then differ: the last active block's kernel changed,
+    and the last stage one block shallower (or deeper)."""
+    space = net.space
+    g = net.genome_of(arch)
+    last = len(g["depths"]) - 1
+    slot = last * net.max_depth + g["depths"][last] - 1
+    kernels = list(g["kernels"])
+    kernels[slot] = next(k for k in space.kernel_choices if k != kernels[slot])
+    depths = list(g["depths"])
+    depths[last] = next(d for d in sorted(space.depth_choices, reverse=True) if d != depths[last])
+    return [space.build(g["depths"], kernels, g["expands"]), space.build(depths, g["kernels"], g["expands"])]
+
+
+def test_subnets_sharing_their_first_blocks_run_them_once(tmp_path, data, monkeypatch):
+    """The evaluator's path cache: a subnet runs only the elastic blocks after the start it shares with the last
+    subnet measured; the accuracies equal an evaluator without the cache."""
+    from tinyflow.supernet.evaluation import SubnetEvaluator
+
+    path, _ = write(tmp_path / "s.ckpt", evaluation={"recalib_batches": 2, "seed": 5})
+    supernet = Supernet.load(path, data)
+    net = supernet.net
+    base = net.space.sample(random.Random(3))
+    archs = [base, *_sharing_their_start(net, base), base]
+    r = net.space.resolution
+    runs: dict[int, int] = {}
+    for s, slots in enumerate(net.stages):
+        for j, block in enumerate(slots):
+            slot = s * net.max_depth + j
+            original = block.forward
+            monkeypatch.setattr(
+                block, "forward", lambda x, slot=slot, f=original: runs.__setitem__(slot, runs.get(slot, 0) + 1) or f(x)
+            )
+    batches = len(supernet.evaluator.calibration_batches(r)) + len(supernet.evaluator.eval_batches("val", r))
+    cached = [supernet.evaluator.accuracy(a, "val") for a in archs]
+    assert runs[0] == batches  # stage 1's first block ran for the first subnet only
+    assert sum(runs.values()) > len(net.path_of(base)) * batches  # the later blocks that differ ran again
+    before = dict(runs)
+    assert supernet.evaluator.accuracy(base, "val") == cached[0]
+    assert runs == before  # the same subnet again: no elastic block runs
+    runs.clear()
+    full = SubnetEvaluator(net, data, 2, 5)
+    assert [full.accuracy(a, "val") for a in archs] == cached
+    assert runs[0] == len(archs) * batches

@@ -39,9 +39,10 @@ def can_fork(workers: int, jobs: int) -> bool:
     return min(int(workers), int(jobs)) > 1 and "fork" in multiprocessing.get_all_start_methods()
 
 
-def fork_map(task: Callable[[int], Any], jobs: int, workers: int) -> Iterator[Any]:
+def fork_map(task: Callable[[int], Any], jobs: int, workers: int, chunk: int = 1) -> Iterator[Any]:
     """`task(0)`, …, `task(jobs - 1)` in order, computed by up to `workers` forked processes of one torch thread
-    each (here, in turn, when `can_fork` says no). `task`'s results must pickle; `task` itself need not."""
+    each (here, in turn, when `can_fork` says no), handed out `chunk` consecutive jobs at a time. `task`'s results
+    must pickle; `task` itself need not."""
     global _task
     if not can_fork(workers, jobs):
         for i in range(jobs):
@@ -50,6 +51,6 @@ def fork_map(task: Callable[[int], Any], jobs: int, workers: int) -> Iterator[An
     _task = task
     try:
         with multiprocessing.get_context("fork").Pool(min(int(workers), jobs), initializer=_start_worker) as pool:
-            yield from pool.imap(_run, range(jobs), chunksize=1)
+            yield from pool.imap(_run, range(jobs), chunksize=max(1, int(chunk)))
     finally:
         _task = None

@@ -42,6 +42,7 @@ from tinyflow.nn.activation import relu6_
 from tinyflow.nn.calibration import batchnorms_of
 from tinyflow.nn.depthwise import depthwise_conv, folded_conv
 from tinyflow.nn.fold import fold_bn
+from tinyflow.nn.pointwise import pointwise_conv
 from tinyflow.nn.rnnpool import RNNPool
 from tinyflow.nn.rnnpool_net import RNNPoolNet
 from tinyflow.nn.static import ConvBNAct, MBConv, StaticNet
@@ -88,7 +89,7 @@ class ElasticPointwise(nn.Conv2d):
         return self.weight[: self.active_out, :cin]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.active_weight(x.shape[1]))
+        return pointwise_conv(x, self.active_weight(x.shape[1]))
 
 
 class ElasticDepthwise(nn.Module):
@@ -363,9 +364,20 @@ class ElasticSupernet(nn.Module):
             x = self.rnnpool(x)
         return x if self.first is None else _fixed(self.first, x)
 
-    def suffix(self, x: torch.Tensor) -> torch.Tensor:
-        """The active subnet from the prefix's output on: its elastic blocks, tail, head, pool and classifier."""
-        for block in self.active_blocks():
+    def path_of(self, arch: Arch) -> list[tuple[int, int, int, int]]:
+        """`arch`'s elastic blocks in order, each as (stage, slot, kernel, expand): two subnets whose paths share
+        their first n entries run the same first n blocks on the prefix's output."""
+        g = self.genome_of(arch)
+        return [
+            (s, j, g["kernels"][s * self.max_depth + j], g["expands"][s * self.max_depth + j])
+            for s, depth in enumerate(g["depths"])
+            for j in range(min(depth, len(self.stages[s])))
+        ]
+
+    def suffix(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The active subnet from the prefix's output on — its elastic blocks (from the `start`-th active one, given
+        that block's input), tail, head, pool and classifier."""
+        for block in list(self.active_blocks())[start:]:
             x = block(x)
         for block in self.tail:
             x = _fixed(block, x)

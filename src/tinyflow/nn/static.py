@@ -9,6 +9,7 @@ from tinyflow.arch.genome import Arch, Block
 from tinyflow.nn.activation import relu6_
 from tinyflow.nn.depthwise import depthwise_conv, folded_conv
 from tinyflow.nn.fold import fold_bn
+from tinyflow.nn.pointwise import pointwise_conv
 
 
 class ConvBNAct(nn.Sequential):
@@ -30,6 +31,8 @@ class ConvBNAct(nn.Sequential):
         if 1 < conv.groups == conv.in_channels == conv.out_channels:
             # training a depthwise conv: its weight gradient as one grouped forward conv (tinyflow.nn.depthwise)
             y = self.bn(depthwise_conv(x, conv.weight, conv.stride[0]))
+        elif conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1 and conv.bias is None:
+            y = self.bn(pointwise_conv(x, conv.weight))  # a matrix product on small channels-last maps
         else:
             y = self.bn(conv(x))
         return relu6_(y) if len(self) > 2 else y

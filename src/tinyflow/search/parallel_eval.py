@@ -31,12 +31,14 @@ def measure_many(
     """The accuracy of each of `archs` on `split` (its first `max_images`), measured by `workers` processes; the
     results are kept in `supernet`'s own cache as `Supernet.evaluate` keeps them."""
     done = progress or (lambda n: None)
-    todo = [a for a in archs if not supernet.is_evaluated(a, split, max_images)]
+    # adjacent subnets share their first blocks (the evaluator's path cache); each worker takes consecutive runs
+    todo = supernet.sharing_order([a for a in archs if not supernet.is_evaluated(a, split, max_images)])
     forked = can_fork(workers, len(todo))
     if forked:
         for resolution in sorted({a.resolution for a in todo}):  # built once here, inherited by every worker
             supernet.evaluator.prepare(split, resolution)
-    scores = fork_map(lambda i: float(supernet.evaluate(todo[i], split, max_images)), len(todo), workers)
+    chunk = max(1, len(todo) // (8 * max(1, workers)))  # a few hand-outs per worker: runs kept, load balanced
+    scores = fork_map(lambda i: float(supernet.evaluate(todo[i], split, max_images)), len(todo), workers, chunk)
     for arch, acc in zip(todo, scores):
         supernet.remember(arch, split, max_images, acc)
         done(1)

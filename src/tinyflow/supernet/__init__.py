@@ -11,6 +11,7 @@ The search and finetune stages use it; the trainer plugin that produced the chec
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tinyflow.arch.genome import Arch
@@ -91,6 +92,12 @@ class Supernet:
     def remember(self, arch: Arch, split: str, max_images: int | None, accuracy: float) -> None:
         """Cache an accuracy `evaluate` would give (measured by a worker process on this supernet's copy)."""
         self._accuracy[_key(arch, split, max_images)] = float(accuracy)
+
+    def sharing_order(self, archs: Sequence[Arch]) -> list[Arch]:
+        """`archs` ordered so that subnets which run the same first elastic blocks are adjacent (by resolution, then
+        by `ElasticSupernet.path_of`): measured in this order, each reuses the blocks it shares with the one before
+        (`SubnetEvaluator`'s path cache)."""
+        return sorted(archs, key=lambda a: (a.resolution, self.net.path_of(a)))
 
     def calibration_batches(self, resolution: int) -> list[torch.Tensor]:
         """The train images BatchNorm is recalibrated on at `resolution` (the same every time)."""

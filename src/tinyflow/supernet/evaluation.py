@@ -9,7 +9,17 @@ fixed first block — once per resolution: their BatchNorms see the same calibra
 their recalibrated statistics, their outputs during recalibration and their outputs on the split are the same for
 every subnet, computed by the same operations. Each subnet then recalibrates and runs only its own layers on those
 cached outputs: the same numbers, without the stem's full-resolution convolutions (13 % of a subnet's measurement
-at the default setting). While the supernet trains its weights move between measurements, so nothing is cached.
+at the default setting).
+
+The same holds block by block: a block's recalibrated statistics and outputs depend only on the blocks before it,
+so two subnets whose first n elastic blocks agree (stage, slot, kernel, expand: `ElasticSupernet.path_of`)
+share them. The evaluator keeps the last subnet's path — each block's outputs during recalibration, its outputs on
+the split and its recalibrated statistics — and a subnet runs only the blocks after the longest common start of its
+path with that one; `measure_many` orders the subnets so that shared starts are adjacent. At the default setting the
+first two blocks of stage 1, on the largest maps, were 44 % of a subnet's measurement (121 and 85 ms of 461 ms, one
+thread), and 200 random subnets hold only 9 first blocks and about 74 first pairs. The statistics left behind are
+those of a full pass (the shared blocks' are put back), the accuracies the same to the bit (`tests/test_supernet.py`).
+While the supernet trains its weights move between measurements, so nothing is cached.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ class SubnetEvaluator:
         self._eval: dict[tuple[str, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._prefix_calib: dict[int, list[torch.Tensor]] = {}
         self._prefix_eval: dict[tuple[str, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._path: list[_PathBlock] = []  # the last subnet's elastic blocks, in order (`cache_prefix`)
+        self._path_of: tuple[str, int, int | None] | None = None  # the (split, resolution, max_images) they hold
 
     def calibration_batches(self, resolution: int) -> list[torch.Tensor]:
         """The same train images every time, cached per resolution: un-augmented (like the images evaluated), from
@@ -109,39 +121,112 @@ class SubnetEvaluator:
         net = self.supernet
         was_training = net.training
         hits: list[torch.Tensor] = []
-        seen = 0
         try:
             net.set_active(arch)
             if self.cache_prefix:
-                calib, batches = self._prefix_batches(split, arch.resolution)
+                calib, batches, start = self._shared_blocks(split, arch.resolution, max_images)
                 shared = {id(bn) for bn in _prefix_batchnorms(net)}
+                shared |= {id(bn) for block in self._path for bn in block.batchnorms}
                 own = [bn for bn in batchnorms_of(net) if id(bn) not in shared]
-                run = net.suffix
+                run = lambda x: net.suffix(x, start)  # noqa: E731
                 with phase("bn_recalib"):
                     recalibrate_bn(net, calib, run, own)
+                    for block in self._path:  # the shared blocks' statistics, as a full pass leaves them
+                        block.restore()
             else:
-                batches, run = self.eval_batches(split, arch.resolution), net
+                batches, run = _first_images(self.eval_batches(split, arch.resolution), max_images), net
                 with phase("bn_recalib"):
                     recalibrate_bn(net, self.calibration_batches(arch.resolution))
             net.eval()
             with phase("eval"), torch.no_grad():
                 for x, y in batches:
-                    if max_images is not None and seen >= max_images:
-                        break
-                    if max_images is not None and seen + len(y) > max_images:
-                        x, y = x[: max_images - seen], y[: max_images - seen]
                     hits.append(run(x).argmax(dim=1) == y)
-                    seen += len(y)
         finally:
             net.train(was_training)
         if not hits:
             raise ValueError(f"evaluate: the {split} split yielded no images")
         return torch.cat(hits)
 
+    def _shared_blocks(
+        self, split: str, resolution: int, max_images: int | None
+    ) -> tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]], int]:
+        """The active subnet's elastic blocks run and cached (`self._path`), reusing the longest start its path shares
+        with the last subnet's; returns the last block's outputs on the calibration batches and on the split's first
+        `max_images`, and the number of blocks they are after."""
+        net = self.supernet
+        calib, batches = self._prefix_batches(split, resolution)
+        if self._path_of != (split, resolution, max_images):
+            self._path, self._path_of = [], (split, resolution, max_images)
+        keys = net.path_of(net.active_arch)
+        same = 0
+        while same < min(len(keys), len(self._path)) and self._path[same].key == keys[same]:
+            same += 1
+        del self._path[same:]
+        if self._path:
+            calib, batches = self._path[-1].calib, self._path[-1].batches
+        else:
+            batches = _first_images(batches, max_images)
+        blocks = list(net.active_blocks())
+        for i in range(same, len(keys)):
+            block = blocks[i]
+            bns = batchnorms_of(block)
+            outputs: list[torch.Tensor] = []
+            with phase("bn_recalib"):
+                recalibrate_bn(net, calib, lambda x: outputs.append(block(x)), bns)  # noqa: B023
+            was_training = net.training
+            net.eval()
+            try:
+                with phase("eval"), torch.no_grad():
+                    batches = [(block(x), y) for x, y in batches]
+            finally:
+                net.train(was_training)
+            calib = outputs
+            self._path.append(_PathBlock(keys[i], calib, batches, bns))
+        return calib, batches, len(keys)
+
     def accuracy(self, arch: Arch, split: str = "val", max_images: int | None = None) -> float:
         """Top-1 accuracy in [0, 1] of subnet `arch` on `split` (its first `max_images` images when given)."""
         hits = self.correct(arch, split, max_images)
         return int(hits.sum()) / len(hits)
+
+
+class _PathBlock:
+    """One elastic block of the last measured subnet: its key in `ElasticSupernet.path_of`, its outputs during
+    recalibration and on the split, and its recalibrated BatchNorm statistics."""
+
+    def __init__(
+        self,
+        key: tuple[int, int, int, int],
+        calib: list[torch.Tensor],
+        batches: list[tuple[torch.Tensor, torch.Tensor]],
+        batchnorms: list[torch.nn.Module],
+    ):
+        self.key, self.calib, self.batches, self.batchnorms = key, calib, batches, batchnorms
+        self.stats = [{k: v.clone() for k, v in bn.state_dict().items() if k.startswith(_STATS)} for bn in batchnorms]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for bn, stats in zip(self.batchnorms, self.stats):
+                for name, value in stats.items():
+                    getattr(bn, name).copy_(value)
+
+
+_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _first_images(
+    batches: list[tuple[torch.Tensor, torch.Tensor]], max_images: int | None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches cut to their first `max_images` images (all of them when None)."""
+    if max_images is None:
+        return batches
+    out, seen = [], 0
+    for x, y in batches:
+        if seen >= max_images:
+            break
+        out.append((x[: max_images - seen], y[: max_images - seen]) if seen + len(y) > max_images else (x, y))
+        seen += len(y)
+    return out
 
 
 def _prefix_batchnorms(net: ElasticSupernet) -> list[torch.nn.Module]:
