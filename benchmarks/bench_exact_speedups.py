@@ -7,15 +7,16 @@
    `ofa sandwich step (<phase>), whole kernels ÷ cropped: <x>`.
 2. **The shared layers run once** (`SubnetEvaluator(cache_prefix=True)`, what a loaded `Supernet` uses): the
    search's measurement of a subnet (BatchNorm recalibration on 256 train images, then `--images` val images, one
-   thread, as a search worker runs it) with every layer per subnet and with the stem / first block cached, the same
-   subnets in alternating rounds; the accuracies must agree. Last line:
+   thread, as a search worker runs it) with every layer per subnet and with the stem / first block and the first
+   elastic blocks a subnet shares with the one before cached, `--subnets` random subnets in the search's sharing
+   order (a search worker measures 100 of the 200 pairs), alternating rounds; the accuracies must agree. Last line:
    `subnet measurement, every layer ÷ shared layers cached: <x>`.
 3. **ReLU6 in place without autograd's clone** (`tinyflow.nn.activation.relu6_`): the OFA sandwich step of the
    kernel and expand phases with it and with PyTorch's `F.relu6(inplace=True)` in the elastic blocks, the same
    gradients to the bit. Last lines: `ofa sandwich step (<phase>), PyTorch's relu6_ ÷ tinyflow's: <x>`.
 
     .venv/bin/python benchmarks/bench_exact_speedups.py [--resolution 48] [--threads 2] [--rounds 4] [--steps 6]
-        [--subnets 8] [--images 2000] [--only crop,measurement,relu6]
+        [--subnets 100] [--images 2000] [--only crop,measurement,relu6]
 """
 
 from __future__ import annotations
@@ -90,25 +91,27 @@ def measurement(data, space, rounds: int, n_subnets: int, images: int) -> None:
     torch.manual_seed(0)
     net = ElasticSupernet(space).to(memory_format=torch.channels_last)
     rng = random.Random(0)
-    archs = [space.sample(rng) for _ in range(n_subnets)]
+    archs = sorted((space.sample(rng) for _ in range(n_subnets)), key=net.path_of)  # `Supernet.sharing_order`
     evaluators = {"every layer": SubnetEvaluator(net, data, 4, 0), "cached": SubnetEvaluator(net, data, 4, 0, True)}
-    for ev in evaluators.values():
-        ev.prepare("val", space.resolution)
-        ev.accuracy(archs[0], "val", images)  # warm-up
     times: dict[str, list[float]] = {k: [] for k in evaluators}
     accs: dict[str, list[float]] = {}
     order = list(evaluators.items())
-    with torch.no_grad():
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)  # as a search worker measures
-        try:
+    before = torch.get_num_threads()
+    # one thread throughout, as a search worker measures: cached outputs computed on two threads would round
+    # their BatchNorm statistics' sums differently from the one-thread pass they are compared with
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            for ev in evaluators.values():
+                ev.prepare("val", space.resolution)
+                ev.accuracy(archs[-1], "val", images)  # warm-up
             for r in range(rounds):
                 for name, ev in order if r % 2 == 0 else order[::-1]:
                     t = time.perf_counter()
                     accs[name] = [ev.accuracy(a, "val", images) for a in archs]
                     times[name].append((time.perf_counter() - t) / len(archs))
-        finally:
-            torch.set_num_threads(before)
+    finally:
+        torch.set_num_threads(before)
     if accs["every layer"] != accs["cached"]:
         raise SystemExit(f"the two paths disagree: {accs}")
     a, b = statistics.median(times["every layer"]), statistics.median(times["cached"])
@@ -125,7 +128,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--subnets", type=int, default=8)
+    parser.add_argument("--subnets", type=int, default=100, help="the subnets one of two search workers measures")
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--only", default="crop,measurement,relu6", help="which of the three, comma-separated")
     args = parser.parse_args()
