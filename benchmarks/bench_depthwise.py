@@ -115,25 +115,38 @@ def default_setting(resolution: int, threads: int) -> tuple[Any, Any, Any]:
     return cfg, data, space
 
 
-def ofa_steps(cfg, data, space, rounds: int, steps: int) -> None:
-    trainer = build_plugin(cfg, "trainer")
-    phase = parse_phases(trainer.raw_phases, space)[-1]
-    saved = depthwise.MIN_KERNEL
+def swapped_steps(
+    cfg, data, space, phases, module: Any, name: str, replacement: Any, labels: tuple[str, str], rounds: int, steps: int
+) -> list[float]:
+    """Per phase, the OFA step with `module.name` set to `replacement` (`labels[0]`) against as it is (`labels[1]`),
+    side by side (`ofa_step_times`); prints both times and their ratio, returns the ratios."""
+    ours = getattr(module, name)
     variants = [
-        ("pytorch", lambda: setattr(depthwise, "MIN_KERNEL", 10**6)),
-        ("grouped", lambda: setattr(depthwise, "MIN_KERNEL", saved)),
+        (labels[0], lambda: setattr(module, name, replacement)),
+        (labels[1], lambda: setattr(module, name, ours)),
     ]
-    try:
-        t = ofa_step_times(cfg, data, space, phase, variants, rounds, steps)
-    finally:
-        depthwise.MIN_KERNEL = saved
-    a, b = t["pytorch"], t["grouped"]
-    print(
-        f"\nofa sandwich step (phase {phase.name}, batch {data.batch_size}, r{space.resolution}): PyTorch's depthwise "
-        f"gradient {a:.0f} ms, tinyflow's {b:.0f} ms (median of {rounds} rounds of {steps} steps, the order swapped "
-        "every round)"
-    )
-    print(f"ofa sandwich step, PyTorch's depthwise gradient ÷ tinyflow's: {a / b:.2f}")
+    ratios = []
+    for phase in phases:
+        try:
+            t = ofa_step_times(cfg, data, space, phase, variants, rounds, steps)
+        finally:
+            setattr(module, name, ours)
+        a, b = t[labels[0]], t[labels[1]]
+        print(
+            f"ofa sandwich step (phase {phase.name}, batch {data.batch_size}, r{space.resolution}): {labels[0]} "
+            f"{a:.0f} ms, {labels[1]} {b:.0f} ms (median of {rounds} rounds of {steps} steps, the order swapped every "
+            "round)"
+        )
+        ratios.append(a / b)
+    return ratios
+
+
+def ofa_steps(cfg, data, space, rounds: int, steps: int) -> None:
+    phase = parse_phases(build_plugin(cfg, "trainer").raw_phases, space)[-1]
+    labels = ("PyTorch's depthwise gradient", "tinyflow's")
+    print()
+    (ratio,) = swapped_steps(cfg, data, space, [phase], depthwise, "MIN_KERNEL", 10**6, labels, rounds, steps)
+    print(f"ofa sandwich step, PyTorch's depthwise gradient ÷ tinyflow's: {ratio:.2f}")
 
 
 def main() -> None:

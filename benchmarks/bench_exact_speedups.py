@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import torch
-
 import torch.nn.functional as F
 
 from tinyflow.nn import depthwise, elastic
@@ -39,7 +38,7 @@ from tinyflow.supernet.evaluation import SubnetEvaluator
 from tinyflow_plugins.trainers.ofa_phases import parse_phases
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_depthwise import default_setting, ofa_step_times
+from bench_depthwise import default_setting, swapped_steps
 
 
 def whole_kernel(weight: torch.Tensor, side: tuple[int, int], stride: int) -> tuple[torch.Tensor, list[int]]:
@@ -49,42 +48,21 @@ def whole_kernel(weight: torch.Tensor, side: tuple[int, int], stride: int) -> tu
 
 def crop_steps(cfg, data, space, rounds: int, steps: int) -> None:
     phases = parse_phases(build_plugin(cfg, "trainer").raw_phases, space)
-    cropped = depthwise.visible_kernel
-    variants = [
-        ("whole", lambda: setattr(depthwise, "visible_kernel", whole_kernel)),
-        ("cropped", lambda: setattr(depthwise, "visible_kernel", cropped)),
-    ]
-    for phase in (phases[0], phases[1], phases[-1]):
-        try:
-            t = ofa_step_times(cfg, data, space, phase, variants, rounds, steps)
-        finally:
-            depthwise.visible_kernel = cropped
-        a, b = t["whole"], t["cropped"]
-        print(
-            f"ofa sandwich step (phase {phase.name}, batch {data.batch_size}, r{space.resolution}): whole kernels "
-            f"{a:.0f} ms, cropped {b:.0f} ms (median of {rounds} rounds of {steps} steps)"
-        )
-        print(f"ofa sandwich step ({phase.name}), whole kernels ÷ cropped: {a / b:.2f}")
+    phases = [phases[0], phases[1], phases[-1]]
+    labels = ("whole kernels", "cropped")
+    ratios = swapped_steps(cfg, data, space, phases, depthwise, "visible_kernel", whole_kernel, labels, rounds, steps)
+    for phase, ratio in zip(phases, ratios):
+        print(f"ofa sandwich step ({phase.name}), whole kernels ÷ cropped: {ratio:.2f}")
 
 
 def relu6_steps(cfg, data, space, rounds: int, steps: int) -> None:
     phases = parse_phases(build_plugin(cfg, "trainer").raw_phases, space)
-    ours = elastic.relu6_
-    variants = [
-        ("pytorch", lambda: setattr(elastic, "relu6_", lambda x: F.relu6(x, inplace=True))),
-        ("ours", lambda: setattr(elastic, "relu6_", ours)),
-    ]
-    for phase in (phases[1], phases[-1]):
-        try:
-            t = ofa_step_times(cfg, data, space, phase, variants, rounds, steps)
-        finally:
-            elastic.relu6_ = ours
-        a, b = t["pytorch"], t["ours"]
-        print(
-            f"ofa sandwich step (phase {phase.name}, batch {data.batch_size}, r{space.resolution}): PyTorch's "
-            f"relu6_ {a:.0f} ms, tinyflow's {b:.0f} ms (median of {rounds} rounds of {steps} steps)"
-        )
-        print(f"ofa sandwich step ({phase.name}), PyTorch's relu6_ ÷ tinyflow's: {a / b:.2f}")
+    phases = [phases[1], phases[-1]]
+    pytorch = lambda x: F.relu6(x, inplace=True)  # noqa: E731
+    labels = ("PyTorch's relu6_", "tinyflow's")
+    ratios = swapped_steps(cfg, data, space, phases, elastic, "relu6_", pytorch, labels, rounds, steps)
+    for phase, ratio in zip(phases, ratios):
+        print(f"ofa sandwich step ({phase.name}), PyTorch's relu6_ ÷ tinyflow's: {ratio:.2f}")
 
 
 def measurement(data, space, rounds: int, n_subnets: int, images: int) -> None:
