@@ -145,14 +145,23 @@ def test_subnets_measured_by_two_worker_processes_score_as_one_by_one(tmp_path, 
     assert all(supernet.is_evaluated(a, "val", 40) for a in archs)
 
 
-@pytest.mark.parametrize("stem", [None, {"stem": "rnnpool", "rnnpool": STEM}])
-def test_the_shared_layers_run_once_per_resolution_and_give_the_same_numbers(tmp_path, data, stem, monkeypatch):
-    """A loaded supernet caches its stem's (and RNNPool's, first block's) outputs: every subnet's hits, and the
-    BatchNorm statistics it leaves, equal those of a full recalibration and pass — the same numbers."""
+@pytest.mark.parametrize(
+    ("stem", "path_bytes"),
+    [(None, None), ({"stem": "rnnpool", "rnnpool": STEM}, None), (None, 1), (None, 0)],
+    ids=["conv", "rnnpool", "path-cache-one-block", "path-cache-off"],
+)
+def test_the_shared_layers_run_once_per_resolution_and_give_the_same_numbers(
+    tmp_path, data, stem, path_bytes, monkeypatch
+):
+    """A loaded supernet caches its stem's (and RNNPool's, first block's) outputs and the elastic blocks a subnet
+    shares with the last one (all of them, only the first when the byte budget is tiny, none at 0): every subnet's
+    hits, and the BatchNorm statistics it leaves, equal those of a full recalibration and pass — the same numbers."""
     from tinyflow.supernet.evaluation import SubnetEvaluator
 
     path, _ = write(tmp_path / "s.ckpt", stem=stem, evaluation={"recalib_batches": 2, "seed": 5})
     supernet = Supernet.load(path, data)
+    if path_bytes is not None:
+        supernet.evaluator.path_cache_bytes = path_bytes
     net = supernet.net
     full = SubnetEvaluator(net, data, 2, 5)  # no cache: every layer per subnet
     assert supernet.evaluator.cache_prefix and not full.cache_prefix
@@ -172,6 +181,8 @@ def test_the_shared_layers_run_once_per_resolution_and_give_the_same_numbers(tmp
             full_logits = net.eval()(x)
         assert torch.equal(cached, again)
         assert torch.equal(cached_logits, full_logits)  # the statistics each left behind, to the bit
+        if path_bytes is not None:
+            assert len(supernet.evaluator._path) == min(path_bytes, 1)
     r = net.space.resolution
     n_batches = len(full.calibration_batches(r)) + len(full.eval_batches("val", r))
     # the cached evaluator never ran the prefix itself; the full one and the logits above did

@@ -17,8 +17,10 @@ share them. The evaluator keeps the last subnet's path — each block's outputs 
 the split and its recalibrated statistics — and a subnet runs only the blocks after the longest common start of its
 path with that one; `measure_many` orders the subnets so that shared starts are adjacent. At the default setting the
 first two blocks of stage 1, on the largest maps, were 44 % of a subnet's measurement (121 and 85 ms of 461 ms, one
-thread), and 200 random subnets hold only 9 first blocks and about 74 first pairs. The statistics left behind are
-those of a full pass (the shared blocks' are put back), the accuracies the same to the bit (`tests/test_supernet.py`).
+thread), and 200 random subnets hold only 9 first blocks and about 74 first pairs. Blocks are kept while the ones
+before them hold less than `PATH_CACHE_BYTES` of outputs; the later ones run as the subnet's own. The statistics
+left behind are those of a full pass (the shared blocks' are put back), the accuracies the same to the bit
+(`tests/test_supernet.py`).
 While the supernet trains its weights move between measurements, so nothing is cached.
 """
 
@@ -35,6 +37,10 @@ from tinyflow.nn.elastic import ElasticSupernet
 from tinyflow.training.profile import phase
 
 SPLITS = ("train", "val", "test")
+# the path cache's outputs per process: a block is kept while the blocks before it hold less (the largest subnet's
+# whole path on 2,000 val images: 136 MiB at the default job's r48, 242 MiB at r64; at ImageNet resolutions the first
+# blocks alone fill it, and they are where the saving is)
+PATH_CACHE_BYTES = 512 * 2**20
 
 
 class SubnetEvaluator:
@@ -54,6 +60,7 @@ class SubnetEvaluator:
         self._prefix_calib: dict[int, list[torch.Tensor]] = {}
         self._prefix_eval: dict[tuple[str, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._path: list[_PathBlock] = []  # the last subnet's elastic blocks, in order (`cache_prefix`)
+        self.path_cache_bytes = PATH_CACHE_BYTES
         self._path_of: tuple[str, int, int | None] | None = None  # the (split, resolution, max_images) they hold
 
     def calibration_batches(self, resolution: int) -> list[torch.Tensor]:
@@ -167,7 +174,10 @@ class SubnetEvaluator:
         else:
             batches = _first_images(batches, max_images)
         blocks = list(net.active_blocks())
+        held = sum(block.nbytes for block in self._path)
         for i in range(same, len(keys)):
+            if held >= self.path_cache_bytes:  # the later blocks run with the subnet's own layers instead
+                break
             block = blocks[i]
             bns = batchnorms_of(block)
             outputs: list[torch.Tensor] = []
@@ -182,7 +192,8 @@ class SubnetEvaluator:
                 net.train(was_training)
             calib = outputs
             self._path.append(_PathBlock(keys[i], calib, batches, bns))
-        return calib, batches, len(keys)
+            held += self._path[-1].nbytes
+        return calib, batches, len(self._path)
 
     def accuracy(self, arch: Arch, split: str = "val", max_images: int | None = None) -> float:
         """Top-1 accuracy in [0, 1] of subnet `arch` on `split` (its first `max_images` images when given)."""
@@ -203,6 +214,7 @@ class _PathBlock:
     ):
         self.key, self.calib, self.batches, self.batchnorms = key, calib, batches, batchnorms
         self.stats = [{k: v.clone() for k, v in bn.state_dict().items() if k.startswith(_STATS)} for bn in batchnorms]
+        self.nbytes = sum(t.nbytes for t in calib) + sum(x.nbytes for x, _ in batches)
 
     def restore(self) -> None:
         with torch.no_grad():
