@@ -119,7 +119,7 @@ def swapped_steps(
     cfg, data, space, phases, module: Any, name: str, replacement: Any, labels: tuple[str, str], rounds: int, steps: int
 ) -> list[float]:
     """Per phase, the OFA step with `module.name` set to `replacement` (`labels[0]`) against as it is (`labels[1]`),
-    side by side (`ofa_step_times`); prints both times and their ratio, returns the ratios."""
+    side by side (`ofa_step_times`); prints both times per phase and returns their ratios."""
     ours = getattr(module, name)
     variants = [
         (labels[0], lambda: setattr(module, name, replacement)),

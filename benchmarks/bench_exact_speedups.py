@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tinyflow.nn import depthwise, elastic
 from tinyflow.nn.elastic import ElasticSupernet
 from tinyflow.plugins import build_plugin
-from tinyflow.supernet.evaluation import SubnetEvaluator
+from tinyflow.supernet.evaluation import SubnetEvaluator, sharing_order
 from tinyflow_plugins.trainers.ofa_phases import parse_phases
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,7 +69,7 @@ def measurement(data, space, rounds: int, n_subnets: int, images: int) -> None:
     torch.manual_seed(0)
     net = ElasticSupernet(space).to(memory_format=torch.channels_last)
     rng = random.Random(0)
-    archs = sorted((space.sample(rng) for _ in range(n_subnets)), key=net.path_of)  # `Supernet.sharing_order`
+    archs = sharing_order(net, [space.sample(rng) for _ in range(n_subnets)])  # the order the search measures in
     evaluators = {"every layer": SubnetEvaluator(net, data, 4, 0), "cached": SubnetEvaluator(net, data, 4, 0, True)}
     times: dict[str, list[float]] = {k: [] for k in evaluators}
     accs: dict[str, list[float]] = {}

@@ -94,10 +94,11 @@ class Supernet:
         self._accuracy[_key(arch, split, max_images)] = float(accuracy)
 
     def sharing_order(self, archs: Sequence[Arch]) -> list[Arch]:
-        """`archs` ordered so that subnets which run the same first elastic blocks are adjacent (by resolution, then
-        by `ElasticSupernet.path_of`): measured in this order, each reuses the blocks it shares with the one before
-        (`SubnetEvaluator`'s path cache)."""
-        return sorted(archs, key=lambda a: (a.resolution, self.net.path_of(a)))
+        """`archs` in the order that lets the evaluator's path cache reuse the most blocks
+        (`tinyflow.supernet.evaluation.sharing_order`)."""
+        from tinyflow.supernet.evaluation import sharing_order
+
+        return sharing_order(self.net, archs)
 
     def calibration_batches(self, resolution: int) -> list[torch.Tensor]:
         """The train images BatchNorm is recalibrated on at `resolution` (the same every time)."""

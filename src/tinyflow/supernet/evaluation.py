@@ -26,6 +26,7 @@ While the supernet trains its weights move between measurements, so nothing is c
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -113,13 +114,7 @@ class SubnetEvaluator:
             self._prefix_calib[resolution] = outputs
         key = (split, resolution)
         if key not in self._prefix_eval:
-            was_training = net.training
-            net.eval()
-            try:
-                with torch.no_grad():
-                    self._prefix_eval[key] = [(net.prefix(x), y) for x, y in self.eval_batches(split, resolution)]
-            finally:
-                net.train(was_training)
+            self._prefix_eval[key] = _eval_outputs(net, net.prefix, self.eval_batches(split, resolution))
         return self._prefix_calib[resolution], self._prefix_eval[key]
 
     def correct(self, arch: Arch, split: str = "val", max_images: int | None = None) -> torch.Tensor:
@@ -183,13 +178,8 @@ class SubnetEvaluator:
             outputs: list[torch.Tensor] = []
             with phase("bn_recalib"):
                 recalibrate_bn(net, calib, lambda x: outputs.append(block(x)), bns)  # noqa: B023
-            was_training = net.training
-            net.eval()
-            try:
-                with phase("eval"), torch.no_grad():
-                    batches = [(block(x), y) for x, y in batches]
-            finally:
-                net.train(was_training)
+            with phase("eval"):
+                batches = _eval_outputs(net, block, batches)
             calib = outputs
             self._path.append(_PathBlock(keys[i], calib, batches, bns))
             held += self._path[-1].nbytes
@@ -213,7 +203,7 @@ class _PathBlock:
         batchnorms: list[torch.nn.Module],
     ):
         self.key, self.calib, self.batches, self.batchnorms = key, calib, batches, batchnorms
-        self.stats = [{k: v.clone() for k, v in bn.state_dict().items() if k.startswith(_STATS)} for bn in batchnorms]
+        self.stats = [{name: getattr(bn, name).clone() for name in _STATS} for bn in batchnorms]
         self.nbytes = sum(t.nbytes for t in calib) + sum(x.nbytes for x, _ in batches)
 
     def restore(self) -> None:
@@ -224,6 +214,25 @@ class _PathBlock:
 
 
 _STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _eval_outputs(
+    net: ElasticSupernet, run: Callable[[torch.Tensor], torch.Tensor], batches: list[tuple[torch.Tensor, torch.Tensor]]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`run` (a part of `net`) on each batch's images, `net` in eval mode for the pass (its mode restored after)."""
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            return [(run(x), y) for x, y in batches]
+    finally:
+        net.train(was_training)
+
+
+def sharing_order(net: ElasticSupernet, archs: Iterable[Arch]) -> list[Arch]:
+    """`archs` ordered so that subnets which run the same first elastic blocks are adjacent (by resolution, then by
+    `ElasticSupernet.path_of`): measured in this order, each reuses the blocks it shares with the one before."""
+    return sorted(archs, key=lambda a: (a.resolution, net.path_of(a)))
 
 
 def _first_images(
